@@ -1,0 +1,54 @@
+# Two commands for a new user: `make demo` and `make test`. Each sets itself up first.
+SHELL := /bin/bash
+PY ?= python3.11
+# The worker's own function indexer (azure-functions-runtime) needs Python >= 3.13.
+PY313 ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13) $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null))
+VENV := .venv
+BIN := $(VENV)/bin
+AZURITE := tools/node_modules/.bin/azurite
+
+.PHONY: all deps demo test lint bench soak clean
+
+all: deps
+
+deps: $(VENV)/.installed $(AZURITE) .venv-checkov/.installed .venv-index/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+# Azurite from npm, into a git-ignored folder of the repo (3.35: the last release for Node 20).
+$(AZURITE): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# checkov pins an old pycep-parser that cannot read our templates: its own venv, then 0.7.1 over it.
+.venv-checkov/.installed:
+	@test -x .venv-checkov/bin/python || $(PY) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q --disable-pip-version-check checkov==3.3.30
+	.venv-checkov/bin/python -m pip install -q --disable-pip-version-check --no-deps pycep-parser==0.7.1
+	@touch $@
+
+.venv-index/.installed:
+	@test -n "$(PY313)" || { echo "Python 3.13 is needed for the worker's index check (set PY313=/path/to/python3.13)"; exit 1; }
+	@test -x .venv-index/bin/python || $(PY313) -m venv .venv-index
+	.venv-index/bin/python -m pip install -q --disable-pip-version-check azure-functions-runtime==1.3.0 azure-functions==2.3.0
+	@touch $@
+
+demo: $(VENV)/.installed $(AZURITE)
+	$(BIN)/python -m devhost.demo
+
+test: deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .venv-checkov .venv-index tools/node_modules .demo

@@ -1,0 +1,93 @@
+"""The simulator's knobs: throttling, faults, paging, notifications.
+
+Set from the tenant file's `simulator` object at start and changed at run time with
+`PATCH /_sim/config`; `GET /_sim/config` returns them all. Unknown names and wrong types are refused
+so a typo in a test cannot silently leave a knob at its default.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class SimConfig:
+    """All run-time knobs, with Graph's documented values as defaults where Graph has one."""
+
+    # Resource-unit bucket per app and tenant (Graph, large tenant: 8,000 RU per 10 s, starts full).
+    throttle_enabled: bool = True
+    throttle_capacity_ru: float = 8000.0
+    throttle_refill_ru_per_s: float = 800.0
+    throttle_scale: float = 1.0              # multiplies capacity and refill of both buckets
+    throttle_charge_rejected: bool = True    # "usage still counts while throttled"
+    # Writes per app and tenant: 3,000 per 2 min 30 s.
+    write_capacity: float = 3000.0
+    write_refill_per_s: float = 20.0
+    # Conditional Access: 1 request/s per tenant across all apps, 429 without Retry-After. <= 0 disables.
+    ca_requests_per_second: float = 1.0
+    # Injected faults (0..1 rates), never on /_sim/*.
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    fault_429_rate: float = 0.0
+    fault_429_retry_after_s: int = 1
+    fault_503_rate: float = 0.0
+    fault_504_rate: float = 0.0
+    fault_drop_rate: float = 0.0
+    fault_seed: int | None = None
+    # Paging.
+    users_page_size: int = 100
+    delta_page_size: int = 200
+    delta_token_ttl_s: float = 7 * 24 * 3600.0
+    # $batch.
+    batch_shuffle_responses: bool = True
+    # Change notifications.
+    notify_batch_window_s: float = 0.2
+    notify_max_per_post: int = 100
+    notify_timeout_s: float = 3.0
+    notify_retry_count: int = 3
+    notify_retry_backoff_s: float = 0.5
+    notify_drop_rate: float = 0.0
+    notify_paused: bool = False
+    validation_timeout_s: float = 10.0
+    subscription_quota_per_app: int = 100
+
+    def update(self, knobs: dict[str, Any]) -> list[str]:
+        """Apply `knobs` after checking every name and type; returns the names changed.
+
+        Raises ValueError naming the first bad knob, and then changes nothing.
+        """
+        types = {f.name: f.type for f in fields(self)}
+        checked: dict[str, Any] = {}
+        for name, value in knobs.items():
+            if name not in types:
+                raise ValueError(f"unknown simulator knob {name!r}")
+            checked[name] = _coerce(name, str(types[name]), value)
+        for name, value in checked.items():
+            setattr(self, name, value)
+        return sorted(checked)
+
+    def as_dict(self) -> dict[str, Any]:
+        """All knobs as plain JSON values."""
+        return asdict(self)
+
+
+def _coerce(name: str, type_name: str, value: Any) -> Any:
+    """Check one knob value against its declared type (bools are not numbers here)."""
+    if "None" in type_name and value is None:
+        return None
+    if type_name.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+    elif type_name.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise ValueError(f"knob {name!r} must be >= 0")
+            return value
+    elif type_name.startswith("float"):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < 0:
+                raise ValueError(f"knob {name!r} must be >= 0")
+            if name.endswith("_rate") and value > 1:
+                raise ValueError(f"knob {name!r} is a rate between 0 and 1")
+            return float(value)
+    raise ValueError(f"knob {name!r} has the wrong type ({type_name} expected)")

@@ -1,0 +1,315 @@
+// Passkey Guard: a Python 3.11 function app on Flex Consumption that keeps an Entra tenant's passkey
+// (FIDO2) policy as decided and flags users whose UPN changed. Deploy with `azd up` or
+// `az deployment sub create` (docs/deployment.md). Everything authenticates with one user-assigned
+// managed identity: no storage keys, no App Insights keys, no client secrets.
+targetScope = 'subscription'
+
+// --- environment ---------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds the resource token so names are unique and repeatable.')
+param environmentName string
+
+@minLength(1)
+@maxLength(40)
+@description('Azure region for every resource; it must offer the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@minLength(0)
+@maxLength(90)
+@description('Resource group to create or update; empty means rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@minLength(36)
+@maxLength(36)
+@description('Entra tenant (GUID) whose passkey policy the app manages; the tenant of this deployment by default.')
+param tenantId string = tenant().tenantId
+
+// --- behaviour -----------------------------------------------------------------------------------
+
+@allowed([
+  'audit'
+  'enforce'
+])
+@description('audit reports drift and changes nothing; enforce writes the desired policy. Also selects read-only or read-write Graph policy permissions (infra/graph-permissions.json).')
+param enforcementMode string = 'audit'
+
+@description('True lets the app delete passkeys left stale by a UPN change and grants UserAuthMethod-Passkey.ReadWrite.All; false only flags them (UserAuthMethod-Passkey.Read.All).')
+param removeStalePasskeys bool = false
+
+@minLength(1)
+@maxLength(260)
+@description('Path of the desired-state policy document, relative to the app root.')
+param policyFile string = 'policy/desired-state.json'
+
+@minValue(1)
+@maxValue(8000)
+@description('Graph resource units the app may spend per 10 s for the tenant; 8,000 is the large-tenant limit per app and tenant.')
+param graphRuPer10s int = 8000
+
+// --- schedules (NCRONTAB, six fields with seconds, UTC) ------------------------------------------
+
+@minLength(11)
+@maxLength(100)
+@description('NCRONTAB schedule (6 fields, UTC) of the policy reconcile timer; hourly by default.')
+param policySchedule string = '0 0 * * * *'
+
+@minLength(11)
+@maxLength(100)
+@description('NCRONTAB schedule (6 fields, UTC) of the stale-passkey sweep timer; every 15 minutes by default.')
+param sweepSchedule string = '0 */15 * * * *'
+
+@minLength(11)
+@maxLength(100)
+@description('NCRONTAB schedule (6 fields, UTC) of the UPN tracker (users delta) timer; every 30 minutes by default.')
+param trackerSchedule string = '0 */30 * * * *'
+
+@minLength(11)
+@maxLength(100)
+@description('NCRONTAB schedule (6 fields, UTC) of the Graph subscription manager timer (create, renew, reauthorize); every 6 hours by default.')
+param subscriptionSchedule string = '0 0 */6 * * *'
+
+// --- hosting -------------------------------------------------------------------------------------
+
+@minValue(1)
+@maxValue(20)
+@description('Always-ready instances of the HTTP group; at least 1 so Graph webhook validation (10 s) and acknowledgements (3 s) never wait for a cold start.')
+param httpAlwaysReady int = 1
+
+@minValue(40)
+@maxValue(1000)
+@description('Most instances the app may scale out to (Flex Consumption allows 40 to 1,000).')
+param maximumInstanceCount int = 40
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory per instance in MB (Flex Consumption sizes); 2,048 MB gives one vCPU.')
+param instanceMemoryMB int = 2048
+
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+])
+@description('Replication of the storage account (host state, app tables and queues). ZRS where the region has availability zones.')
+param storageSkuName string = 'Standard_LRS'
+
+// --- secrets: values are generated, written to Key Vault, and never output ----------------------
+
+@secure()
+@minLength(16)
+@maxLength(128)
+@description('HMAC secret of the ticket webhook, stored in Key Vault. Leave unset: a new random value is generated (azd keeps the stored one, see main.parameters.json).')
+param ticketWebhookSecret string = newGuid()
+
+@secure()
+@minLength(16)
+@maxLength(128)
+@description('clientState of the Graph change-notification subscription (Graph allows 128 characters), stored in Key Vault. Leave unset to generate one.')
+param graphClientState string = newGuid()
+
+// --- names ---------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var names = {
+  resourceGroup: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  identity: 'id-${resourceToken}'
+  logAnalytics: 'log-${resourceToken}'
+  appInsights: 'appi-${resourceToken}'
+  storage: 'st${resourceToken}'
+  keyVault: 'kv-${resourceToken}'
+  plan: 'plan-${resourceToken}'
+  functionApp: 'func-${resourceToken}'
+}
+
+// The app's state lives in these tables and queues; the code uses exactly these names
+// (shared.config.QUEUE_NAME for the queue; its poison queue is the host's <queue>-poison).
+var tableNames = [
+  'runs'
+  'plans'
+  'flags'
+  'snapshots'
+  'checkpoints'
+  'events'
+]
+var queueNames = [
+  'upn-changes'
+  'upn-changes-poison'
+]
+var deploymentContainerName = 'app-package'
+var secretNames = {
+  ticketWebhook: 'ticket-webhook-secret'
+  graphClientState: 'graph-client-state'
+}
+
+// --- Graph permissions: the entries of infra/graph-permissions.json whose `when` is active -------
+
+var graphPermissions = loadJsonContent('graph-permissions.json')
+var activeGraphConditions = [
+  'always'
+  enforcementMode
+  removeStalePasskeys ? 'removeStalePasskeys' : 'keepStalePasskeys'
+]
+var graphRoles = map(filter(graphPermissions.roles, p => contains(activeGraphConditions, p.when)), p => p.role)
+
+// --- resources -----------------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: names.resourceGroup
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: names.identity
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: names.logAnalytics
+    appInsightsName: names.appInsights
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: names.storage
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    tableNames: tableNames
+    queueNames: queueNames
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+    tenantId: tenantId
+    ticketWebhookSecretName: secretNames.ticketWebhook
+    ticketWebhookSecret: ticketWebhookSecret
+    graphClientStateName: secretNames.graphClientState
+    graphClientState: graphClientState
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    tableNames: tableNames
+    queueNames: queueNames
+    appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: keyVault.outputs.name
+    secretNames: [
+      secretNames.ticketWebhook
+      secretNames.graphClientState
+    ]
+  }
+}
+
+module graphAccess 'app/graph-permissions.bicep' = {
+  name: 'graph-permissions'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    roles: graphRoles
+  }
+}
+
+module functionApp 'app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: keyVault.outputs.name
+    ticketWebhookSecretName: secretNames.ticketWebhook
+    graphClientStateName: secretNames.graphClientState
+    tenantId: tenantId
+    enforcementMode: enforcementMode
+    removeStalePasskeys: removeStalePasskeys
+    policyFile: policyFile
+    graphRuPer10s: graphRuPer10s
+    policySchedule: policySchedule
+    sweepSchedule: sweepSchedule
+    trackerSchedule: trackerSchedule
+    subscriptionSchedule: subscriptionSchedule
+    httpAlwaysReady: httpAlwaysReady
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The host, the deployment and the Key Vault references all fail until the grants exist.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// --- outputs (names and ids only; azd stores them in the environment) ---------------------------
+
+@description('Region the resources were deployed to.')
+output AZURE_LOCATION string = location
+
+@description('Entra tenant the app manages.')
+output AZURE_TENANT_ID string = tenantId
+
+@description('Resource group holding every resource.')
+output AZURE_RESOURCE_GROUP string = rg.name
+
+@description('Name of the function app.')
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+
+@description('Default host name of the function app; the Graph webhooks are under https://<host>/api/graph/.')
+output AZURE_FUNCTION_APP_HOSTNAME string = functionApp.outputs.defaultHostName
+
+@description('Object (principal) id of the managed identity: the service principal holding the Graph permissions.')
+output AZURE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
+@description('Client id of the managed identity (the app\'s AZURE_CLIENT_ID).')
+output AZURE_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+
+@description('Name of the Key Vault holding the webhook secrets; main.parameters.json reads it back so azd keeps the stored values.')
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+
+@description('Name of the storage account (host state, app tables and queues).')
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
+@description('Microsoft Graph application permissions granted to the managed identity.')
+output GRAPH_PERMISSIONS array = graphRoles

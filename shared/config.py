@@ -1,0 +1,190 @@
+"""Settings: one typed, frozen object read once from the environment (or any mapping, in tests).
+
+The constants below are the app-setting names that `infra/` writes into the function app, and the only
+names the code reads. `tests/infra` fails when the two drift apart, so add a setting here *and* in
+Bicep. Schedules (`*_SCHEDULE`) are read by the Functions host through `%NAME%` binding expressions in
+`function_app.py`, not by this module.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from shared.errors import ConfigError
+
+# --- the app-setting names (the same names Bicep writes) ------------------------------------------
+TENANT_ID = "TENANT_ID"
+GRAPH_BASE_URL = "GRAPH_BASE_URL"
+GRAPH_DEV_TOKEN = "GRAPH_DEV_TOKEN"  # noqa: S105 (a setting name)
+AZURE_CLIENT_ID = "AZURE_CLIENT_ID"
+STATE_STORAGE = "STATE_STORAGE"
+STATE_STORAGE_TABLE_URI = "STATE_STORAGE__tableServiceUri"
+STATE_STORAGE_QUEUE_URI = "STATE_STORAGE__queueServiceUri"
+STATE_STORAGE_CLIENT_ID = "STATE_STORAGE__clientId"
+POLICY_FILE = "POLICY_FILE"
+ENFORCEMENT_MODE = "ENFORCEMENT_MODE"
+NOTIFICATION_URL = "NOTIFICATION_URL"
+LIFECYCLE_NOTIFICATION_URL = "LIFECYCLE_NOTIFICATION_URL"
+NOTIFICATION_CLIENT_STATE = "NOTIFICATION_CLIENT_STATE"
+TICKET_WEBHOOK_SECRET = "TICKET_WEBHOOK_SECRET"  # noqa: S105 (a setting name)
+REMOVE_STALE_PASSKEYS = "REMOVE_STALE_PASSKEYS"
+GRAPH_RU_PER_10S = "GRAPH_RU_PER_10S"
+APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+
+# Read by the Functions host from binding expressions (%NAME%) in function_app.py.
+POLICY_SCHEDULE = "POLICY_SCHEDULE"
+SWEEP_SCHEDULE = "SWEEP_SCHEDULE"
+TRACKER_SCHEDULE = "TRACKER_SCHEDULE"
+SUBSCRIPTION_SCHEDULE = "SUBSCRIPTION_SCHEDULE"
+
+#: Every app setting the code or its bindings read; infra must set exactly these (plus the host's own).
+APP_SETTINGS: tuple[str, ...] = (
+    TENANT_ID, GRAPH_BASE_URL, GRAPH_DEV_TOKEN, AZURE_CLIENT_ID, STATE_STORAGE_TABLE_URI,
+    STATE_STORAGE_QUEUE_URI, STATE_STORAGE_CLIENT_ID, POLICY_FILE, ENFORCEMENT_MODE, NOTIFICATION_URL,
+    LIFECYCLE_NOTIFICATION_URL, NOTIFICATION_CLIENT_STATE, TICKET_WEBHOOK_SECRET, REMOVE_STALE_PASSKEYS,
+    GRAPH_RU_PER_10S, APPLICATIONINSIGHTS_CONNECTION_STRING, POLICY_SCHEDULE, SWEEP_SCHEDULE,
+    TRACKER_SCHEDULE, SUBSCRIPTION_SCHEDULE,
+)
+#: Settings that only a developer's machine uses; never set in Azure.
+LOCAL_ONLY_SETTINGS: tuple[str, ...] = (STATE_STORAGE, GRAPH_DEV_TOKEN)
+
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+DEFAULT_POLICY_FILE = "policy/desired-state.json"
+ENFORCEMENT_MODES = ("audit", "enforce")
+QUEUE_NAME = "upn-changes"  # the queue trigger's queue; also named in infra/
+#: The Graph large-tenant budget: 8,000 resource units per 10 s per app and tenant.
+DEFAULT_RU_PER_10S = 8000
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_LOOPBACK_HOSTS = {"localhost"}
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when `url` points at this machine (the Graph simulator, Azurite)."""
+    host = urlparse(url).hostname or ""
+    if host in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where state lives: a connection string (Azurite, local) or identity-based service URIs (Azure)."""
+
+    connection_string: str | None = None
+    table_uri: str | None = None
+    queue_uri: str | None = None
+    client_id: str | None = None
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.connection_string is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app reads from its environment, validated once."""
+
+    tenant_id: str
+    storage: StorageSettings
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
+    graph_dev_token: str = "dev"  # noqa: S105 (only ever sent to loopback)
+    azure_client_id: str | None = None
+    policy_file: Path = Path(DEFAULT_POLICY_FILE)
+    enforcement_mode: str = "audit"
+    notification_url: str | None = None
+    lifecycle_notification_url: str | None = None
+    notification_client_state: str | None = None
+    ticket_webhook_secret: str | None = None
+    remove_stale_passkeys: bool = False
+    graph_ru_per_10s: int = DEFAULT_RU_PER_10S
+
+    @property
+    def graph_is_local(self) -> bool:
+        """A loopback Graph (the simulator) gets the dev token instead of a real credential."""
+        return is_loopback_url(self.graph_base_url)
+
+    def require(self, attribute: str, setting: str) -> str:
+        """The value of an optional setting a feature needs, or a ConfigError naming it."""
+        value = getattr(self, attribute)
+        if not value:
+            raise ConfigError(f"setting {setting} is required for this operation but is not set")
+        return str(value)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, base_dir: Path | None = None) -> Settings:
+        """Read and validate the settings; a missing or malformed one raises ConfigError naming it."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value and value.strip() else None
+
+        tenant = get(TENANT_ID)
+        if tenant is None:
+            raise ConfigError(f"setting {TENANT_ID} is missing: set it to the Entra tenant id (a GUID)")
+        if not _GUID.match(tenant):
+            raise ConfigError(f"setting {TENANT_ID} is malformed: expected a GUID, got {len(tenant)} characters")
+
+        graph = get(GRAPH_BASE_URL) or DEFAULT_GRAPH_BASE_URL
+        parsed = urlparse(graph)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ConfigError(f"setting {GRAPH_BASE_URL} is malformed: expected an absolute URL")
+        if parsed.scheme == "http" and not is_loopback_url(graph):
+            raise ConfigError(f"setting {GRAPH_BASE_URL} must use https (plain http only on loopback)")
+
+        storage = StorageSettings(
+            connection_string=get(STATE_STORAGE),
+            table_uri=get(STATE_STORAGE_TABLE_URI),
+            queue_uri=get(STATE_STORAGE_QUEUE_URI),
+            client_id=get(STATE_STORAGE_CLIENT_ID),
+        )
+        if storage.connection_string is None and storage.table_uri is None:
+            raise ConfigError(f"setting {STATE_STORAGE} is missing: set a connection string, or "
+                              f"{STATE_STORAGE_TABLE_URI} and {STATE_STORAGE_QUEUE_URI} for a managed identity")
+        if storage.connection_string is None and storage.queue_uri is None:
+            raise ConfigError(f"setting {STATE_STORAGE_QUEUE_URI} is missing (needed with {STATE_STORAGE_TABLE_URI})")
+
+        mode = (get(ENFORCEMENT_MODE) or "audit").lower()
+        if mode not in ENFORCEMENT_MODES:
+            raise ConfigError(f"setting {ENFORCEMENT_MODE} is malformed: expected audit or enforce, got {mode!r}")
+
+        remove = (get(REMOVE_STALE_PASSKEYS) or "false").lower()
+        if remove not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"setting {REMOVE_STALE_PASSKEYS} is malformed: expected true or false")
+
+        budget_text = get(GRAPH_RU_PER_10S) or str(DEFAULT_RU_PER_10S)
+        if not budget_text.isdigit() or int(budget_text) <= 0:
+            raise ConfigError(f"setting {GRAPH_RU_PER_10S} is malformed: expected a positive whole number")
+
+        client_state = get(NOTIFICATION_CLIENT_STATE)
+        if client_state is not None and len(client_state) > 128:
+            raise ConfigError(f"setting {NOTIFICATION_CLIENT_STATE} is too long: Graph allows 128 characters")
+
+        policy = Path(get(POLICY_FILE) or DEFAULT_POLICY_FILE)
+        if not policy.is_absolute():
+            policy = (base_dir or Path(__file__).resolve().parent.parent) / policy
+
+        return cls(
+            tenant_id=tenant.lower(),
+            storage=storage,
+            graph_base_url=graph.rstrip("/"),
+            graph_dev_token=get(GRAPH_DEV_TOKEN) or "dev",
+            azure_client_id=get(AZURE_CLIENT_ID),
+            policy_file=policy,
+            enforcement_mode=mode,
+            notification_url=get(NOTIFICATION_URL),
+            lifecycle_notification_url=get(LIFECYCLE_NOTIFICATION_URL),
+            notification_client_state=client_state,
+            ticket_webhook_secret=get(TICKET_WEBHOOK_SECRET),
+            remove_stale_passkeys=remove in ("true", "1", "yes"),
+            graph_ru_per_10s=int(budget_text),
+        )

@@ -1,0 +1,102 @@
+"""The exception tree of Passkey Guard.
+
+Adapters catch SDK exceptions and raise these; HTTP triggers map them to status codes and never echo
+an SDK message or a stack trace. Timer and queue triggers let them propagate so the host records them.
+
+    PasskeyGuardError                  base; `code` is the stable machine-readable name
+    ├── ConfigError                    a setting is missing or malformed (names the setting)
+    ├── InputError                     bad input from a caller: document, request body, CLI argument (400)
+    │   └── PayloadTooLarge            a request body over the size limit (413)
+    ├── AuthError                      wrong signature, clientState, tenant or timestamp (401)
+    ├── NotFound                       a plan, run or flag that does not exist (404)
+    ├── ConflictError                  a stored plan no longer matches the tenant, or a lease is held (409)
+    ├── LockoutRefused                 a plan would lock users out and acceptance was not given (409)
+    ├── GraphError                     Microsoft Graph answered with an error we cannot recover from
+    │   ├── GraphThrottled             429 after our retries; `retry_after` seconds when Graph said
+    │   └── GraphUnavailable           Graph did not answer (connection, 5xx after retries)
+    ├── StateError                     Table or Queue storage failed
+    │   └── ConcurrencyError           an ETag no longer matches: somebody else wrote first
+    └── VerificationFailed             the read-back after an apply does not match what was written
+"""
+from __future__ import annotations
+
+
+class PasskeyGuardError(Exception):
+    """Base of every error Passkey Guard raises on purpose."""
+
+    code = "internalError"
+    status = 500
+
+    def __init__(self, message: str, *, detail: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def to_body(self) -> dict[str, object]:
+        """The JSON error body every HTTP surface returns."""
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            error["detail"] = self.detail
+        return {"error": error}
+
+
+class ConfigError(PasskeyGuardError):
+    code, status = "configError", 500
+
+
+class InputError(PasskeyGuardError):
+    code, status = "badRequest", 400
+
+
+class PayloadTooLarge(InputError):
+    code, status = "payloadTooLarge", 413
+
+
+class AuthError(PasskeyGuardError):
+    code, status = "unauthorized", 401
+
+
+class NotFound(PasskeyGuardError):
+    code, status = "notFound", 404
+
+
+class ConflictError(PasskeyGuardError):
+    code, status = "conflict", 409
+
+
+class LockoutRefused(PasskeyGuardError):
+    code, status = "lockoutNotAccepted", 409
+
+
+class GraphError(PasskeyGuardError):
+    code, status = "graphError", 502
+
+    def __init__(self, message: str, *, status_code: int | None = None, graph_code: str | None = None,
+                 detail: object | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.status_code = status_code
+        self.graph_code = graph_code
+
+
+class GraphThrottled(GraphError):
+    code, status = "graphThrottled", 503
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class GraphUnavailable(GraphError):
+    code, status = "graphUnavailable", 503
+
+
+class StateError(PasskeyGuardError):
+    code, status = "stateError", 503
+
+
+class ConcurrencyError(StateError):
+    code, status = "concurrency", 409
+
+
+class VerificationFailed(PasskeyGuardError):
+    code, status = "verificationFailed", 500

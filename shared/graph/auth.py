@@ -1,0 +1,56 @@
+"""How the Graph client authenticates.
+
+- In Azure: the app's one user-assigned managed identity (`AZURE_CLIENT_ID`).
+- On an admin's machine: `DefaultAzureCredential` (az login, environment, ...).
+- Against the local simulator (a loopback `GRAPH_BASE_URL`): the static `GRAPH_DEV_TOKEN`, sent only to
+  loopback hosts, so a real token can never reach the simulator and the dev token never leaves the box.
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from kiota_abstractions.authentication import (
+    AccessTokenProvider,
+    AllowedHostsValidator,
+    AuthenticationProvider,
+    BaseBearerTokenAuthenticationProvider,
+)
+
+from shared.config import Settings, is_loopback_url
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+class StaticTokenProvider(AccessTokenProvider):
+    """Hands out one fixed bearer token, and only to the hosts it was given (loopback)."""
+
+    def __init__(self, token: str, hosts: list[str]) -> None:
+        self._token = token
+        self._validator = AllowedHostsValidator(hosts)
+
+    async def get_authorization_token(self, uri: str, additional_authentication_context: dict[str, Any] | None = None
+                                      ) -> str:
+        if not is_loopback_url(uri) or not self._validator.is_url_host_valid(uri):
+            return ""
+        return self._token
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return self._validator
+
+
+def build_auth_provider(settings: Settings) -> AuthenticationProvider:
+    """The authentication provider for `settings.graph_base_url`; credentials are created lazily here."""
+    host = urlparse(settings.graph_base_url).hostname or ""
+    if settings.graph_is_local:
+        return BaseBearerTokenAuthenticationProvider(StaticTokenProvider(settings.graph_dev_token, [host]))
+
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+    from kiota_authentication_azure.azure_identity_authentication_provider import (
+        AzureIdentityAuthenticationProvider,
+    )
+
+    credential = (ManagedIdentityCredential(client_id=settings.azure_client_id) if settings.azure_client_id
+                  else DefaultAzureCredential())
+    # allowed_hosts pins tokens to Graph's own host; scopes are explicit (graph-contract pitfall 9).
+    return AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host])

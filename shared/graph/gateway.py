@@ -1,0 +1,249 @@
+"""GraphGateway: msgraph-sdk with the base-URL override, error mapping, raw JSON reads and `$batch`.
+
+Writes go through the SDK's typed models, built fresh for each request (never an object that came
+from a GET: graph-contract pitfall 1). Reads that the SDK's models would lose or slow down (multi-value
+`passkeyTypes`, multi-method `allowedCombinations`, delta pages, bulk `fido2Methods`) go through
+`get_json`/`batch`, which use the *same* request adapter: same auth, retry handler and base URL.
+
+The SDK's retry handler honours `Retry-After` on 429/503/504 for whole requests; `$batch` items are
+never retried by the SDK, so `batch_get` retries them itself, honouring each item's `Retry-After`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from shared.config import Settings
+from shared.errors import GraphError, GraphThrottled, GraphUnavailable, NotFound
+from shared.graph.budget import RuBudget
+
+if TYPE_CHECKING:
+    from msgraph import GraphServiceClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BATCH_LIMIT = 20  # Graph's $batch maximum
+
+
+@dataclass
+class BatchItem:
+    """One response inside a `$batch` answer."""
+
+    id: str
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def retry_after(self) -> float:
+        try:
+            return max(0.0, float(self.headers.get("Retry-After") or self.headers.get("retry-after") or 1))
+        except ValueError:
+            return 1.0
+
+
+@dataclass
+class GraphCounters:
+    """What this gateway sent: logical requests by method, and throttling seen."""
+
+    requests: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+    batch_items: int = 0
+    throttled_items: int = 0
+
+    def count(self, method: str) -> None:
+        self.requests += 1
+        self.by_method[method] = self.by_method.get(method, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "byMethod": dict(self.by_method), "batchItems": self.batch_items,
+                "throttledItems": self.throttled_items}
+
+
+def _headers_dict(collection: Any) -> dict[str, str]:
+    """kiota's HeadersCollection gives sets of values; keep the first, as plain strings."""
+    if collection is None:
+        return {}
+    out: dict[str, str] = {}
+    for key in collection.keys():
+        values = collection.get(key)
+        out[key.lower()] = next(iter(values)) if values else ""
+    return out
+
+
+class GraphGateway:
+    """The one door to Microsoft Graph for a tenant. Build once per process; the client is lazy."""
+
+    def __init__(self, settings: Settings, *, auth_provider: Any = None, budget: RuBudget | None = None) -> None:
+        self.settings = settings
+        self._auth_provider = auth_provider
+        self._client: GraphServiceClient | None = None
+        self.counters = GraphCounters()
+        self.budget = budget or RuBudget(settings.graph_ru_per_10s)
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def client(self) -> GraphServiceClient:
+        """The msgraph-sdk client, built on first use (imports cost ~0.3 s; cold start counts them)."""
+        if self._client is None:
+            from msgraph import GraphServiceClient
+            from msgraph.graph_request_adapter import GraphRequestAdapter
+
+            from shared.graph.auth import build_auth_provider
+
+            auth = self._auth_provider or build_auth_provider(self.settings)
+            adapter = GraphRequestAdapter(auth)  # no custom httpx client: pitfall 8
+            adapter.base_url = self.settings.graph_base_url
+            self._client = GraphServiceClient(request_adapter=adapter)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            http = getattr(self._client.request_adapter, "_http_client", None)
+            if http is not None:
+                await http.aclose()
+            self._client = None
+
+    # ------------------------------------------------------------------ typed SDK calls
+    async def call(self, method: str, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """Run one SDK call (`operation`), counting it and mapping SDK errors to ours."""
+        self.counters.count(method)
+        try:
+            return await operation()
+        except Exception as exc:  # the SDK raises ODataError/APIError/httpx errors; map them all here
+            raise self._map_error(exc, what) from exc
+
+    # ------------------------------------------------------------------ raw JSON
+    def _request(self, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
+
+        info = RequestInformation()
+        info.http_method = Method[method]
+        info.url = url if url.startswith("http") else self.settings.graph_base_url + url
+        info.headers.try_add("Accept", "application/json")
+        for key, value in (headers or {}).items():
+            info.headers.try_add(key, value)
+        if body is not None:
+            info.set_stream_content(json.dumps(body).encode(), "application/json")
+        return info
+
+    async def send_raw(self, method: str, url: str, body: Any = None, *, headers: dict[str, str] | None = None,
+                       what: str = "") -> tuple[Any, dict[str, str]]:
+        """One request through the SDK's adapter; returns (parsed JSON or None, response headers)."""
+        from kiota_http.middleware.options import HeadersInspectionHandlerOption
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        info = self._request(method, url, body, headers)
+        inspect = HeadersInspectionHandlerOption(inspect_response_headers=True)
+        info.add_request_options([inspect])
+        self.counters.count(method)
+        try:
+            raw = await self.client.request_adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+        except Exception as exc:
+            raise self._map_error(exc, what or f"{method} {url.split('?')[0]}") from exc
+        return (json.loads(raw) if raw else None), _headers_dict(inspect.response_headers)
+
+    async def get_json(self, url: str, *, headers: dict[str, str] | None = None, what: str = "") -> dict[str, Any]:
+        """GET `url` (relative to the base URL, or an absolute nextLink/deltaLink) as raw JSON."""
+        body, _ = await self.send_raw("GET", url, headers=headers, what=what)
+        return body or {}
+
+    async def get_pages(self, url: str, *, what: str = "") -> AsyncIterator[dict[str, Any]]:
+        """Each page of a collection, following `@odata.nextLink` to the end."""
+        next_url: str | None = url
+        while next_url:
+            page = await self.get_json(next_url, what=what)
+            yield page
+            next_url = page.get("@odata.nextLink")
+
+    async def get_all(self, url: str, *, what: str = "") -> list[dict[str, Any]]:
+        """Every item of a paged collection."""
+        items: list[dict[str, Any]] = []
+        async for page in self.get_pages(url, what=what):
+            items.extend(page.get("value", []))
+        return items
+
+    # ------------------------------------------------------------------ $batch
+    async def batch(self, requests: list[dict[str, Any]]) -> dict[str, BatchItem]:
+        """One `$batch` call of at most 20 requests; answers matched by id (they come in any order)."""
+        if not requests:
+            return {}
+        if len(requests) > BATCH_LIMIT:
+            raise ValueError(f"$batch takes at most {BATCH_LIMIT} requests, got {len(requests)}")
+        body, _ = await self.send_raw("POST", "/$batch", {"requests": requests}, what="$batch")
+        self.counters.batch_items += len(requests)
+        out: dict[str, BatchItem] = {}
+        for item in (body or {}).get("responses", []):
+            out[str(item.get("id"))] = BatchItem(id=str(item.get("id")), status=int(item.get("status", 0)),
+                                                 body=item.get("body"), headers=item.get("headers") or {})
+        return out
+
+    async def batch_get(self, urls: dict[str, str], *, max_attempts: int = 8, ru_per_item: float = 1.0
+                        ) -> dict[str, BatchItem]:
+        """GET many relative URLs, 20 per `$batch`, retrying throttled items after their `Retry-After`.
+
+        Spends `ru_per_item` from the tenant's budget per item before sending, so a bulk run keeps
+        to Graph's pace. Items that still fail after `max_attempts` are returned with their status.
+        """
+        pending = dict(urls)
+        done: dict[str, BatchItem] = {}
+        for _attempt in range(max_attempts):
+            if not pending:
+                break
+            ids = list(pending)
+            retry: dict[str, str] = {}
+            for start in range(0, len(ids), BATCH_LIMIT):
+                chunk = ids[start:start + BATCH_LIMIT]
+                await self.budget.spend(ru_per_item * len(chunk))
+                answers = await self.batch([{"id": i, "method": "GET", "url": pending[i]} for i in chunk])
+                longest = 0.0
+                for i in chunk:
+                    answer = answers.get(i)
+                    if answer is None or answer.status in (429, 503, 504):
+                        retry[i] = pending[i]
+                        if answer is not None and answer.status == 429:
+                            self.counters.throttled_items += 1
+                            longest = max(longest, answer.retry_after)
+                    else:
+                        done[i] = answer
+                if longest:
+                    self.budget.pause(longest)
+            pending = retry
+            if pending:
+                await asyncio.sleep(0)  # the budget holds the actual wait
+        for i, url in pending.items():
+            done[i] = BatchItem(id=i, status=429, body={"error": {"code": "TooManyRequests",
+                                                                   "message": f"still throttled: {url}"}})
+        return done
+
+    # ------------------------------------------------------------------ errors
+    def _map_error(self, exc: Exception, what: str) -> Exception:
+        """Turn an SDK or transport exception into our tree, without echoing secrets or bodies."""
+        status = getattr(exc, "response_status_code", None)
+        odata = getattr(exc, "error", None)
+        graph_code = getattr(odata, "code", None) if odata is not None else None
+        message = getattr(odata, "message", None) if odata is not None else None
+        if status is None:
+            if isinstance(exc, ValueError | TypeError | KeyError):
+                return exc  # programming errors are not Graph's fault: let them surface
+            log.warning("Graph unreachable during %s: %s", what, type(exc).__name__)
+            return GraphUnavailable(f"Microsoft Graph did not answer during {what}: {type(exc).__name__}")
+        text = f"Graph answered {status} ({graph_code or 'no code'}) during {what}: {message or ''}".strip()
+        if status == 404:
+            return NotFound(text)
+        if status == 429:
+            headers = _headers_dict(getattr(exc, "response_headers", None))
+            retry_after = None
+            try:
+                retry_after = float(headers["retry-after"]) if "retry-after" in headers else None
+            except ValueError:
+                retry_after = None
+            return GraphThrottled(text, retry_after=retry_after, status_code=status, graph_code=graph_code)
+        if status in (502, 503, 504):
+            return GraphUnavailable(text, status_code=status, graph_code=graph_code)
+        return GraphError(text, status_code=status, graph_code=graph_code)

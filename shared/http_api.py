@@ -1,0 +1,118 @@
+"""The HTTP use cases behind `function_app.py`'s routes, on plain values (no azure.functions here).
+
+Each handler takes the services and a `Request`, and returns an `Answer`. Domain errors propagate to
+the boundary in `function_app._serve`, which maps them with `shared.web.error_answer`.
+"""
+from __future__ import annotations
+
+import asyncio
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from shared import __version__
+from shared.errors import InputError
+from shared.services import Services
+from shared.web import Answer, ok, read_json_object
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request as plain values; header names are lower-cased."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    route_params: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @classmethod
+    def from_parts(cls, *, method: str, url: str, headers: dict[str, str], params: dict[str, str],
+                   route_params: dict[str, str], body: bytes | None) -> Request:
+        return cls(method=method.upper(), url=url, headers={k.lower(): v for k, v in headers.items()},
+                   params=params, route_params=route_params, body=body or b"")
+
+    def json(self) -> dict[str, Any]:
+        return read_json_object(self.body)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _int_param(req: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = req.params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InputError(f"query parameter {name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+async def health(services: Services, req: Request) -> Answer:
+    """Versions, plus whether Graph and storage answer (each probe bounded to a few seconds)."""
+    from shared.policy.reader import read_fido2_raw
+
+    async def probe(coro: Any) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(coro, timeout=5)
+            return {"ok": True}
+        except Exception as exc:  # health reports, it never fails
+            return {"ok": False, "error": getattr(exc, "code", type(exc).__name__)}
+
+    graph, storage = await asyncio.gather(probe(read_fido2_raw(services.graph)), probe(services.store.ping()))
+    healthy = graph["ok"] and storage["ok"]
+    body = {
+        "status": "healthy" if healthy else "degraded",
+        "versions": {"passkeyGuard": __version__, "python": platform.python_version(),
+                     "azure-functions": _version("azure-functions"), "msgraph-sdk": _version("msgraph-sdk"),
+                     "azure-data-tables": _version("azure-data-tables")},
+        "tenantId": services.settings.tenant_id,
+        "enforcementMode": services.settings.enforcement_mode,
+        "graph": graph,
+        "storage": storage,
+    }
+    return ok(body, 200 if healthy else 503)
+
+
+async def runs_list(services: Services, req: Request) -> Answer:
+    """Run history, newest first, paged with an opaque token."""
+    limit = _int_param(req, "limit", 20, low=1, high=100)
+    runs, token = await services.store.list_runs(services.settings.tenant_id, limit=limit,
+                                                 page_token=req.params.get("pageToken") or None)
+    return ok({"value": runs, "nextPageToken": token})
+
+
+async def policy_verify(services: Services, req: Request) -> Answer:
+    """Run the compliance checks now; the report comes as JSON, with Markdown beside it."""
+    from shared.policy.service import verify
+
+    req.json()  # the body is optional, but must be a JSON object when present
+    return ok(await verify(services, trigger="http"))
+
+
+async def policy_plan(services: Services, req: Request) -> Answer:
+    """Plan against the live tenant, store the plan, and return its id and diff."""
+    from shared.policy.service import plan
+
+    body = req.json()
+    return ok(await plan(services, trigger="http", document=body.get("document")), 201)
+
+
+async def policy_apply(services: Services, req: Request) -> Answer:
+    """Apply a stored plan by id while the tenant still matches the plan's starting state (else 409)."""
+    from shared.policy.service import apply_stored_plan
+
+    body = read_json_object(req.body, allow_empty=False)
+    plan_id = body.get("planId")
+    if not isinstance(plan_id, str) or not plan_id:
+        raise InputError("planId: required, the id returned by POST /api/policy/plan")
+    accept = body.get("acceptLockout", False)
+    if not isinstance(accept, bool):
+        raise InputError("acceptLockout: must be true or false")
+    return ok(await apply_stored_plan(services, plan_id, accept_lockout=accept, trigger="http"))
