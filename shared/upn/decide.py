@@ -1,0 +1,532 @@
+"""UPN-change decisions and the life of a flag: pure functions over plain data.
+
+A passkey is bound to the UPN the user had when it was registered; after a UPN change it stops working
+and the user must delete it and register a new one. This module decides who to flag and follows each
+flag until the user has done that. It reads nothing and writes nothing: the processor, sweep and
+tracker fetch users and passkeys, call these functions, and store what they return.
+
+Deciding on one observed user (decide_change), against the last UPN we recorded for them (the snapshot):
+
+    no snapshot                  -> seed         record the snapshot, flag no one (first sight)
+    same UPN, ignoring case      -> unchanged    (a case-only change just rewrites the snapshot)
+    changed, holds passkeys      -> flag         record the snapshot, open a `pending` flag
+    changed, no passkeys         -> rename_only  record the snapshot; nothing is broken
+
+Flag status (one flag row per user; "pre-change passkeys" = those held when the change was detected):
+
+    (flag) ──► pending ──── mark_removed ────► removed
+                 │  ▲                               │
+                 │  └──── a further rename ─────────┤   (breaks passkeys registered meanwhile)
+                 │                                  │
+                 ├──► resolved ◄────────────────────┤   every pre-change passkey is gone and another exists
+                 ├──► dismissed ◄───────────────────┘   user deleted, or the UPN changed back before they
+                 │                                      re-registered (their old passkeys work again)
+                 └──► cleared                           every pre-change passkey is gone and none other: the
+                                                        user removed theirs; nothing is broken any more, and
+                                                        whether they should enrol again is the passkey
+                                                        policy's business, not this case's
+
+``pending`` and ``removed`` are open; ``resolved``, ``dismissed`` and ``cleared`` are closed (terminal: a
+later rename opens a new case). ``removed`` goes back to ``pending`` when a further rename breaks
+passkeys registered in the meantime. ``removed`` never becomes ``cleared``: we took the passkeys away,
+so the case stays open until the user registers a new one. TRANSITIONS is the table; ``transition``
+refuses anything else.
+
+Merging a new detection into the stored flag (merge_flag), for idempotency and one open case per user:
+
+* no stored flag -> the new one;
+* open, same new UPN -> None (a duplicate: nothing to write);
+* open, renamed again (A→B, then B→C) -> one case A→C: the original old UPN, detection time and
+  pre-change passkeys are kept, and passkeys registered under B (now broken too) are added;
+* open, renamed back (A→B, then B→A) -> ``dismissed``, unless passkeys registered under B are now
+  broken, in which case those open a new case B→A;
+* closed -> a new case, unless it is the same change again (same new UPN, detected no later than the
+  case last changed status) -> None.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from shared.errors import InputError
+
+#: Where a detection came from (stored as the flag's ``source``).
+SOURCES = ("notification", "sweep", "ticket", "eventgrid", "recheck")
+#: A flag keeps at most this many history entries (the newest).
+MAX_HISTORY = 20
+
+
+class FlagStatus(StrEnum):
+    """Where a UPN-change case stands; see the module docstring for the diagram."""
+
+    PENDING = "pending"
+    REMOVED = "removed"
+    RESOLVED = "resolved"
+    DISMISSED = "dismissed"
+    CLEARED = "cleared"
+
+    @property
+    def is_open(self) -> bool:
+        """Open cases are the ones the tracker still watches."""
+        return self in OPEN_STATUSES
+
+
+OPEN_STATUSES = frozenset({FlagStatus.PENDING, FlagStatus.REMOVED})
+#: The only status changes `transition` allows.
+TRANSITIONS: Mapping[FlagStatus, frozenset[FlagStatus]] = {
+    FlagStatus.PENDING: frozenset({FlagStatus.RESOLVED, FlagStatus.REMOVED, FlagStatus.DISMISSED,
+                                   FlagStatus.CLEARED}),
+    FlagStatus.REMOVED: frozenset({FlagStatus.RESOLVED, FlagStatus.DISMISSED, FlagStatus.PENDING}),
+    FlagStatus.RESOLVED: frozenset(),
+    FlagStatus.DISMISSED: frozenset(),
+    FlagStatus.CLEARED: frozenset(),
+}
+
+
+class DecisionKind(StrEnum):
+    """What decide_change concluded about one user."""
+
+    SEED = "seed"
+    UNCHANGED = "unchanged"
+    FLAG = "flag"
+    RENAME_ONLY = "rename_only"
+
+
+@dataclass(frozen=True)
+class PasskeyRef:
+    """What a flag remembers of a passkey: enough to recognise it and to show it to a person."""
+
+    id: str
+    aa_guid: str | None = None
+    model: str | None = None
+    created_date_time: str | None = None
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of a flag's history."""
+
+    at: datetime
+    status: FlagStatus
+    note: str
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One user's UPN-change case. Tenant-agnostic: the table's partition key carries the tenant.
+
+    ``new_upn`` is the latest UPN the case has seen; ``passkeys`` are the pre-change passkeys (broken
+    by the change); ``removed_passkeys`` the ids our cleanup deleted.
+    """
+
+    user_id: str
+    old_upn: str
+    new_upn: str
+    detected_at: datetime
+    source: str
+    ticket_id: str | None = None
+    passkeys: tuple[PasskeyRef, ...] = ()
+    status: FlagStatus = FlagStatus.PENDING
+    status_changed_at: datetime | None = None
+    history: tuple[HistoryEntry, ...] = ()
+    removed_passkeys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+        object.__setattr__(self, "detected_at", _utc(self.detected_at, "detected_at"))
+        changed = self.detected_at if self.status_changed_at is None else self.status_changed_at
+        object.__setattr__(self, "status_changed_at", _utc(changed, "status_changed_at"))
+        object.__setattr__(self, "status", FlagStatus(self.status))
+        object.__setattr__(self, "passkeys", tuple(self.passkeys))
+        object.__setattr__(self, "history", tuple(self.history)[-MAX_HISTORY:])
+        object.__setattr__(self, "removed_passkeys", tuple(self.removed_passkeys))
+
+    @property
+    def passkey_ids(self) -> tuple[str, ...]:
+        """The pre-change passkey ids, in order."""
+        return tuple(p.id for p in self.passkeys)
+
+    @property
+    def changed_at(self) -> datetime:
+        """``status_changed_at``, typed as always set (it defaults to ``detected_at``)."""
+        assert self.status_changed_at is not None  # set by __post_init__
+        return self.status_changed_at
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of decide_change: what to record and whether to open a flag.
+
+    ``upn`` is the user's current UPN (what the snapshot should hold), ``previous_upn`` the snapshot we
+    compared with; write the snapshot when ``write_snapshot``; merge ``flag`` (when set) into the stored
+    one with merge_flag.
+    """
+
+    kind: DecisionKind
+    user_id: str
+    upn: str
+    previous_upn: str | None
+    write_snapshot: bool
+    flag: Flag | None = None
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """The outcome of track: the status the flag should have, whether that is a change, why, and the
+    updated flag (the same object when nothing changed)."""
+
+    new_status: FlagStatus
+    changed: bool
+    note: str
+    flag: Flag = field(repr=False)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValueError(f"{name} must be a datetime")
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def same_upn(a: str | None, b: str | None) -> bool:
+    """UPNs compare without regard to case, as Entra does."""
+    return a is not None and b is not None and a.lower() == b.lower()
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def passkey_refs(passkeys: Iterable[Mapping[str, Any]]) -> tuple[PasskeyRef, ...]:
+    """Graph ``fido2Methods`` items (camelCase JSON, or the SDK's snake_case names) as PasskeyRefs.
+
+    Keeps the first of each id, in order. An item without a string ``id`` is a programming error
+    (Graph always sends one) and raises ValueError.
+    """
+    refs: dict[str, PasskeyRef] = {}
+    for index, item in enumerate(passkeys):
+        if isinstance(item, PasskeyRef):
+            refs.setdefault(item.id, item)
+            continue
+        ident = item.get("id") if isinstance(item, Mapping) else None
+        if not isinstance(ident, str) or not ident:
+            raise ValueError(f"passkeys[{index}].id: missing")
+        refs.setdefault(ident, PasskeyRef(
+            id=ident,
+            aa_guid=_text(item.get("aaGuid", item.get("aa_guid"))),
+            model=_text(item.get("model")),
+            created_date_time=_created(item.get("createdDateTime", item.get("created_date_time"))),
+            display_name=_text(item.get("displayName", item.get("display_name"))),
+        ))
+    return tuple(refs.values())
+
+
+def _created(value: object) -> str | None:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return _text(value)
+
+
+def _ids(passkeys: Iterable[Mapping[str, Any]] | Iterable[PasskeyRef]) -> list[str]:
+    return [p.id for p in passkey_refs(passkeys)]  # type: ignore[arg-type]
+
+
+def _with_history(flag: Flag, status: FlagStatus, at: datetime, note: str, **changes: Any) -> Flag:
+    entry = HistoryEntry(at=at, status=status, note=note)
+    if status != flag.status:
+        changes["status_changed_at"] = at
+    return replace(flag, status=status, history=(*flag.history, entry)[-MAX_HISTORY:], **changes)
+
+
+def transition(flag: Flag, status: FlagStatus, *, at: datetime, note: str) -> Flag:
+    """`flag` moved to `status` at `at`, with a history line. Raises ValueError for a move that
+    TRANSITIONS does not allow (including any move out of a closed status)."""
+    status = FlagStatus(status)
+    if status not in TRANSITIONS[flag.status]:
+        raise ValueError(f"a {flag.status} flag cannot become {status}")
+    return _with_history(flag, status, _utc(at, "at"), note)
+
+
+def dismiss(flag: Flag, *, at: datetime, note: str) -> Flag:
+    """Close an open case as ``dismissed`` (e.g. ``user deleted``); a closed flag is returned unchanged,
+    so a replayed deletion writes nothing new."""
+    if not flag.status.is_open:
+        return flag
+    return transition(flag, FlagStatus.DISMISSED, at=at, note=note)
+
+
+# --- decide --------------------------------------------------------------------------------------
+
+
+def decide_change(user_id: str, current_upn: str, snapshot_upn: str | None, passkeys: Sequence[Mapping[str, Any]],
+                  *, source: str, detected_at: datetime, ticket_id: str | None = None) -> Decision:
+    """Decide what one observation of a user means (table in the module docstring).
+
+    `passkeys` are the user's current ``fido2Methods`` items; when the UPN changed they are all
+    pre-change passkeys (we cannot tell which were registered after the rename but before we saw it,
+    so detection should be prompt). Never flags on first sight (`snapshot_upn` None or empty).
+    """
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("user_id must be a non-empty string")
+    if not isinstance(current_upn, str) or not current_upn:
+        raise ValueError("current_upn must be a non-empty string")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+    detected_at = _utc(detected_at, "detected_at")
+    user_id = user_id.lower()
+
+    if not snapshot_upn:
+        return Decision(DecisionKind.SEED, user_id, current_upn, None, write_snapshot=True)
+    if same_upn(current_upn, snapshot_upn):
+        return Decision(DecisionKind.UNCHANGED, user_id, current_upn, snapshot_upn,
+                        write_snapshot=current_upn != snapshot_upn)
+    refs = passkey_refs(passkeys)
+    if not refs:
+        return Decision(DecisionKind.RENAME_ONLY, user_id, current_upn, snapshot_upn, write_snapshot=True)
+    flag = Flag(
+        user_id=user_id, old_upn=snapshot_upn, new_upn=current_upn, detected_at=detected_at, source=source,
+        ticket_id=ticket_id, passkeys=refs, status=FlagStatus.PENDING, status_changed_at=detected_at,
+        history=(HistoryEntry(detected_at, FlagStatus.PENDING,
+                              f"UPN changed; {len(refs)} passkey(s) registered before the change"),),
+    )
+    return Decision(DecisionKind.FLAG, user_id, current_upn, snapshot_upn, write_snapshot=True, flag=flag)
+
+
+def merge_flag(existing: Flag | None, new: Flag) -> Flag | None:
+    """Fold a new detection into the user's stored flag; None means nothing to write (a duplicate).
+
+    Rules in the module docstring. Merging the same detection twice is the same as merging it once:
+    ``merge_flag(merge_flag(e, f) or e, f) is None``. Raises ValueError for two different users.
+    """
+    if existing is None:
+        return new
+    if existing.user_id.lower() != new.user_id.lower():
+        raise ValueError("merge_flag needs two flags of the same user")
+    at = max(existing.changed_at, new.detected_at)
+
+    if not existing.status.is_open:
+        if same_upn(existing.new_upn, new.new_upn) and new.detected_at <= existing.changed_at:
+            return None  # this change is already part of the closed case
+        return new
+
+    if same_upn(existing.new_upn, new.new_upn):
+        return None
+
+    known = set(existing.passkey_ids)
+    added = tuple(p for p in new.passkeys if p.id not in known)
+    if same_upn(existing.old_upn, new.new_upn):
+        if added:
+            # Back to the old UPN: the first passkeys work again, those registered in between do not.
+            return replace(new, passkeys=added, history=(*new.history, HistoryEntry(
+                new.detected_at, FlagStatus.PENDING,
+                f"UPN changed back from {existing.new_upn}; earlier passkeys work again, "
+                f"{len(added)} registered in between do not")))
+        return _with_history(existing, FlagStatus.DISMISSED, at,
+                             "UPN changed back before re-registration; the passkeys work again",
+                             new_upn=new.new_upn)
+
+    status = FlagStatus.PENDING if added else existing.status
+    return _with_history(
+        existing, status, at,
+        f"UPN changed again to {new.new_upn}; {len(added)} more passkey(s) broken",
+        new_upn=new.new_upn, passkeys=(*existing.passkeys, *added),
+        ticket_id=existing.ticket_id or new.ticket_id,
+    )
+
+
+# --- track ---------------------------------------------------------------------------------------
+
+
+def track(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]], now: datetime) -> TrackResult:
+    """Re-evaluate an open flag against the user's current passkeys.
+
+    * a pre-change passkey is still registered -> no change (the user has not finished);
+    * none left and another passkey exists -> ``resolved``;
+    * none left and no passkey at all -> ``removed`` stays ``removed`` (we deleted them; waiting for a
+      new one), ``pending`` becomes ``cleared`` (the user removed theirs), or ``removed`` if our cleanup
+      had deleted any of them.
+    Closed flags never change here.
+    """
+    now = _utc(now, "now")
+    if not flag.status.is_open:
+        return TrackResult(flag.status, False, f"case is closed ({flag.status})", flag)
+    current = _ids(current_passkeys)
+    pre_change = set(flag.passkey_ids)
+    still = [pid for pid in current if pid in pre_change]
+    fresh = [pid for pid in current if pid not in pre_change]
+
+    if still:
+        status = flag.status
+        note = f"{len(still)} pre-change passkey(s) still registered; {len(fresh)} new"
+    elif fresh:
+        status = FlagStatus.RESOLVED
+        note = f"pre-change passkeys gone; {len(fresh)} new passkey(s) registered"
+    elif flag.status == FlagStatus.REMOVED or flag.removed_passkeys:
+        status = FlagStatus.REMOVED
+        note = "pre-change passkeys removed; waiting for a new passkey"
+    else:
+        status = FlagStatus.CLEARED
+        note = "the user removed the pre-change passkeys and registered none"
+    if status == flag.status:
+        return TrackResult(status, False, note, flag)
+    return TrackResult(status, True, note, transition(flag, status, at=now, note=note))
+
+
+def stale_passkeys_to_remove(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Ids of pre-change passkeys the user still has, in the flag's order: what the opt-in cleanup
+    (REMOVE_STALE_PASSKEYS) would delete. Empty for a closed flag."""
+    if not flag.status.is_open:
+        return []
+    current = set(_ids(current_passkeys))
+    return [pid for pid in flag.passkey_ids if pid in current]
+
+
+def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Flag:
+    """Record that our cleanup deleted these pre-change passkeys: ``pending`` -> ``removed``.
+
+    Idempotent (ids already recorded are not added twice; nothing new returns `flag` itself). Raises
+    ValueError for an id that is not a pre-change passkey of this flag or for a closed flag: we must
+    never delete anything else. Call track afterwards to resolve when a new passkey already exists.
+    """
+    at = _utc(at, "at")
+    ids = list(dict.fromkeys(removed_ids))
+    pre_change = set(flag.passkey_ids)
+    if any(pid not in pre_change for pid in ids):
+        raise ValueError("mark_removed got an id that is not a pre-change passkey of this flag")
+    recorded = set(flag.removed_passkeys)
+    new_ids = tuple(pid for pid in ids if pid not in recorded)
+    if not new_ids:
+        return flag
+    if not flag.status.is_open:
+        raise ValueError(f"a {flag.status} flag cannot record removed passkeys")
+    return _with_history(flag, FlagStatus.REMOVED, at, f"removed {len(new_ids)} pre-change passkey(s)",
+                         removed_passkeys=(*flag.removed_passkeys, *new_ids))
+
+
+# --- serialisation -------------------------------------------------------------------------------
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def flag_to_dict(flag: Flag) -> dict[str, Any]:
+    """The flag as JSON-ready data with the stable field names the store and ``GET /api/flags`` use;
+    datetimes are ISO 8601 UTC with ``Z``."""
+    return {
+        "userId": flag.user_id,
+        "oldUpn": flag.old_upn,
+        "newUpn": flag.new_upn,
+        "detectedAt": _iso(flag.detected_at),
+        "source": flag.source,
+        "ticketId": flag.ticket_id,
+        "passkeys": [{"id": p.id, "aaGuid": p.aa_guid, "model": p.model, "createdDateTime": p.created_date_time,
+                      "displayName": p.display_name} for p in flag.passkeys],
+        "status": flag.status.value,
+        "statusChangedAt": _iso(flag.changed_at),
+        "history": [{"at": _iso(h.at), "status": h.status.value, "note": h.note} for h in flag.history],
+        "removedPasskeys": list(flag.removed_passkeys),
+    }
+
+
+def flag_from_dict(data: Mapping[str, Any]) -> Flag:
+    """Read a flag written by flag_to_dict. A malformed document raises InputError naming the field
+    (``flag.<field>: ...``); ``ticketId``, ``history``, ``removedPasskeys`` and ``statusChangedAt`` may
+    be absent."""
+    if not isinstance(data, Mapping):
+        raise InputError("flag: expected an object")
+
+    def text(key: str, *, optional: bool = False) -> str | None:
+        value = data.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            raise InputError(f"flag.{key}: {'missing' if value is None else 'expected a non-empty string'}")
+        return value
+
+    def when(value: object, where: str) -> datetime:
+        if not isinstance(value, str):
+            raise InputError(f"{where}: {'missing' if value is None else 'expected an ISO 8601 string'}")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InputError(f"{where}: not an ISO 8601 date-time") from None
+        if parsed.tzinfo is None:
+            raise InputError(f"{where}: has no time zone")
+        return parsed.astimezone(UTC)
+
+    def status(value: object, where: str) -> FlagStatus:
+        if not isinstance(value, str):
+            raise InputError(f"{where}: {'missing' if value is None else 'expected a string'}")
+        try:
+            return FlagStatus(value)
+        except ValueError:
+            raise InputError(f"{where}: not a flag status") from None
+
+    def items(key: str) -> list[Any]:
+        value = data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise InputError(f"flag.{key}: expected a list")
+        return value
+
+    source = text("source")
+    if source not in SOURCES:
+        raise InputError(f"flag.source: expected one of {', '.join(SOURCES)}")
+
+    passkeys = []
+    for index, item in enumerate(items("passkeys")):
+        where = f"flag.passkeys[{index}]"
+        if not isinstance(item, Mapping):
+            raise InputError(f"{where}: expected an object")
+        ident = item.get("id")
+        if not isinstance(ident, str) or not ident:
+            raise InputError(f"{where}.id: missing")
+        for key in ("aaGuid", "model", "createdDateTime", "displayName"):
+            if item.get(key) is not None and not isinstance(item.get(key), str):
+                raise InputError(f"{where}.{key}: expected a string")
+        passkeys.append(PasskeyRef(id=ident, aa_guid=item.get("aaGuid"), model=item.get("model"),
+                                   created_date_time=item.get("createdDateTime"),
+                                   display_name=item.get("displayName")))
+
+    history = []
+    for index, item in enumerate(items("history")):
+        where = f"flag.history[{index}]"
+        if not isinstance(item, Mapping):
+            raise InputError(f"{where}: expected an object")
+        note = item.get("note", "")
+        if not isinstance(note, str):
+            raise InputError(f"{where}.note: expected a string")
+        history.append(HistoryEntry(at=when(item.get("at"), f"{where}.at"),
+                                    status=status(item.get("status"), f"{where}.status"), note=note))
+
+    removed = items("removedPasskeys")
+    if not all(isinstance(pid, str) and pid for pid in removed):
+        raise InputError("flag.removedPasskeys: expected a list of ids")
+
+    detected = when(data.get("detectedAt"), "flag.detectedAt")
+    changed_raw = data.get("statusChangedAt")
+    return Flag(
+        user_id=text("userId") or "", old_upn=text("oldUpn") or "", new_upn=text("newUpn") or "",
+        detected_at=detected, source=source, ticket_id=text("ticketId", optional=True),
+        passkeys=tuple(passkeys), status=status(data.get("status"), "flag.status"),
+        status_changed_at=detected if changed_raw is None else when(changed_raw, "flag.statusChangedAt"),
+        history=tuple(history), removed_passkeys=tuple(removed),
+    )
+
+
+__all__ = [
+    "MAX_HISTORY", "OPEN_STATUSES", "SOURCES", "TRANSITIONS", "Decision", "DecisionKind", "Flag", "FlagStatus",
+    "HistoryEntry", "PasskeyRef", "TrackResult", "decide_change", "dismiss", "flag_from_dict", "flag_to_dict",
+    "mark_removed", "merge_flag", "passkey_refs", "same_upn", "stale_passkeys_to_remove", "track", "transition",
+]
