@@ -31,7 +31,7 @@ async def _serve(handler_name: str, req: func.HttpRequest) -> func.HttpResponse:
         answer = await handler(get_services(), http_api.Request.from_parts(
             method=req.method, url=req.url, headers=dict(req.headers), params=dict(req.params),
             route_params=dict(req.route_params), body=req.get_body()))
-    except Exception as exc:  # noqa: BLE001 (the boundary: nothing escapes as a stack trace)
+    except Exception as exc:  # the boundary: nothing escapes as a stack trace
         answer = error_answer(exc)
     return _http(answer)
 
@@ -71,3 +71,80 @@ async def policy_enforcement(timer: func.TimerRequest) -> None:
 
     result = await scheduled_run(get_services(), past_due=timer.past_due)
     log.info("policy_enforcement finished: run %s result %s", result["runId"], result["result"])
+
+
+# ----------------------------------------------------------------------------- UPN changes
+@app.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    """Graph change notifications (validated by clientState, not by a function key)."""
+    return await _serve("graph_notifications", req)
+
+
+@app.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return await _serve("graph_lifecycle", req)
+
+
+@app.route(route="tickets", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def tickets(req: func.HttpRequest) -> func.HttpResponse:
+    """The ticketing system's webhook (authenticated by its HMAC signature)."""
+    return await _serve("tickets", req)
+
+
+@app.route(route="flags", methods=["GET"])
+async def flags_list(req: func.HttpRequest) -> func.HttpResponse:
+    return await _serve("flags_list", req)
+
+
+@app.route(route="flags/export", methods=["GET"])
+async def flags_export(req: func.HttpRequest) -> func.HttpResponse:
+    return await _serve("flags_export", req)
+
+
+@app.event_grid_trigger(arg_name="event")
+async def upn_events(event: func.EventGridEvent) -> None:
+    """Graph user events delivered through an Event Grid partner topic (CloudEvents schema)."""
+    from shared.services import get_services
+    from shared.upn.service import intake_event_grid
+
+    await intake_event_grid(get_services(), event_id=event.id, subject=event.subject,
+                            event_type=event.event_type, data=event.get_json())
+
+
+@app.queue_trigger(arg_name="msg", queue_name="upn-changes", connection="STATE_STORAGE")
+async def upn_processor(msg: func.QueueMessage) -> None:
+    """One message of up to 20 users (or lifecycle work): the idempotent processor."""
+    from shared.services import get_services
+    from shared.upn.service import handle_message
+
+    result = await handle_message(get_services(), msg.get_body(), dequeue_count=msg.dequeue_count or 1)
+    log.info("upn_processor: %s", {k: v for k, v in result.items() if k != "decisions"})
+
+
+@app.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def delta_sweep(timer: func.TimerRequest) -> None:
+    """The backstop for lost notifications: users/delta from the stored link, checkpointed per page."""
+    from shared.services import get_services
+    from shared.upn.service import sweep
+
+    result = await sweep(get_services(), trigger="timer")
+    log.info("delta_sweep: %s", result)
+
+
+@app.timer_trigger(schedule="%TRACKER_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def reregistration_tracker(timer: func.TimerRequest) -> None:
+    """Moves open UPN-change flags on once users have re-registered their passkey."""
+    from shared.services import get_services
+    from shared.upn.service import track_flags
+
+    log.info("reregistration_tracker: %s", await track_flags(get_services()))
+
+
+@app.timer_trigger(schedule="%SUBSCRIPTION_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def subscription_manager(timer: func.TimerRequest) -> None:
+    """Creates the /users change-notification subscription and renews it well before it expires."""
+    from shared.services import get_services
+    from shared.upn.service import ensure_subscription
+
+    result = await ensure_subscription(get_services())
+    log.info("subscription_manager: %s (expires %s)", result["action"], result.get("expirationDateTime"))

@@ -37,7 +37,7 @@ param tenantId string = tenant().tenantId
   'audit'
   'enforce'
 ])
-@description('audit reports drift and changes nothing; enforce writes the desired policy. Also selects read-only or read-write Graph policy permissions (infra/graph-permissions.json).')
+@description('audit reports policy drift and writes no policy; enforce writes the desired policy. Also selects read-only or read-write Graph policy permissions (infra/graph-permissions.json). Stale-passkey removal is the separate removeStalePasskeys switch.')
 param enforcementMode string = 'audit'
 
 @description('True lets the app delete passkeys left stale by a UPN change and grants UserAuthMethod-Passkey.ReadWrite.All; false only flags them (UserAuthMethod-Passkey.Read.All).')
@@ -105,13 +105,13 @@ param storageSkuName string = 'Standard_LRS'
 // --- secrets: values are generated, written to Key Vault, and never output ----------------------
 
 @secure()
-@minLength(16)
+@minLength(12)
 @maxLength(128)
 @description('HMAC secret of the ticket webhook, stored in Key Vault. Leave unset: a new random value is generated (azd keeps the stored one, see main.parameters.json).')
 param ticketWebhookSecret string = newGuid()
 
 @secure()
-@minLength(16)
+@minLength(12)
 @maxLength(128)
 @description('clientState of the Graph change-notification subscription (Graph allows 128 characters), stored in Key Vault. Leave unset to generate one.')
 param graphClientState string = newGuid()

@@ -6,6 +6,7 @@ the boundary in `function_app._serve`, which maps them with `shared.web.error_an
 from __future__ import annotations
 
 import asyncio
+import logging
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -15,6 +16,8 @@ from shared import __version__
 from shared.errors import InputError
 from shared.services import Services
 from shared.web import Answer, ok, read_json_object
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,83 @@ async def policy_apply(services: Services, req: Request) -> Answer:
     if not isinstance(accept, bool):
         raise InputError("acceptLockout: must be true or false")
     return ok(await apply_stored_plan(services, plan_id, accept_lockout=accept, trigger="http"))
+
+
+# ----------------------------------------------------------------------------- UPN changes
+async def graph_notifications(services: Services, req: Request) -> Answer:
+    """Graph change notifications: answer the handshake, check every clientState, enqueue, 202.
+
+    No Graph call happens here: Graph wants an answer within 3 s, and slow endpoints lose notifications.
+    """
+    from shared.upn.intake import parse_change_notifications, validation_token
+    from shared.upn.service import enqueue_notices
+
+    token = validation_token(req.params)
+    if token is not None:
+        return Answer(status=200, text=token, mimetype="text/plain")
+    settings = services.settings
+    batch = parse_change_notifications(
+        req.body, client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),
+        tenant_id=settings.tenant_id)
+    for rejected in batch.rejected:
+        log.warning("dropped notification item %d (%s): %s", rejected.index, rejected.kind, rejected.reason)
+    queued = await enqueue_notices(services, batch.accepted)
+    return Answer(status=202, body={"accepted": len(batch.accepted), "rejected": len(batch.rejected),
+                                    "usersQueued": queued})
+
+
+async def graph_lifecycle(services: Services, req: Request) -> Answer:
+    """Graph lifecycle notifications: handshake, clientState, then queue the work and answer 202."""
+    from shared.upn.intake import parse_lifecycle_notifications, validation_token
+    from shared.upn.service import enqueue_lifecycle
+
+    token = validation_token(req.params)
+    if token is not None:
+        return Answer(status=200, text=token, mimetype="text/plain")
+    settings = services.settings
+    events = parse_lifecycle_notifications(
+        req.body, client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),
+        tenant_id=settings.tenant_id)
+    queued = await enqueue_lifecycle(services, events)
+    return Answer(status=202, body={"accepted": len(events), "queued": queued})
+
+
+async def tickets(services: Services, req: Request) -> Answer:
+    """The ticketing system's webhook: HMAC and timestamp checked before anything else, then once per
+    event id: `upn_changed` and `recheck_user` answer with the user's flag, `verify_policy` with the report."""
+    from datetime import UTC, datetime
+
+    from shared.upn.intake import verify_ticket
+    from shared.upn.service import ticket_action
+
+    settings = services.settings
+    event = verify_ticket(req.body, req.headers,
+                          secret=settings.require("ticket_webhook_secret", "TICKET_WEBHOOK_SECRET"),
+                          now=datetime.now(UTC))
+    if not await services.store.claim_event(settings.tenant_id, f"ticket:{event.event_id}", ttl_seconds=7 * 86400):
+        return ok({"eventId": event.event_id, "duplicate": True,
+                   "message": "this event id was already handled; nothing was done again"})
+    try:
+        result = await ticket_action(services, event)
+    except Exception:
+        await services.store.forget_event(settings.tenant_id, f"ticket:{event.event_id}")  # let a retry work
+        raise
+    return ok({"eventId": event.event_id, "action": event.action, "duplicate": False, **result})
+
+
+async def flags_list(services: Services, req: Request) -> Answer:
+    """UPN-change cases, optionally of one status, paged."""
+    from shared.upn.service import list_flags
+
+    limit = _int_param(req, "limit", 100, low=1, high=1000)
+    return ok(await list_flags(services, status=req.params.get("status") or None, limit=limit,
+                               page_token=req.params.get("pageToken") or None))
+
+
+async def flags_export(services: Services, req: Request) -> Answer:
+    """Every flag as CSV for the helpdesk."""
+    from shared.upn.service import flags_csv
+
+    text = await flags_csv(services, status=req.params.get("status") or None)
+    return Answer(status=200, text=text, mimetype="text/csv",
+                  headers={"Content-Disposition": 'attachment; filename="passkey-guard-flags.csv"'})

@@ -19,9 +19,13 @@ class _Holder:
         self.__dict__.update(kwargs)
 
 
+class _BindingInfo(_Holder):
+    in_, out, inout = 0, 1, 2
+    undefined, string, binary, stream = 0, 1, 2, 3
+
+
 def _stub_protos() -> types.SimpleNamespace:
-    binding_info = types.SimpleNamespace(in_=0, out=1, inout=2, undefined=0, string=1, binary=2, stream=3)
-    return types.SimpleNamespace(BindingInfo=binding_info, RpcFunctionMetadata=_Holder, ParameterBinding=_Holder,
+    return types.SimpleNamespace(BindingInfo=_BindingInfo, RpcFunctionMetadata=_Holder, ParameterBinding=_Holder,
                                  RpcRetryOptions=_Holder)
 
 

@@ -1,0 +1,558 @@
+"""UPN-change use cases: intake, the idempotent processor, the delta sweep, the re-registration
+tracker and the subscription manager. Decisions are made in `decide.py`; this module does the I/O.
+
+Every source (Graph notifications, Event Grid, tickets, the delta sweep) ends up as a queue message
+of at most 20 users (`users_message`), and one processor handles them all:
+
+    message --> current UPN (from the message, else one $batch of GET users)
+            --> snapshot (Table) --> changed users only: one $batch of fido2Methods
+            --> decide_change --> merge_flag with the stored flag --> flag writes --> snapshot writes
+
+The flag is written before the snapshot, so a crash between the two re-detects the change on the next
+delivery and `merge_flag` turns it into a no-op. The same change delivered twice, or by two sources,
+makes one flag. A Graph 429 puts the message back on the queue hidden for `Retry-After`, without
+counting toward the poison queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.errors import ConcurrencyError, GraphError, GraphThrottled, InputError, NotFound
+from shared.services import Services
+from shared.upn.decide import (
+    DecisionKind,
+    Flag,
+    FlagStatus,
+    decide_change,
+    dismiss,
+    flag_from_dict,
+    flag_to_dict,
+    mark_removed,
+    merge_flag,
+    same_upn,
+    stale_passkeys_to_remove,
+    track,
+)
+from shared.upn.intake import ChangeNotice, LifecycleEvent
+
+log = logging.getLogger(__name__)
+
+USERS_PER_MESSAGE = 20  # one $batch of fido2Methods reads per message
+DELTA_START = "/users/delta?$select=id,userPrincipalName"
+DELTA_CHECKPOINT = "delta"
+SUBSCRIPTION_CHECKPOINT = "subscription"
+SUBSCRIPTION_MAX_MINUTES = 41_760  # users: < 29 days
+SUBSCRIPTION_RENEW_WITHIN = timedelta(days=14)
+MESSAGE_VERSION = 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# ------------------------------------------------------------------------------------------ messages
+def users_message(users: list[dict[str, Any]], *, source: str, ticket_id: str | None = None,
+                  old_upn: str | None = None) -> dict[str, Any]:
+    """A queue message for at most 20 users: `[{"id", "upn"?, "removed"?}]`."""
+    if not 0 < len(users) <= USERS_PER_MESSAGE:
+        raise ValueError(f"a message carries 1 to {USERS_PER_MESSAGE} users")
+    message: dict[str, Any] = {"v": MESSAGE_VERSION, "kind": "users", "source": source, "users": users,
+                               "at": _iso(_now())}
+    if ticket_id:
+        message["ticketId"] = ticket_id
+    if old_upn:
+        message["oldUpn"] = old_upn
+    return message
+
+
+def chunk_users(users: list[dict[str, Any]], *, source: str) -> list[dict[str, Any]]:
+    return [users_message(users[i:i + USERS_PER_MESSAGE], source=source)
+            for i in range(0, len(users), USERS_PER_MESSAGE)]
+
+
+async def enqueue_notices(services: Services, notices: Iterable[ChangeNotice]) -> int:
+    """Queue the users named by change notifications (ids only: the processor reads their UPN)."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    seen: set[str] = set()
+    for notice in notices:
+        if notice.user_id in seen:
+            continue
+        seen.add(notice.user_id)
+        entry: dict[str, Any] = {"id": notice.user_id}
+        if notice.change_type == "deleted":
+            entry["removed"] = "deleted"
+        by_source.setdefault(notice.source, []).append(entry)
+    messages = [m for source, users in by_source.items() for m in chunk_users(users, source=source)]
+    if messages:
+        await services.store.queue.send(messages)
+    return len(seen)
+
+
+async def enqueue_lifecycle(services: Services, events: Iterable[LifecycleEvent]) -> int:
+    """Queue lifecycle work (reauthorize, recreate, sweep): the webhook itself never calls Graph."""
+    messages = [{"v": MESSAGE_VERSION, "kind": "lifecycle", "event": e.event, "subscriptionId": e.subscription_id}
+                for e in events]
+    if messages:
+        await services.store.queue.send(messages)
+    return len(messages)
+
+
+async def handle_message(services: Services, body: bytes | str, *, dequeue_count: int = 1) -> dict[str, Any]:
+    """The queue trigger's work: dispatch one message by kind; a throttled message is re-queued."""
+    import json
+
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise InputError("queue message is not JSON") from None
+    if not isinstance(message, dict) or message.get("kind") not in ("users", "lifecycle", "sweep"):
+        raise InputError("queue message has no known kind")
+    try:
+        if message["kind"] == "users":
+            users = message.get("users")
+            if not isinstance(users, list) or not all(isinstance(u, dict) and u.get("id") for u in users):
+                raise InputError("queue message users: expected a list of {id}")
+            result = await process_users(services, users, source=str(message.get("source", "sweep")),
+                                         ticket_id=message.get("ticketId"), old_upn_hint=message.get("oldUpn"))
+            return result
+        if message["kind"] == "lifecycle":
+            return await handle_lifecycle(services, str(message.get("event")), message.get("subscriptionId"))
+        return await sweep(services, trigger="queue")
+    except GraphThrottled as exc:
+        delay = max(1, int(exc.retry_after or 30))
+        await services.store.queue.send([message], visibility_timeout=delay)
+        log.warning("Graph throttled a %s message; re-queued for %d s (delivery %d)", message["kind"], delay,
+                    dequeue_count)
+        return {"requeued": True, "retryAfter": delay}
+
+
+# ------------------------------------------------------------------------------------------ processor
+def _flag_doc(flag: Flag) -> dict[str, Any]:
+    return flag_to_dict(flag)
+
+
+def _throttle_if_any(answers: Mapping[str, Any]) -> None:
+    throttled = [a for a in answers.values() if a.status == 429]
+    if throttled:
+        raise GraphThrottled(f"{len(throttled)} Graph reads still throttled",
+                             retry_after=max(a.retry_after for a in throttled))
+
+
+async def _current_upns(services: Services, ids: list[str]) -> dict[str, str | None]:
+    """Current UPN per user id from Graph (None: the user no longer exists), 20 per $batch."""
+    answers = await services.graph.batch_get({uid: f"/users/{uid}?$select=id,userPrincipalName" for uid in ids})
+    _throttle_if_any(answers)
+    out: dict[str, str | None] = {}
+    for uid, answer in answers.items():
+        if answer.status == 200 and isinstance(answer.body, dict):
+            out[uid] = answer.body.get("userPrincipalName")
+        elif answer.status == 404:
+            out[uid] = None
+        else:
+            raise GraphError(f"reading user {uid} failed with {answer.status}", status_code=answer.status)
+    return out
+
+
+async def read_passkeys(services: Services, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each user's registered passkeys (raw fido2Methods JSON), 20 per $batch at the tenant's pace."""
+    if not ids:
+        return {}
+    answers = await services.graph.batch_get({uid: f"/users/{uid}/authentication/fido2Methods" for uid in ids})
+    _throttle_if_any(answers)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for uid, answer in answers.items():
+        if answer.status == 200 and isinstance(answer.body, dict):
+            out[uid] = list(answer.body.get("value") or [])
+        elif answer.status == 404:
+            out[uid] = []
+        else:
+            raise GraphError(f"reading the passkeys of {uid} failed with {answer.status}", status_code=answer.status)
+    return out
+
+
+async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
+    """Merge `candidate` into the stored flag and write it with ETag concurrency; None: nothing new."""
+    tenant = services.settings.tenant_id
+    for _ in range(5):
+        stored = await services.store.get_flag(tenant, candidate.user_id)
+        existing = flag_from_dict(stored) if stored else None
+        merged = merge_flag(existing, candidate)
+        if merged is None:
+            return None
+        try:
+            if stored is None:
+                created = await services.store.create_flags(tenant, [_flag_doc(merged)])
+                if created:
+                    return merged
+                continue  # somebody created it first: merge with theirs
+            await services.store.update_flag(tenant, _flag_doc(merged), stored["etag"])
+            return merged
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(f"flag of user {candidate.user_id} kept changing under us")
+
+
+async def process_users(services: Services, users: list[dict[str, Any]], *, source: str,
+                        ticket_id: str | None = None, old_upn_hint: str | None = None) -> dict[str, Any]:
+    """Compare each user's UPN with the snapshot and flag those who changed and hold passkeys."""
+    tenant = services.settings.tenant_id
+    now = _now()
+    current: dict[str, str | None] = {}
+    removed: list[str] = []
+    for entry in users:
+        uid = str(entry["id"]).lower()
+        if entry.get("removed"):
+            removed.append(uid)
+        else:
+            current[uid] = entry.get("upn")
+    unknown = [uid for uid, upn in current.items() if not upn]
+    if unknown:
+        for uid, upn in (await _current_upns(services, unknown)).items():
+            if upn is None:
+                removed.append(uid)
+                current.pop(uid, None)
+            else:
+                current[uid] = upn
+
+    snapshots = await services.store.get_snapshots(tenant, list(current))
+    if old_upn_hint and len(current) == 1:
+        (uid,) = current
+        snapshots.setdefault(uid, old_upn_hint)  # a ticket may tell us the old UPN we never saw
+    changed = [uid for uid, upn in current.items() if snapshots.get(uid) and not same_upn(snapshots[uid], upn)]
+    passkeys = await read_passkeys(services, changed)
+
+    outcome: dict[str, list[str]] = {k.value: [] for k in DecisionKind}
+    flags: list[Flag] = []
+    snapshot_writes: dict[str, str] = {}
+    for uid, upn in current.items():
+        decision = decide_change(uid, str(upn), snapshots.get(uid), passkeys.get(uid, []), source=source,
+                                 detected_at=now, ticket_id=ticket_id)
+        outcome[decision.kind.value].append(uid)
+        if decision.flag is not None:
+            flags.append(decision.flag)
+        if decision.write_snapshot:
+            snapshot_writes[uid] = decision.upn
+
+    written = [f for f in await asyncio.gather(*(_save_flag(services, f) for f in flags)) if f is not None]
+    if snapshot_writes:
+        await services.store.put_snapshots(tenant, snapshot_writes)
+    if removed:
+        await _forget_users(services, removed, now)
+    return {"processed": len(current), "removed": len(removed), "flagged": [f.user_id for f in written],
+            "decisions": {k: v for k, v in outcome.items() if v}}
+
+
+async def _forget_users(services: Services, user_ids: list[str], now: datetime) -> None:
+    """Deleted users: their open case is dismissed and their snapshot forgotten."""
+    tenant = services.settings.tenant_id
+    for uid in user_ids:
+        stored = await services.store.get_flag(tenant, uid)
+        if stored and FlagStatus(stored["status"]).is_open:
+            flag = dismiss(flag_from_dict(stored), at=now, note="user deleted")
+            try:
+                await services.store.update_flag(tenant, _flag_doc(flag), stored["etag"])
+            except ConcurrencyError:
+                log.info("flag of %s changed while dismissing; the tracker will see it", uid)
+    await services.store.delete_snapshots(tenant, user_ids)
+
+
+# ------------------------------------------------------------------------------------------ sweep
+async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None) -> dict[str, Any]:
+    """The backstop: read users/delta from the stored link, queue the changes, checkpoint every page.
+
+    The first run seeds the UPN snapshot directly and flags no one. Each page's nextLink is stored
+    (with ETag) only after its users are queued, so a crash resumes at the last finished page and may
+    re-queue one page, which the idempotent processor absorbs. A 410 or syncStateNotFound starts a
+    full resync: every user is compared with the snapshot, so only real changes are flagged.
+    """
+    tenant = services.settings.tenant_id
+    started = time.monotonic()
+    value, etag = await services.store.get_checkpoint(tenant, DELTA_CHECKPOINT)
+    state = dict(value or {})
+    if not state.get("nextLink"):
+        state["seeding"] = not state.get("deltaLink")
+        state["nextLink"] = state.get("deltaLink") or DELTA_START
+    pages = users_seen = queued = resyncs = 0
+    from shared.state import ABSENT
+
+    etag = etag or ABSENT
+    while True:
+        try:
+            page = await services.graph.get_json(state["nextLink"], headers={"x-ms-throttle-priority": "Low"},
+                                                 what="read users/delta")
+        except GraphError as exc:
+            if exc.status_code == 410 or exc.graph_code in ("syncStateNotFound", "resyncRequired"):
+                log.warning("delta token expired (%s); starting a full resync", exc.status_code)
+                resyncs += 1
+                state = {"nextLink": DELTA_START, "seeding": bool(state.get("seeding")), "resync": True}
+                etag = await services.store.put_checkpoint(tenant, DELTA_CHECKPOINT, state, etag)
+                continue
+            raise
+        pages += 1
+        entries = []
+        for user in page.get("value", []):
+            if "@removed" in user:
+                if user["@removed"].get("reason") == "deleted":
+                    entries.append({"id": user["id"], "removed": "deleted"})
+                continue  # soft-deleted ("changed"): restorable, so its case stays as it is
+            if user.get("userPrincipalName"):
+                entries.append({"id": user["id"], "upn": user["userPrincipalName"]})
+        users_seen += len(entries)
+        if state.get("seeding"):
+            await services.store.put_snapshots(tenant, {e["id"].lower(): e["upn"] for e in entries if "upn" in e})
+        elif entries:
+            messages = chunk_users(entries, source="sweep")
+            await services.store.queue.send(messages)
+            queued += len(messages)
+        if "@odata.nextLink" in page:
+            state["nextLink"] = page["@odata.nextLink"]
+        else:
+            state = {"deltaLink": page.get("@odata.deltaLink"), "nextLink": None, "seeding": False,
+                     "completedAt": _iso(_now())}
+        etag = await services.store.put_checkpoint(tenant, DELTA_CHECKPOINT, state, etag)
+        if not state.get("nextLink"):
+            break
+        if max_pages is not None and pages >= max_pages:
+            break
+    return {"trigger": trigger, "pages": pages, "users": users_seen, "messagesQueued": queued,
+            "resyncs": resyncs, "complete": not state.get("nextLink"), "seeded": bool(value is None or
+                                                                                      (value or {}).get("seeding")),
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+# ------------------------------------------------------------------------------------------ tracker
+async def track_flags(services: Services) -> dict[str, Any]:
+    """Move open flags on: resolved once the pre-change passkeys are gone and a new one exists.
+
+    With REMOVE_STALE_PASSKEYS on, the pre-change passkeys of a pending flag are deleted (the seed's
+    "Disable a passkey") and the flag records which.
+    """
+    tenant = services.settings.tenant_id
+    open_flags: list[dict[str, Any]] = []
+    for status in (FlagStatus.PENDING, FlagStatus.REMOVED):
+        async for doc in services.store.iter_flags(tenant, status.value):
+            open_flags.append(doc)
+    counts = {"checked": 0, "changed": 0, "removedPasskeys": 0}
+    for start in range(0, len(open_flags), USERS_PER_MESSAGE):
+        chunk = open_flags[start:start + USERS_PER_MESSAGE]
+        current = await read_passkeys(services, [d["userId"] for d in chunk])
+        for doc in chunk:
+            counts["checked"] += 1
+            flag = flag_from_dict(doc)
+            now = _now()
+            passkeys = current.get(flag.user_id, [])
+            if services.settings.remove_stale_passkeys and flag.status == FlagStatus.PENDING:
+                stale = stale_passkeys_to_remove(flag, passkeys)
+                if stale:
+                    await _delete_passkeys(services, flag.user_id, stale)
+                    counts["removedPasskeys"] += len(stale)
+                    flag = mark_removed(flag, stale, at=now)
+                    passkeys = [p for p in passkeys if p.get("id") not in set(stale)]
+            result = track(flag, passkeys, now)
+            if result.flag != flag_from_dict(doc):
+                try:
+                    await services.store.update_flag(tenant, _flag_doc(result.flag), doc["etag"])
+                    counts["changed"] += 1
+                except ConcurrencyError:
+                    log.info("flag of %s changed meanwhile; next round", flag.user_id)
+    return counts
+
+
+async def _delete_passkeys(services: Services, user_id: str, method_ids: list[str]) -> None:
+    client = services.graph.client
+    for mid in method_ids:
+        builder = client.users.by_user_id(user_id).authentication.fido2_methods.by_fido2_authentication_method_id(mid)
+        try:
+            await services.graph.call("DELETE", builder.delete, what="delete a pre-change passkey")
+        except NotFound:
+            pass  # already gone: that is what we wanted
+
+
+# ------------------------------------------------------------------------------------------ subscription
+async def ensure_subscription(services: Services, *, now: datetime | None = None) -> dict[str, Any]:
+    """Create the /users subscription, renew it well before it expires, recreate it when Graph lost it."""
+    tenant = services.settings.tenant_id
+    now = now or _now()
+    value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+    if value and value.get("id"):
+        expiry = datetime.fromisoformat(value["expirationDateTime"])
+        if expiry - now > SUBSCRIPTION_RENEW_WITHIN:
+            return {"action": "none", **value}
+        try:
+            renewed = await _renew(services, value["id"], now)
+            state = {**value, "expirationDateTime": renewed}
+            await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT, state, etag)
+            return {"action": "renewed", **state}
+        except NotFound:
+            log.warning("subscription %s is gone; recreating it", value["id"])
+    state = await _create_subscription(services, now)
+    await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT, state)
+    return {"action": "created", **state}
+
+
+def _expiry(now: datetime) -> datetime:
+    return now + timedelta(minutes=SUBSCRIPTION_MAX_MINUTES - 5)
+
+
+async def _create_subscription(services: Services, now: datetime) -> dict[str, Any]:
+    from msgraph.generated.models.subscription import Subscription
+
+    settings = services.settings
+    body = Subscription(
+        change_type="updated", resource="users",
+        notification_url=settings.require("notification_url", "NOTIFICATION_URL"),
+        lifecycle_notification_url=settings.lifecycle_notification_url,
+        client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),
+        expiration_date_time=_expiry(now),
+    )
+    created = await services.graph.call("POST", lambda: services.graph.client.subscriptions.post(body),
+                                        what="create the /users subscription")
+    if created is None or not created.id:
+        raise GraphError("Graph created the subscription but returned no id")
+    expiry = created.expiration_date_time or _expiry(now)
+    return {"id": created.id, "expirationDateTime": expiry.isoformat(), "createdAt": _iso(now)}
+
+
+async def _renew(services: Services, subscription_id: str, now: datetime) -> str:
+    from msgraph.generated.models.subscription import Subscription
+
+    expiry = _expiry(now)
+    builder = services.graph.client.subscriptions.by_subscription_id(subscription_id)
+    await services.graph.call("PATCH", lambda: builder.patch(Subscription(expiration_date_time=expiry)),
+                              what="renew the /users subscription")
+    return expiry.isoformat()
+
+
+async def handle_lifecycle(services: Services, event: str, subscription_id: str | None) -> dict[str, Any]:
+    """reauthorizationRequired: reauthorize and renew; subscriptionRemoved: recreate; missed: sweep."""
+    tenant = services.settings.tenant_id
+    if event == "reauthorizationRequired" and subscription_id:
+        builder = services.graph.client.subscriptions.by_subscription_id(subscription_id)
+        try:
+            await services.graph.call("POST", builder.reauthorize.post, what="reauthorize the subscription")
+            expiry = await _renew(services, subscription_id, _now())
+        except NotFound:
+            await services.store.delete_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+            return {"event": event, **(await ensure_subscription(services))}
+        value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+        if value and value.get("id") == subscription_id:
+            await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT,
+                                                {**value, "expirationDateTime": expiry}, etag)
+        return {"event": event, "action": "reauthorized", "expirationDateTime": expiry}
+    if event == "subscriptionRemoved":
+        await services.store.delete_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+        return {"event": event, **(await ensure_subscription(services))}
+    if event == "missed":
+        return {"event": event, **(await sweep(services, trigger="lifecycle"))}
+    log.info("lifecycle event %s needs no action", event)
+    return {"event": event, "action": "none"}
+
+
+# ------------------------------------------------------------------------------------------ read surfaces
+FLAG_STATUSES = tuple(s.value for s in FlagStatus)
+CSV_COLUMNS = ("userId", "oldUpn", "newUpn", "status", "detectedAt", "statusChangedAt", "source", "ticketId",
+               "passkeyCount", "passkeys")
+
+
+def _public_flag(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("etag",)}
+
+
+async def list_flags(services: Services, *, status: str | None, limit: int = 100,
+                     page_token: str | None = None) -> dict[str, Any]:
+    if status is not None and status not in FLAG_STATUSES:
+        raise InputError(f"status must be one of {', '.join(FLAG_STATUSES)}")
+    flags, token = await services.store.list_flags(services.settings.tenant_id, status=status, limit=limit,
+                                                   page_token=page_token)
+    return {"value": [_public_flag(f) for f in flags], "nextPageToken": token}
+
+
+async def flags_csv(services: Services, *, status: str | None) -> str:
+    """Every flag (optionally of one status) as CSV for the helpdesk, AAGUIDs named where known."""
+    from shared.policy.aaguids import name_of
+
+    if status is not None and status not in FLAG_STATUSES:
+        raise InputError(f"status must be one of {', '.join(FLAG_STATUSES)}")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    async for doc in services.store.iter_flags(services.settings.tenant_id, status):
+        keys = "; ".join(f"{p.get('displayName') or p.get('model') or 'passkey'} "
+                         f"({name_of(p.get('aaGuid') or '') if p.get('aaGuid') else 'unknown'})"
+                         for p in doc.get("passkeys", []))
+        writer.writerow([doc.get("userId"), doc.get("oldUpn"), doc.get("newUpn"), doc.get("status"),
+                         doc.get("detectedAt"), doc.get("statusChangedAt"), doc.get("source"),
+                         doc.get("ticketId") or "", len(doc.get("passkeys", [])), keys])
+    return out.getvalue()
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
+    """Carry out one verified ticket event inline (one user, so within the webhook's time)."""
+    if event.action == "verify_policy":
+        from shared.policy.service import verify
+
+        return {"report": await verify(services, trigger="ticket")}
+    user_id = event.user_id
+    if user_id is None:
+        try:
+            user = await services.graph.get_json(f"/users('{event.user_principal_name}')?$select=id,userPrincipalName",
+                                                 what="find the ticket's user")
+        except NotFound:
+            raise InputError(f"userPrincipalName: no user {event.user_principal_name} in the tenant") from None
+        user_id = user["id"]
+    source = "ticket" if event.action == "upn_changed" else "recheck"
+    result = await process_users(services, [{"id": user_id}], source=source, ticket_id=event.ticket_id,
+                                 old_upn_hint=event.old_upn)
+    if result["removed"]:
+        raise InputError(f"userId: user {user_id} does not exist in the tenant")
+    if event.action == "recheck_user":
+        await track_flags_of(services, [user_id])
+    stored = await services.store.get_flag(services.settings.tenant_id, user_id.lower())
+    return {"userId": user_id.lower(), "decision": next(iter(result["decisions"]), "none"),
+            "flag": _public_flag(stored) if stored else None}
+
+
+async def track_flags_of(services: Services, user_ids: list[str]) -> None:
+    """Re-evaluate the open flags of some users now (the tracker's rule, for a recheck ticket)."""
+    tenant = services.settings.tenant_id
+    current = await read_passkeys(services, user_ids)
+    for uid in user_ids:
+        doc = await services.store.get_flag(tenant, uid.lower())
+        if not doc or not FlagStatus(doc["status"]).is_open:
+            continue
+        result = track(flag_from_dict(doc), current.get(uid, []), _now())
+        if result.changed:
+            await services.store.update_flag(tenant, _flag_doc(result.flag), doc["etag"])
+
+
+async def intake_event_grid(services: Services, *, event_id: str, subject: str | None, event_type: str,
+                            data: Mapping[str, Any] | None) -> str:
+    """One Event Grid event: a user change is queued, a reauthorization becomes lifecycle work."""
+    from shared.upn.intake import parse_event_grid_trigger
+
+    parsed = parse_event_grid_trigger(event_id=event_id, subject=subject, event_type=event_type, data=data,
+                                      tenant_id=services.settings.tenant_id,
+                                      client_state=services.settings.notification_client_state)
+    if parsed is None:
+        return "ignored"
+    if isinstance(parsed, LifecycleEvent):
+        await enqueue_lifecycle(services, [parsed])
+        return "lifecycle"
+    await enqueue_notices(services, [parsed])
+    return "queued"

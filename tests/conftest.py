@@ -1,0 +1,63 @@
+"""Fixtures shared by every test area: one Azurite per session, the indexed function app, and a way
+to build the product's own Services against a simulator and a fresh tenant partition.
+
+Each test that needs state gets its own tenant id, so tests share one Azurite without sharing rows
+(every storage key starts with the tenant id).
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from devhost.azurite import Azurite, start_azurite
+from graphsim.launcher import Simulator
+from shared.config import Settings
+from shared.services import Services, use_services
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """A real Azurite on free loopback ports, stopped by PID at the end of the session."""
+    with start_azurite() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def functions() -> dict[str, Any]:
+    """function_app's functions by name (get_functions() works once per FunctionApp)."""
+    from devhost.host import index_functions
+
+    return index_functions()
+
+
+def new_tenant_id() -> str:
+    return str(uuid.uuid4())
+
+
+def make_settings(azurite: Azurite, sim: Simulator, tenant_id: str, **env: str) -> Settings:
+    """The product's settings for this stack, as app settings would give them."""
+    values = {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "test-token",
+              "STATE_STORAGE": azurite.connection_string, "NOTIFICATION_CLIENT_STATE": "test-client-state",
+              "TICKET_WEBHOOK_SECRET": "test-ticket-secret", **env}
+    return Settings.from_env(values)
+
+
+@pytest.fixture
+async def stack_factory(azurite: Azurite) -> AsyncIterator[Any]:
+    """`await build(sim, tenant_id=None, **env) -> Services`, installed for the functions; closed after."""
+    built: list[Services] = []
+
+    async def build(sim: Simulator, tenant_id: str | None = None, **env: str) -> Services:
+        tenant = tenant_id or sim.state(users=False).get("tenantId") or new_tenant_id()
+        services = Services.from_settings(make_settings(azurite, sim, tenant, **env))
+        built.append(services)
+        use_services(services)
+        return services
+
+    yield build
+    use_services(None)
+    for services in built:
+        await services.close()

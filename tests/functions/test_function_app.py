@@ -1,0 +1,101 @@
+"""function_app.py indexes, in the worker's own indexer and in the library, with the bindings we mean."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shared.config import APP_SETTINGS, QUEUE_NAME, STATE_STORAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+INDEX_PYTHON = ROOT / ".venv-index" / "bin" / "python"
+INDEXER = Path(__file__).with_name("worker_index.py")
+EXPECTED = {
+    "health", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
+    "graph_notifications", "graph_lifecycle", "tickets", "flags_list", "flags_export", "upn_events",
+    "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager",
+}
+
+
+def worker_index(app_dir: Path) -> tuple[int, dict]:
+    assert INDEX_PYTHON.exists(), "run `make test` (it builds .venv-index with azure-functions-runtime)"
+    done = subprocess.run([str(INDEX_PYTHON), str(INDEXER), str(app_dir)], capture_output=True, text=True,
+                          timeout=120, cwd=app_dir)
+    last = (done.stdout.strip().splitlines() or ["{}"])[-1]
+    return done.returncode, json.loads(last)
+
+
+def app_copy(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of the app with one edit in function_app.py (the edit must apply)."""
+    shutil.copy(ROOT / "function_app.py", tmp_path / "function_app.py")
+    shutil.copytree(ROOT / "shared", tmp_path / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    source = (tmp_path / "function_app.py").read_text()
+    assert old in source, f"mutation target not found: {old}"
+    (tmp_path / "function_app.py").write_text(source.replace(old, new, 1))
+    return tmp_path
+
+
+def test_the_worker_indexes_every_function():
+    """The Python worker's own indexer loads function_app.py and finds every function."""
+    code, result = worker_index(ROOT)
+    assert code == 0, result
+    assert set(result["functions"]) == EXPECTED
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ('arg_name="timer"', 'arg_name="tick"'),                              # arg_name is not a parameter
+    ("async def upn_processor(msg: func.QueueMessage)", "async def upn_processor(msg: func.HttpRequest)"),
+    ('@app.route(route="flags", methods=["GET"])', '@app.route(route="flags", methods=["GET"])\n'
+                                                     '@app.route(route="flags2", methods=["GET"])'),
+])
+def test_a_broken_binding_fails_indexing(tmp_path, old, new):
+    """Breaking a binding in function_app.py makes the worker's indexer refuse the app."""
+    code, result = worker_index(app_copy(tmp_path, old, new))
+    assert code != 0 and "error" in result
+
+
+def _trigger(fn) -> dict:
+    return next(b for b in fn.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
+
+
+def test_routes_and_auth_levels(functions):
+    """Admin routes need a function key; Graph's webhooks and the HMAC-signed ticket hook do not."""
+    routes = {name: _trigger(fn) for name, fn in functions.items() if _trigger(fn)["type"] == "httpTrigger"}
+    anonymous = {n for n, t in routes.items() if str(getattr(t["authLevel"], "value", t["authLevel"])) == "anonymous"}
+    assert anonymous == {"health", "graph_notifications", "graph_lifecycle", "tickets"}
+    assert {n: t["route"] for n, t in routes.items()} == {
+        "health": "health", "runs_list": "runs", "policy_verify": "policy/verify", "policy_plan": "policy/plan",
+        "policy_apply": "policy/apply", "graph_notifications": "graph/notifications",
+        "graph_lifecycle": "graph/lifecycle", "tickets": "tickets", "flags_list": "flags",
+        "flags_export": "flags/export"}
+
+
+def test_timers_read_their_schedule_from_app_settings(functions):
+    """Every timer's schedule is a %SETTING% that the app settings (and so Bicep) define."""
+    timers = {n: _trigger(fn) for n, fn in functions.items() if _trigger(fn)["type"] == "timerTrigger"}
+    assert set(timers) == {"policy_enforcement", "delta_sweep", "reregistration_tracker", "subscription_manager"}
+    for trigger in timers.values():
+        name = re.fullmatch(r"%(\w+)%", trigger["schedule"])
+        assert name and name.group(1) in APP_SETTINGS
+        assert trigger.get("runOnStartup") in (False, None)
+
+
+def test_queue_trigger_reads_the_change_queue_with_the_state_connection(functions):
+    """The processor reads `upn-changes` through the STATE_STORAGE identity-based connection."""
+    trigger = _trigger(functions["upn_processor"])
+    assert trigger["type"] == "queueTrigger"
+    assert trigger["queueName"] == QUEUE_NAME and trigger["connection"] == STATE_STORAGE
+
+
+def test_importing_the_app_builds_no_clients():
+    """Indexing imports no SDK: clients are built lazily, on the first invocation."""
+    code = ("import sys, function_app; "
+            "print(sorted(m for m in ('msgraph', 'azure.data.tables', 'azure.identity') if m in sys.modules))")
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,63 @@
+"""Settings: read once from a mapping, with errors that name the setting."""
+from __future__ import annotations
+
+import pytest
+
+from shared.config import Settings, is_loopback_url
+from shared.errors import ConfigError
+
+TENANT = "11111111-2222-4333-8444-555555555555"
+BASE = {"TENANT_ID": TENANT, "STATE_STORAGE": "UseDevelopmentStorage=true"}
+
+
+def test_defaults_follow_the_handbook():
+    """Graph v1.0 on graph.microsoft.com and audit mode are the defaults."""
+    s = Settings.from_env(BASE)
+    assert s.graph_base_url == "https://graph.microsoft.com/v1.0"
+    assert s.enforcement_mode == "audit" and s.remove_stale_passkeys is False
+    assert s.graph_ru_per_10s == 8000 and not s.graph_is_local
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"STATE_STORAGE": "x"}, "TENANT_ID"),
+    ({"TENANT_ID": "not-a-guid", "STATE_STORAGE": "x"}, "TENANT_ID"),
+    ({"TENANT_ID": TENANT}, "STATE_STORAGE"),
+    ({**BASE, "ENFORCEMENT_MODE": "yolo"}, "ENFORCEMENT_MODE"),
+    ({**BASE, "GRAPH_BASE_URL": "http://graph.example.com/v1.0"}, "GRAPH_BASE_URL"),
+    ({**BASE, "GRAPH_BASE_URL": "nonsense"}, "GRAPH_BASE_URL"),
+    ({**BASE, "REMOVE_STALE_PASSKEYS": "maybe"}, "REMOVE_STALE_PASSKEYS"),
+    ({**BASE, "GRAPH_RU_PER_10S": "-5"}, "GRAPH_RU_PER_10S"),
+    ({**BASE, "NOTIFICATION_CLIENT_STATE": "x" * 129}, "NOTIFICATION_CLIENT_STATE"),
+    ({"TENANT_ID": TENANT, "STATE_STORAGE__tableServiceUri": "https://a.table.core.windows.net"},
+     "STATE_STORAGE__queueServiceUri"),
+])
+def test_bad_settings_name_the_setting(env, named):
+    """A missing or malformed setting is a ConfigError whose message names it."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert named in str(info.value)
+
+
+def test_identity_based_storage_is_accepted():
+    """In Azure, storage is reached by URI and managed identity, with no connection string."""
+    s = Settings.from_env({"TENANT_ID": TENANT.upper(),
+                           "STATE_STORAGE__tableServiceUri": "https://a.table.core.windows.net",
+                           "STATE_STORAGE__queueServiceUri": "https://a.queue.core.windows.net",
+                           "STATE_STORAGE__clientId": "cid"})
+    assert s.storage.uses_identity and s.storage.client_id == "cid"
+    assert s.tenant_id == TENANT  # normalised to lower case: it starts every storage key
+
+
+def test_loopback_graph_uses_the_dev_token():
+    """A loopback GRAPH_BASE_URL may be plain http and is treated as the local simulator."""
+    s = Settings.from_env({**BASE, "GRAPH_BASE_URL": "http://127.0.0.1:8400/v1.0/", "GRAPH_DEV_TOKEN": "t"})
+    assert s.graph_is_local and s.graph_dev_token == "t" and s.graph_base_url.endswith("/v1.0")
+    assert is_loopback_url("http://localhost:1/x") and is_loopback_url("http://[::1]:1/")
+    assert not is_loopback_url("https://graph.microsoft.com/v1.0")
+
+
+def test_settings_are_frozen():
+    """Nobody changes settings after they are read."""
+    s = Settings.from_env(BASE)
+    with pytest.raises(AttributeError):
+        s.tenant_id = "x"  # type: ignore[misc]
