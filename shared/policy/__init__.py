@@ -1,0 +1,61 @@
+"""Policy as code, the pure core: the desired-state document, the current-state views, the plan (diff,
+merge, lockout impact), compliance checks and reports. No I/O here: callers read Graph and storage,
+hand plain JSON in, and send the plan's `writes` out (see `shared.policy.plan` for their format).
+"""
+from __future__ import annotations
+
+from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS, label_of, name_of
+from shared.policy.checks import (
+    CHECKS,
+    CHECKS_BY_ID,
+    Check,
+    CheckContext,
+    CheckResult,
+    Report,
+    build_check_context,
+    run_checks,
+)
+from shared.policy.current import (
+    CaPolicyView,
+    Fido2View,
+    StrengthView,
+    ca_policies_named,
+    effective_allowed_aaguids,
+    read_fido2,
+    strengths_named,
+)
+from shared.policy.document import (
+    DesiredState,
+    desired_hash,
+    desired_to_json,
+    parse_document,
+    validate_document,
+)
+from shared.policy.plan import (
+    STRENGTH_ID_PLACEHOLDER,
+    ChangeRow,
+    Issue,
+    LockoutRow,
+    Narrowing,
+    Plan,
+    apply_patch_locally,
+    attach_lockout,
+    build_plan,
+    fill_strength_id,
+    lockout_impact,
+    plan_from_json,
+    plan_to_json,
+    render_plan_table,
+    state_hash,
+)
+from shared.policy.report import plan_to_markdown, report_to_json, report_to_markdown
+
+__all__ = [
+    "AUTHENTICATOR_AAGUIDS", "CHECKS", "CHECKS_BY_ID", "STRENGTH_ID_PLACEHOLDER", "CaPolicyView", "ChangeRow",
+    "Check", "CheckContext", "CheckResult", "DesiredState", "Fido2View", "Issue", "LockoutRow", "Narrowing",
+    "Plan", "Report", "StrengthView", "apply_patch_locally", "attach_lockout", "build_check_context",
+    "build_plan", "ca_policies_named", "desired_hash", "desired_to_json", "effective_allowed_aaguids",
+    "fill_strength_id", "label_of", "lockout_impact", "name_of", "parse_document", "plan_from_json",
+    "plan_to_json", "plan_to_markdown", "read_fido2", "render_plan_table", "report_to_json", "report_to_markdown",
+    "run_checks", "state_hash", "strengths_named", "validate_document",
+]
