@@ -56,7 +56,7 @@ class DevHost:
         for fn in self.functions.values():
             trig = _trigger(fn)
             if trig["type"] == "httpTrigger":
-                methods = {m.upper() for m in (trig.get("methods") or ["GET", "POST"])}
+                methods = {str(getattr(m, "value", m)).upper() for m in (trig.get("methods") or ["GET", "POST"])}
                 self._routes.append((_route_regex(trig["route"]), methods, fn))
         self._queue_client_factory = queue_client_factory
         self._poll = poll_seconds
@@ -77,8 +77,9 @@ class DevHost:
                 req = func.HttpRequest(method=request.method, url=str(request.url), headers=dict(request.headers),
                                        params=dict(request.query), route_params=match.groupdict(), body=body)
                 resp = await self._invoke(fn, req)
-                return web.Response(status=resp.status_code, body=resp.get_body(),
-                                    headers={k: v for k, v in resp.headers.items() if k.lower() != "content-length"})
+                headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length", "content-type")}
+                headers["Content-Type"] = resp.headers.get("Content-Type") or resp.mimetype or "text/plain"
+                return web.Response(status=resp.status_code, body=resp.get_body(), headers=headers)
         return web.json_response({"error": {"code": "notFound", "message": f"no function at /api/{path}"}},
                                  status=404)
 

@@ -58,10 +58,12 @@ def encode_message(message: Mapping[str, Any]) -> str:
 class ChangeQueue:
     """Producer (and test/devhost consumer) side of one storage queue, `upn-changes` by default."""
 
-    def __init__(self, clients: StorageClients, name: str = QUEUE_NAME, *, concurrency: int = 16) -> None:
+    def __init__(self, clients: StorageClients, name: str = QUEUE_NAME, *, concurrency: int = 16,
+                 create: bool = True) -> None:
+        """`create=False`: the queue is provisioned elsewhere (Bicep) and never created from here."""
         self._clients = clients
         self.name = name
-        self._ensured = False
+        self._ensured = not create
         self._lock = asyncio.Lock()
         self._concurrency = concurrency
 

@@ -217,7 +217,9 @@ class StateStore:
         for tests only and must never change for stored data."""
         self._clients = StorageClients(storage, credential=credential, connection_verify=connection_verify,
                                        retry_total=retry_total)
-        self.queue = ChangeQueue(self._clients, concurrency=concurrency)
+        # In Azure (managed identity, no injected credential) the template creates tables and queues.
+        self._creates = not (storage.uses_identity and credential is None)
+        self.queue = ChangeQueue(self._clients, concurrency=concurrency, create=self._creates)
         self._clock = clock or _utcnow
         self.flag_buckets = flag_buckets
         self.snapshot_buckets = snapshot_buckets
@@ -247,8 +249,15 @@ class StateStore:
 
     # --- plumbing --------------------------------------------------------------------------------
     async def ensure(self, *, force: bool = False) -> None:
-        """Create the six tables and the queue if absent; idempotent and cached after the first success."""
+        """Create the six tables and the queue if absent; idempotent and cached after the first success.
+
+        With a managed identity (Azure) nothing is created: the Bicep template creates every table and
+        queue, and the identity's roles are scoped to each of them, so a create call would be refused.
+        """
         if self._ensured and not force:
+            return
+        if not self._creates:
+            self._ensured = True
             return
         async with self._ensure_lock:
             if self._ensured and not force:

@@ -82,6 +82,13 @@ def chunk_users(users: list[dict[str, Any]], *, source: str) -> list[dict[str, A
             for i in range(0, len(users), USERS_PER_MESSAGE)]
 
 
+async def send_messages(services: Services, messages: list[dict[str, Any]], *, delay: int = 0) -> None:
+    """Queue messages stamped with the tenant they belong to (one queue may serve many tenants)."""
+    if messages:
+        await services.store.queue.send([{**m, "tenant": services.settings.tenant_id} for m in messages],
+                                        visibility_timeout=delay)
+
+
 async def enqueue_notices(services: Services, notices: Iterable[ChangeNotice]) -> int:
     """Queue the users named by change notifications (ids only: the processor reads their UPN)."""
     by_source: dict[str, list[dict[str, Any]]] = {}
@@ -94,9 +101,8 @@ async def enqueue_notices(services: Services, notices: Iterable[ChangeNotice]) -
         if notice.change_type == "deleted":
             entry["removed"] = "deleted"
         by_source.setdefault(notice.source, []).append(entry)
-    messages = [m for source, users in by_source.items() for m in chunk_users(users, source=source)]
-    if messages:
-        await services.store.queue.send(messages)
+    await send_messages(services, [m for source, users in by_source.items()
+                                   for m in chunk_users(users, source=source)])
     return len(seen)
 
 
@@ -104,8 +110,7 @@ async def enqueue_lifecycle(services: Services, events: Iterable[LifecycleEvent]
     """Queue lifecycle work (reauthorize, recreate, sweep): the webhook itself never calls Graph."""
     messages = [{"v": MESSAGE_VERSION, "kind": "lifecycle", "event": e.event, "subscriptionId": e.subscription_id}
                 for e in events]
-    if messages:
-        await services.store.queue.send(messages)
+    await send_messages(services, messages)
     return len(messages)
 
 
@@ -119,6 +124,9 @@ async def handle_message(services: Services, body: bytes | str, *, dequeue_count
         raise InputError("queue message is not JSON") from None
     if not isinstance(message, dict) or message.get("kind") not in ("users", "lifecycle", "sweep"):
         raise InputError("queue message has no known kind")
+    if message.get("tenant") != services.settings.tenant_id:
+        log.warning("dropping a queue message for another tenant")
+        return {"dropped": "other tenant"}
     try:
         if message["kind"] == "users":
             users = message.get("users")
@@ -132,7 +140,7 @@ async def handle_message(services: Services, body: bytes | str, *, dequeue_count
         return await sweep(services, trigger="queue")
     except GraphThrottled as exc:
         delay = max(1, int(exc.retry_after or 30))
-        await services.store.queue.send([message], visibility_timeout=delay)
+        await send_messages(services, [message], delay=delay)
         log.warning("Graph throttled a %s message; re-queued for %d s (delivery %d)", message["kind"], delay,
                     dequeue_count)
         return {"requeued": True, "retryAfter": delay}
@@ -314,7 +322,7 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
             await services.store.put_snapshots(tenant, {e["id"].lower(): e["upn"] for e in entries if "upn" in e})
         elif entries:
             messages = chunk_users(entries, source="sweep")
-            await services.store.queue.send(messages)
+            await send_messages(services, messages)
             queued += len(messages)
         if "@odata.nextLink" in page:
             state["nextLink"] = page["@odata.nextLink"]

@@ -79,3 +79,15 @@ def test_dev_credential_issues_an_unsigned_storage_jwt() -> None:
     assert claims["aud"] == "https://storage.azure.com"
     assert claims["iss"] == f"https://sts.windows.net/{TENANT}/"
     assert claims["nbf"] <= claims["iat"] < claims["exp"] == token.expires_on
+
+
+async def test_managed_identity_store_never_creates_tables_or_queues() -> None:
+    """In Azure the template creates tables and queues; the app's scoped roles could not, so it never tries."""
+    from shared.config import StorageSettings
+    from shared.state import StateStore
+
+    store = StateStore(StorageSettings(table_uri="https://127.0.0.1:9/devstoreaccount1",
+                                       queue_uri="https://127.0.0.1:9/devstoreaccount1", client_id="cid"))
+    await store.ensure()  # nothing listens on port 9: any create call would fail
+    await store.queue.ensure()
+    await store.close()

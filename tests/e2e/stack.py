@@ -1,0 +1,120 @@
+"""The whole product on loopback: the Graph simulator, Azurite, and the function app served by devhost.
+
+`running_stack(azurite, tenant)` starts a simulator for `tenant`, builds the product's own Services
+for it (a fresh tenant partition in the shared Azurite), serves function_app through devhost with
+the queue drained into the queue function, and stops everything afterwards.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from azure.storage.queue.aio import QueueClient
+
+from devhost.azurite import Azurite
+from devhost.host import DevHost
+from graphsim.launcher import Simulator, start_simulator
+from shared.services import Services, use_services
+from tests.conftest import make_settings
+
+YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
+ANDROID = "de1e552d-db1d-4423-a619-566b625cdc84"
+IOS = "90a3ccdf-635c-4729-a248-9b709135078f"
+FAST_SIM = {"ca_requests_per_second": 1000.0, "notify_batch_window_s": 0.05, "notify_retry_backoff_s": 0.1}
+
+
+def uid(n: int) -> str:
+    return f"{n:08d}-aaaa-4bbb-8ccc-000000000000"
+
+
+def user(n: int, *, key: str | None = YUBI, domain: str = "contoso.example") -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": uid(n), "userPrincipalName": f"user{n}@{domain}", "displayName": f"User {n}",
+                           "accountEnabled": True}
+    if key:
+        doc["authentication"] = {"fido2Methods": [{
+            "id": f"key{n}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA0", "displayName": "Security key", "aaGuid": key,
+            "model": "YubiKey 5 NFC", "createdDateTime": "2025-05-01T08:00:00Z", "attestationLevel": "attested",
+            "passkeyType": "deviceBound"}]}
+    return doc
+
+
+def tenant(users: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A tenant file with a fresh tenant id (so its storage rows are its own)."""
+    return {"tenantId": str(uuid.uuid4()), "users": users, "groups": [],
+            "authenticationMethodConfigurations": {"fido2": {
+                "@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration", "id": "Fido2",
+                "state": "enabled", "isSelfServiceRegistrationAllowed": True, "isAttestationEnforced": False,
+                "keyRestrictions": {"isEnforced": True, "enforcementType": "allow", "aaGuids": [YUBI]},
+                "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}],
+                "excludeTargets": []}},
+            "authenticationStrengthPolicies": [], "conditionalAccessPolicies": [],
+            "simulator": dict(FAST_SIM), **extra}
+
+
+@dataclass
+class Stack:
+    sim: Simulator
+    services: Services
+    host: DevHost
+
+    @property
+    def tenant_id(self) -> str:
+        return self.services.settings.tenant_id
+
+    async def post(self, path: str, body: bytes | str = b"", *, headers: dict[str, str] | None = None,
+                   params: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+        """POST to the served function app; returns (status, text, headers)."""
+        data = body.encode() if isinstance(body, str) else body
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{self.host.url}/api/{path}", data=data, headers=headers or {}, params=params or {}) as resp:
+            return resp.status, await resp.text(), dict(resp.headers)
+
+    async def get(self, path: str, *, params: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.host.url}/api/{path}",
+                                                                   params=params or {}) as resp:
+            return resp.status, await resp.text(), dict(resp.headers)
+
+    async def flag(self, user_id: str) -> dict[str, Any] | None:
+        return await self.services.store.get_flag(self.tenant_id, user_id)
+
+    async def all_flags(self) -> list[dict[str, Any]]:
+        return [f async for f in self.services.store.iter_flags(self.tenant_id)]
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy (the queue is drained in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(azurite: Azurite, tenant_doc: dict[str, Any], *, drain: bool = True,
+                        **env: str) -> AsyncIterator[Stack]:
+    sim = await asyncio.to_thread(start_simulator, tenant_doc)
+    services = Services.from_settings(make_settings(azurite, sim, tenant_doc["tenantId"], **env))
+    use_services(services)
+
+    def queue_client(name: str) -> QueueClient:
+        return QueueClient.from_connection_string(azurite.connection_string, name)
+
+    host = DevHost(queue_client_factory=queue_client, poll_seconds=0.05)
+    try:
+        await host.start(drain=drain)
+        yield Stack(sim=sim, services=services, host=host)
+    finally:
+        await host.stop()
+        use_services(None)
+        await services.close()
+        await asyncio.to_thread(sim.stop)
