@@ -85,10 +85,10 @@ async def health(services: Services, req: Request) -> Answer:
 
 async def runs_list(services: Services, req: Request) -> Answer:
     """Run history, newest first, paged with an opaque token."""
+    from shared.policy.service import list_runs
+
     limit = _int_param(req, "limit", 20, low=1, high=100)
-    runs, token = await services.store.list_runs(services.settings.tenant_id, limit=limit,
-                                                 page_token=req.params.get("pageToken") or None)
-    return ok({"value": runs, "nextPageToken": token})
+    return ok(await list_runs(services, limit=limit, page_token=req.params.get("pageToken") or None))
 
 
 async def policy_verify(services: Services, req: Request) -> Answer:

@@ -1,0 +1,155 @@
+"""The command line: the same use cases as the functions, for an administrator's shell.
+
+    python -m shared verify   [--json] [--document FILE]
+    python -m shared plan     [--json] [--document FILE]
+    python -m shared apply    [--json] [--document FILE | --plan-id ID] [--accept-lockout]
+    python -m shared rollback RUN_ID [--json] [--accept-lockout]
+    python -m shared sweep    [--json]
+    python -m shared track    [--json]
+    python -m shared flags    [--json | --csv] [--status STATUS]
+    python -m shared runs     [--json]
+    python -m shared subscribe [--json]
+
+Settings come from the environment (see the README's settings reference). Exit codes: 0 success,
+1 a check failed or the plan needs a person, 2 bad input or settings, 3 Graph or storage failed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError, InputError, LockoutRefused, PasskeyGuardError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_INPUT, EXIT_FAILED = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared", description="Passkey Guard")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        return p
+
+    for name, text in (("verify", "run the compliance checks"), ("plan", "plan and store the plan")):
+        add(name, text).add_argument("--document", type=Path, help="desired-state file (default: POLICY_FILE)")
+    apply = add("apply", "make the tenant match the desired state")
+    group = apply.add_mutually_exclusive_group()
+    group.add_argument("--document", type=Path, help="desired-state file (default: POLICY_FILE)")
+    group.add_argument("--plan-id", help="apply a stored plan, only if the tenant has not changed since")
+    apply.add_argument("--accept-lockout", action="store_true", help="accept that the listed users lose passkeys")
+    rollback = add("rollback", "restore the passkey policy a run started from")
+    rollback.add_argument("run_id")
+    rollback.add_argument("--accept-lockout", action="store_true")
+    add("sweep", "read users/delta and queue UPN changes")
+    add("track", "move open UPN-change flags on")
+    flags = add("flags", "list UPN-change flags")
+    flags.add_argument("--csv", action="store_true", help="print CSV for the helpdesk")
+    flags.add_argument("--status", help="only flags with this status")
+    add("runs", "list recent runs")
+    add("subscribe", "create or renew the Graph /users subscription")
+    return parser
+
+
+def _document(path: Path | None) -> Any:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"--document: cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise InputError(f"--document: {path} is not valid JSON") from None
+
+
+async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
+    """Run the command; returns (JSON result, text for people, exit code)."""
+    from shared.policy import service as policy
+    from shared.services import get_services
+    from shared.upn import service as upn
+
+    services = get_services()
+    try:
+        if args.command == "verify":
+            result = await policy.verify(services, trigger="cli", document=_document(args.document))
+            return result, result["markdown"], EXIT_OK if result["passed"] else EXIT_FINDINGS
+        if args.command == "plan":
+            result = await policy.plan(services, trigger="cli", document=_document(args.document))
+            text = f"Plan {result['planId']}\n\n{result['table']}"
+            return result, text, EXIT_FINDINGS if result["blocked"] else EXIT_OK
+        if args.command == "apply":
+            if args.plan_id:
+                result = await policy.apply_stored_plan(services, args.plan_id, accept_lockout=args.accept_lockout,
+                                                        trigger="cli")
+            else:
+                result = await policy.apply_document(services, trigger="cli", document=_document(args.document),
+                                                     accept_lockout=args.accept_lockout)
+            return result, f"Run {result['runId']}: {result['result']}\n\n{result['table']}", EXIT_OK
+        if args.command == "rollback":
+            result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli")
+            return result, f"Run {result['runId']}: {result['result']} (restored run {args.run_id})", EXIT_OK
+        if args.command == "sweep":
+            result = await upn.sweep(services, trigger="cli")
+            return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
+        if args.command == "track":
+            result = await upn.track_flags(services)
+            return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
+        if args.command == "flags":
+            if args.csv:
+                text = await upn.flags_csv(services, status=args.status)
+                return {"csv": text}, text, EXIT_OK
+            flags: list[dict[str, Any]] = []
+            token = None
+            while True:
+                page = await upn.list_flags(services, status=args.status, limit=1000, page_token=token)
+                flags += page["value"]
+                token = page["nextPageToken"]
+                if not token:
+                    break
+            lines = [f"{f['status']:<9} {f['userId']}  {f['oldUpn']} -> {f['newUpn']}  "
+                     f"({len(f.get('passkeys', []))} passkey(s), since {f['detectedAt']})" for f in flags]
+            return {"value": flags}, "\n".join(lines) or "no flags", EXIT_OK
+        if args.command == "runs":
+            result = await policy.list_runs(services, limit=20)
+            lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}" for r in result["value"]]
+            return result, "\n".join(lines) or "no runs", EXIT_OK
+        result = await upn.ensure_subscription(services)
+        return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", 0
+    finally:
+        await services.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        result, text, code = asyncio.run(_run(args))
+    except (InputError, ConfigError, LockoutRefused) as exc:
+        _fail(args, exc)
+        return EXIT_FINDINGS if isinstance(exc, LockoutRefused) else EXIT_INPUT
+    except PasskeyGuardError as exc:
+        _fail(args, exc)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2, default=str) if args.json else text)
+    return code
+
+
+def _fail(args: argparse.Namespace, exc: PasskeyGuardError) -> None:
+    if args.json:
+        print(json.dumps(exc.to_body(), indent=2, default=str))
+    else:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if isinstance(exc, LockoutRefused) and isinstance(exc.detail, dict):
+            for row in exc.detail.get("lockout", []):
+                print(f"  would lose a passkey: {row['userPrincipalName'] or row['userId']} "
+                      f"({row['name']}, {row['aaGuid']})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""Policy use cases: verify, plan, apply (fresh or stored), rollback and the scheduled run.
+
+Reads come from `reader.py` as raw JSON; decisions come from the pure core (`plan.py`, `checks.py`);
+writes happen here, in the order the plan lists them, each with a body built fresh from the plan:
+
+- the FIDO2 configuration and Conditional Access policies are sent as the plan's JSON through the
+  SDK's own request adapter, because the SDK models drop a multi-value `passkeyTypes` and unknown
+  fields of profiles and CA conditions (graph-contract pitfalls 1-3);
+- strengths and their combination configurations go through the SDK's typed models, which carry
+  everything they need.
+
+After writing, the state is read back and planned again: anything still different fails the run.
+Every run (verify, plan, apply, rollback) is recorded in the `runs` table.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.errors import (
+    ConcurrencyError,
+    ConfigError,
+    ConflictError,
+    InputError,
+    LockoutRefused,
+    PasskeyGuardError,
+    VerificationFailed,
+)
+from shared.policy.checks import build_check_context, run_checks
+from shared.policy.current import effective_allowed_aaguids, method_summary, read_fido2
+from shared.policy.document import DesiredState, desired_to_json, parse_document, validate_document
+from shared.policy.plan import (
+    Narrowing,
+    Plan,
+    attach_lockout,
+    build_plan,
+    fill_strength_id,
+    plan_from_json,
+    plan_to_json,
+    render_plan_table,
+    state_hash,
+)
+from shared.policy.reader import (
+    FIDO2_PATH,
+    read_ca_policies_raw,
+    read_fido2_raw,
+    read_groups,
+    read_strengths_raw,
+    read_users_with_passkeys,
+)
+from shared.policy.report import plan_to_markdown, report_to_json, report_to_markdown
+from shared.services import Services
+
+log = logging.getLogger(__name__)
+POLICY_CHECKPOINT = "policy"
+APPLY_LEASE = "policy-apply"
+APPLY_LEASE_SECONDS = 300
+CA_MIN_INTERVAL = 1.05  # Conditional Access allows one request per second per tenant, with no Retry-After
+FIDO2_TYPE = "#microsoft.graph.fido2AuthenticationMethodConfiguration"
+ROLLBACK_FIELDS = ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced", "keyRestrictions",
+                   "includeTargets", "excludeTargets", "passkeyProfiles", "defaultPasskeyProfile")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def load_desired(services: Services, document: Any = None) -> DesiredState:
+    """The desired state: the request's document when given, else the file POLICY_FILE names."""
+    if document is not None:
+        return validate_document(document)
+    path = Path(services.settings.policy_file)
+    try:
+        text = path.read_bytes()
+    except OSError:
+        raise ConfigError(f"setting POLICY_FILE names {path}, which cannot be read") from None
+    return parse_document(text)
+
+
+@dataclass
+class TenantState:
+    """The tenant's current policy state as raw Graph JSON."""
+
+    fido2: dict[str, Any]
+    strengths: list[dict[str, Any]]
+    ca: list[dict[str, Any]]
+    groups: dict[str, dict[str, Any] | None]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"fido2": self.fido2, "strengths": self.strengths, "conditionalAccess": self.ca}
+
+
+async def read_state(services: Services, desired: DesiredState) -> TenantState:
+    """Everything a plan or a verification looks at, read in parallel where Graph allows."""
+    graph = services.graph
+    fido2, strengths, groups = await asyncio.gather(
+        read_fido2_raw(graph),
+        read_strengths_raw(graph, with_configurations_for=desired.authentication_strength.display_name),
+        read_groups(graph, desired.group_ids()))
+    ca = await read_ca_policies_raw(graph) if desired.conditional_access is not None else []
+    return TenantState(fido2=fido2, strengths=strengths, ca=ca, groups=groups)
+
+
+# ------------------------------------------------------------------------------------------ runs
+class RunRecorder:
+    """Collects what a run did and writes one row to the `runs` table."""
+
+    def __init__(self, services: Services, kind: str, trigger: str) -> None:
+        self.services = services
+        self.run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, "trigger": trigger,
+                                    "mode": services.settings.enforcement_mode, "started_at": _now()}
+        self._t0 = time.monotonic()
+        self._calls0 = services.graph.counters.requests
+
+    @property
+    def id(self) -> str:
+        return str(self.run["id"])
+
+    async def finish(self, result: str, **fields: Any) -> dict[str, Any]:
+        self.run.update(fields)
+        self.run["result"] = result
+        self.run["graphCalls"] = self.services.graph.counters.requests - self._calls0
+        self.run["durationMs"] = round((time.monotonic() - self._t0) * 1000)
+        await self.services.store.put_run(self.services.settings.tenant_id, self.run)
+        return self.run
+
+
+def _public_run(run: dict[str, Any]) -> dict[str, Any]:
+    out = {("runId" if k == "id" else k): v for k, v in run.items() if k != "started_at"}
+    out["startedAt"] = run["started_at"].isoformat()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ verify
+async def verify(services: Services, *, trigger: str, document: Any = None) -> dict[str, Any]:
+    """Run the compliance checks against the live tenant; JSON report with Markdown beside it."""
+    recorder = RunRecorder(services, "verify", trigger)
+    desired = load_desired(services, document)
+    state = await read_state(services, desired)
+    tenant = services.settings.tenant_id
+    last, etag = await services.store.get_checkpoint(tenant, POLICY_CHECKPOINT)
+    last_allowed = (last or {}).get("allowedAaguids")
+    report = run_checks(build_check_context(desired, state.fido2, state.strengths, state.ca, last_allowed))
+    now = _now()
+    body = report_to_json(report, tenant_id=tenant, generated_at=now)
+    body["markdown"] = report_to_markdown(report, tenant_id=tenant, generated_at=now)
+    await _remember_allowed(services, state.fido2, desired, last_allowed, etag, only_if_superset=True)
+    run = await recorder.finish("passed" if report.passed else "failed", report=body, after=state.snapshot())
+    return {"runId": run["id"], "result": run["result"], **body}
+
+
+async def _remember_allowed(services: Services, fido2: dict[str, Any], desired: DesiredState,
+                            last: list[str] | None, etag: str | None, *, only_if_superset: bool) -> None:
+    """Keep the allow-list seen at this run for check PG-FIDO2-007 (the next run compares with it).
+
+    A verification only moves it forward when nothing vanished, so a silent removal keeps failing the
+    check until it is put back or removed on purpose through a plan.
+    """
+    try:
+        allowed = effective_allowed_aaguids(read_fido2(fido2, desired.passkey_method.passkey_profile))
+    except InputError:
+        return
+    if allowed is None or (only_if_superset and last is not None and not set(last) <= set(allowed)):
+        return
+    if last is not None and sorted(last) == sorted(allowed):
+        return
+    from shared.state import ABSENT
+
+    try:
+        await services.store.put_checkpoint(services.settings.tenant_id, POLICY_CHECKPOINT,
+                                            {"allowedAaguids": allowed, "at": _now().isoformat()},
+                                            None if not only_if_superset else (etag or ABSENT))
+    except ConcurrencyError:
+        log.info("the policy checkpoint moved meanwhile; keeping the other run's value")
+
+
+# ------------------------------------------------------------------------------------------ plan
+async def make_plan(services: Services, desired: DesiredState) -> tuple[Plan, TenantState]:
+    """Plan against the live tenant, with the lockout impact read when the plan narrows anything."""
+    state = await read_state(services, desired)
+    plan = build_plan(desired, state.fido2, state.strengths, state.ca, state.groups)
+    if plan.needs_lockout_evaluation and not plan.blocked:
+        passkeys, upns = await read_users_with_passkeys(services.graph)
+        plan = attach_lockout(plan, passkeys, upns)
+    return plan, state
+
+
+def plan_view(plan: Plan, *, tenant_id: str, plan_id: str | None = None) -> dict[str, Any]:
+    """A plan for people and machines: JSON, a fixed-width table and Markdown."""
+    return {"planId": plan_id, "plan": plan_to_json(plan), "empty": plan.empty, "blocked": plan.blocked,
+            "requiresAcceptance": plan.requires_acceptance, "table": render_plan_table(plan),
+            "markdown": plan_to_markdown(plan, tenant_id=tenant_id, generated_at=_now(), plan_id=plan_id)}
+
+
+async def plan(services: Services, *, trigger: str, document: Any = None) -> dict[str, Any]:
+    """Plan, store the plan with the hash of the state it was made from, and return its id and diff."""
+    recorder = RunRecorder(services, "plan", trigger)
+    desired = load_desired(services, document)
+    made, state = await make_plan(services, desired)
+    plan_id = uuid.uuid4().hex
+    await services.store.put_plan(services.settings.tenant_id, plan_id,
+                                  {"plan": plan_to_json(made), "desired": desired_to_json(desired)}, made.state_hash)
+    await recorder.finish("planned", planId=plan_id, plan=plan_to_json(made), before=state.snapshot())
+    return {"runId": recorder.id, **plan_view(made, tenant_id=services.settings.tenant_id, plan_id=plan_id)}
+
+
+# ------------------------------------------------------------------------------------------ apply
+def _check_safe(made: Plan, *, accept_lockout: bool) -> None:
+    if made.blocked:
+        raise InputError("the plan has errors; nothing was written: "
+                         + "; ".join(e.message for e in made.errors),
+                         detail=[{"code": e.code, "message": e.message} for e in made.errors])
+    if made.requires_acceptance and not accept_lockout:
+        rows = [{"userId": r.user_id, "userPrincipalName": r.upn, "passkeyId": r.passkey_id, "aaGuid": r.aaguid,
+                 "name": r.name, "scope": r.scope} for r in made.lockout]
+        users = sorted({r.user_id for r in made.lockout})
+        reasons = "; ".join(n.detail for n in made.narrowing) or "the plan narrows what is allowed"
+        raise LockoutRefused(
+            f"the plan would lock out {len(users)} user(s) ({reasons}); nothing was written. Apply again with "
+            "--accept-lockout (CLI) or acceptLockout: true (HTTP) to accept this",
+            detail={"lockout": rows, "narrowing": [{"kind": n.kind, "detail": n.detail} for n in made.narrowing]})
+
+
+class _CaPacer:
+    """Spaces Conditional Access calls at least a second apart (CA answers 429 with no Retry-After)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    async def turn(self) -> None:
+        wait = self._last + CA_MIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last = time.monotonic()
+
+
+async def _send_write(services: Services, write: dict[str, Any], ca: _CaPacer) -> str | None:
+    """Send one planned write; returns the id of a created object, when Graph gives one."""
+    from msgraph.generated.models.authentication_method_modes import AuthenticationMethodModes
+    from msgraph.generated.models.authentication_strength_policy import AuthenticationStrengthPolicy
+    from msgraph.generated.models.fido2_combination_configuration import Fido2CombinationConfiguration
+    from msgraph.generated.policies.authentication_strength_policies.item.update_allowed_combinations.update_allowed_combinations_post_request_body import (  # noqa: E501
+        UpdateAllowedCombinationsPostRequestBody,
+    )
+
+    graph, op, body = services.graph, write["op"], write.get("body") or {}
+    strengths = graph.client.policies.authentication_strength_policies
+    parts = write["path"].strip("/").split("/")
+
+    def modes(values: list[str]) -> list[AuthenticationMethodModes]:
+        return [AuthenticationMethodModes(v) for v in values]
+
+    if op == "patch_fido2":
+        await graph.send_raw("PATCH", write["path"], body, what="update the passkey (FIDO2) policy")
+        return None
+    if op in ("create_ca_policy", "update_ca_policy"):
+        await ca.turn()
+        result, _ = await graph.send_raw(write["method"], write["path"], body, what=f"{op.replace('_', ' ')}")
+        return (result or {}).get("id")
+    if op == "create_strength":
+        created = await graph.call("POST", lambda: strengths.post(AuthenticationStrengthPolicy(
+            display_name=body["displayName"], description=body.get("description"),
+            allowed_combinations=modes(body.get("allowedCombinations", ["fido2"])))),
+            what="create the authentication strength")
+        return created.id if created else None
+    item = strengths.by_authentication_strength_policy_id(parts[2])
+    if op == "update_strength":
+        await graph.call("PATCH", lambda: item.patch(AuthenticationStrengthPolicy(
+            display_name=body.get("displayName"), description=body.get("description"))),
+            what="update the authentication strength")
+    elif op == "update_strength_combinations":
+        await graph.call("POST", lambda: item.update_allowed_combinations.post(
+            UpdateAllowedCombinationsPostRequestBody(allowed_combinations=modes(body["allowedCombinations"]))),
+            what="update the strength's allowed combinations")
+    elif op == "create_combination_configuration":
+        await graph.call("POST", lambda: item.combination_configurations.post(Fido2CombinationConfiguration(
+            applies_to_combinations=modes(body.get("appliesToCombinations", ["fido2"])),
+            allowed_a_a_g_u_i_ds=list(body["allowedAAGUIDs"]))), what="add the strength's FIDO2 key restriction")
+    elif op == "update_combination_configuration":
+        config = item.combination_configurations.by_authentication_combination_configuration_id(parts[4])
+        await graph.call("PATCH", lambda: config.patch(Fido2CombinationConfiguration(
+            applies_to_combinations=modes(body["appliesToCombinations"]) if "appliesToCombinations" in body
+            else None, allowed_a_a_g_u_i_ds=list(body["allowedAAGUIDs"]))),
+            what="update the strength's FIDO2 key restriction")
+    else:
+        raise ValueError(f"unknown planned write {op!r}")
+    return None
+
+
+async def _execute(services: Services, made: Plan) -> list[dict[str, Any]]:
+    """Send the plan's writes in order, filling the new strength's id into later writes."""
+    writes = [dict(w) for w in made.writes]
+    done: list[dict[str, Any]] = []
+    ca = _CaPacer()
+    while writes:
+        write = writes.pop(0)
+        created = await _send_write(services, write, ca)
+        done.append({"op": write["op"], "target": write.get("target"), **({"createdId": created} if created else {})})
+        if write["op"] == "create_strength" and created:
+            writes = fill_strength_id(writes, created)
+    return done
+
+
+async def apply_document(services: Services, *, trigger: str, document: Any = None,
+                         accept_lockout: bool = False) -> dict[str, Any]:
+    """Plan and apply now (CLI `apply`, the enforce-mode timer)."""
+    desired = load_desired(services, document)
+    return await _apply(services, desired, trigger=trigger, accept_lockout=accept_lockout)
+
+
+async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout: bool, trigger: str
+                            ) -> dict[str, Any]:
+    """Apply a stored plan only while the tenant still matches the state the plan was made from."""
+    tenant = services.settings.tenant_id
+    stored = await services.store.get_plan(tenant, plan_id)
+    if stored.get("applied"):
+        raise ConflictError(f"plan {plan_id} was already applied")
+    desired = validate_document(stored["plan"]["desired"])
+    expected = plan_from_json(stored["plan"]["plan"])
+    return await _apply(services, desired, trigger=trigger, accept_lockout=accept_lockout, expected=expected,
+                        stored=stored)
+
+
+async def _apply(services: Services, desired: DesiredState, *, trigger: str, accept_lockout: bool,
+                 expected: Plan | None = None, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    tenant = services.settings.tenant_id
+    recorder = RunRecorder(services, "apply", trigger)
+    if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
+        raise ConflictError("another apply is running for this tenant; this one yielded and wrote nothing")
+    try:
+        made, before = await make_plan(services, desired)
+        if expected is not None:
+            live = state_hash(desired, before.fido2, before.strengths, before.ca)
+            if live != expected.state_hash:
+                await recorder.finish("stale", planId=stored and stored["id"], before=before.snapshot())
+                raise ConflictError("the tenant changed since this plan was made; make a new plan",
+                                    detail={"planStateHash": expected.state_hash, "liveStateHash": live})
+            # Same desired state and same starting state: the fresh plan is the stored one, with the
+            # lockout impact read again now (users may have registered passkeys since).
+        _check_safe(made, accept_lockout=accept_lockout)
+        if made.empty:
+            run = await recorder.finish("no-op", plan=plan_to_json(made), before=before.snapshot())
+            return {"runId": run["id"], "result": "no-op", "writes": [], **plan_view(made, tenant_id=tenant)}
+        try:
+            done = await _execute(services, made)
+        except PasskeyGuardError as exc:
+            after = await read_state(services, desired)
+            await recorder.finish("failed", plan=plan_to_json(made), before=before.snapshot(),
+                                  after=after.snapshot(), error={"code": exc.code, "message": exc.message})
+            raise
+        after = await read_state(services, desired)
+        remaining = build_plan(desired, after.fido2, after.strengths, after.ca, after.groups)
+        if not remaining.empty:
+            await recorder.finish("verification-failed", plan=plan_to_json(made), writes=done,
+                                  before=before.snapshot(), after=after.snapshot(),
+                                  remaining=plan_to_json(remaining))
+            raise VerificationFailed("the read-back after applying does not match the desired state",
+                                     detail=[{"area": c.area, "field": c.field, "now": c.before, "wanted": c.after}
+                                             for c in remaining.changes])
+        if stored is not None:
+            try:
+                await services.store.mark_plan_applied(tenant, stored["id"], stored["etag"], run_id=recorder.id)
+            except ConcurrencyError:
+                raise ConflictError(f"plan {stored['id']} was applied by another request") from None
+        await _remember_allowed(services, after.fido2, desired, None, None, only_if_superset=False)
+        run = await recorder.finish("applied", plan=plan_to_json(made), writes=done, before=before.snapshot(),
+                                    after=after.snapshot())
+        return {"runId": run["id"], "result": "applied", "writes": done, **plan_view(made, tenant_id=tenant)}
+    finally:
+        await services.store.release_lease(tenant, APPLY_LEASE, recorder.id)
+
+
+# ------------------------------------------------------------------------------------------ rollback
+def rollback_plan(before: dict[str, Any], current: dict[str, Any]) -> Plan:
+    """A plan that puts the FIDO2 configuration back as `before` had it, with its narrowing spelled out."""
+    from shared.policy.plan import ChangeRow, apply_patch_locally
+
+    body: dict[str, Any] = {"@odata.type": FIDO2_TYPE}
+    changes = []
+    for name in ROLLBACK_FIELDS:
+        if name in before and before.get(name) != current.get(name):
+            body[name] = before[name]
+            changes.append(ChangeRow("passkeyMethod", name, current.get(name), before[name], "rollback"))
+    writes = [] if len(body) == 1 else [{"op": "patch_fido2", "method": "PATCH", "path": FIDO2_PATH,
+                                         "target": "fido2", "body": body}]
+    now_view, then_view = read_fido2(current), read_fido2(apply_patch_locally(current, body))
+    lost = sorted(set(effective_allowed_aaguids(now_view) or []) - set(effective_allowed_aaguids(then_view) or []))
+    narrowing = [Narrowing("rollback", f"the rollback stops allowing {', '.join(lost)}", tuple(lost))] if lost else []
+    if now_view.state == "enabled" and then_view.state != "enabled":
+        narrowing.append(Narrowing("rollback", "the rollback disables the passkey method"))
+    return Plan(mode=now_view.mode, state_hash=state_hash_of_fido2(current), desired_hash="rollback",
+                changes=changes, writes=writes, narrowing=narrowing, method_before=method_summary(now_view),
+                method_after=method_summary(then_view))
+
+
+def state_hash_of_fido2(fido2: dict[str, Any]) -> str:
+    from shared.policy.document import canonical_sha256
+
+    return canonical_sha256(fido2)
+
+
+async def rollback(services: Services, run_id: str, *, accept_lockout: bool, trigger: str) -> dict[str, Any]:
+    """Restore the FIDO2 configuration a run started from, under the same lockout safety as an apply.
+
+    The authentication strength and Conditional Access policy are left as they are: they only add a
+    requirement (report-only by default), and deleting a CA policy is a decision for a person.
+    """
+    tenant = services.settings.tenant_id
+    source = await services.store.get_run(tenant, run_id)
+    before = ((source.get("before") or {}).get("fido2"))
+    if not isinstance(before, dict):
+        raise InputError(f"run {run_id} has no before-snapshot of the passkey policy to restore")
+    recorder = RunRecorder(services, "rollback", trigger)
+    if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
+        raise ConflictError("another apply is running for this tenant; the rollback yielded and wrote nothing")
+    try:
+        current = await read_fido2_raw(services.graph)
+        made = rollback_plan(before, current)
+        if made.needs_lockout_evaluation:
+            passkeys, upns = await read_users_with_passkeys(services.graph)
+            made = attach_lockout(made, passkeys, upns)
+        _check_safe(made, accept_lockout=accept_lockout)
+        if made.empty:
+            run = await recorder.finish("no-op", rolledBack=run_id, before={"fido2": current})
+            return {"runId": run["id"], "result": "no-op", "rolledBack": run_id}
+        await _execute(services, made)
+        after = await read_fido2_raw(services.graph)
+        if rollback_plan(before, after).writes:
+            await recorder.finish("verification-failed", rolledBack=run_id, before={"fido2": current},
+                                  after={"fido2": after})
+            raise VerificationFailed("the read-back after the rollback does not match the run's before-snapshot")
+        run = await recorder.finish("rolled-back", rolledBack=run_id, plan=plan_to_json(made),
+                                    before={"fido2": current}, after={"fido2": after})
+        return {"runId": run["id"], "result": "rolled-back", "rolledBack": run_id, "plan": plan_to_json(made),
+                "table": render_plan_table(made)}
+    finally:
+        await services.store.release_lease(tenant, APPLY_LEASE, recorder.id)
+
+
+# ------------------------------------------------------------------------------------------ timer
+async def scheduled_run(services: Services, *, past_due: bool = False) -> dict[str, Any]:
+    """The timer: verify in audit mode; in enforce mode, apply when that is safe, else verify and say why."""
+    trigger = "timer-late" if past_due else "timer"
+    if services.settings.enforcement_mode != "enforce":
+        return await verify(services, trigger=trigger)
+    desired = load_desired(services)
+    made, _ = await make_plan(services, desired)
+    if made.blocked or made.requires_acceptance:
+        reasons = [e.message for e in made.errors] + [n.detail for n in made.narrowing]
+        log.warning("enforce mode did not apply: the plan needs a person (%s)", "; ".join(reasons))
+        report = await verify(services, trigger=trigger)
+        return {**report, "applied": False, "refused": reasons}
+    return await _apply(services, desired, trigger=trigger, accept_lockout=False)
+
+
+async def list_runs(services: Services, *, limit: int = 20, page_token: str | None = None) -> dict[str, Any]:
+    runs, token = await services.store.list_runs(services.settings.tenant_id, limit=limit, page_token=page_token)
+    return {"value": [_public_run(r) for r in runs], "nextPageToken": token}
