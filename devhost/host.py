@@ -19,6 +19,7 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
@@ -59,6 +60,7 @@ class DevHost:
                 methods = {str(getattr(m, "value", m)).upper() for m in (trig.get("methods") or ["GET", "POST"])}
                 self._routes.append((_route_regex(trig["route"]), methods, fn))
         self._queue_client_factory = queue_client_factory
+        self._queues: dict[str, Any] = {}
         self._poll = poll_seconds
         self._runner: web.AppRunner | None = None
         self._drainer: asyncio.Task[None] | None = None
@@ -116,7 +118,7 @@ class DevHost:
             trig = _trigger(fn)
             if trig["type"] != "queueTrigger" or self._queue_client_factory is None:
                 continue
-            queue = self._queue_client_factory(trig["queueName"])
+            queue = self._queue(trig["queueName"])
             async for msg in queue.receive_messages(messages_per_page=16, visibility_timeout=30):
                 body = base64.b64decode(msg.content)
                 qmsg = QueueMessage(id=msg.id, body=body, dequeue_count=msg.dequeue_count,
@@ -126,7 +128,7 @@ class DevHost:
                 except Exception:
                     log.exception("queue function %s failed (attempt %s)", fn.get_function_name(), msg.dequeue_count)
                     if msg.dequeue_count >= MAX_DEQUEUE_COUNT:
-                        poison = self._queue_client_factory(trig["queueName"] + "-poison")
+                        poison = self._queue(trig["queueName"] + "-poison")
                         with contextlib.suppress(Exception):
                             await poison.create_queue()
                         await poison.send_message(msg.content)
@@ -138,6 +140,13 @@ class DevHost:
                 ran += 1
         return ran
 
+    def _queue(self, name: str) -> Any:
+        """One queue client per queue for the host's lifetime (closed by stop())."""
+        if name not in self._queues:
+            assert self._queue_client_factory is not None
+            self._queues[name] = self._queue_client_factory(name)
+        return self._queues[name]
+
     async def _drain_forever(self) -> None:
         while True:
             try:
@@ -145,6 +154,8 @@ class DevHost:
                     await asyncio.sleep(self._poll)
             except asyncio.CancelledError:
                 raise
+            except ResourceNotFoundError:
+                await asyncio.sleep(self._poll)  # the queue is created by the first producer
             except Exception:
                 log.exception("queue drain failed; retrying")
                 await asyncio.sleep(self._poll)
@@ -171,3 +182,6 @@ class DevHost:
                 await self._drainer
         if self._runner is not None:
             await self._runner.cleanup()
+        for client in self._queues.values():
+            await client.close()
+        self._queues.clear()
