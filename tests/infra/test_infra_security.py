@@ -92,3 +92,8 @@ def test_graph_roles_follow_the_least_privilege_rule(mode: str, remove: bool) ->
 def test_deployment_doc_lists_the_graph_permissions() -> None:
     """docs/deployment.md's Graph table equals graph-permissions.json (role, when, feature, reason)."""
     assert checks.check_docs_graph_table(INFRA, REPO_ROOT / "docs" / "deployment.md") == []
+
+
+def test_readme_permission_table_matches_the_documented_list() -> None:
+    """The README shows a reviewer exactly the Graph permissions the templates grant, with reasons."""
+    assert checks.check_docs_graph_table(INFRA, REPO_ROOT / "README.md") == []
