@@ -40,6 +40,7 @@ class SimConfig:
     delta_token_ttl_s: float = 7 * 24 * 3600.0
     # $batch.
     batch_shuffle_responses: bool = True
+    batch_allow_absolute_urls: bool = False  # Graph answers absolute item URLs with a 400
     # Change notifications.
     notify_batch_window_s: float = 0.2
     notify_max_per_post: int = 100

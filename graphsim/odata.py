@@ -48,7 +48,7 @@ def _tokenize(text: str) -> list[tuple[str, Any]]:
         if not m or m.end() == pos:
             raise unsupported(f"Invalid filter clause: syntax error at position {pos} in '{text}'.")
         pos = m.end()
-        kind = m.lastgroup
+        kind = m.lastgroup or ""
         val = m.group(kind)
         if kind == "str":
             tokens.append(("lit", val[1:-1].replace("''", "'")))
