@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from policy_factories import (
+from tests.policy.policy_factories import (
     ANDROID,
     GROUP_A,
     IOS,

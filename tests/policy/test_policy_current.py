@@ -3,7 +3,7 @@ strengths among many (multi-method combinations included), CA policies by name."
 from __future__ import annotations
 
 import pytest
-from policy_factories import (
+from tests.policy.policy_factories import (
     ANDROID,
     DEFAULT_PROFILE_ID,
     IOS,

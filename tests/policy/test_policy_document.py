@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policy_factories import (
+from tests.policy.policy_factories import (
     ANDROID,
     APP,
     GROUP_A,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy_factories import (
+from tests.policy.policy_factories import (
     ANDROID,
     IOS,
     ONEPASSWORD,

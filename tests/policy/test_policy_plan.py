@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from policy_factories import (
+from tests.policy.policy_factories import (
     ANDROID,
     APP,
     BREAK_GLASS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from policy_factories import (
+from tests.policy.policy_factories import (
     ANDROID,
     IOS,
     ONEPASSWORD,

@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policy_factories import (
+from tests.policy.policy_factories import (
     ANDROID,
     APP,
     BREAK_GLASS,
