@@ -13,7 +13,7 @@ import azure.functions as func
 from shared.web import Answer, error_answer
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-log = logging.getLogger("passkey_guard")
+log = logging.getLogger("shared.function_app")
 
 
 def _http(answer: Answer) -> func.HttpResponse:

@@ -127,12 +127,14 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
 
     No Graph call happens here: Graph wants an answer within 3 s, and slow endpoints lose notifications.
     """
+    from shared.telemetry import bind_run
     from shared.upn.intake import parse_change_notifications, validation_token
     from shared.upn.service import enqueue_notices
 
     token = validation_token(req.params)
     if token is not None:
         return Answer(status=200, text=token, mimetype="text/plain")
+    bind_run()
     settings = services.settings
     batch = parse_change_notifications(
         req.body, client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),

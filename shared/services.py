@@ -42,7 +42,11 @@ def get_services() -> Services:
     """The process's services, built from the environment on first use."""
     global _current
     if _current is None:
-        _current = Services.from_settings(Settings.from_env(os.environ))
+        from shared.telemetry import configure
+
+        settings = Settings.from_env(os.environ)
+        configure(settings)
+        _current = Services.from_settings(settings)
     return _current
 
 

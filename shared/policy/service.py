@@ -118,6 +118,9 @@ class RunRecorder:
                                     "mode": services.settings.enforcement_mode, "started_at": _now()}
         self._t0 = time.monotonic()
         self._calls0 = services.graph.counters.requests
+        from shared.telemetry import bind_run
+
+        bind_run(self.id)
 
     @property
     def id(self) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from shared.policy.checks import CHECKS, CHECKS_BY_ID, Check, CheckContext, Report, build_check_context, run_checks
+from shared.policy.document import DesiredState
 from tests.policy.policy_factories import (
     ANDROID,
     GROUP_A,
@@ -20,9 +23,6 @@ from tests.policy.policy_factories import (
     restrictions,
     strength,
 )
-
-from shared.policy.checks import CHECKS, CHECKS_BY_ID, Check, CheckContext, Report, build_check_context, run_checks
-from shared.policy.document import DesiredState
 
 GOOD_STRENGTHS = [strength(aaguids=[ANDROID, IOS])]
 

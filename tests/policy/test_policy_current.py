@@ -3,19 +3,6 @@ strengths among many (multi-method combinations included), CA policies by name."
 from __future__ import annotations
 
 import pytest
-from tests.policy.policy_factories import (
-    ANDROID,
-    DEFAULT_PROFILE_ID,
-    IOS,
-    OTHER_STRENGTHS,
-    YUBIKEY,
-    ca_policy,
-    detail_of,
-    legacy_fido2,
-    profile,
-    profiles_fido2,
-    strength,
-)
 
 from shared.errors import InputError
 from shared.policy.aaguids import label_of, name_of
@@ -31,6 +18,19 @@ from shared.policy.current import (
     read_fido2,
     strengths_named,
     strip_volatile,
+)
+from tests.policy.policy_factories import (
+    ANDROID,
+    DEFAULT_PROFILE_ID,
+    IOS,
+    OTHER_STRENGTHS,
+    YUBIKEY,
+    ca_policy,
+    detail_of,
+    legacy_fido2,
+    profile,
+    profiles_fido2,
+    strength,
 )
 
 

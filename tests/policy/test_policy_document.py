@@ -11,6 +11,16 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from shared.errors import InputError
+from shared.policy.document import (
+    ROOT_FIELD,
+    DesiredState,
+    desired_hash,
+    desired_to_json,
+    parse_document,
+    validate_document,
+)
 from tests.policy.policy_factories import (
     ANDROID,
     APP,
@@ -24,16 +34,6 @@ from tests.policy.policy_factories import (
     doc,
     method,
     restrictions,
-)
-
-from shared.errors import InputError
-from shared.policy.document import (
-    ROOT_FIELD,
-    DesiredState,
-    desired_hash,
-    desired_to_json,
-    parse_document,
-    validate_document,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.policy.plan import LockoutRow, Plan, attach_lockout, build_plan, lockout_impact
 from tests.policy.policy_factories import (
     ANDROID,
     IOS,
@@ -15,8 +16,6 @@ from tests.policy.policy_factories import (
     security_group,
     strength,
 )
-
-from shared.policy.plan import LockoutRow, Plan, attach_lockout, build_plan, lockout_impact
 
 
 def key(mid: str, aaguid: str | None, model: str | None = None) -> dict[str, Any]:

@@ -5,6 +5,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from shared.policy.plan import (
+    CA_PATH,
+    FIDO2_PATH,
+    MANY_TARGETS,
+    STRENGTH_ID_PLACEHOLDER,
+    STRENGTHS_PATH,
+    Plan,
+    build_plan,
+    fill_strength_id,
+    merge_aaguids,
+    state_hash,
+)
 from tests.policy.policy_factories import (
     ANDROID,
     APP,
@@ -29,19 +41,6 @@ from tests.policy.policy_factories import (
     restrictions,
     security_group,
     strength,
-)
-
-from shared.policy.plan import (
-    CA_PATH,
-    FIDO2_PATH,
-    MANY_TARGETS,
-    STRENGTH_ID_PLACEHOLDER,
-    STRENGTHS_PATH,
-    Plan,
-    build_plan,
-    fill_strength_id,
-    merge_aaguids,
-    state_hash,
 )
 
 OURS = [strength(aaguids=[ANDROID, IOS])]

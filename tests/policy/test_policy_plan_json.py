@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from shared.errors import InputError
+from shared.policy.plan import Plan, attach_lockout, build_plan, plan_from_json, plan_to_json, render_plan_table
+from shared.policy.report import plan_to_markdown
 from tests.policy.policy_factories import (
     ANDROID,
     IOS,
@@ -17,10 +21,6 @@ from tests.policy.policy_factories import (
     restrictions,
     strength,
 )
-
-from shared.errors import InputError
-from shared.policy.plan import Plan, attach_lockout, build_plan, plan_from_json, plan_to_json, render_plan_table
-from shared.policy.report import plan_to_markdown
 
 
 def rich_plan() -> Plan:

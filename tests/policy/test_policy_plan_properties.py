@@ -9,6 +9,20 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS
+from shared.policy.current import aaguid_allowed, read_fido2, strip_volatile
+from shared.policy.document import DesiredState, validate_document
+from shared.policy.plan import (
+    Plan,
+    build_plan,
+    lockout_impact,
+    merge_aaguids,
+    plan_from_json,
+    plan_to_json,
+    render_plan_table,
+)
+from shared.policy.report import plan_to_markdown
 from tests.policy.policy_factories import (
     ANDROID,
     APP,
@@ -26,20 +40,6 @@ from tests.policy.policy_factories import (
     simulate_apply,
     strength,
 )
-
-from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS
-from shared.policy.current import aaguid_allowed, read_fido2, strip_volatile
-from shared.policy.document import DesiredState, validate_document
-from shared.policy.plan import (
-    Plan,
-    build_plan,
-    lockout_impact,
-    merge_aaguids,
-    plan_from_json,
-    plan_to_json,
-    render_plan_table,
-)
-from shared.policy.report import plan_to_markdown
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 POOL = [ANDROID, IOS, YUBIKEY, FEITIAN, ONEPASSWORD, "00000000-0000-0000-0000-000000000000"]
