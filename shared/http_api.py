@@ -95,8 +95,8 @@ async def policy_verify(services: Services, req: Request) -> Answer:
     """Run the compliance checks now; the report comes as JSON, with Markdown beside it."""
     from shared.policy.service import verify
 
-    req.json()  # the body is optional, but must be a JSON object when present
-    return ok(await verify(services, trigger="http"))
+    body = req.json()  # optional; {"document": {...}} verifies against that document instead of POLICY_FILE
+    return ok(await verify(services, trigger="http", document=body.get("document")))
 
 
 async def policy_plan(services: Services, req: Request) -> Answer:
