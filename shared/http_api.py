@@ -58,7 +58,10 @@ def _int_param(req: Request, name: str, default: int, *, low: int, high: int) ->
 
 
 async def health(services: Services, req: Request) -> Answer:
-    """Versions, plus whether Graph and storage answer (each probe bounded to a few seconds)."""
+    """Versions, plus whether Graph and storage answer (each probe bounded to a few seconds).
+
+    Anonymous, so it says nothing about the tenant: no ids, no error messages, only error codes.
+    """
     from shared.policy.reader import read_fido2_raw
 
     async def probe(coro: Any) -> dict[str, Any]:
@@ -75,7 +78,6 @@ async def health(services: Services, req: Request) -> Answer:
         "versions": {"passkeyGuard": __version__, "python": platform.python_version(),
                      "azure-functions": _version("azure-functions"), "msgraph-sdk": _version("msgraph-sdk"),
                      "azure-data-tables": _version("azure-data-tables")},
-        "tenantId": services.settings.tenant_id,
         "enforcementMode": services.settings.enforcement_mode,
         "graph": graph,
         "storage": storage,
