@@ -52,3 +52,15 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-index tools/node_modules .demo
+
+.PHONY: reliability
+
+# The reliability tests alone (they also run in `make test`), then their figures into README.md's table.
+reliability: deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
+	$(BIN)/python -m tests.reliability.report --write-readme
+
+# The same tests five times bigger (users renamed, kills, fuzz examples); figures into .reliability/soak.json.
+soak: deps
+	PG_SOAK=5 PG_RELIABILITY_SUMMARY=.reliability/soak.json $(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
+	$(BIN)/python -m tests.reliability.report --summary .reliability/soak.json

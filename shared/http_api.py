@@ -52,7 +52,7 @@ def _int_param(req: Request, name: str, default: int, *, low: int, high: int) ->
     raw = req.params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not low <= int(raw) <= high:
         raise InputError(f"query parameter {name} must be a whole number from {low} to {high}")
     return int(raw)
 

@@ -48,6 +48,10 @@ def error_answer(exc: BaseException) -> Answer:
                                               "message": "an unexpected error occurred; see the logs"}})
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def read_json_object(body: bytes, *, limit: int = MAX_BODY_BYTES, allow_empty: bool = True) -> dict[str, Any]:
     """Parse a request body that must be a JSON object (an empty body is `{}` when allowed)."""
     if len(body) > limit:
@@ -57,9 +61,11 @@ def read_json_object(body: bytes, *, limit: int = MAX_BODY_BYTES, allow_empty: b
             return {}
         raise InputError("request body is empty; a JSON object is required")
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"request body is not valid JSON: {type(exc).__name__}") from None
+    except RecursionError:
+        raise InputError("request body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise InputError("request body must be a JSON object")
     return doc

@@ -396,6 +396,13 @@ def validate_document(doc: object) -> DesiredState:
     Raises `InputError` (detail: every `{field, problem}` found) when anything is wrong, so an
     administrator fixes the whole file in one go.
     """
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): it could be neither hashed nor stored
+        raise InputError("desired-state document has text that is not valid Unicode (a lone surrogate)",
+                         detail=[{"field": ROOT_FIELD, "problem": "text that is not valid Unicode"}]) from None
+    except (TypeError, ValueError, RecursionError):
+        pass  # not JSON data at all: the checks below name what is wrong
     problems = _Problems()
     top = _object(doc, "", _TOP_KEYS, problems, required=("passkeyMethod", "authenticationStrength"))
     method: PasskeyMethodSpec | None = None
@@ -440,6 +447,9 @@ def parse_document(text: str | bytes) -> DesiredState:
             where = f" at line {exc.lineno} column {exc.colno}"
         raise InputError("desired-state document is not valid JSON",
                          detail=[{"field": ROOT_FIELD, "problem": f"not valid JSON{where}"}]) from None
+    except RecursionError:
+        raise InputError("desired-state document is not valid JSON",
+                         detail=[{"field": ROOT_FIELD, "problem": "nested too deeply"}]) from None
     return validate_document(doc)
 
 

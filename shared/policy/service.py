@@ -342,7 +342,6 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
         if expected is not None:
             live = state_hash(desired, before.fido2, before.strengths, before.ca)
             if live != expected.state_hash:
-                await recorder.finish("stale", planId=stored and stored["id"], before=before.snapshot())
                 raise ConflictError("the tenant changed since this plan was made; make a new plan",
                                     detail={"planStateHash": expected.state_hash, "liveStateHash": live})
             # Same desired state and same starting state: the fresh plan is the stored one, with the

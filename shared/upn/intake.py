@@ -766,6 +766,10 @@ def _ticket_str(data: Mapping[str, Any], key: str) -> str | None:
         raise InputError(f"{key}: expected a string")
     if not value.strip():
         raise InputError(f"{key}: empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") in the JSON: it can be neither stored nor sent
+        raise InputError(f"{key}: not valid Unicode text") from None
     return value
 
 

@@ -1,0 +1,360 @@
+"""Shared tools of the reliability tests: storm knobs, a storage snapshot, a host-like queue drain, and the
+ground truth a run must end in.
+
+The snapshot and the drain use their own SDK clients built from the connection string, not the product's
+StateStore, so they prove what is in storage independently of the code under test.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables.aio import TableServiceClient
+from azure.functions.queue import QueueMessage
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from graphsim.launcher import Simulator
+from shared.config import QUEUE_NAME
+from shared.state import TABLES
+from tests.e2e.stack import tenant, user
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
+
+#: The storm of issue 7: 30 % 429 (Retry-After 1 s), 5 % 503, dropped connections, latency spikes.
+STORM = {"fault_429_rate": 0.30, "fault_429_retry_after_s": 1, "fault_503_rate": 0.05, "fault_drop_rate": 0.03,
+         "latency_ms": 0.0, "latency_jitter_ms": 120.0}
+CALM = {"fault_429_rate": 0.0, "fault_503_rate": 0.0, "fault_504_rate": 0.0, "fault_drop_rate": 0.0,
+        "latency_ms": 0.0, "latency_jitter_ms": 0.0}
+
+
+class Storm:
+    """Turns the storm on for a block and counts what the simulator injected meanwhile."""
+
+    def __init__(self, sim: Simulator, *, seed: int, **overrides: Any) -> None:
+        self.sim = sim
+        self.knobs = {**STORM, "fault_seed": seed, **overrides}
+        self.faults: dict[str, int] = {}
+        self.requests = 0
+
+    def __enter__(self) -> Storm:
+        self.sim.reset_stats()
+        self.sim.configure(**self.knobs)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sim.configure(**CALM)
+        stats = self.sim.stats()
+        injected = stats.get("faults") or {}
+        self.requests = int(stats.get("http_requests", 0))
+        delayed = self.requests if self.knobs.get("latency_ms") or self.knobs.get("latency_jitter_ms") else 0
+        self.faults = {"429": int(injected.get("429", 0)), "503": int(injected.get("503", 0)),
+                       "504": int(injected.get("504", 0)), "drop": int(injected.get("drop", 0)),
+                       "latency": delayed}
+
+    def add_to(self, totals: dict[str, int]) -> dict[str, int]:
+        """Add this storm's counts into `totals` (several storms in one test)."""
+        for kind, count in self.faults.items():
+            totals[kind] = totals.get(kind, 0) + count
+        return totals
+
+
+# ------------------------------------------------------------------------------------------ storage snapshot
+_VOLATILE = {"Timestamp", "etag", "odata.etag"}
+
+
+async def snapshot_storage(connection_string: str, tenant_id: str, *, queue_name: str = QUEUE_NAME
+                           ) -> dict[str, Any]:
+    """Every row of `tenant_id` in every table (all properties but the server timestamp) and the queue.
+
+    Rows are matched by PartitionKey prefix (every key starts with the tenant id); the queue is shared by
+    tenants, so its message count and the texts of up to 32 peeked messages are taken whole.
+    """
+    out: dict[str, Any] = {}
+    async with TableServiceClient.from_connection_string(connection_string) as service:
+        for name in TABLES:
+            client = service.get_table_client(name)
+            rows: list[tuple[str, str, str]] = []
+            try:
+                async for entity in client.query_entities("PartitionKey ge @lo and PartitionKey lt @hi",
+                                                          parameters={"lo": tenant_id, "hi": tenant_id + "~"}):
+                    props = {k: _plain(v) for k, v in entity.items() if k not in _VOLATILE}
+                    rows.append((entity["PartitionKey"], entity["RowKey"], json.dumps(props, sort_keys=True,
+                                                                                      default=str)))
+            except ResourceNotFoundError:
+                pass  # the table was never created: it holds nothing
+            out[name] = sorted(rows)
+    async with _queue(connection_string, queue_name) as queue:
+        try:
+            props = await queue.get_queue_properties()
+            peeked = [m.content async for m in _peek(queue)]
+            out["queue"] = {"count": int(props.approximate_message_count or 0), "peek": sorted(peeked)}
+        except ResourceNotFoundError:
+            out["queue"] = {"count": 0, "peek": []}
+    return out
+
+
+async def _peek(queue: QueueClient) -> Any:
+    for message in await queue.peek_messages(max_messages=32):
+        yield message
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def storage_diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """What changed between two snapshots: rows added/removed per table, and the queue."""
+    diff: dict[str, Any] = {}
+    for name in before.keys() | after.keys():
+        if name == "queue":
+            if before.get(name) != after.get(name):
+                diff[name] = {"before": before.get(name), "after": after.get(name)}
+            continue
+        old, new = set(map(tuple, before.get(name, []))), set(map(tuple, after.get(name, [])))
+        if old != new:
+            diff[name] = {"added": sorted(new - old)[:5], "removed": sorted(old - new)[:5],
+                          "changes": len(old ^ new)}
+    return diff
+
+
+def _queue(connection_string: str, name: str) -> QueueClient:
+    return QueueClient.from_connection_string(connection_string, name, message_encode_policy=TextBase64EncodePolicy(),
+                                              message_decode_policy=TextBase64DecodePolicy())
+
+
+class Probe:
+    """Sends requests to the served app; each refused one is checked for writes against a snapshot."""
+
+    def __init__(self, stack: Any, conn: str) -> None:
+        self.stack, self.conn = stack, conn
+        self.statuses: Counter[int] = Counter()
+        self.sent = 0
+        self.refused = 0
+        self.problems: list[str] = []
+        self.last: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        self.last = await snapshot_storage(self.conn, self.stack.tenant_id)
+
+    async def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None,
+                   params: dict[str, str] | None = None, label: str = "") -> int:
+        status, text, _ = await self.stack.post(path, body, headers=headers, params=params)
+        return await self._judge(status, text, label or path)
+
+    async def get(self, path: str, params: dict[str, str], label: str = "") -> int:
+        status, text, _ = await self.stack.get(path, params=params)
+        return await self._judge(status, text, label or path)
+
+    async def _judge(self, status: int, text: str, label: str) -> int:
+        self.sent += 1
+        self.statuses[status] += 1
+        if status >= 500:
+            self.problems.append(f"{label}: {status} {text[:200]}")
+        if status >= 400:
+            self.refused += 1
+            try:
+                error = json.loads(text)["error"]
+                assert set(error) <= {"code", "message", "detail"} and error["code"] and error["message"]
+            except (ValueError, KeyError, TypeError, AssertionError):
+                self.problems.append(f"{label}: {status} is not the error envelope: {text[:200]}")
+        after = await snapshot_storage(self.conn, self.stack.tenant_id)
+        if status >= 400:
+            diff = storage_diff(self.last, after)
+            if diff:
+                self.problems.append(f"{label}: refused with {status} but wrote {json.dumps(diff, default=str)[:300]}")
+        self.last = after
+        return status
+
+
+# ------------------------------------------------------------------------------------------ host-like drain
+@dataclass
+class DrainResult:
+    """What a drain did: deliveries, failures (redelivered later) and messages sent to the poison queue."""
+
+    delivered: int = 0
+    failed: int = 0
+    poisoned: int = 0
+    storage_errors: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def drain(connection_string: str, processor: Any, *, batch_size: int = 16, new_batch_threshold: int = 8,
+                within: float = 90.0, visibility: int = 30, queue_name: str = QUEUE_NAME,
+                until: Callable[[], bool] | None = None) -> DrainResult:
+    """Deliver the queue to `processor` (the indexed `upn_processor`) the way the Functions host does
+    (host.json: batchSize 16, newBatchThreshold 8): a new batch is fetched whenever no more than
+    `new_batch_threshold` deliveries are in flight; a failed delivery becomes visible again, and a message
+    that failed MAX_DEQUEUE_COUNT times moves to `<queue>-poison`. Returns when the queue is empty
+    (hidden messages, e.g. re-queued after a 429, included) and `until()`, when given, is true: a
+    producer running beside the drain may still be queueing."""
+    result = DrainResult()
+    deadline = time.monotonic() + within
+    async with _queue(connection_string, queue_name) as queue, \
+            _queue(connection_string, queue_name + "-poison") as poison:
+        with contextlib.suppress(ResourceExistsError):
+            await queue.create_queue()
+
+        async def one(msg: Any) -> None:
+            body = str(msg.content).encode()
+            try:
+                await processor(QueueMessage(id=msg.id, body=body, dequeue_count=msg.dequeue_count,
+                                             pop_receipt=msg.pop_receipt))
+            except Exception as exc:
+                name = getattr(exc, "code", type(exc).__name__)
+                result.errors[name] = result.errors.get(name, 0) + 1
+                result.failed += 1
+                with contextlib.suppress(AzureError):  # storage down: the message reappears after `visibility`
+                    if msg.dequeue_count >= MAX_DEQUEUE_COUNT:
+                        with contextlib.suppress(ResourceExistsError):
+                            await poison.create_queue()
+                        await poison.send_message(str(msg.content))
+                        await queue.delete_message(msg)
+                        result.poisoned += 1
+                    else:
+                        await queue.update_message(msg, visibility_timeout=0)
+                return
+            result.delivered += 1
+            with contextlib.suppress(AzureError):  # not deleted: delivered again later, which must be harmless
+                await queue.delete_message(msg)
+
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if len(running) <= new_batch_threshold:
+                    try:
+                        batch = [m async for m in queue.receive_messages(
+                            messages_per_page=batch_size, max_messages=batch_size, visibility_timeout=visibility)]
+                    except AzureError:  # storage is down: the host keeps polling
+                        result.storage_errors += 1
+                        await asyncio.sleep(0.3)
+                        batch = []
+                    for msg in batch[:batch_size]:
+                        task = asyncio.create_task(one(msg))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    if batch:
+                        continue
+                if running:
+                    await asyncio.wait(running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    left = (await queue.get_queue_properties()).approximate_message_count
+                except AzureError:
+                    result.storage_errors += 1
+                    left = -1
+                if left == 0 and (until is None or until()):
+                    return result
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"queue not drained within {within} s ({left} message(s) left)")
+                await asyncio.sleep(0.2)
+        finally:
+            for task in list(running):
+                task.cancel()
+
+
+async def poison_count(connection_string: str, queue_name: str = QUEUE_NAME) -> int:
+    """Messages in `<queue>-poison` (0 when it does not exist)."""
+    async with _queue(connection_string, queue_name + "-poison") as poison:
+        try:
+            props = await poison.get_queue_properties()
+        except ResourceNotFoundError:
+            return 0
+        return int(props.approximate_message_count or 0)
+
+
+async def clear_queue(connection_string: str, queue_name: str = QUEUE_NAME) -> None:
+    """Empty the shared change queue (and its poison queue) so a test starts from nothing."""
+    for name in (queue_name, queue_name + "-poison"):
+        async with _queue(connection_string, name) as queue:
+            with contextlib.suppress(ResourceNotFoundError):
+                await queue.clear_messages()
+
+
+# ------------------------------------------------------------------------------------------ policy fixtures
+PILOT = "99999999-0000-4000-8000-000000000001"
+BREAK_GLASS = "99999999-0000-4000-8000-000000000003"
+GROUPS = [{"id": gid, "displayName": name, "securityEnabled": True, "mailEnabled": False, "groupTypes": []}
+          for gid, name in ((PILOT, "Passkey Pilot"), (BREAK_GLASS, "Break Glass"))]
+
+
+def policy_document() -> dict[str, Any]:
+    """The shipped desired state plus a report-only Conditional Access policy (every kind of write)."""
+    doc = json.loads((REPO / "policy" / "desired-state.json").read_text())
+    doc.pop("$schema", None)
+    doc["conditionalAccess"] = {"displayName": "Require Authenticator passkey", "includeGroups": [PILOT],
+                                "excludeGroups": [BREAK_GLASS], "includeApplications": ["All"]}
+    return doc
+
+
+def policy_tenant() -> dict[str, Any]:
+    """A legacy-shape tenant that allows only a YubiKey and enforces attestation."""
+    doc = tenant([user(1), user(2), user(3, key=None)], groups=copy.deepcopy(GROUPS))
+    doc["authenticationMethodConfigurations"]["fido2"]["isAttestationEnforced"] = True
+    return doc
+
+
+# ------------------------------------------------------------------------------------------ ground truth
+@dataclass
+class Verdict:
+    """The final state compared with the simulator's ground truth; `lost` counts every discrepancy."""
+
+    expected: set[str]
+    flagged: dict[str, int]
+    missed: set[str]
+    unexpected: set[str]
+    duplicates: set[str]
+    wrong_upn: set[str]
+    stale_snapshots: set[str]
+
+    @property
+    def lost(self) -> int:
+        """Users whose outcome is wrong: missed, flagged wrongly, flagged twice, or wrong snapshot/UPN."""
+        return len(self.missed | self.unexpected | self.duplicates | self.wrong_upn | self.stale_snapshots)
+
+    def explain(self) -> str:
+        """The first few users of each kind of discrepancy, for an assertion message."""
+        return (f"missed={sorted(self.missed)[:5]} unexpected={sorted(self.unexpected)[:5]} "
+                f"duplicates={sorted(self.duplicates)[:5]} wrong_upn={sorted(self.wrong_upn)[:5]} "
+                f"stale_snapshots={sorted(self.stale_snapshots)[:5]}")
+
+
+async def judge(services: Any, sim: Simulator, original: Mapping[str, str]) -> Verdict:
+    """Compare flags and snapshots with `/_sim/state`: every user whose UPN differs from `original`
+    and who holds a passkey has exactly one flag (one history entry) naming the old and new UPN; nobody
+    else has one; every snapshot holds the user's current UPN."""
+    tenant = services.settings.tenant_id
+    truth = {u["id"].lower(): u for u in sim.state()["users"] if not u.get("deletedDateTime")}
+    expected = {uid for uid, u in truth.items()
+                if original.get(uid) and original[uid].lower() != u["userPrincipalName"].lower()
+                and (u.get("authentication") or {}).get("fido2Methods")}
+    flags = [f async for f in services.store.iter_flags(tenant)]
+    counted: dict[str, int] = {}
+    wrong: set[str] = set()
+    duplicates: set[str] = set()
+    for flag in flags:
+        uid = flag["userId"]
+        counted[uid] = counted.get(uid, 0) + 1
+        if len(flag.get("history") or []) != 1:
+            duplicates.add(uid)
+        user = truth.get(uid)
+        if user is None or flag["newUpn"] != user["userPrincipalName"] or flag["oldUpn"] != original.get(uid):
+            wrong.add(uid)
+    duplicates |= {uid for uid, n in counted.items() if n > 1}
+    snaps = await services.store.get_snapshots(tenant, list(truth))
+    stale = {uid for uid, u in truth.items() if snaps.get(uid) != u["userPrincipalName"]}
+    return Verdict(expected=expected, flagged=counted, missed=expected - set(counted),
+                   unexpected=set(counted) - expected, duplicates=duplicates, wrong_upn=wrong & expected,
+                   stale_snapshots=stale)

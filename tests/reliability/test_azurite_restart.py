@@ -1,0 +1,171 @@
+"""Azurite stopped and started again on the same ports while a sweep and the queue processors run:
+every run completes or fails with our StateError and a clear message, nothing is corrupted, and the
+re-runs end with flags and snapshots that match the simulator's ground truth.
+
+Azurite with `--location` saves its databases every 5 s (LokiJS autosave) and on a graceful stop, so a
+SIGKILL loses the writes of the last few seconds, writes it had acknowledged. Azure Storage never does
+that, so a lost write there is not a fault of ours to survive. The test therefore uses both ways in:
+`restart()` (SIGTERM, data saved) at random points with writes in flight, and `kill()` (SIGKILL) at a
+moment when Azurite has saved everything, the runs being stalled on Graph; the kill outlasts the stall,
+so the runs' next writes meet a dead storage endpoint.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devhost.azurite import Azurite, start_azurite
+from shared.errors import PasskeyGuardError, StateError
+from shared.policy.service import list_runs, verify
+from shared.upn.service import sweep
+from tests.e2e.stack import YUBI, running_stack, tenant, user
+from tests.reliability.helpers import drain, judge, poison_count
+from tests.reliability.summary import record, soak_factor
+
+AUTOSAVE_SECONDS = 5.0  # Azurite's LokiJS autosave interval
+STALL_MS = 6500.0        # Graph latency while the kill happens (longer than the autosave)
+DOWN_AFTER_STALL = 3.5   # storage stays down this long after Graph answers again (past the table retries)
+PAGE_MS = 120.0          # Graph latency otherwise: a sweep of ~20 pages takes a few seconds
+
+
+@pytest.fixture
+def persistent_azurite(tmp_path: Path) -> Iterator[Azurite]:
+    """A private Azurite that keeps its data on disk, so a restart on the same ports finds it again."""
+    instance = start_azurite(location=tmp_path / "azurite-data", workdir=tmp_path / "azurite-work")
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def clear_state_error(exc: BaseException) -> bool:
+    """Our StateError, naming what it was doing, with no SDK text or stack in the message."""
+    return isinstance(exc, StateError) and " while " in exc.message and "Traceback" not in exc.message
+
+
+class Sweeper:
+    """The sweep timer: runs the sweep again after each failure until a run completes."""
+
+    def __init__(self, services: object) -> None:
+        self.services = services
+        self.outcomes: list[str] = []
+        self.done = False
+        self.unclear: list[str] = []
+
+    async def run(self, attempts: int = 40) -> None:
+        try:
+            for _ in range(attempts):
+                try:
+                    if (await sweep(self.services, trigger="timer"))["complete"]:  # type: ignore[arg-type]
+                        self.outcomes.append("completed")
+                        return
+                    self.outcomes.append("partial")
+                except PasskeyGuardError as exc:
+                    self.outcomes.append(exc.code)
+                    if not clear_state_error(exc):
+                        self.unclear.append(f"{type(exc).__name__}: {exc.message}")
+                    await asyncio.sleep(0.3)
+        finally:
+            self.done = True
+
+
+async def test_azurite_restarted_and_killed_during_a_sweep_and_processing(persistent_azurite, processor):
+    """Storage restarts twice at random points and is SIGKILLed once while a sweep and the processors
+    run side by side: runs complete or fail clearly, and the end state is exactly the ground truth."""
+    count = 160 * soak_factor()
+    users = [user(n, key=YUBI if n % 2 else None) for n in range(1, count + 1)]
+    doc = tenant(users)
+    doc["simulator"].update(delta_page_size=8)  # a sweep of ~20 pages, long enough to be hit
+    az = persistent_azurite
+    rng = random.Random(20261125)
+    outages: dict[str, int] = {"restart": 0, "kill": 0, "sweepRunningAtKill": 0}
+    async with running_stack(az, doc, drain=False) as stack:
+        conn = az.connection_string
+        assert (await sweep(stack.services))["seeded"]
+        original = {u["id"]: u["userPrincipalName"] for u in users}
+        stack.sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
+                                                        "to_domain": "fabrikam.example", "notify": False})
+        sweeper = Sweeper(stack.services)
+        stack.sim.configure(latency_ms=PAGE_MS)
+        stack.sim.reset_stats()
+
+        async def pages_read(at_least: int) -> None:
+            while (await asyncio.to_thread(stack.sim.stats))["delta_pages"] < at_least:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+        async def outages_during_the_run() -> None:
+            pages = sorted(rng.sample(range(3, 12), 2))
+            for at in pages:  # graceful restarts at random points of the sweep: writes in flight, data kept
+                await pages_read(at)
+                await asyncio.to_thread(az.restart)
+                outages["restart"] += 1
+            # A SIGKILL once everything is saved: stall Graph, wait out Azurite's autosave, kill, and
+            # stay down past the stall and the SDKs' retries, so the runs' next writes fail.
+            await pages_read(pages[-1] + 2)
+            stack.sim.configure(latency_ms=STALL_MS)
+            stalled = time.monotonic()
+            await asyncio.sleep(AUTOSAVE_SECONDS + 0.8)
+            await asyncio.to_thread(az.kill)
+            outages["kill"] += 1
+            outages["sweepRunningAtKill"] = int(not sweeper.done)
+            stack.sim.configure(latency_ms=PAGE_MS)
+            await asyncio.sleep(max(0.0, stalled + STALL_MS / 1000 + DOWN_AFTER_STALL - time.monotonic()))
+            await asyncio.to_thread(az.restart)
+
+        chaos = asyncio.create_task(outages_during_the_run())
+        running = asyncio.create_task(sweeper.run())
+        drained = await drain(conn, processor, visibility=4, within=120,
+                              until=lambda: sweeper.done and chaos.done())
+        await asyncio.gather(chaos, running)
+        drained_after = await drain(conn, processor, visibility=4, within=60)
+
+        # Nothing is corrupted: every table reads back, the state matches the ground truth.
+        report = await verify(stack.services, trigger="test")
+        runs = await list_runs(stack.services, limit=5)
+        verdict = await judge(stack.services, stack.sim, original)
+        poisoned = await poison_count(conn)
+        lost = verdict.lost + poisoned
+        errors = {**drained.errors, **drained_after.errors}
+        record("azurite_restart", area="azurite", faults={"azurite_kill": outages["kill"], "azurite_restart":
+                                                                 outages["restart"]},
+               runs=2, survived=2 if lost == 0 and not sweeper.unclear else 0, data_lost=lost,
+               detail={"users": count, "expectedFlags": len(verdict.expected), "outages": outages,
+                       "sweepOutcomes": sweeper.outcomes, "deliveries": drained.delivered + drained_after.delivered,
+                       "failedDeliveries": drained.failed + drained_after.failed, "processorErrors": errors,
+                       "poisoned": poisoned})
+        assert outages == {"restart": 2, "kill": 1, "sweepRunningAtKill": 1}  # the kill hit a running sweep
+        assert sweeper.outcomes[-1] == "completed" and not sweeper.unclear, (sweeper.outcomes, sweeper.unclear)
+        assert set(errors) <= {"stateUnavailable", "stateError", "concurrency"}, errors
+        assert report["runId"] and runs["value"]
+        assert poisoned == 0
+        assert verdict.lost == 0, verdict.explain()
+        assert len(verdict.expected) == count // 2
+
+
+async def test_a_storage_outage_longer_than_the_retries_is_a_clear_state_error(persistent_azurite):
+    """With storage gone for good, a run fails with our StateError naming the operation, never with an SDK
+    exception or a stack trace; once storage is back, the same run works and finds its data."""
+    doc = tenant([user(n) for n in range(1, 11)])
+    az = persistent_azurite
+    async with running_stack(az, doc, drain=False) as stack:
+        await sweep(stack.services)
+        await asyncio.to_thread(az.stop)  # graceful: what was written is kept (see the module docstring)
+        started = time.monotonic()
+        with pytest.raises(PasskeyGuardError) as failed:
+            await sweep(stack.services)
+        waited = time.monotonic() - started
+        await asyncio.to_thread(az.start)
+        snapshots = await stack.services.store.count_snapshots(stack.tenant_id)
+        again = await sweep(stack.services)
+        record("azurite_down", area="azurite", faults={"azurite_kill": 1}, runs=1,
+               survived=int(clear_state_error(failed.value) and again["complete"]), data_lost=10 - snapshots,
+               detail={"error": failed.value.code, "message": failed.value.message,
+                       "secondsToFail": round(waited, 1)})
+        assert clear_state_error(failed.value), (type(failed.value).__name__, failed.value.message)
+        assert "storage unreachable while" in failed.value.message
+        assert snapshots == 10 and again["complete"] and not again["seeded"]

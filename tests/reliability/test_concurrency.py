@@ -1,0 +1,148 @@
+"""Races: two applies at once (at most one writes; the other yields with 409 through the lease), and
+several processors handling the same users at the same moment (one flag per user, one history entry)."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from typing import Any
+
+from shared.errors import ConflictError
+from shared.policy.service import apply_document
+from shared.services import Services
+from shared.upn.intake import sign_ticket
+from shared.upn.service import sweep
+from tests.conftest import make_settings
+from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
+from tests.reliability.summary import record
+from tests.reliability.test_storms import policy_document, policy_tenant
+
+INSTANCES = 4
+
+
+async def _instances(azurite: Any, stack: Any, count: int) -> list[Services]:
+    """`count` more Services for the same tenant: separate processes of the same app, as on scale-out."""
+    return [Services.from_settings(make_settings(azurite, stack.sim, stack.tenant_id)) for _ in range(count)]
+
+
+async def test_two_applies_over_http_at_once_one_writes_the_other_yields(azurite):
+    """Two stored plans applied by two concurrent requests: one 200 applied, one 409 that says it yielded
+    to the running apply; Graph sees the writes of exactly one apply."""
+    document = policy_document()
+    async with running_stack(azurite, policy_tenant(), drain=False) as stack:
+        plan_ids = []
+        for _ in range(2):
+            status, text, _ = await stack.post("policy/plan", json.dumps({"document": document}))
+            assert status == 201, text
+            plan_ids.append(json.loads(text)["planId"])
+        stack.sim.configure(latency_ms=120.0)  # each apply takes a while: the two overlap
+        stack.sim.reset_stats()
+        answers = await asyncio.gather(*(stack.post("policy/apply", json.dumps({"planId": p})) for p in plan_ids))
+        writes = stack.sim.stats()["writes"]
+        statuses = sorted(status for status, _, _ in answers)
+        bodies = {status: json.loads(text) for status, text, _ in answers}
+        applied = bodies.get(200, {})
+        refused = bodies.get(409, {}).get("error", {})
+        ok = statuses == [200, 409] and writes == len(applied.get("writes", []))
+        record("apply_race_http", area="concurrency", faults={"race": 1}, runs=2, survived=2 if ok else 0,
+               data_lost=0 if ok else 1, detail={"statuses": statuses, "graphWrites": writes,
+                                                  "refused": refused.get("message")})
+        assert statuses == [200, 409], answers
+        assert applied["result"] == "applied"
+        assert refused["code"] == "conflict" and "yielded" in refused["message"], refused
+        assert writes == len(applied["writes"]) > 0
+
+
+async def test_several_instances_applying_at_once_write_once(azurite):
+    """Four instances apply the same document at the same moment: exactly one applies, every other
+    one yields with ConflictError and writes nothing; a second round (a new change) goes the same way."""
+    async with running_stack(azurite, policy_tenant(), drain=False) as stack:
+        others = await _instances(azurite, stack, INSTANCES)
+        stack.sim.configure(latency_ms=100.0)
+        rounds: list[dict[str, Any]] = []
+        try:
+            for change in (None, False):
+                document = policy_document()
+                if change is not None:
+                    document["passkeyMethod"]["selfServiceRegistration"] = change
+                stack.sim.reset_stats()
+                results = await asyncio.gather(*(apply_document(s, trigger="test", document=copy.deepcopy(document))
+                                                 for s in others), return_exceptions=True)
+                applied = [r for r in results if isinstance(r, dict) and r["result"] == "applied"]
+                yielded = [r for r in results if isinstance(r, ConflictError) and "yielded" in r.message]
+                others_ = [r for r in results if r not in applied and r not in yielded]
+                rounds.append({"applied": len(applied), "yielded": len(yielded),
+                               "other": [getattr(r, "code", None) or r.get("result") for r in others_],
+                               "graphWrites": stack.sim.stats()["writes"],
+                               "winnerWrites": len(applied[0]["writes"]) if applied else None})
+        finally:
+            for services in others:
+                await services.close()
+        ok = all(r["applied"] == 1 and r["graphWrites"] == r["winnerWrites"] for r in rounds)
+        record("apply_race_instances", area="concurrency", faults={"race": (INSTANCES - 1) * len(rounds)},
+               runs=INSTANCES * len(rounds), survived=INSTANCES * len(rounds) if ok else 0,
+               data_lost=0 if ok else 1, detail={"rounds": rounds})
+        for r in rounds:
+            assert r["applied"] == 1, rounds
+            assert r["graphWrites"] == r["winnerWrites"], rounds  # nobody else wrote
+            assert r["yielded"] + r["other"].count("no-op") == INSTANCES - 1, rounds
+
+
+async def test_processors_racing_on_the_same_users_make_one_flag_each(azurite, processor):
+    """The same 20 renamed users reach six processors at once (sweep and notification messages, twice
+    each, plus two tickets): every user ends with one pending flag holding one history entry."""
+    users = [user(n) for n in range(1, 21)]
+    async with running_stack(azurite, tenant(users), drain=False) as stack:
+        await sweep(stack.services)
+        stack.sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
+                                                        "to_domain": "fabrikam.example", "notify": False})
+        others = await _instances(azurite, stack, 2)
+        from shared.upn.service import handle_message
+
+        def message(source: str, with_upn: bool) -> bytes:
+            entries = [{"id": uid(n), **({"upn": f"user{n}@fabrikam.example"} if with_upn else {})}
+                       for n in range(1, 21)]
+            return json.dumps({"v": 1, "kind": "users", "source": source, "users": entries,
+                               "tenant": stack.tenant_id}).encode()
+
+        async def ticket(n: int, event: str) -> int:
+            body = json.dumps({"eventId": event, "action": "upn_changed", "userId": uid(n)}).encode()
+            status, _, _ = await stack.post("tickets", body,
+                                            headers=sign_ticket(body, "test-ticket-secret", int(time.time())))
+            return status
+
+        contenders = [
+            *(handle_message(s, message("sweep", True)) for s in others),
+            *(handle_message(s, message("notification", False)) for s in others),
+            processor_call(processor, message("sweep", True)),
+            processor_call(processor, message("notification", False)),
+        ]
+        try:
+            results = await asyncio.gather(*contenders, ticket(1, "race-1"), ticket(2, "race-2"),
+                                           return_exceptions=True)
+        finally:
+            for services in others:
+                await services.close()
+        failures = [r for r in results if isinstance(r, BaseException)]
+        flags = await stack.all_flags()
+        per_user: dict[str, int] = {}
+        for flag in flags:
+            per_user[flag["userId"]] = per_user.get(flag["userId"], 0) + 1
+        bad = [f["userId"] for f in flags if len(f["history"]) != 1 or f["status"] != "pending"]
+        lost = (20 - len(per_user)) + sum(n - 1 for n in per_user.values()) + len(bad)
+        record("processor_race", area="concurrency", faults={"race": len(contenders) + 2 - 1},
+               runs=len(contenders) + 2, survived=len(contenders) + 2 - len(failures) if lost == 0 else 0,
+               data_lost=lost, detail={"flags": len(flags), "failures": [repr(f) for f in failures][:3]})
+        assert not failures, failures
+        assert results[-2:] == [200, 200]
+        assert sorted(per_user) == sorted(uid(n) for n in range(1, 21)) and set(per_user.values()) == {1}
+        assert not bad, bad
+        assert all(f["passkeys"][0]["aaGuid"] == YUBI for f in flags)
+
+
+async def processor_call(processor: Any, body: bytes) -> None:
+    """Call the queue function as the host would, with one message."""
+    from azure.functions.queue import QueueMessage
+
+    await processor(QueueMessage(id="race", body=body, dequeue_count=1, pop_receipt="x"))
