@@ -44,6 +44,22 @@ class RuBudget:
                 self.waited_seconds += wait
                 await asyncio.sleep(wait)
 
+    def charge(self, units: float = 1.0) -> None:
+        """Take `units` now without waiting (the bucket may go into debt, which later spenders wait out).
+
+        For calls that must not queue behind bulk spenders, such as the sweep's sequential delta pages:
+        the lookups they feed wait instead, and our view of Graph's bucket stays exact.
+        """
+        self._refill(time.monotonic())
+        self._level -= units
+        self.spent += units
+
+    def reset(self) -> None:
+        """Full again, no pause in force (Graph's bucket after a quiet spell; benchmarks and tests)."""
+        self._level = self.capacity
+        self._stamp = time.monotonic()
+        self._paused_until = 0.0
+
     def pause(self, seconds: float) -> None:
         """Graph said `Retry-After: seconds`: nobody spends until then, and the bucket is taken as empty."""
         now = time.monotonic()

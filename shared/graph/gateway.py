@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 BATCH_LIMIT = 20  # Graph's $batch maximum
+BATCH_TRANSPORT_RETRIES = 3  # $batch envelopes of reads re-sent after a dropped connection
 
 
 @dataclass
@@ -143,13 +144,22 @@ class GraphGateway:
         info.add_request_options([inspect])
         self.counters.count(method)
         try:
-            raw = await self.client.request_adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+            # kiota's stub types this call as returning None; for "bytes" it returns the body (or None on 204)
+            raw: bytes | None = await self.client.request_adapter.send_primitive_async(  # type: ignore[func-returns-value]
+                info, "bytes", {"XXX": ODataError})
         except Exception as exc:
             raise self._map_error(exc, what or f"{method} {url.split('?')[0]}") from exc
         return (json.loads(raw) if raw else None), _headers_dict(inspect.response_headers)
 
-    async def get_json(self, url: str, *, headers: dict[str, str] | None = None, what: str = "") -> dict[str, Any]:
-        """GET `url` (relative to the base URL, or an absolute nextLink/deltaLink) as raw JSON."""
+    async def get_json(self, url: str, *, headers: dict[str, str] | None = None, what: str = "",
+                       ru: float = 0.0) -> dict[str, Any]:
+        """GET `url` (relative to the base URL, or an absolute nextLink/deltaLink) as raw JSON.
+
+        `ru`: resource units to charge to the tenant's budget without waiting (bulk reads running
+        beside `batch_get` pass their cost, so the budget keeps matching Graph's bucket).
+        """
+        if ru:
+            self.budget.charge(ru)
         body, _ = await self.send_raw("GET", url, headers=headers, what=what)
         return body or {}
 
@@ -192,6 +202,7 @@ class GraphGateway:
         """
         pending = dict(urls)
         done: dict[str, BatchItem] = {}
+        lost_envelopes = 0
         for _attempt in range(max_attempts):
             if not pending:
                 break
@@ -200,7 +211,17 @@ class GraphGateway:
             for start in range(0, len(ids), BATCH_LIMIT):
                 chunk = ids[start:start + BATCH_LIMIT]
                 await self.budget.spend(ru_per_item * len(chunk))
-                answers = await self.batch([{"id": i, "method": "GET", "url": pending[i]} for i in chunk])
+                try:
+                    answers = await self.batch([{"id": i, "method": "GET", "url": pending[i]} for i in chunk])
+                except GraphUnavailable as exc:
+                    # A connection dropped under idempotent reads: send them again (a few times) rather than
+                    # fail the whole caller, e.g. a queue message that would burn one of its deliveries.
+                    if exc.status_code is not None or lost_envelopes >= BATCH_TRANSPORT_RETRIES:
+                        raise
+                    lost_envelopes += 1
+                    log.info("a $batch of %d reads got no answer (%d); sending them again", len(chunk), lost_envelopes)
+                    await asyncio.sleep(0.1 * lost_envelopes)
+                    answers = {}
                 longest = 0.0
                 for i in chunk:
                     answer = answers.get(i)

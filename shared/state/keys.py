@@ -29,6 +29,8 @@ MAX_KEY_LENGTH = 400
 SEPARATOR = "|"
 
 _DECODE = re.compile(r"~([0-9A-F]{2})")
+#: Printable ASCII without the escaped characters: such ids are their own key.
+_PLAIN = re.compile("[^" + re.escape("".join(sorted(_ESCAPED))) + r"\x00-\x1f\x7f-\U0010ffff]+")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _INVERTED_BASE = 10**17 - 1  # microseconds since 1970; 17 digits last until the year 5138
 _INVERTED_WIDTH = 17
@@ -48,6 +50,10 @@ def safe_key(value: str, *, what: str = "key") -> str:
     """
     if not isinstance(value, str) or not value:
         raise InputError(f"{what} must be a non-empty string")
+    if _PLAIN.fullmatch(value):  # the common case (GUIDs, names): nothing to escape
+        if len(value) > MAX_KEY_LENGTH:
+            raise InputError(f"{what} is too long for a storage key ({len(value)} characters)")
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -99,7 +105,8 @@ def decode_page_token(kind: str, token: str) -> dict[str, Any]:
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError):
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot go into a query
+    except (ValueError, binascii.Error, UnicodeError, RecursionError):
         raise InputError("page token is malformed") from None
     if not isinstance(data, dict) or data.pop("k", None) != kind:
         raise InputError("page token is malformed or belongs to another listing")

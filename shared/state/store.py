@@ -8,12 +8,16 @@ Tables and keys (every key starts with the tenant id, encoded by `safe_key`):
 |               | tenant            | `id|` run id                           | pointer: run id -> run RowKey       |
 | `plans`       | tenant            | plan id                                | plan JSON, state hash, applied     |
 | `flags`       | `tenant|bNN` (16) | user id                                | the user's latest UPN-change case  |
-| `snapshots`   | `tenant|bNN` (64) | user id                                | last seen UPN                      |
+| `snapshots`   | `tenant|bNN` (16) | user id                                | last seen UPN                      |
 | `checkpoints` | tenant            | name, or `lease|` name                 | JSON values (delta links), leases  |
 | `events`      | tenant            | event id (`h|` sha256 when too long)   | idempotency keys, `expires_at`     |
 
 Buckets are `crc32(user id) % N`: stable across processes, so one tenant's writes spread over N
 partitions (one partition takes ~2,000 entities/s). Changing N orphans existing rows: don't.
+Flags and snapshots use the same N, so a user's two rows share a bucket number: the sweep queues
+users grouped by bucket, and a message's writes are then one transaction per table. Reads stay point
+reads: a filter with `RowKey eq a or RowKey eq b ...` is a partition scan on Azure (and a table scan
+on Azurite), not a lookup.
 
 Conventions: datetimes are timezone-aware `datetime` (Edm.DateTime, returned in UTC); documents
 follow `shared.state.codec` (large JSON split/compressed transparently; `None` is not stored).
@@ -37,6 +41,7 @@ from azure.data.tables.aio import TableClient
 
 from shared.config import Settings, StorageSettings
 from shared.errors import ConcurrencyError, InputError, NotFound, StateError
+from shared.state import fastpath
 from shared.state.clients import StorageClients
 from shared.state.codec import (
     MAX_BATCH_OPERATIONS,
@@ -64,7 +69,7 @@ T = TypeVar("T")
 RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS = "runs", "plans", "flags", "snapshots", "checkpoints", "events"
 TABLES: tuple[str, ...] = (RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS)
 FLAG_BUCKETS = 16
-SNAPSHOT_BUCKETS = 64
+SNAPSHOT_BUCKETS = FLAG_BUCKETS  # the same bucket for a user's flag and snapshot (see above)
 #: `put_checkpoint(..., etag=ABSENT)` creates the row only if it does not exist yet.
 ABSENT = "absent"
 FLAG_STATUS_OPEN = "pending"
@@ -320,7 +325,10 @@ class StateStore:
             raise StateError(f"refusing a transaction of {len(operations)} operations (limit {MAX_BATCH_OPERATIONS})")
         if len({op[1]["PartitionKey"] for op in operations}) != 1:
             raise StateError("refusing a transaction across partitions")
-        await client.submit_transaction(operations)
+        if isinstance(client, TableClient):
+            await fastpath.submit(client, operations)  # the SDK's pipeline, ~10x less CPU (see module)
+        else:
+            await client.submit_transaction(operations)  # a stand-in client (tests)
 
     async def _gather(self, coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
         """Run coroutines with at most `concurrency` in flight; on the first failure cancel the rest."""
@@ -461,8 +469,14 @@ class StateStore:
 
         return await self._op(FLAGS, "reading a flag", work)
 
-    async def create_flags(self, tenant_id: str, flags: Iterable[Mapping[str, Any]]) -> list[str]:
+    async def create_flags(self, tenant_id: str, flags: Iterable[Mapping[str, Any]], *,
+                           only_new: bool = False) -> list[str]:
         """Record UPN-change cases; returns the user ids that got a new case, in input order.
+
+        `only_new=True`: create rows that don't exist yet and touch nothing else; a transaction that
+        meets an existing row creates none of its rows (their ids are left out of the answer), so the
+        caller can merge those users with what is stored. That is the bulk path's first try: in a
+        mass change nearly every flag is new, and no read precedes the write.
 
         One row per user holds the latest case. Same user and same `newUpn` (case-insensitive) as the
         stored row: no-op, whatever its status, so replays and re-sweeps never duplicate or reopen a
@@ -497,6 +511,8 @@ class StateStore:
         async def chunk_of(chunk: list[Mapping[str, Any]]) -> list[str]:
             if await create_batch(chunk):
                 return [str(e["userId"]) for e in chunk]
+            if only_new:
+                return []
             # Some rows exist (a replay, a re-sweep): read them all, batch-create the missing ones,
             # and handle existing rows one by one (no-op, or supersede with their ETag).
             log.debug("flag batch of %d hit existing rows; reading them", len(chunk))
@@ -655,7 +671,7 @@ class StateStore:
             rk = safe_key(user_id, what="user id")
 
             async def work(client: TableClient) -> str | None:
-                entity = await self._get(client, pk, rk, select=["upn"])
+                entity = await fastpath.get(client, pk, rk, select=["upn"])
                 return str(entity["upn"]) if entity is not None and entity.get("upn") else None
 
             return user_id, await self._op(SNAPSHOTS, "reading snapshots", work)

@@ -46,6 +46,8 @@ from shared.upn.intake import ChangeNotice, LifecycleEvent
 log = logging.getLogger(__name__)
 
 USERS_PER_MESSAGE = 20  # one $batch of fido2Methods reads per message
+SWEEP_HOLD_PAGES = 4  # a changed user waits at most this many delta pages for a full message of its bucket
+DELTA_PAGE_RU = 1  # users/delta with $select (platform-limits.md: 1-2 RU a page)
 DELTA_START = "/users/delta?$select=id,userPrincipalName"
 DELTA_CHECKPOINT = "delta"
 SUBSCRIPTION_CHECKPOINT = "subscription"
@@ -84,9 +86,13 @@ def chunk_users(users: list[dict[str, Any]], *, source: str) -> list[dict[str, A
 
 async def send_messages(services: Services, messages: list[dict[str, Any]], *, delay: int = 0) -> None:
     """Queue messages stamped with the tenant they belong to (one queue may serve many tenants)."""
+    from shared.telemetry import current_run_id
+
     if messages:
-        await services.store.queue.send([{**m, "tenant": services.settings.tenant_id} for m in messages],
-                                        visibility_timeout=delay)
+        run = current_run_id()
+        await services.store.queue.send(
+            [{**m, "tenant": services.settings.tenant_id, **({"runId": run} if run else {})} for m in messages],
+            visibility_timeout=delay)
 
 
 async def enqueue_notices(services: Services, notices: Iterable[ChangeNotice]) -> int:
@@ -124,6 +130,9 @@ async def handle_message(services: Services, body: bytes | str, *, dequeue_count
         raise InputError("queue message is not JSON") from None
     if not isinstance(message, dict) or message.get("kind") not in ("users", "lifecycle", "sweep"):
         raise InputError("queue message has no known kind")
+    from shared.telemetry import bind_run
+
+    bind_run(message.get("runId") if isinstance(message.get("runId"), str) else None)
     if message.get("tenant") != services.settings.tenant_id:
         log.warning("dropping a queue message for another tenant")
         return {"dropped": "other tenant"}
@@ -212,6 +221,21 @@ async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
     raise ConcurrencyError(f"flag of user {candidate.user_id} kept changing under us")
 
 
+async def _save_flags(services: Services, candidates: list[Flag]) -> list[Flag]:
+    """`_save_flag` for many users at once. First try: create them all as new cases, one transaction
+    per bucket and no read (`merge_flag` with nothing stored is the candidate itself); users whose
+    transaction met an existing row go through `_save_flag` (read, merge, create or ETag-update)."""
+    if not candidates:
+        return []
+    tenant = services.settings.tenant_id
+    created = set(await services.store.create_flags(tenant, [_flag_doc(c) for c in candidates], only_new=True))
+    written = [c for c in candidates if c.user_id in created]
+    again = [c for c in candidates if c.user_id not in created]
+    if again:
+        written += [f for f in await asyncio.gather(*(_save_flag(services, c) for c in again)) if f is not None]
+    return written
+
+
 async def process_users(services: Services, users: list[dict[str, Any]], *, source: str,
                         ticket_id: str | None = None, old_upn_hint: str | None = None) -> dict[str, Any]:
     """Compare each user's UPN with the snapshot and flag those who changed and hold passkeys."""
@@ -253,7 +277,7 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
         if decision.write_snapshot:
             snapshot_writes[uid] = decision.upn
 
-    written = [f for f in await asyncio.gather(*(_save_flag(services, f) for f in flags)) if f is not None]
+    written = await _save_flags(services, flags)
     if snapshot_writes:
         await services.store.put_snapshots(tenant, snapshot_writes)
     if removed:
@@ -277,14 +301,61 @@ async def _forget_users(services: Services, user_ids: list[str], now: datetime) 
 
 
 # ------------------------------------------------------------------------------------------ sweep
+class _SweepBuffer:
+    """The sweep's changed users grouped by storage bucket (the flag and snapshot partition), so a
+    message of 20 users costs the processor one write transaction per table instead of up to 20.
+
+    A bucket is queued as soon as it holds 20 users; a bucket that waited `SWEEP_HOLD_PAGES` pages, and
+    everything at the end of a run, is queued as packed messages of 20 (sorted by bucket).
+    """
+
+    def __init__(self, buckets: int) -> None:
+        self.buckets = buckets
+        self.held: dict[int, list[dict[str, Any]]] = {}
+        self.since: dict[int, int] = {}  # bucket -> page number of its oldest held user
+
+    def add(self, entries: list[dict[str, Any]], page: int) -> list[list[dict[str, Any]]]:
+        """Hold `entries`; return the buckets that filled up (20 users each)."""
+        from shared.state import bucket_of
+
+        full: list[list[dict[str, Any]]] = []
+        for entry in entries:
+            bucket = bucket_of(str(entry["id"]).lower(), self.buckets)
+            users = self.held.setdefault(bucket, [])
+            if not users:
+                self.since[bucket] = page
+            users.append(entry)
+            if len(users) >= USERS_PER_MESSAGE:
+                full.append(users)
+                del self.held[bucket], self.since[bucket]
+        return full
+
+    def take(self, older_than: int | None = None) -> list[list[dict[str, Any]]]:
+        """Release the buckets held since before page `older_than` (all when None), packed 20 a message."""
+        buckets = sorted(b for b, p in self.since.items() if older_than is None or p < older_than)
+        users = [u for b in buckets for u in self.held.pop(b)]
+        for b in buckets:
+            del self.since[b]
+        return [users[i:i + USERS_PER_MESSAGE] for i in range(0, len(users), USERS_PER_MESSAGE)]
+
+    def oldest_page(self) -> int | None:
+        return min(self.since.values()) if self.since else None
+
+
 async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None) -> dict[str, Any]:
     """The backstop: read users/delta from the stored link, queue the changes, checkpoint every page.
 
-    The first run seeds the UPN snapshot directly and flags no one. Each page's nextLink is stored
-    (with ETag) only after its users are queued, so a crash resumes at the last finished page and may
-    re-queue one page, which the idempotent processor absorbs. A 410 or syncStateNotFound starts a
-    full resync: every user is compared with the snapshot, so only real changes are flagged.
+    The first run seeds the UPN snapshot directly and flags no one. Changed users are queued grouped
+    by storage bucket (`_SweepBuffer`), so some wait a few pages for their message; the stored link
+    (with ETag) is always that of the oldest page with a user not yet queued, so a crash resumes
+    there and may re-queue a few pages, which the idempotent processor absorbs. Each page's RU is
+    charged to the tenant's budget, so the processors' lookups keep to Graph's pace around it. A 410
+    or syncStateNotFound starts a full resync: every user is compared with the snapshot, so only
+    real changes are flagged.
     """
+    from shared.telemetry import bind_run, current_run_id
+
+    bind_run(current_run_id())
     tenant = services.settings.tenant_id
     started = time.monotonic()
     value, etag = await services.store.get_checkpoint(tenant, DELTA_CHECKPOINT)
@@ -296,19 +367,24 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     from shared.state import ABSENT
 
     etag = etag or ABSENT
+    held = _SweepBuffer(services.store.snapshot_buckets)
+    fetch: str = state["nextLink"]
+    links: dict[int, str] = {}  # page number -> the link it was read from (the resume point while held)
     while True:
         try:
-            page = await services.graph.get_json(state["nextLink"], headers={"x-ms-throttle-priority": "Low"},
-                                                 what="read users/delta")
+            page = await services.graph.get_json(fetch, headers={"x-ms-throttle-priority": "Low"},
+                                                 what="read users/delta", ru=DELTA_PAGE_RU)
         except GraphError as exc:
             if exc.status_code == 410 or exc.graph_code in ("syncStateNotFound", "resyncRequired"):
                 log.warning("delta token expired (%s); starting a full resync", exc.status_code)
                 resyncs += 1
                 state = {"nextLink": DELTA_START, "seeding": bool(state.get("seeding")), "resync": True}
+                held, links, fetch = _SweepBuffer(held.buckets), {}, DELTA_START  # the resync reads everyone
                 etag = await services.store.put_checkpoint(tenant, DELTA_CHECKPOINT, state, etag)
                 continue
             raise
         pages += 1
+        links[pages] = fetch
         entries = []
         for user in page.get("value", []):
             if "@removed" in user:
@@ -320,12 +396,18 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
         users_seen += len(entries)
         if state.get("seeding"):
             await services.store.put_snapshots(tenant, {e["id"].lower(): e["upn"] for e in entries if "upn" in e})
-        elif entries:
-            messages = chunk_users(entries, source="sweep")
+        else:
+            last = "@odata.nextLink" not in page or (max_pages is not None and pages >= max_pages)
+            groups = held.add(entries, pages) + held.take(None if last else pages - SWEEP_HOLD_PAGES + 1)
+            messages = [users_message(g, source="sweep") for g in groups]
             await send_messages(services, messages)
             queued += len(messages)
         if "@odata.nextLink" in page:
-            state["nextLink"] = page["@odata.nextLink"]
+            fetch = page["@odata.nextLink"]
+            oldest = held.oldest_page()
+            for number in [n for n in links if oldest is None or n < oldest]:
+                del links[number]
+            state["nextLink"] = links[oldest] if oldest is not None else fetch
         else:
             state = {"deltaLink": page.get("@odata.deltaLink"), "nextLink": None, "seeding": False,
                      "completedAt": _iso(_now())}
@@ -475,7 +557,13 @@ CSV_COLUMNS = ("userId", "oldUpn", "newUpn", "status", "detectedAt", "statusChan
 
 
 def _public_flag(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in ("etag",)}
+    """A stored flag as the API shows it: camelCase, ISO 8601 times, no storage bookkeeping."""
+    out = {k: v for k, v in doc.items() if k not in ("etag", "created_at", "updated_at")}
+    for stored, shown in (("created_at", "createdAt"), ("updated_at", "updatedAt")):
+        value = doc.get(stored)
+        if isinstance(value, datetime):
+            out[shown] = _iso(value)
+    return out
 
 
 async def list_flags(services: Services, *, status: str | None, limit: int = 100,
@@ -512,6 +600,8 @@ def new_run_id() -> str:
 
 async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
     """Carry out one verified ticket event inline (one user, so within the webhook's time)."""
+    from urllib.parse import quote
+
     if event.action == "verify_policy":
         from shared.policy.service import verify
 
@@ -519,7 +609,9 @@ async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
     user_id = event.user_id
     if user_id is None:
         try:
-            user = await services.graph.get_json(f"/users('{event.user_principal_name}')?$select=id,userPrincipalName",
+            # OData key literal: ' doubled; then percent-encoded, as a UPN may hold # (Entra allows ' # ^ ~ !).
+            key = quote(event.user_principal_name.replace("'", "''"), safe="@'!^~")
+            user = await services.graph.get_json(f"/users('{key}')?$select=id,userPrincipalName",
                                                  what="find the ticket's user")
         except NotFound:
             raise InputError(f"userPrincipalName: no user {event.user_principal_name} in the tenant") from None

@@ -87,7 +87,7 @@ class Stack:
         return [f async for f in self.services.store.iter_flags(self.tenant_id)]
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0,  # noqa: ASYNC109
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 60.0,  # noqa: ASYNC109
                      interval: float = 0.1) -> Any:
     """Poll `check` until it returns something truthy (the queue is drained in the background)."""
     deadline = time.monotonic() + timeout

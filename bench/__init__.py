@@ -1,0 +1,1 @@
+"""Benchmarks (not deployed). Each script prints one JSON object; `python -m bench.run_all` runs them all."""

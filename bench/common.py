@@ -1,0 +1,101 @@
+"""What every benchmark shares: the machine it ran on, a loopback stack (Azurite + Graph simulator)
+with the product's own Services, peak RSS, and printing one JSON object.
+
+Benchmarks run the product's real code paths against Azurite and the simulator; both are separate
+processes, so `time.process_time()` and `ru_maxrss` here measure our process alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, RAM and Python version of this machine (for the README table)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram_gib = 0.0
+    try:
+        ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        pass
+    return {"cpu": model, "cores": os.cpu_count() or 0, "ram_gib": round(ram_gib, 1),
+            "python": platform.python_version(), "os": platform.system()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 1024 if sys.platform != "darwin" else peak / 2**20, 1)
+
+
+def emit(result: dict[str, Any], *, as_json: bool) -> None:
+    """Print the result: one JSON object on stdout (`--json`), or readable key: value lines."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, separators=(",", ":"), sort_keys=True) + "\n")
+    else:
+        for key, value in result.items():
+            sys.stdout.write(f"{key}: {value}\n")
+    sys.stdout.flush()
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with `--json` (one JSON object on stdout) and `--smoke` (tiny, for tests)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")
+    return parser
+
+
+def tenant_doc(*, users: int = 0, explicit_users: list[dict[str, Any]] | None = None,
+               simulator: dict[str, Any] | None = None, passkey_ratio: float = 0.5) -> dict[str, Any]:
+    """A simulator tenant: `users` generated users (about `passkey_ratio` with a passkey) and a FIDO2 policy."""
+    doc: dict[str, Any] = {
+        "tenantId": str(uuid.uuid4()), "users": explicit_users or [], "groups": [],
+        "domains": ["contoso.example", "fabrikam.example"],
+        "authenticationMethodConfigurations": {"fido2": {
+            "@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration", "id": "Fido2",
+            "state": "enabled", "isSelfServiceRegistrationAllowed": True, "isAttestationEnforced": False,
+            "keyRestrictions": {"isEnforced": True, "enforcementType": "allow", "aaGuids": [YUBI]},
+            "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}],
+            "excludeTargets": []}},
+        "authenticationStrengthPolicies": [], "conditionalAccessPolicies": [],
+        "simulator": {"ca_requests_per_second": 1000.0, **(simulator or {})},
+    }
+    if users:
+        doc["generate"] = {"users": users, "passkeyRatio": passkey_ratio, "domain": "contoso.example", "seed": 7}
+    return doc
+
+
+def settings_env(azurite: Any, sim: Any, tenant_id: str, **extra: str) -> dict[str, str]:
+    """App settings for the product against this Azurite and simulator."""
+    return {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "bench-token",
+            "STATE_STORAGE": azurite.connection_string, "NOTIFICATION_CLIENT_STATE": "bench-client-state",
+            "TICKET_WEBHOOK_SECRET": "bench-ticket-secret", **extra}
+
+
+@contextmanager
+def loopback_stack(doc: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """(azurite, simulator) for `doc`, both stopped (by PID) afterwards."""
+    from devhost.azurite import start_azurite
+    from graphsim.launcher import start_simulator
+
+    with start_azurite() as azurite, start_simulator(doc) as sim:
+        yield azurite, sim

@@ -1,0 +1,214 @@
+"""Flag a mass rename at Graph's throttle limit: the product's real sweep -> queue -> processor path.
+
+    python -m bench.mass_rename --users 50000 --json [--throttle-scale 1] [--baseline-sample 200]
+
+Setup (not timed): N generated users, about half with a passkey; the first sweep seeds the snapshots;
+then every user is renamed at once in the simulator (`bulk_rename`, no notifications), the simulator's
+stats are reset and its RU bucket refilled (Graph's large-tenant budget: 8,000 RU per 10 s, starting
+full, times `--throttle-scale`).
+
+Measured: from the start of `sweep()` until the last queue message is handled, i.e. every flag is
+written. The sweep enqueues to Azurite; in-process consumers pull messages with `store.queue.receive`
+and run `handle_message`, like the Functions host's queue trigger (batchSize 16, a new batch once
+8 or fewer are in flight). Graph requests and resource units come from the simulator's own accounting.
+
+The optimum: Graph's bucket starts full, so no client can finish before
+`(RU needed - bucket at start) / refill rate`, RU needed being what the simulator charged for the
+successful calls of this run. `ratio_to_optimum = optimum_seconds / seconds` (1.0 = at the limit).
+
+The baseline: a naive client (one `fido2Methods` GET per user through the SDK's models, one after
+another) on a sample of users; `baseline_seconds_extrapolated` = its seconds per user x N (ignoring
+Graph's throttle and every storage write, both in its favour), and `baseline_ratio` =
+baseline_seconds_extrapolated / seconds (how many times faster the product is).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.common import base_parser, emit, loopback_stack, machine, peak_rss_mb, settings_env, tenant_doc
+
+log = logging.getLogger(__name__)
+
+CAPACITY_RU = 8000  # Graph, large tenant: 8,000 RU per 10 s (platform-limits.md)
+REFILL_RU_PER_S = 800
+BATCH_SIZE = 16  # host.json queues.batchSize
+NEW_BATCH_THRESHOLD = 8  # host.json queues.newBatchThreshold
+MAX_POLL_S = 2.0  # host.json queues.maxPollingInterval
+
+
+async def consume(services: Any, sweep_done: asyncio.Event, stats: dict[str, Any]) -> None:
+    """Pull messages like the queue trigger (16 at a time, refill at <= 8 in flight) until the sweep is
+    done and the queue is empty; record when the last message finished."""
+    from shared.upn.service import handle_message
+
+    queue = services.store.queue
+    in_flight: set[asyncio.Task[None]] = set()
+    poll = 0.05
+
+    async def run(msg: Any) -> None:
+        result = await handle_message(services, msg.text, dequeue_count=msg.dequeue_count)
+        await queue.delete(msg)
+        stats["messages"] += 1
+        stats["flagged"] += len(result.get("flagged", ()))
+        if result.get("requeued"):
+            stats["requeued"] += 1
+        stats["last_done"] = time.monotonic()
+
+    while True:
+        if len(in_flight) > NEW_BATCH_THRESHOLD:
+            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            in_flight -= done
+            continue
+        finished_sweep = sweep_done.is_set()
+        batch = await queue.receive(BATCH_SIZE, visibility_timeout=60)
+        if batch:
+            poll = 0.05
+            for msg in batch:
+                task = asyncio.create_task(run(msg))
+                in_flight.add(task)
+            continue
+        if in_flight:
+            done, _ = await asyncio.wait(in_flight, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            in_flight -= done
+            continue
+        if finished_sweep and await queue.peek_count() == 0:
+            return
+        await asyncio.sleep(poll)
+        poll = min(MAX_POLL_S, poll * 2)
+
+
+async def baseline(services: Any, user_ids: list[str]) -> float:
+    """Seconds per user of the naive client: SDK models, one fido2Methods GET per user, sequentially."""
+    client = services.graph.client
+    started = time.perf_counter()
+    for uid in user_ids:
+        await client.users.by_user_id(uid).authentication.fido2_methods.get()
+    return (time.perf_counter() - started) / max(1, len(user_ids))
+
+
+def expected_flags(sim: Any) -> tuple[int, list[str]]:
+    """(users holding a passkey, a sample of user ids), read in a child process so the tenant's ground
+    truth never inflates this process's peak RSS."""
+    code = ("import json,sys,urllib.request;"
+            "s=json.load(urllib.request.urlopen(sys.argv[1]+'/_sim/state',timeout=300));"
+            "u=s['users'];"
+            "print(json.dumps({'flags':sum(1 for x in u if (x.get('authentication') or {}).get('fido2Methods')),"
+            "'ids':[x['id'] for x in u[:1000]]}))")
+    out = subprocess.run([sys.executable, "-c", code, sim.root_url], capture_output=True, text=True, check=True,
+                         timeout=600)
+    import json
+
+    data = json.loads(out.stdout)
+    return int(data["flags"]), list(data["ids"])
+
+
+async def run(users: int, scale: float, sample: int) -> dict[str, Any]:
+    from shared.config import Settings
+    from shared.services import Services, use_services
+    from shared.upn.service import sweep
+
+    doc = tenant_doc(users=users, simulator={
+        "throttle_capacity_ru": CAPACITY_RU, "throttle_refill_ru_per_s": REFILL_RU_PER_S,
+        "throttle_scale": scale, "notify_paused": True})
+    with loopback_stack(doc) as (azurite, sim):
+        env = settings_env(azurite, sim, doc["tenantId"], GRAPH_RU_PER_10S=str(round(CAPACITY_RU * scale)))
+        services = Services.from_settings(Settings.from_env(env))
+        use_services(services)
+        try:
+            await services.store.ensure()
+            seeded = await sweep(services, trigger="bench-seed")
+            assert seeded["seeded"] and seeded["complete"], seeded
+            renamed = sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
+                                                                "to_domain": "fabrikam.example", "notify": False},
+                                  timeout=600)
+            flags_expected, sample_ids = await asyncio.to_thread(expected_flags, sim)
+            # Both buckets full again: the simulator's and ours (it tracks Graph's from our side).
+            await asyncio.sleep(0)
+            sim.control("POST", "throttle/reset")
+            services.graph.budget.reset()
+            sim.reset_stats()
+
+            sweep_done = asyncio.Event()
+            counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
+            cpu0, t0 = time.process_time(), time.monotonic()
+
+            async def sweeper() -> dict[str, Any]:
+                try:
+                    return await sweep(services, trigger="bench")
+                finally:
+                    sweep_done.set()
+
+            swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
+            t1 = counters["last_done"] or time.monotonic()
+            cpu = time.process_time() - cpu0
+            seconds = t1 - t0
+            rss = peak_rss_mb()
+            stats = sim.stats()
+
+            flags_written = 0
+            async for _ in services.store.iter_flags(services.settings.tenant_id):
+                flags_written += 1
+
+            base_ids = sample_ids[:sample]
+            sim.configure(throttle_enabled=False)
+            per_user = await baseline(services, base_ids) if base_ids else 0.0
+        finally:
+            use_services(None)
+            await services.close()
+
+    changed = int(renamed.get("renamed", users)) or users
+    throttled_ru = int(stats.get("throttled", {}).get("ru", 0))  # each throttled call here costs 1 RU
+    ru_total = int(stats["resource_units"])
+    ru_needed = ru_total - throttled_ru
+    capacity, refill = CAPACITY_RU * scale, REFILL_RU_PER_S * scale
+    optimum = max(0.0, (ru_needed - capacity) / refill)
+    baseline_seconds = per_user * changed
+    return {
+        "benchmark": "mass_rename", "users": users, "changed_users": changed, "throttle_scale": scale,
+        "bucket_capacity_ru": capacity, "refill_ru_per_s": refill,
+        "seconds": round(seconds, 2), "optimum_seconds": round(optimum, 2),
+        "ratio_to_optimum": round(optimum / seconds, 3) if seconds > 0 else 0.0,
+        "resource_units": ru_total, "resource_units_needed": ru_needed,
+        "resource_units_per_user": round(ru_total / changed, 4),
+        "graph_requests": int(stats["http_requests"]),
+        "graph_requests_per_user": round(int(stats["http_requests"]) / changed, 4),
+        "responses_429": int(stats.get("responses_429", 0)), "delta_pages": int(stats.get("delta_pages", 0)),
+        "cpu_seconds": round(cpu, 2), "cpu_ms_per_user": round(cpu * 1000 / changed, 3),
+        "peak_rss_mb": rss,
+        "flags_written": flags_written, "flags_expected": flags_expected, "flags_reported": counters["flagged"],
+        "messages": counters["messages"], "requeued_messages": counters["requeued"],
+        "sweep_pages": swept["pages"], "sweep_messages": swept["messagesQueued"],
+        "baseline_sample": len(base_ids), "baseline_ms_per_user": round(per_user * 1000, 3),
+        "baseline_seconds_extrapolated": round(baseline_seconds, 1),
+        "baseline_ratio": round(baseline_seconds / seconds, 2) if seconds > 0 else 0.0,
+        "baseline_ratio_definition": "baseline_seconds_extrapolated / seconds (naive SDK client, sequential)",
+        "machine": machine(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--throttle-scale", type=float, default=1.0)
+    parser.add_argument("--baseline-sample", type=int, default=200)
+    args = parser.parse_args(argv)
+    users, sample = args.users, args.baseline_sample
+    if args.smoke:
+        users, sample = min(users, 120), min(sample, 5)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    result = asyncio.run(run(users, args.throttle_scale, sample))
+    emit(result, as_json=args.json)
+    return 0 if result["flags_written"] == result["flags_expected"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Run every benchmark and write the figures into README.md (between the bench markers).
+
+    python -m bench.run_all [--smoke] [--no-readme] [--users 50000,100000]
+
+Each benchmark runs in its own process (`python -m bench.<name> --json`) so imports, RSS and CPU are
+its own; the JSON objects are printed as one JSON list on stdout and rendered as a table with the
+machine they ran on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def run_one(module: str, *args: str) -> dict[str, Any]:
+    """`python -m bench.<module> --json ARGS`; its one JSON object (or an error record)."""
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}", "--json", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    lines = done.stdout.strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return {"benchmark": module, "error": (done.stderr or done.stdout)[-1500:], "args": list(args)}
+    result["exit_code"] = done.returncode
+    return result
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def table(results: list[dict[str, Any]], box: dict[str, Any]) -> str:
+    """The README section body: machine, then one row per figure with its target."""
+    rows = ["| benchmark | figure | target | met |", "|---|---|---|---|"]
+    renames = [r for r in results if r.get("benchmark") == "mass_rename" and "error" not in r]
+    for r in renames:
+        n = f"{r['users']:,} users, scale {r['throttle_scale']:g}"
+        rows.append(f"| mass rename ({n}) | {r['seconds']} s vs optimum {r['optimum_seconds']} s: ratio "
+                    f"{r['ratio_to_optimum']} | >= 0.9 | {_mark(r['ratio_to_optimum'] >= 0.9)} |")
+        rows.append(f"| mass rename ({n}) | CPU {r['cpu_ms_per_user']} ms per changed user | <= 1 | "
+                    f"{_mark(r['cpu_ms_per_user'] <= 1)} |")
+        rows.append(f"| mass rename ({n}) | {r['graph_requests_per_user']} Graph requests per user "
+                    f"({r['resource_units_per_user']} RU, {r['responses_429']} answered 429) | <= 0.06 | "
+                    f"{_mark(r['graph_requests_per_user'] <= 0.06)} |")
+        rows.append(f"| mass rename ({n}) | flags written {r['flags_written']:,} of {r['flags_expected']:,}; "
+                    f"peak RSS {r['peak_rss_mb']} MiB; naive SDK client {r['baseline_ratio']}x slower | "
+                    f"all flags | {_mark(r['flags_written'] == r['flags_expected'])} |")
+    if len(renames) >= 2:
+        small, large = min(renames, key=lambda r: r["users"]), max(renames, key=lambda r: r["users"])
+        ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
+        rows.append(f"| mass rename RSS | {large['users']:,} vs {small['users']:,} users: {ratio:.2f}x | <= 1.25x | "
+                    f"{_mark(ratio <= 1.25)} |")
+    for r in results:
+        kind = r.get("benchmark")
+        if "error" in r:
+            rows.append(f"| {kind} | failed: {str(r['error']).splitlines()[-1][:120] if r['error'] else '?'} | | "
+                        "**no** |")
+        elif kind == "cold_start":
+            rows.append(f"| cold start | import + index {r['import_index_seconds']} s vs bare `import azure.functions` "
+                        f"{r['bare_import_seconds']} s: {r['ratio_to_bare_import']}x; first verify "
+                        f"{r['first_verify_seconds']} s | <= 2x | {_mark(r['ratio_to_bare_import'] <= 2)} |")
+        elif kind == "state_writes":
+            rows.append(f"| batched state writes | {r['batched_entities_per_s']:,} vs {r['single_entities_per_s']:,} "
+                        f"entities/s single upserts: {r['ratio']}x (vs 16 concurrent singles: "
+                        f"{r['ratio_vs_concurrent_single']}x) | >= 5x | {_mark(r['ratio'] >= 5)} |")
+        elif kind == "webhook_ack":
+            rows.append(f"| webhook ack | p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms over {r['notifications']:,} | "
+                        f"p99 <= 50 ms | {_mark(r['p99_ms'] <= 50)} |")
+    head = (f"Measured on {box['cpu']}, {box['cores']} cores, {box['ram_gib']} GiB RAM, Python {box['python']} "
+            f"({box['os']}); Azurite and the Graph simulator run on the same machine. Regenerate with "
+            "`make bench`.")
+    return "\n".join([head, "", *rows])
+
+
+def write_readme(body: str) -> None:
+    """Replace what is between the bench markers in README.md (the section must exist)."""
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    README.write_text(text[:start] + "\n" + body + "\n" + text[end:], encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes; never touches README.md")
+    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--users", default="50000,100000", help="mass-rename sizes, comma-separated")
+    args = parser.parse_args(argv)
+    extra = ["--smoke"] if args.smoke else []
+    results = [run_one("mass_rename", "--users", str(n), *extra) for n in
+               ([120] if args.smoke else [int(x) for x in args.users.split(",") if x.strip()])]
+    results += [run_one("cold_start", *extra), run_one("state_writes", *extra), run_one("webhook_ack", *extra)]
+    body = table(results, machine())
+    if not (args.smoke or args.no_readme):
+        write_readme(body)
+    sys.stdout.write(json.dumps(results, sort_keys=True) + "\n")
+    sys.stderr.write(body + "\n")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Each benchmark runs once with tiny sizes and prints one JSON object with the keys the README table
+needs. Correctness only (every flag written, nothing lost); timings are never asserted here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(module: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}", "--json", "--smoke", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout[-2000:]
+    result = json.loads(lines[0])
+    assert isinstance(result, dict)
+    return result
+
+
+def test_mass_rename_flags_every_renamed_passkey_holder_through_the_queue() -> None:
+    """The smoke mass rename writes exactly the expected flags via sweep, queue and processors."""
+    result = run_bench("mass_rename")
+    for key in ("seconds", "optimum_seconds", "ratio_to_optimum", "graph_requests_per_user", "cpu_ms_per_user",
+                "peak_rss_mb", "flags_written", "flags_expected", "users", "throttle_scale", "resource_units",
+                "baseline_ratio", "responses_429"):
+        assert key in result, key
+    assert result["users"] == 120 and result["changed_users"] == 120
+    assert result["flags_expected"] > 0
+    assert result["flags_written"] == result["flags_expected"] == result["flags_reported"]
+    assert result["messages"] == result["sweep_messages"] and result["requeued_messages"] == 0
+    assert result["resource_units"] >= result["users"]  # one fido2Methods read per renamed user, at least
+
+
+@pytest.mark.parametrize(("module", "keys"), [
+    ("cold_start", ("import_index_seconds", "bare_import_seconds", "ratio_to_bare_import", "first_verify_seconds")),
+    ("state_writes", ("batched_entities_per_s", "single_entities_per_s", "ratio", "entities")),
+    ("webhook_ack", ("p50_ms", "p99_ms", "notifications", "messages_queued")),
+])
+def test_each_benchmark_prints_its_figures(module: str, keys: tuple[str, ...]) -> None:
+    """Cold start, state writes and webhook ack each print one JSON object with their figures."""
+    result = run_bench(module)
+    assert result["benchmark"] == module
+    for key in (*keys, "machine"):
+        assert key in result, key
+    if module == "webhook_ack":
+        assert result["messages_queued"] >= result["notifications"]  # every acknowledged user was queued
+
+
+def test_the_readme_table_names_targets_and_machine() -> None:
+    """run_all renders a table row per figure with its target, and the machine it ran on."""
+    from bench.run_all import table
+
+    box = {"cpu": "Test CPU", "cores": 2, "ram_gib": 4.0, "python": "3.11.7", "os": "Linux"}
+    rename = {"benchmark": "mass_rename", "users": 100, "throttle_scale": 1.0, "seconds": 10.0, "optimum_seconds": 9.5,
+              "ratio_to_optimum": 0.95, "cpu_ms_per_user": 0.5, "graph_requests_per_user": 0.055,
+              "resource_units_per_user": 1.0, "responses_429": 0, "flags_written": 5, "flags_expected": 6,
+              "peak_rss_mb": 80.0, "baseline_ratio": 3.0}
+    text = table([rename], box)
+    assert "Test CPU, 2 cores, 4.0 GiB RAM, Python 3.11.7" in text
+    assert "flags written 5 of 6" in text and "| **no** |" in text
+    assert "ratio 0.95 | >= 0.9 | yes |" in text
