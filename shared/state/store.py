@@ -8,7 +8,8 @@ Tables and keys (every key starts with the tenant id, encoded by `safe_key`):
 |               | tenant            | `id|` run id                           | pointer: run id -> run RowKey       |
 | `plans`       | tenant            | plan id                                | plan JSON, state hash, applied     |
 | `flags`       | `tenant|bNN` (16) | user id                                | the user's latest UPN-change case  |
-| `snapshots`   | `tenant|bNN` (16) | user id                                | last seen UPN                      |
+| `snapshots`   | `tenant|bNN` (16) | `gNNN` (64 groups a bucket)            | last seen UPN of many users: one   |
+|               |                   |                                        | property per user (`u`+GUID hex)   |
 | `checkpoints` | tenant            | name, or `lease|` name                 | JSON values (delta links), leases  |
 | `events`      | tenant            | event id (`h|` sha256 when too long)   | idempotency keys, `expires_at`     |
 
@@ -31,6 +32,8 @@ import datetime as dt
 import hashlib
 import heapq
 import logging
+import re
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -45,6 +48,7 @@ from shared.state import fastpath
 from shared.state.clients import StorageClients
 from shared.state.codec import (
     MAX_BATCH_OPERATIONS,
+    MAX_CUSTOM_PROPERTIES,
     check_entity,
     chunk_operations,
     decode_document,
@@ -70,6 +74,11 @@ RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS = "runs", "plans", "flags", "
 TABLES: tuple[str, ...] = (RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS)
 FLAG_BUCKETS = 16
 SNAPSHOT_BUCKETS = FLAG_BUCKETS  # the same bucket for a user's flag and snapshot (see above)
+#: Snapshot rows per bucket: 16 x 64 = 1,024 rows, ~98 users a row at 100k users (the fullest of 1,024
+#: rows ~135); a row holds at most MAX_CUSTOM_PROPERTIES users (Table Storage's limit), so ~190k users.
+SNAPSHOT_GROUPS = 64
+MAX_PROPERTY_NAME = 255
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: `put_checkpoint(..., etag=ABSENT)` creates the row only if it does not exist yet.
 ABSENT = "absent"
 FLAG_STATUS_OPEN = "pending"
@@ -82,6 +91,8 @@ _RUN_ROWS_END = ":"  # run rows start with digits, pointer rows with "id|"
 _LEASE = "lease" + SEPARATOR
 _HASHED_EVENT = "h" + SEPARATOR
 _REPLACE = {"mode": UpdateMode.REPLACE}
+_MERGE = {"mode": UpdateMode.MERGE}
+_MAX_SELECT = 40  # more properties than this: read the whole row (the URL stays short)
 
 
 def _utcnow() -> dt.datetime:
@@ -161,12 +172,58 @@ def flag_from_entity(entity: TableEntity) -> dict[str, Any]:
     return doc
 
 
-def snapshot_to_entity(tenant_id: str, user_id: str, upn: str, buckets: int, now: dt.datetime) -> dict[str, Any]:
-    """A snapshot row: last seen UPN of one user."""
+def snapshot_property(user_id: str) -> str:
+    """The property that holds `user_id`'s UPN in its grouped snapshot row (reversible: `snapshot_user`).
+
+    A lowercase GUID (Graph's ids) is `u` + its 32 hex digits; anything else is `x` + the hex of its
+    UTF-8 bytes (a valid property name whatever the id holds; at most 255 characters, so 127 bytes)."""
+    if not isinstance(user_id, str) or not user_id:
+        raise InputError("user id must be a non-empty string")
+    if _GUID.fullmatch(user_id):
+        return "u" + user_id.replace("-", "")
+    try:
+        raw = user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("user id is not valid Unicode text") from None
+    if 1 + 2 * len(raw) > MAX_PROPERTY_NAME:
+        raise InputError(f"user id is too long for a snapshot ({len(raw)} bytes; at most "
+                         f"{(MAX_PROPERTY_NAME - 1) // 2})")
+    return "x" + raw.hex()
+
+
+def snapshot_user(name: str) -> str | None:
+    """The user id of a snapshot property name, or None for anything else (keys, metadata)."""
+    if len(name) == 33 and name[0] == "u":
+        h = name[1:]
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    if name[:1] == "x" and len(name) > 1:
+        try:
+            return bytes.fromhex(name[1:]).decode("utf-8")
+        except ValueError:
+            return None
+    return None
+
+
+def snapshot_row(user_id: str, buckets: int, groups: int) -> tuple[int, int]:
+    """(bucket, group) of a user's snapshot: the bucket is `bucket_of` (the flag's too); the group
+    uses the CRC's higher part, so it is independent of the bucket and as stable."""
+    crc = zlib.crc32(user_id.encode("utf-8"))
+    return crc % buckets, (crc // buckets) % groups
+
+
+def snapshot_row_key(group: int) -> str:
+    return f"g{group:03d}"
+
+
+def snapshot_to_entity(tenant_id: str, user_id: str, upn: str, buckets: int, now: dt.datetime,
+                       groups: int = SNAPSHOT_GROUPS) -> dict[str, Any]:
+    """A MERGE into a user's grouped snapshot row carrying that user's last seen UPN only."""
+    del now  # the row's Timestamp says when it last changed
     if not isinstance(upn, str) or not upn:
         raise InputError("a snapshot needs a non-empty UPN")
-    return {"PartitionKey": bucket_partition(tenant_id, bucket_of(user_id, buckets)),
-            "RowKey": safe_key(user_id, what="user id"), **encode_document({"upn": upn, "updated_at": now})}
+    bucket, group = snapshot_row(user_id, buckets, groups)
+    return {"PartitionKey": bucket_partition(tenant_id, bucket), "RowKey": snapshot_row_key(group),
+            snapshot_property(user_id): upn}
 
 
 def checkpoint_to_entity(tenant_id: str, name: str, value: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -216,6 +273,7 @@ class StateStore:
     def __init__(self, storage: StorageSettings, *, credential: Any = None,
                  connection_verify: bool | str | None = None, clock: Callable[[], dt.datetime] | None = None,
                  flag_buckets: int = FLAG_BUCKETS, snapshot_buckets: int = SNAPSHOT_BUCKETS,
+                 snapshot_groups: int = SNAPSHOT_GROUPS,
                  retry_total: int = 3, concurrency: int = 16) -> None:
         """`credential`/`connection_verify` serve the identity path in tests (default: managed identity);
         `clock` returns aware datetimes (tests move time for leases and events); bucket counts exist
@@ -228,6 +286,7 @@ class StateStore:
         self._clock = clock or _utcnow
         self.flag_buckets = flag_buckets
         self.snapshot_buckets = snapshot_buckets
+        self.snapshot_groups = snapshot_groups
         self._concurrency = concurrency
         self._ensured = False
         self._ensure_lock = asyncio.Lock()
@@ -662,62 +721,107 @@ class StateStore:
                 return
 
     # --- snapshots ---------------------------------------------------------------------------------
+    # One row per (bucket, group) holds many users, one property each (`snapshot_property`): reads are
+    # one point read per row, writes are MERGEs of the changed users' properties only (no read, no
+    # ETag: two writers of the same row touch different properties, or the same one with the same
+    # meaning), and the whole table is ~1,000 rows for 100k users, read in one query per partition.
+    def _snapshot_keys(self, tenant_id: str, user_id: str) -> tuple[str, str, str]:
+        bucket, group = snapshot_row(user_id, self.snapshot_buckets, self.snapshot_groups)
+        return bucket_partition(tenant_id, bucket), snapshot_row_key(group), snapshot_property(user_id)
+
     async def get_snapshots(self, tenant_id: str, user_ids: Iterable[str]) -> dict[str, str]:
-        """Last seen UPN per user id (users never seen are absent); parallel point reads."""
-        ids = list(dict.fromkeys(user_ids))
+        """Last seen UPN per user id (users never seen or deleted are absent); one point read per row."""
+        rows: dict[tuple[str, str], dict[str, str]] = {}  # (pk, rk) -> property -> user id
+        for user_id in dict.fromkeys(user_ids):
+            pk, rk, name = self._snapshot_keys(tenant_id, user_id)
+            rows.setdefault((pk, rk), {})[name] = user_id
 
-        async def one(user_id: str) -> tuple[str, str | None]:
-            pk = bucket_partition(tenant_id, bucket_of(user_id, self.snapshot_buckets))
-            rk = safe_key(user_id, what="user id")
+        async def one(pk: str, rk: str, names: dict[str, str]) -> list[tuple[str, str]]:
+            select = list(names) if len(names) <= _MAX_SELECT else None
 
-            async def work(client: TableClient) -> str | None:
-                entity = await fastpath.get(client, pk, rk, select=["upn"])
-                return str(entity["upn"]) if entity is not None and entity.get("upn") else None
+            async def work(client: TableClient) -> dict[str, Any] | None:
+                return await fastpath.get(client, pk, rk, select=select)
 
-            return user_id, await self._op(SNAPSHOTS, "reading snapshots", work)
+            entity = await self._op(SNAPSHOTS, "reading snapshots", work) or {}
+            return [(uid, str(entity[name])) for name, uid in names.items() if entity.get(name)]
 
-        pairs = await self._gather(one(u) for u in ids)
-        return {user_id: upn for user_id, upn in pairs if upn is not None}
+        found = await self._gather(one(pk, rk, names) for (pk, rk), names in rows.items())
+        return dict(pair for pairs in found for pair in pairs)
+
+    async def _merge_snapshots(self, tenant_id: str, values: Mapping[str, str], action: str) -> None:
+        """MERGE `{user id: value}` into the grouped rows: one operation per row, one transaction per
+        partition (<= 100 rows each). A row's own users never exceed Table Storage's property limit."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for user_id, value in values.items():
+            pk, rk, name = self._snapshot_keys(tenant_id, user_id)
+            rows.setdefault((pk, rk), {"PartitionKey": pk, "RowKey": rk})[name] = value
+        for entity in rows.values():
+            if len(entity) - 2 > MAX_CUSTOM_PROPERTIES:
+                raise StateError(f"snapshot row {entity['RowKey']} of {entity['PartitionKey']} would hold "
+                                 f"{len(entity) - 2} users; Table Storage allows {MAX_CUSTOM_PROPERTIES} properties")
+            check_entity(entity)
+
+        async def chunk_of(chunk: list[Mapping[str, Any]]) -> None:
+            try:
+                await self._op(SNAPSHOTS, action,
+                               lambda c: self._submit_transaction(c, [("upsert", e, _MERGE) for e in chunk]))
+            except StateError as exc:
+                if "TooManyProperties" in str(exc) or "TooManyProperties" in str(exc.__cause__ or ""):
+                    raise StateError(f"a snapshot row is full ({MAX_CUSTOM_PROPERTIES} users): more users than "
+                                     f"{self.snapshot_buckets} x {self.snapshot_groups} rows can hold") from exc
+                raise
+
+        await self._gather(chunk_of(c) for c in chunk_operations(rows.values()))
 
     async def put_snapshots(self, tenant_id: str, upns: Mapping[str, str]) -> int:
-        """Upsert last seen UPNs in transactions of <= 100 per partition; returns how many were written."""
-        now = self._now()
-        entities = [snapshot_to_entity(tenant_id, uid, upn, self.snapshot_buckets, now) for uid, upn in upns.items()]
-
-        async def chunk_of(chunk: list[Mapping[str, Any]]) -> int:
-            await self._op(SNAPSHOTS, "writing snapshots",
-                           lambda c: self._submit_transaction(c, [("upsert", e, _REPLACE) for e in chunk]))
-            return len(chunk)
-
-        return sum(await self._gather(chunk_of(c) for c in chunk_operations(entities)))
+        """Record last seen UPNs (MERGEs into the grouped rows); returns how many users were written."""
+        for upn in upns.values():
+            if not isinstance(upn, str) or not upn:
+                raise InputError("a snapshot needs a non-empty UPN")
+        await self._merge_snapshots(tenant_id, upns, "writing snapshots")
+        return len(upns)
 
     async def delete_snapshots(self, tenant_id: str, user_ids: Iterable[str]) -> None:
-        """Forget users (deleted accounts); missing rows are fine."""
-        async def one(user_id: str) -> None:
-            pk = bucket_partition(tenant_id, bucket_of(user_id, self.snapshot_buckets))
-            rk = safe_key(user_id, what="user id")
+        """Forget users (deleted accounts): their property becomes empty; never-seen users are fine."""
+        await self._merge_snapshots(tenant_id, dict.fromkeys(user_ids, ""), "deleting snapshots")
 
-            async def work(client: TableClient) -> None:
-                await client.delete_entity(pk, rk)
+    async def iter_snapshot_rows(self, tenant_id: str) -> AsyncIterator[dict[str, str]]:
+        """Every snapshot row of the tenant as `{user id: UPN}` (deleted users left out), one paged
+        query per partition; partitions are read one after another."""
+        for bucket in range(self.snapshot_buckets):
+            for row in await self._snapshot_partition(tenant_id, bucket):
+                yield row
 
-            await self._op(SNAPSHOTS, "deleting snapshots", work)
+    async def _snapshot_partition(self, tenant_id: str, bucket: int) -> list[dict[str, str]]:
+        async def work(client: TableClient) -> list[dict[str, str]]:
+            rows: list[dict[str, str]] = []
+            async for entity in client.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": bucket_partition(tenant_id, bucket)},
+                    results_per_page=MAX_PAGE):
+                users = {uid: value for name, value in entity.items()
+                         if (uid := snapshot_user(name)) is not None and isinstance(value, str)}
+                if len(users) > MAX_CUSTOM_PROPERTIES:  # Azurite doesn't enforce the limit; Azure would refuse
+                    raise StateError(f"snapshot row {entity.get('RowKey')} holds {len(users)} users; Table "
+                                     f"Storage allows {MAX_CUSTOM_PROPERTIES} properties")
+                rows.append({uid: upn for uid, upn in users.items() if upn})
+            return rows
 
-        await self._gather(one(u) for u in dict.fromkeys(user_ids))
+        return await self._op(SNAPSHOTS, "reading snapshots", work)
+
+    async def load_all_snapshots(self, tenant_id: str) -> dict[str, str]:
+        """The whole snapshot table as `{user id: UPN}`: all partitions in parallel, ~1,000 rows for
+        100k users."""
+        parts = await self._gather(self._snapshot_partition(tenant_id, b) for b in range(self.snapshot_buckets))
+        out: dict[str, str] = {}
+        for rows in parts:
+            for row in rows:
+                out.update(row)
+        return out
 
     async def count_snapshots(self, tenant_id: str) -> int:
-        """How many users have a snapshot (keys only, all buckets in parallel)."""
-        async def one(bucket: int) -> int:
-            async def work(client: TableClient) -> int:
-                count = 0
-                async for _ in client.query_entities(
-                        "PartitionKey eq @pk", parameters={"pk": bucket_partition(tenant_id, bucket)},
-                        select=["RowKey"], results_per_page=MAX_PAGE):
-                    count += 1
-                return count
-
-            return await self._op(SNAPSHOTS, "counting snapshots", work)
-
-        return sum(await self._gather(one(b) for b in range(self.snapshot_buckets)))
+        """How many users have a snapshot (deleted users not counted)."""
+        parts = await self._gather(self._snapshot_partition(tenant_id, b) for b in range(self.snapshot_buckets))
+        return sum(len(row) for rows in parts for row in rows)
 
     # --- checkpoints and leases ------------------------------------------------------------------
     async def get_checkpoint(self, tenant_id: str, name: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -5,7 +5,7 @@ Every source (Graph notifications, Event Grid, tickets, the delta sweep) ends up
 of at most 20 users (`users_message`), and one processor handles them all:
 
     message --> current UPN (from the message, else one $batch of GET users)
-            --> snapshot (Table) --> changed users only: one $batch of fido2Methods
+            --> snapshot (the message's `oldUpn`, else Table) --> changed users only: one $batch of fido2Methods
             --> decide_change --> merge_flag with the stored flag --> flag writes --> snapshot writes
 
 The flag is written before the snapshot, so a crash between the two re-detects the change on the next
@@ -67,7 +67,7 @@ def _iso(value: datetime) -> str:
 # ------------------------------------------------------------------------------------------ messages
 def users_message(users: list[dict[str, Any]], *, source: str, ticket_id: str | None = None,
                   old_upn: str | None = None) -> dict[str, Any]:
-    """A queue message for at most 20 users: `[{"id", "upn"?, "removed"?}]`."""
+    """A queue message for at most 20 users: `[{"id", "upn"?, "oldUpn"?, "removed"?}]`."""
     if not 0 < len(users) <= USERS_PER_MESSAGE:
         raise ValueError(f"a message carries 1 to {USERS_PER_MESSAGE} users")
     message: dict[str, Any] = {"v": MESSAGE_VERSION, "kind": "users", "source": source, "users": users,
@@ -243,12 +243,15 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
     now = _now()
     current: dict[str, str | None] = {}
     removed: list[str] = []
+    known: dict[str, str] = {}  # old UPNs the message carries (the sweep compared with the snapshot)
     for entry in users:
         uid = str(entry["id"]).lower()
         if entry.get("removed"):
             removed.append(uid)
         else:
             current[uid] = entry.get("upn")
+            if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
+                known[uid] = entry["oldUpn"]
     unknown = [uid for uid, upn in current.items() if not upn]
     if unknown:
         for uid, upn in (await _current_upns(services, unknown)).items():
@@ -258,7 +261,9 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
             else:
                 current[uid] = upn
 
-    snapshots = await services.store.get_snapshots(tenant, list(current))
+    unread = [uid for uid in current if uid not in known]
+    snapshots = await services.store.get_snapshots(tenant, unread) if unread else {}
+    snapshots.update((uid, known[uid]) for uid in current if uid in known)
     if old_upn_hint and len(current) == 1:
         (uid,) = current
         snapshots.setdefault(uid, old_upn_hint)  # a ticket may tell us the old UPN we never saw
@@ -342,10 +347,38 @@ class _SweepBuffer:
         return min(self.since.values()) if self.since else None
 
 
+def _compare(entries: list[dict[str, Any]], known: dict[str, str]
+             ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Split a delta page against the in-memory snapshots: (entries to queue, snapshots to write now).
+
+    Changed users are queued with `oldUpn`; deleted users are queued as they are; unchanged users are
+    dropped; new users (no snapshot) and case-only changes are written here, as the processor would
+    (no flag either way). `known` is updated, so a user seen twice in one run is compared with its
+    latest UPN."""
+    out: list[dict[str, Any]] = []
+    fresh: dict[str, str] = {}
+    for entry in entries:
+        upn = entry.get("upn")
+        if not upn:
+            out.append(entry)
+            continue
+        uid = str(entry["id"]).lower()
+        old = known.get(uid)
+        if old is None or same_upn(old, upn):
+            if old != upn:
+                fresh[uid] = upn
+        else:
+            out.append({**entry, "oldUpn": old})
+        known[uid] = upn
+    return out, fresh
+
+
 async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None) -> dict[str, Any]:
     """The backstop: read users/delta from the stored link, queue the changes, checkpoint every page.
 
-    The first run seeds the UPN snapshot directly and flags no one. Changed users are queued grouped
+    The first run seeds the UPN snapshot directly and flags no one. Later runs load every snapshot
+    first and compare in memory: only changed users are queued (with their old UPN), new users'
+    snapshots are written directly, unchanged users cost nothing. Changed users are queued grouped
     by storage bucket (`_SweepBuffer`), so some wait a few pages for their message; the stored link
     (with ETag) is always that of the oldest page with a user not yet queued, so a crash resumes
     there and may re-queue a few pages, which the idempotent processor absorbs. Each page's RU is
@@ -367,6 +400,9 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     from shared.state import ABSENT
 
     etag = etag or ABSENT
+    # Not seeding: every snapshot in memory (one query per partition), so unchanged users cost nothing,
+    # new users are recorded here, and only changed users are queued, each with its old UPN.
+    known = None if state.get("seeding") else await services.store.load_all_snapshots(tenant)
     held = _SweepBuffer(services.store.snapshot_buckets)
     fetch: str = state["nextLink"]
     links: dict[int, str] = {}  # page number -> the link it was read from (the resume point while held)
@@ -397,6 +433,11 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
         if state.get("seeding"):
             await services.store.put_snapshots(tenant, {e["id"].lower(): e["upn"] for e in entries if "upn" in e})
         else:
+            if known is None:  # a resync that started while seeding, then finished seeding: compare from here
+                known = await services.store.load_all_snapshots(tenant)
+            entries, fresh = _compare(entries, known)
+            if fresh:
+                await services.store.put_snapshots(tenant, fresh)
             last = "@odata.nextLink" not in page or (max_pages is not None and pages >= max_pages)
             groups = held.add(entries, pages) + held.take(None if last else pages - SWEEP_HOLD_PAGES + 1)
             messages = [users_message(g, source="sweep") for g in groups]

@@ -248,3 +248,84 @@ async def test_flags_are_listed_paged_and_exported_as_csv(azurite):
         assert status == 200 and headers["Content-Type"].startswith("text/csv")
         lines = text.strip().splitlines()
         assert lines[0].startswith("userId,oldUpn,newUpn,status") and len(lines) == 6
+
+
+def _capture_messages(monkeypatch, *, fail_on_call: int | None = None) -> list[dict]:
+    """Record every users message the sweep queues; optionally die (like a killed process) on one send."""
+    import shared.upn.service as service
+
+    sent: list[dict] = []
+    real = service.send_messages
+    calls = {"n": 0}
+
+    async def spy(services, messages, *, delay=0):
+        calls["n"] += 1
+        if fail_on_call is not None and calls["n"] == fail_on_call:
+            raise RuntimeError("process killed mid-sweep")
+        sent.extend(messages)
+        await real(services, messages, delay=delay)
+
+    monkeypatch.setattr(service, "send_messages", spy)
+    return sent
+
+
+async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurite, monkeypatch):
+    """The sweep compares in memory: on a full re-read only renamed users are queued, each carrying its
+    old UPN; unchanged users cost no message; a user without a snapshot gets one written, unflagged."""
+    async with running_stack(azurite, tenant([user(n) for n in range(1, 21)])) as stack:
+        await sweep(stack.services)
+        for n in (3, 5):
+            await _rename(stack, n, f"user{n}@fabrikam.example")
+        await stack.services.store.delete_snapshots(stack.tenant_id, [uid(7)])  # never seen before
+        stack.sim.invalidate_delta()  # the next sweep reads every user again
+        sent = _capture_messages(monkeypatch)
+        result = await sweep(stack.services)
+        assert result["resyncs"] == 1 and result["complete"]
+        entries = [u for m in sent for u in m["users"]]
+        assert sorted(entries, key=lambda e: e["id"]) == [
+            {"id": uid(n), "upn": f"user{n}@fabrikam.example", "oldUpn": f"user{n}@contoso.example"} for n in (3, 5)]
+        assert await stack.services.store.get_snapshots(stack.tenant_id, [uid(7)]) == {uid(7): "user7@contoso.example"}
+
+        async def both_flagged() -> bool:
+            return {f["userId"] for f in await stack.all_flags()} == {uid(3), uid(5)}
+
+        await eventually(both_flagged, timeout=30)
+        flag = await stack.flag(uid(3))
+        assert flag["oldUpn"] == "user3@contoso.example" and flag["newUpn"] == "user3@fabrikam.example"
+        snaps = await stack.services.store.get_snapshots(stack.tenant_id, [uid(3), uid(5), uid(1)])
+        assert snaps == {uid(3): "user3@fabrikam.example", uid(5): "user5@fabrikam.example",
+                         uid(1): "user1@contoso.example"}
+
+
+async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azurite, monkeypatch):
+    """A full re-read dies on its second send, with changed users held in memory and new snapshots
+    already written; the resumed sweep reloads the snapshots, re-reads from the checkpoint and every
+    renamed user ends with exactly one flag, no unchanged user ever queued."""
+    users = [user(n) for n in range(1, 61)]
+    doc = tenant(users)
+    doc["simulator"]["delta_page_size"] = 5
+    async with running_stack(azurite, doc) as stack:
+        await sweep(stack.services)
+        renamed = list(range(1, 61, 3))
+        for n in renamed:
+            await _rename(stack, n, f"user{n}@fabrikam.example")
+        await stack.services.store.delete_snapshots(stack.tenant_id, [uid(2), uid(59)])
+        stack.sim.invalidate_delta()
+        sent = _capture_messages(monkeypatch, fail_on_call=2)
+        try:
+            await sweep(stack.services)
+            raise AssertionError("the sweep should have died")
+        except RuntimeError as exc:
+            assert "killed" in str(exc)
+        rest = await sweep(stack.services)
+        assert rest["complete"]
+        queued = [u["id"] for m in sent for u in m["users"]]
+        assert set(queued) <= {uid(n) for n in renamed}  # nobody unchanged was queued
+
+        async def all_flagged() -> bool:
+            return {f["userId"] for f in await stack.all_flags()} == {uid(n) for n in renamed}
+
+        await eventually(all_flagged, timeout=30)
+        assert len(await stack.all_flags()) == len(renamed)
+        snaps = await stack.services.store.load_all_snapshots(stack.tenant_id)
+        assert snaps == {uid(n): f"user{n}@{'fabrikam' if n in renamed else 'contoso'}.example" for n in range(1, 61)}
