@@ -16,8 +16,7 @@ from azure.data.tables.aio import TableClient
 from devhost.azurite import Azurite
 from shared.config import StorageSettings
 from shared.errors import ConcurrencyError, InputError, NotFound, PayloadTooLarge, StateError
-from shared.state import ABSENT, MAX_BATCH_OPERATIONS, TABLES, StateStore
-from shared.state import fastpath
+from shared.state import ABSENT, MAX_BATCH_OPERATIONS, TABLES, StateStore, fastpath
 from shared.state.codec import MAX_CUSTOM_PROPERTIES
 from shared.state.store import snapshot_property, snapshot_row, snapshot_user
 
