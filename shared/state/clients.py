@@ -23,6 +23,7 @@ from shared.config import StorageSettings
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
+IDLE_SECONDS = 4.0  # below Azurite's 5 s keep-alive (Azure keeps idle connections far longer)
 
 
 class StorageClients:
@@ -69,7 +70,10 @@ class StorageClients:
 
     async def _build(self) -> None:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            # Idle connections are dropped by the client before the server does: Azurite (Node) closes
+            # them after 5 s, aiohttp would keep them 15 s and then reuse a socket the server is closing
+            # (connection reset on every retry; seen at 100k users in bench/mass_rename.py).
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=IDLE_SECONDS))
         table_retry: dict[str, Any] = {"retry_total": self._retry_total, "retry_backoff_factor": 0.4,
                                        "retry_backoff_max": 8}
         queue_retry: dict[str, Any] = {"retry_total": self._retry_total, "initial_backoff": 1, "increment_base": 2,
