@@ -3,7 +3,7 @@
 
     store = StateStore.from_settings(settings)      # one per process
     await store.ensure()                            # optional: every call ensures lazily
-    created = await store.create_flags(tenant, [{"user_id": ..., "old_upn": ..., "new_upn": ...}])
+    created = await store.create_flags(tenant, [{"userId": ..., "oldUpn": ..., "newUpn": ...}])
     await store.queue.send([{"tenant": tenant, "user_ids": [...]}])
 """
 from __future__ import annotations

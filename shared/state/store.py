@@ -628,7 +628,7 @@ class StateStore:
                     if not (is_conflict(exc) or _entity_missing(exc)):
                         raise
                 row = await self._get(client, pk, rk)
-            raise ConcurrencyError(f"flag for user {doc['user_id']!r} kept changing under us")
+            raise ConcurrencyError(f"flag for user {doc['userId']!r} kept changing under us")
 
         return await self._op(FLAGS, "creating a flag", work)
 
@@ -646,7 +646,7 @@ class StateStore:
             except ResourceNotFoundError as exc:
                 if container_missing(exc):
                     raise
-                raise NotFound(f"flag for user {doc.get('user_id')!r} not found") from None
+                raise NotFound(f"flag for user {doc.get('userId')!r} not found") from None
 
         return await self._op(FLAGS, "updating a flag", work)
 
