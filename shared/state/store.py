@@ -43,7 +43,7 @@ from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.config import Settings, StorageSettings
-from shared.errors import ConcurrencyError, InputError, NotFound, StateError
+from shared.errors import ConcurrencyError, InputError, NotFound, PasskeyGuardError, StateError
 from shared.state import fastpath
 from shared.state.clients import StorageClients
 from shared.state.codec import (
@@ -118,6 +118,22 @@ def _etag(metadata_or_entity: Any) -> str:
 
 def _entity_missing(exc: BaseException) -> bool:
     return isinstance(exc, ResourceNotFoundError) and not container_missing(exc)
+
+
+async def _update_if_unchanged(client: TableClient, entity: Mapping[str, Any], etag: str, mode: UpdateMode,
+                               missing: PasskeyGuardError) -> str:
+    """Update `entity` only while the row still has `etag`; a gone row raises `missing`. Returns the new ETag.
+
+    A stale ETag surfaces as a 412, which `_op` maps to ConcurrencyError; a missing table propagates so
+    `_op` can recreate it.
+    """
+    try:
+        return _etag(await client.update_entity(entity, mode=mode, etag=etag,
+                                                match_condition=MatchConditions.IfNotModified))
+    except ResourceNotFoundError as exc:
+        if container_missing(exc):
+            raise
+        raise missing from None
 
 
 # --- explicit entity mapping, one pair per table -------------------------------------------------------
@@ -501,13 +517,8 @@ class StateStore:
                                                     "applied_run_id": run_id})}
 
         async def work(client: TableClient) -> str:
-            try:
-                return _etag(await client.update_entity(patch, mode=UpdateMode.MERGE, etag=etag,
-                                                        match_condition=MatchConditions.IfNotModified))
-            except ResourceNotFoundError as exc:
-                if container_missing(exc):
-                    raise
-                raise NotFound(f"plan {plan_id!r} not found") from None
+            return await _update_if_unchanged(client, patch, etag, UpdateMode.MERGE,
+                                              NotFound(f"plan {plan_id!r} not found"))
 
         return await self._op(PLANS, "marking a plan applied", work)
 
@@ -640,13 +651,8 @@ class StateStore:
         check_entity(entity)
 
         async def work(client: TableClient) -> str:
-            try:
-                return _etag(await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                                        match_condition=MatchConditions.IfNotModified))
-            except ResourceNotFoundError as exc:
-                if container_missing(exc):
-                    raise
-                raise NotFound(f"flag for user {doc.get('userId')!r} not found") from None
+            return await _update_if_unchanged(client, entity, etag, UpdateMode.REPLACE,
+                                              NotFound(f"flag for user {doc.get('userId')!r} not found"))
 
         return await self._op(FLAGS, "updating a flag", work)
 
@@ -854,13 +860,8 @@ class StateStore:
                     return _etag(await client.create_entity(entity))
                 except ResourceExistsError:
                     raise ConcurrencyError(f"checkpoint {name!r} already exists") from None
-            try:
-                return _etag(await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                                        match_condition=MatchConditions.IfNotModified))
-            except ResourceNotFoundError as exc:
-                if container_missing(exc):
-                    raise
-                raise ConcurrencyError(f"checkpoint {name!r} was deleted meanwhile") from None
+            return await _update_if_unchanged(client, entity, etag, UpdateMode.REPLACE,
+                                              ConcurrencyError(f"checkpoint {name!r} was deleted meanwhile"))
 
         return await self._op(CHECKPOINTS, "writing a checkpoint", work)
 
