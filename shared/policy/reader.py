@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.errors import NotFound
 from shared.graph.gateway import GraphGateway
+from shared.graph.passkeys import read_passkeys
 
 FIDO2_PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
 STRENGTHS_PATH = "/policies/authenticationStrengthPolicies"
@@ -73,14 +74,5 @@ async def read_users_with_passkeys(graph: GraphGateway, user_ids: list[str] | No
             for user in page.get("value", []):
                 upns[user["id"]] = user.get("userPrincipalName", "")
         user_ids = list(upns)
-    answers = await graph.batch_get({uid: f"/users/{uid}/authentication/fido2Methods" for uid in user_ids})
-    passkeys: dict[str, list[dict[str, Any]]] = {}
-    for uid, answer in answers.items():
-        if answer.status == 200 and isinstance(answer.body, dict) and answer.body.get("value"):
-            passkeys[uid] = answer.body["value"]
-        elif answer.status not in (200, 404):
-            from shared.errors import GraphError
-
-            raise GraphError(f"could not read the passkeys of user {uid}: Graph answered {answer.status}",
-                             status_code=answer.status)
+    passkeys = {uid: keys for uid, keys in (await read_passkeys(graph, user_ids)).items() if keys}
     return passkeys, upns

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.errors import ConcurrencyError, GraphError, GraphThrottled, InputError, NotFound
+from shared.graph.passkeys import raise_if_throttled
 from shared.services import Services
 from shared.upn.decide import (
     DecisionKind,
@@ -160,17 +161,10 @@ def _flag_doc(flag: Flag) -> dict[str, Any]:
     return flag_to_dict(flag)
 
 
-def _throttle_if_any(answers: Mapping[str, Any]) -> None:
-    throttled = [a for a in answers.values() if a.status == 429]
-    if throttled:
-        raise GraphThrottled(f"{len(throttled)} Graph reads still throttled",
-                             retry_after=max(a.retry_after for a in throttled))
-
-
 async def _current_upns(services: Services, ids: list[str]) -> dict[str, str | None]:
     """Current UPN per user id from Graph (None: the user no longer exists), 20 per $batch."""
     answers = await services.graph.batch_get({uid: f"/users/{uid}?$select=id,userPrincipalName" for uid in ids})
-    _throttle_if_any(answers)
+    raise_if_throttled(answers)
     out: dict[str, str | None] = {}
     for uid, answer in answers.items():
         if answer.status == 200 and isinstance(answer.body, dict):
@@ -184,19 +178,9 @@ async def _current_upns(services: Services, ids: list[str]) -> dict[str, str | N
 
 async def read_passkeys(services: Services, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Each user's registered passkeys (raw fido2Methods JSON), 20 per $batch at the tenant's pace."""
-    if not ids:
-        return {}
-    answers = await services.graph.batch_get({uid: f"/users/{uid}/authentication/fido2Methods" for uid in ids})
-    _throttle_if_any(answers)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for uid, answer in answers.items():
-        if answer.status == 200 and isinstance(answer.body, dict):
-            out[uid] = list(answer.body.get("value") or [])
-        elif answer.status == 404:
-            out[uid] = []
-        else:
-            raise GraphError(f"reading the passkeys of {uid} failed with {answer.status}", status_code=answer.status)
-    return out
+    from shared.graph.passkeys import read_passkeys as read
+
+    return await read(services.graph, ids)
 
 
 async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
