@@ -102,13 +102,14 @@ async def flags_export(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @app.event_grid_trigger(arg_name="event")
-async def upn_events(event: func.EventGridEvent) -> None:
-    """Graph user events delivered through an Event Grid partner topic (CloudEvents schema)."""
+async def upn_events(event: func.CloudEvent) -> None:
+    """Graph user events delivered through an Event Grid partner topic (CloudEvents schema: the library
+    hands a func.CloudEvent, or a func.EventGridEvent for an Event Grid schema delivery)."""
     from shared.services import get_services
+    from shared.upn.intake import event_grid_trigger_values
     from shared.upn.service import intake_event_grid
 
-    await intake_event_grid(get_services(), event_id=event.id, subject=event.subject,
-                            event_type=event.event_type, data=event.get_json())
+    await intake_event_grid(get_services(), **event_grid_trigger_values(event))
 
 
 @app.queue_trigger(arg_name="msg", queue_name="upn-changes", connection="STATE_STORAGE")

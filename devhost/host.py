@@ -20,6 +20,8 @@ from typing import Any
 import azure.functions as func
 from aiohttp import web
 from azure.core.exceptions import ResourceNotFoundError
+from azure.functions.eventgrid import EventGridEventInConverter
+from azure.functions.meta import Datum
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
@@ -101,11 +103,9 @@ class DevHost:
         if trig["type"] == "timerTrigger":
             await self._invoke(fn, TimerRequest(past_due=False))
         elif trig["type"] == "eventGridTrigger":
-            event = payload.get("input") or payload
-            await self._invoke(fn, func.EventGridEvent(
-                id=event.get("id", ""), data=event.get("data"), topic=event.get("source", ""),
-                subject=event.get("subject", ""), event_type=event.get("type", ""),
-                event_time=None, data_version=event.get("specversion", "1.0")))
+            event = payload.get("input") or payload  # decoded as the host does: a CloudEvent stays one
+            await self._invoke(fn, EventGridEventInConverter.decode(Datum(json.dumps(event), "json"),
+                                                                    trigger_metadata=None))
         else:
             return web.json_response({"error": {"code": "badRequest", "message": "not invocable here"}}, status=400)
         return web.Response(status=202)

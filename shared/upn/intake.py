@@ -10,7 +10,8 @@ Surfaces and what they yield
     parse_lifecycle_notifications Graph lifecycle POST {"value": [...]}      -> list[LifecycleEvent]
     parse_event_grid_events      Graph partner events, CloudEvents 1.0       -> list[ChangeNotice]
     parse_event_grid_batch       the same, plus lifecycle events and rejections -> EventGridBatch
-    parse_event_grid_trigger     one func.EventGridEvent, as plain values    -> ChangeNotice | LifecycleEvent | None
+    event_grid_trigger_values    the trigger's func.CloudEvent (or EventGridEvent) -> plain values
+    parse_event_grid_trigger     one trigger event, as those plain values    -> ChangeNotice | LifecycleEvent | None
     verify_ticket / sign_ticket  the ticketing webhook (HMAC-SHA256)         -> TicketEvent
 
 Batch rule (notifications, lifecycle, Event Grid). One Graph POST can mix subscriptions and tenants, and a
@@ -71,7 +72,8 @@ EVENT_GRID_REAUTHORIZE_TYPE = "microsoft.graph.subscriptionreauthorizationrequir
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _USERS_PATH = re.compile(r"/?users/(?P<id>[^/()']+)|/?users\('(?P<quoted>[^/()']+)'\)", re.IGNORECASE)
-_SOURCE_TENANT = re.compile(r"/tenants/(?P<id>[^/]+)(?:/|$)", re.IGNORECASE)
+#: Graph's CloudEvents ``source``: ``/tenants/{tenantId}/applications/{appId}``.
+_SOURCE_TENANT = re.compile(r"/tenants/(?P<id>[^/]+)/applications/[^/]+", re.IGNORECASE)
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:-]+")
 _UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"sha256=(?P<hex>[0-9a-f]{64})")
@@ -510,9 +512,10 @@ def parse_event_grid_batch(events: list[dict[str, Any]] | dict[str, Any], *, ten
     notification fields). Types: ``Microsoft.Graph.UserUpdated`` / ``UserDeleted`` yield ChangeNotices
     (user id from ``subject: Users/<id>``, ``data.resourceData.id`` and ``data.resource``, which must
     agree), ``Microsoft.Graph.SubscriptionReauthorizationRequired`` a LifecycleEvent; any other type is
-    rejected as ``ignored``. The trigger path has no handshake, so the tenant (``data.tenantId``,
-    ``data.resourceData.organizationId``, a ``/tenants/<id>`` ``source``) is always checked, and
-    ``data.clientState`` too when `client_state` is given.
+    rejected as ``ignored``. The trigger path has no handshake, so the tenant is always checked, in ``data``
+    (``data.tenantId`` and/or ``data.resourceData.organizationId``: all present must be ours, one must be
+    present) and in a ``source`` when there is one (``/tenants/{tenantId}/applications/{appId}``, our
+    tenant), and ``data.clientState`` too when `client_state` is given.
     """
     tenant = _require_tenant(tenant_id)
     secret = None if client_state is None else _require_secret(client_state, "client_state")
@@ -549,18 +552,33 @@ def parse_event_grid_batch(events: list[dict[str, Any]] | dict[str, Any], *, ten
     return EventGridBatch(tuple(notices), tuple(lifecycle), tuple(rejected), duplicates)
 
 
+def event_grid_trigger_values(event: Any) -> dict[str, Any]:
+    """The plain values of the event the Functions Event Grid trigger hands over, for parse_event_grid_trigger.
+
+    azure-functions decodes a CloudEvents 1.0 delivery (Graph's partner events are CloudEvents) into
+    ``func.CloudEvent`` (``type``, ``source``; it has no ``event_type``), and an Event Grid schema one into
+    ``func.EventGridEvent`` (``event_type``, ``topic``, no ``source``); both are read here, by their attributes.
+    """
+    if hasattr(event, "event_type"):  # func.EventGridEvent: its topic is an Azure resource id, not the tenant
+        return {"event_id": event.id, "subject": event.subject, "event_type": event.event_type,
+                "data": event.get_json(), "source": None, "cloud_event": False}
+    return {"event_id": event.id, "subject": event.subject, "event_type": event.type, "data": event.get_json(),
+            "source": event.source, "cloud_event": True}
+
+
 def parse_event_grid_trigger(*, event_id: str, subject: str | None, event_type: str,
                              data: Mapping[str, Any] | None, tenant_id: str, client_state: str | None = None,
-                             source: str | None = None) -> ChangeNotice | LifecycleEvent | None:
-    """One event as the Functions Event Grid trigger hands it over (``func.EventGridEvent``: ``id``,
-    ``subject``, ``event_type``, ``get_json()``), passed as plain values so this stays pure.
+                             source: str | None = None, cloud_event: bool = False
+                             ) -> ChangeNotice | LifecycleEvent | None:
+    """One event as the Functions Event Grid trigger hands it over (see event_grid_trigger_values), passed
+    as plain values so this stays pure. A CloudEvent (`cloud_event`) must carry a ``source`` naming our tenant.
 
     Returns the notice or lifecycle event, or None for a type we ignore. Raises AuthError or InputError
     (naming the field) when the event is not ours or is malformed.
     """
     envelope: dict[str, Any] = {"specversion": "1.0", "id": event_id, "type": event_type, "subject": subject,
                                 "data": dict(data) if isinstance(data, Mapping) else data}
-    if source is not None:
+    if source is not None or cloud_event:
         envelope["source"] = source
     batch = parse_event_grid_batch(envelope, tenant_id=tenant_id, client_state=client_state)
     if batch.notices:
@@ -593,11 +611,15 @@ def _event_grid_item(item: Any, path: str, tenant: str, secret: str | None) -> C
         _check_client_state(data, secret, data_path)
     raw_resource_data = data.get("resourceData")
     resource_data = raw_resource_data if isinstance(raw_resource_data, dict) else {}
-    source = item.get("source")
-    source_match = _SOURCE_TENANT.search(source) if isinstance(source, str) else None
     _check_tenant((("data.tenantId", data.get("tenantId")),
-                   ("data.resourceData.organizationId", resource_data.get("organizationId")),
-                   ("source", source_match.group("id") if source_match else None)), tenant, path)
+                   ("data.resourceData.organizationId", resource_data.get("organizationId"))), tenant, path)
+    if "source" in item:
+        source = item["source"]
+        match = _SOURCE_TENANT.fullmatch(source.strip()) if isinstance(source, str) else None
+        if match is None:
+            raise _Reject("auth", f"{path}.source: expected /tenants/<tenantId>/applications/<appId>")
+        if match.group("id").lower() != tenant:
+            raise _Reject("auth", f"{path}.source: not this tenant")
     if raw_resource_data is not None and not isinstance(raw_resource_data, dict):
         raise _Reject("invalid", f"{data_path}.resourceData: expected an object")
 
@@ -788,7 +810,8 @@ def _ticket_upn(data: Mapping[str, Any], key: str) -> str | None:
 __all__ = [
     "CHANGE_TYPES", "LIFECYCLE_EVENTS", "MAX_BODY_BYTES", "MAX_TICKET_BYTES", "MAX_VALIDATION_TOKEN_CHARS",
     "SIGNATURE_HEADER", "TICKET_ACTIONS", "TICKET_WINDOW", "TIMESTAMP_HEADER", "ChangeNotice", "EventGridBatch",
-    "LifecycleEvent", "NotificationBatch", "Rejected", "TicketEvent", "is_guid", "parse_change_notifications",
+    "LifecycleEvent", "NotificationBatch", "Rejected", "TicketEvent", "event_grid_trigger_values", "is_guid",
+    "parse_change_notifications",
     "parse_event_grid_batch", "parse_event_grid_events", "parse_event_grid_trigger",
     "parse_lifecycle_notifications", "sign_ticket", "validation_token", "verify_ticket",
 ]

@@ -667,13 +667,16 @@ async def track_flags_of(services: Services, user_ids: list[str]) -> None:
 
 
 async def intake_event_grid(services: Services, *, event_id: str, subject: str | None, event_type: str,
-                            data: Mapping[str, Any] | None) -> str:
-    """One Event Grid event: a user change is queued, a reauthorization becomes lifecycle work."""
+                            data: Mapping[str, Any] | None, source: str | None = None,
+                            cloud_event: bool = False) -> str:
+    """One Event Grid event: a user change is queued, a reauthorization becomes lifecycle work.
+    The values are those of `intake.event_grid_trigger_values` (a CloudEvent's source names the tenant)."""
     from shared.upn.intake import parse_event_grid_trigger
 
     parsed = parse_event_grid_trigger(event_id=event_id, subject=subject, event_type=event_type, data=data,
                                       tenant_id=services.settings.tenant_id,
-                                      client_state=services.settings.notification_client_state)
+                                      client_state=services.settings.notification_client_state,
+                                      source=source, cloud_event=cloud_event)
     if parsed is None:
         return "ignored"
     if isinstance(parsed, LifecycleEvent):

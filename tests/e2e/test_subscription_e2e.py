@@ -1,11 +1,14 @@
 """The /users subscription's life, lifecycle events, and Event Grid deliveries, end to end."""
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
-import azure.functions as func
+import pytest
 
+from shared.errors import AuthError
 from shared.upn.service import SUBSCRIPTION_CHECKPOINT, ensure_subscription, sweep
+from tests import payloads
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
 from tests.e2e.test_upn_e2e import _rename, _subscribe
 
@@ -66,20 +69,31 @@ async def test_lifecycle_events_reauthorize_recreate_and_sweep(azurite):
 
 
 async def test_an_event_grid_user_event_ends_as_a_flag_once(azurite, functions):
-    """A Graph UserUpdated CloudEvent through the Event Grid trigger is queued and flagged, once."""
+    """Microsoft's UserUpdated CloudEvent, decoded by the library's converter, is queued and flagged, once."""
     async with running_stack(azurite, tenant([user(1)])) as stack:
         await sweep(stack.services)
         stack.sim.configure(notify_paused=True)
         await _rename(stack, 1, "user1@fabrikam.example")
-        data = {"changeType": "updated", "resource": f"Users/{uid(1)}", "tenantId": stack.tenant_id,
-                "clientState": "test-client-state", "subscriptionId": "11111111-0000-4000-8000-000000000009",
-                "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-                "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid(1)}",
-                                 "id": uid(1), "organizationId": stack.tenant_id, "sequenceNumber": 7}}
-        event = func.EventGridEvent(id="evt-7", data=data, topic="/partnertopics/graph", subject=f"Users/{uid(1)}",
-                                    event_type="Microsoft.Graph.UserUpdated", event_time=None, data_version="1.0")
+        event = payloads.event_grid_event(_graph_event(stack, "eventgrid-user-updated", 1))
         for _ in range(2):  # Event Grid delivers at least once
             await functions["upn_events"].get_user_function()(event)
         flag = await eventually(lambda: stack.flag(uid(1)))
         assert flag["source"] == "eventgrid" and flag["newUpn"] == "user1@fabrikam.example"
         assert len(await stack.all_flags()) == 1 and len(flag["history"]) == 1
+
+
+def _graph_event(stack, name: str, n: int) -> dict:
+    """Microsoft's published Graph event `name` for user n of this stack, with our tenant and clientState."""
+    return payloads.load(name, tenant_id=stack.tenant_id, user_id=uid(n),
+                         client_state=stack.services.settings.notification_client_state or "")
+
+
+async def test_an_event_grid_event_from_another_tenant_source_changes_nothing(azurite, functions):
+    """A CloudEvent whose source names another tenant is refused even when its data names ours."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        await stack.services.store.queue.clear()
+        delivered = _graph_event(stack, "eventgrid-user-updated", 1)
+        delivered["source"] = f"/tenants/{uuid.uuid4()}/applications/{payloads.APPLICATION_ID}"
+        with pytest.raises(AuthError, match="source"):
+            await functions["upn_events"].get_user_function()(payloads.event_grid_event(delivered))
+        assert await stack.services.store.queue.peek_count() == 0

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import azure.functions as func
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from shared.upn.intake import (
     MAX_VALIDATION_TOKEN_CHARS,
     ChangeNotice,
     LifecycleEvent,
+    event_grid_trigger_values,
     parse_change_notifications,
     parse_event_grid_batch,
     parse_event_grid_events,
@@ -29,6 +31,7 @@ from shared.upn.intake import (
     validation_token,
     verify_ticket,
 )
+from tests import payloads
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 OTHER_TENANT = "99999999-2222-3333-4444-555555555555"
@@ -512,25 +515,78 @@ def test_event_grid_input_must_be_a_list_or_object() -> None:
         parse_event_grid_events("nope", tenant_id=TENANT)  # type: ignore[arg-type]
 
 
+def graph_event(name: str = "eventgrid-user-updated", **changes: Any) -> dict[str, Any]:
+    """Microsoft's published Graph CloudEvent `name` for USER in TENANT, with top-level `changes`."""
+    event: dict[str, Any] = payloads.load(name, tenant_id=TENANT, user_id=USER, client_state=SECRET,
+                                          subscription_id=SUB)
+    event.update(changes)
+    return event
+
+
+def trigger(event: dict[str, Any], **kwargs: Any) -> ChangeNotice | LifecycleEvent | None:
+    """What upn_events does with one delivered event: the library decodes it, the helper parses it."""
+    decoded = payloads.event_grid_event(event)
+    return parse_event_grid_trigger(**event_grid_trigger_values(decoded), tenant_id=TENANT, **kwargs)
+
+
 def test_trigger_helper_returns_a_notice() -> None:
-    """The plain values of func.EventGridEvent give the same notice as the CloudEvent."""
-    event = cloud_event()
-    notice = parse_event_grid_trigger(event_id="evt-1", subject=f"Users/{USER}",
-                                      event_type="Microsoft.Graph.UserUpdated", data=event["data"],
-                                      tenant_id=TENANT, client_state=SECRET)
+    """The func.CloudEvent the library decodes gives the same notice as the CloudEvent itself."""
+    event = graph_event()
+    notice = trigger(event, client_state=SECRET)
+    assert isinstance(payloads.event_grid_event(event), func.CloudEvent)
     assert notice == parse_event_grid_events(event, tenant_id=TENANT)[0]
+    assert notice == ChangeNotice(user_id=USER, change_type="updated", subscription_id=SUB, tenant_id=TENANT,
+                                  resource=f"Users/{USER}", source="eventgrid", event_id=event["id"],
+                                  sequence_number=638400000000000000)
+
+
+def test_trigger_helper_reads_user_deleted() -> None:
+    """Microsoft's UserDeleted CloudEvent is a `deleted` notice."""
+    notice = trigger(graph_event("eventgrid-user-deleted"), client_state=SECRET)
+    assert isinstance(notice, ChangeNotice) and notice.change_type == "deleted" and notice.user_id == USER
 
 
 def test_trigger_helper_lifecycle_ignored_and_errors() -> None:
     """The trigger helper returns lifecycle events, None for ignored types, and raises for bad events."""
-    data = cloud_event()["data"]
-    kwargs: dict[str, Any] = {"event_id": "e", "subject": f"Users/{USER}", "tenant_id": TENANT}
-    reauth = parse_event_grid_trigger(event_type="Microsoft.Graph.SubscriptionReauthorizationRequired",
-                                      data=data, **kwargs)
+    reauth = trigger(graph_event("eventgrid-subscription-reauthorization-required"))
     assert isinstance(reauth, LifecycleEvent)
-    assert parse_event_grid_trigger(event_type="Some.Other", data=data, **kwargs) is None
+    assert trigger(graph_event(type="Some.Other")) is None
     with pytest.raises(InputError, match=re.escape("event.data: expected an object")):
-        parse_event_grid_trigger(event_type="Microsoft.Graph.UserUpdated", data=None, **kwargs)
+        trigger(graph_event(data=None))
+
+
+def test_trigger_helper_reads_an_event_grid_schema_event() -> None:
+    """An Event Grid schema delivery (the library hands a func.EventGridEvent) gives the same notice."""
+    cloud = graph_event()
+    grid = {"id": cloud["id"], "topic": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventGrid/"
+            "partnerTopics/graph", "subject": cloud["subject"], "eventType": cloud["type"],
+            "eventTime": cloud["time"], "data": cloud["data"], "dataVersion": "1.0"}
+    assert isinstance(payloads.event_grid_event(grid), func.EventGridEvent)
+    assert trigger(grid, client_state=SECRET) == trigger(cloud, client_state=SECRET)
+
+
+def test_trigger_helper_checks_the_tenant_in_source() -> None:
+    """A CloudEvent whose source names another tenant, or no tenant, is refused though its data names ours."""
+    other = f"/tenants/{OTHER_TENANT}/applications/{payloads.APPLICATION_ID}"
+    with pytest.raises(AuthError, match=re.escape("event.source: not this tenant")):
+        trigger(graph_event(source=other), client_state=SECRET)
+    for source in (f"/tenants/{TENANT}", "/subscriptions/s/partnerTopics/graph"):
+        with pytest.raises(AuthError, match=re.escape("event.source: expected /tenants/")):
+            trigger(graph_event(source=source), client_state=SECRET)
+    missing = graph_event()
+    del missing["source"]
+    with pytest.raises(AuthError, match=re.escape("event.source: expected /tenants/")):
+        trigger(missing, client_state=SECRET)
+
+
+def test_trigger_helper_needs_the_tenant_in_data_too() -> None:
+    """The tenant in source does not stand in for data: data.tenantId or organizationId must name ours."""
+    event = graph_event()
+    del event["data"]["tenantId"], event["data"]["resourceData"]["organizationId"]
+    with pytest.raises(AuthError, match=re.escape("event.data.tenantId: missing")):
+        trigger(event, client_state=SECRET)
+    with pytest.raises(AuthError, match=re.escape("event.data.tenantId: missing")):
+        parse_event_grid_events(event, tenant_id=TENANT)
 
 
 # --- ticket webhook -------------------------------------------------------------------------------
