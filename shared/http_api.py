@@ -124,6 +124,12 @@ async def policy_apply(services: Services, req: Request) -> Answer:
 
 
 # ----------------------------------------------------------------------------- UPN changes
+def _validation_echo(token: str) -> Answer:
+    """Graph's handshake answer: the token as text/plain, with nosniff so no browser renders the echo of a
+    caller-chosen string as HTML or script."""
+    return Answer(status=200, text=token, mimetype="text/plain", headers={"X-Content-Type-Options": "nosniff"})
+
+
 async def graph_notifications(services: Services, req: Request) -> Answer:
     """Graph change notifications: answer the handshake, check every clientState, enqueue, 202.
 
@@ -135,7 +141,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
 
     token = validation_token(req.params)
     if token is not None:
-        return Answer(status=200, text=token, mimetype="text/plain")
+        return _validation_echo(token)
     bind_run()
     settings = services.settings
     batch = parse_change_notifications(
@@ -155,7 +161,7 @@ async def graph_lifecycle(services: Services, req: Request) -> Answer:
 
     token = validation_token(req.params)
     if token is not None:
-        return Answer(status=200, text=token, mimetype="text/plain")
+        return _validation_echo(token)
     settings = services.settings
     events = parse_lifecycle_notifications(
         req.body, client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),

@@ -6,6 +6,7 @@ import time
 
 from shared.upn.intake import sign_ticket
 from shared.upn.service import ensure_subscription, sweep, track_flags
+from tests import payloads
 from tests.e2e.stack import YUBI, eventually, running_stack, tenant, uid, user
 
 CLIENT_STATE = "test-client-state"
@@ -103,12 +104,16 @@ async def test_a_wrong_client_state_changes_nothing(azurite):
 
 
 async def test_the_validation_handshake_echoes_the_token(azurite):
-    """Graph's validation POST gets the decoded token back as text/plain within the request."""
+    """Graph's validation POST gets the decoded token back as text/plain, never sniffed as anything else."""
+    published = payloads.load("validation-request", tenant_id="", client_state="")
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
         for path in ("graph/notifications", "graph/lifecycle"):
-            status, text, headers = await stack.post(path, params={"validationToken": "Validation: a+b/c=="})
-            assert status == 200 and text == "Validation: a+b/c=="
-            assert headers["Content-Type"].startswith("text/plain")
+            for token in ("Validation: a+b/c==", published["query"]["validationToken"]):
+                status, text, headers = await stack.post(path, published["body"], headers=published["headers"],
+                                                         params={"validationToken": token})
+                assert status == 200 and text == token
+                assert headers["Content-Type"].startswith("text/plain")
+                assert headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_a_sweep_catches_a_rename_whose_notification_was_dropped(azurite):
