@@ -551,8 +551,16 @@ async def _renew(services: Services, subscription_id: str, now: datetime) -> str
 
 
 async def handle_lifecycle(services: Services, event: str, subscription_id: str | None) -> dict[str, Any]:
-    """reauthorizationRequired: reauthorize and renew; subscriptionRemoved: recreate; missed: sweep."""
+    """reauthorizationRequired: reauthorize and renew; subscriptionRemoved: recreate; missed: sweep.
+
+    Only for the subscription we stored: an event naming any other id (an old subscription, another app's,
+    or a forgery that knew the clientState) changes nothing and is logged."""
     tenant = services.settings.tenant_id
+    stored = (await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT))[0] or {}
+    if not subscription_id or str(subscription_id).lower() != str(stored.get("id") or "").lower():
+        log.warning("lifecycle event %s names subscription %s, not the stored one (%s): nothing done", event,
+                    subscription_id, stored.get("id"))
+        return {"event": event, "action": "ignored", "reason": "not the stored subscription"}
     if event == "reauthorizationRequired" and subscription_id:
         builder = services.graph.client.subscriptions.by_subscription_id(subscription_id)
         try:

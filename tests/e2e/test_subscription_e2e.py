@@ -97,3 +97,26 @@ async def test_an_event_grid_event_from_another_tenant_source_changes_nothing(az
         with pytest.raises(AuthError, match="source"):
             await functions["upn_events"].get_user_function()(payloads.event_grid_event(delivered))
         assert await stack.services.store.queue.peek_count() == 0
+
+
+async def test_lifecycle_events_for_another_subscription_change_nothing(azurite, caplog):
+    """Published lifecycle notifications naming a subscription id we did not store change nothing, and are
+    logged: no reauthorize, no new subscription, no sweep."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        await sweep(stack.services)
+        created = await _subscribe(stack)
+        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        await stack.services.store.queue.clear()
+        before = dict(stack.sim.stats()["calls"]["by_route"])
+        stranger = str(uuid.uuid4())
+        for name in ("lifecycle-reauthorization-required", "lifecycle-subscription-removed", "lifecycle-missed"):
+            body = payloads.wire(payloads.load(name, tenant_id=stack.tenant_id, subscription_id=stranger,
+                                               client_state=stack.services.settings.notification_client_state or ""))
+            status, _, _ = await stack.post("graph/lifecycle", body, headers={"Content-Type": "application/json"})
+            assert status == 202
+        assert await stack.host.drain_once() == 3
+        after = dict(stack.sim.stats()["calls"]["by_route"])
+        assert after == before
+        assert (await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT))[0] == stored
+        assert [s["id"] for s in _subscriptions(stack)] == [created["id"]]
+        assert sum(stranger in r.getMessage() for r in caplog.records) == 3
