@@ -104,9 +104,9 @@ async def enqueue_notices(services: Services, notices: Iterable[ChangeNotice]) -
         if notice.user_id in seen:
             continue
         seen.add(notice.user_id)
+        # A `deleted` notice is queued like any other: the processor reads the user, and only Graph's 404
+        # confirms the deletion before the snapshot is forgotten (a notice alone never forgets anyone).
         entry: dict[str, Any] = {"id": notice.user_id}
-        if notice.change_type == "deleted":
-            entry["removed"] = "deleted"
         by_source.setdefault(notice.source, []).append(entry)
     await send_messages(services, [m for source, users in by_source.items()
                                    for m in chunk_users(users, source=source)])
@@ -526,7 +526,7 @@ async def _create_subscription(services: Services, now: datetime) -> dict[str, A
 
     settings = services.settings
     body = Subscription(
-        change_type="updated", resource="users",
+        change_type="updated,deleted", resource="users",  # deleted: a permanent deletion is heard too
         notification_url=settings.require("notification_url", "NOTIFICATION_URL"),
         lifecycle_notification_url=settings.lifecycle_notification_url,
         client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),

@@ -30,13 +30,10 @@ async def _rename(stack, n: int, new_upn: str) -> None:
     await builder.patch(User(user_principal_name=new_upn))
 
 
-def _notification(stack, n: int, *, client_state: str = CLIENT_STATE) -> bytes:
-    return json.dumps({"value": [{
-        "subscriptionId": "11111111-0000-4000-8000-000000000001", "clientState": client_state,
-        "changeType": "updated", "resource": f"Users/{uid(n)}", "tenantId": stack.tenant_id,
-        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid(n)}", "id": uid(n),
-                         "organizationId": stack.tenant_id}}]}).encode()
+def _notification(stack, n: int, *, client_state: str = CLIENT_STATE, name: str = "notification-user-updated"
+                  ) -> bytes:
+    """Microsoft's published change notification `name` for user n of this stack, as the bytes Graph POSTs."""
+    return payloads.wire(payloads.load(name, tenant_id=stack.tenant_id, user_id=uid(n), client_state=client_state))
 
 
 async def test_a_rename_through_graph_ends_as_a_flag(azurite):
@@ -334,3 +331,51 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
         assert len(await stack.all_flags()) == len(renamed)
         snaps = await stack.services.store.load_all_snapshots(stack.tenant_id)
         assert snaps == {uid(n): f"user{n}@{'fabrikam' if n in renamed else 'contoso'}.example" for n in range(1, 61)}
+
+
+async def test_the_subscription_covers_updates_and_deletions(azurite):
+    """The /users subscription asks Graph for `updated,deleted`, so a permanent deletion is heard too."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        await _subscribe(stack)
+        assert [s["changeType"] for s in stack.sim.state(users=False)["subscriptions"]] == ["updated,deleted"]
+
+
+async def test_a_deleted_notification_for_a_user_graph_still_has_forgets_nothing(azurite, functions):
+    """A `deleted` notification (webhook or Event Grid UserDeleted) for a user Graph still returns keeps the
+    snapshot and the open flag: only a Graph 404 confirms a deletion."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        await sweep(stack.services)
+        await stack.services.store.queue.clear()
+        stack.sim.configure(notify_paused=True)
+        await _rename(stack, 1, "user1@fabrikam.example")
+        assert (await stack.post("graph/notifications", _notification(stack, 1)))[0] == 202
+        assert await stack.host.drain_once() == 1
+        assert (await stack.flag(uid(1)))["status"] == "pending"
+        deleted = _notification(stack, 1, name="notification-user-deleted")
+        assert (await stack.post("graph/notifications", deleted))[0] == 202
+        await functions["upn_events"].get_user_function()(payloads.event_grid_event(payloads.load(
+            "eventgrid-user-deleted", tenant_id=stack.tenant_id, user_id=uid(1), client_state=CLIENT_STATE)))
+        assert await stack.host.drain_once() == 2
+        snapshots = await stack.services.store.get_snapshots(stack.tenant_id, [uid(1)])
+        assert snapshots == {uid(1): "user1@fabrikam.example"}
+        flag = await stack.flag(uid(1))
+        assert flag["status"] == "pending" and len(flag["history"]) == 1
+
+
+async def test_a_user_deleted_for_good_is_forgotten_once_graph_says_404(azurite):
+    """Soft delete then purge through Graph: the `deleted` notification, confirmed by a 404, dismisses the
+    open flag and forgets the snapshot."""
+    async with running_stack(azurite, tenant([user(1), user(2)])) as stack:
+        await sweep(stack.services)
+        await _subscribe(stack)
+        await _rename(stack, 1, "user1@fabrikam.example")
+        await eventually(lambda: stack.flag(uid(1)))
+        await stack.services.graph.send_raw("DELETE", f"/users/{uid(1)}")
+        await stack.services.graph.send_raw("DELETE", f"/directory/deletedItems/{uid(1)}")
+
+        async def forgotten() -> bool:
+            snapshots = await stack.services.store.get_snapshots(stack.tenant_id, [uid(1), uid(2)])
+            flag = await stack.flag(uid(1))
+            return uid(1) not in snapshots and uid(2) in snapshots and flag["status"] == "dismissed"
+
+        await eventually(forgotten)
