@@ -47,13 +47,13 @@ FIELD_MESSAGE = re.compile(r"^[A-Za-z][\w.@\[\]-]*: \S.*$")
 ESCAPING = (InputError, AuthError, PayloadTooLarge)
 
 
+def published(name: str, user: str = USER) -> Any:
+    """Microsoft's published payload `name` (tests/payloads) for `user` in TENANT, with our clientState."""
+    return payloads.load(name, tenant_id=TENANT, user_id=user, client_state=SECRET, subscription_id=SUB)
+
+
 def notification(user: str = USER, **overrides: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "subscriptionId": SUB, "subscriptionExpirationDateTime": "2026-01-20T00:00:00.0000000Z",
-        "clientState": SECRET, "changeType": "updated", "resource": f"Users/{user}", "tenantId": TENANT,
-        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{user}", "id": user,
-                         "organizationId": TENANT},
-    }
+    item: dict[str, Any] = published("notification-user-updated", user)["value"][0]
     item.update(overrides)
     return item
 
@@ -67,23 +67,16 @@ def parse(*items: Any) -> intake.NotificationBatch:
 
 
 def lifecycle(event: str = "reauthorizationRequired", **overrides: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {"subscriptionId": SUB, "subscriptionExpirationDateTime": "2026-01-20T00:00:00Z",
-                            "tenantId": TENANT, "clientState": SECRET, "lifecycleEvent": event}
-    item.update(overrides)
+    item: dict[str, Any] = published("lifecycle-reauthorization-required")["value"][0]
+    item.update({"subscriptionExpirationDateTime": "2026-01-20T00:00:00Z", "lifecycleEvent": event}, **overrides)
     return item
 
 
 def cloud_event(user: str = USER, event_type: str = "Microsoft.Graph.UserUpdated", **data: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "subscriptionId": SUB, "changeType": "updated", "resource": f"Users/{user}", "tenantId": TENANT,
-        "clientState": SECRET,
-        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{user}", "id": user,
-                         "organizationId": TENANT, "sequenceNumber": 638400000000000000},
-    }
-    payload.update(data)
-    return {"specversion": "1.0", "id": "evt-1", "type": event_type,
-            "source": f"/tenants/{TENANT}/applications/app-id", "subject": f"Users/{user}",
-            "time": "2026-01-01T12:00:00Z", "data": payload}
+    event: dict[str, Any] = published("eventgrid-user-updated", user)
+    event.update(id="evt-1", type=event_type)
+    event["data"].update(data)
+    return event
 
 
 def ticket(**fields: Any) -> bytes:
