@@ -11,13 +11,13 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from devhost.azurite import ACCOUNT_KEY
 from shared.errors import AuthError
 from shared.upn.intake import sign_ticket
 from shared.upn.service import ensure_subscription, sweep
+from tests import payloads
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import Probe, policy_document, policy_tenant, snapshot_storage, storage_diff
 from tests.reliability.summary import record
@@ -57,13 +57,16 @@ async def test_anonymous_health_names_no_tenant_and_no_secret(azurite):
 
 def _note(stack: Any, n: int, **overrides: Any) -> dict[str, Any]:
     """A genuine change notification for user n of this stack, with `overrides` applied."""
-    tid = stack.tenant_id
-    item = {"subscriptionId": "11111111-0000-4000-8000-000000000001", "clientState": "test-client-state",
-            "changeType": "updated", "resource": f"Users/{uid(n)}", "tenantId": tid,
-            "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid(n)}", "id": uid(n),
-                             "organizationId": tid}}
+    item: dict[str, Any] = payloads.load("notification-user-updated", tenant_id=stack.tenant_id, user_id=uid(n),
+                                         client_state="test-client-state")["value"][0]
     item.update(overrides)
     return item
+
+
+def _grid_event(stack: Any, n: int, event_id: str, data: dict[str, Any]) -> Any:
+    """Microsoft's UserUpdated CloudEvent for user n carrying `data`, decoded as the host decodes it."""
+    event = payloads.load("eventgrid-user-updated", tenant_id=stack.tenant_id, user_id=uid(n), client_state="")
+    return payloads.event_grid_event({**event, "id": event_id, "data": data})
 
 
 async def test_wrong_hmac_client_state_or_tenant_is_refused_and_writes_nothing(azurite, functions):
@@ -123,9 +126,7 @@ async def test_wrong_hmac_client_state_or_tenant_is_refused_and_writes_nothing(a
                             "event with a forged clientState": {**_note(stack, 1), "clientState": "forged"}}.items():
             before = await snapshot_storage(azurite.connection_string, stack.tenant_id)
             with pytest.raises(AuthError):
-                await upn_events(func.EventGridEvent(
-                    id=f"eg-{label}", data=data, topic=f"/tenants/{stack.tenant_id}", subject=f"Users/{uid(1)}",
-                    event_type="Microsoft.Graph.UserUpdated", event_time=None, data_version="1.0"))
+                await upn_events(_grid_event(stack, 1, f"eg-{label}", data))
             after = await snapshot_storage(azurite.connection_string, stack.tenant_id)
             assert not storage_diff(before, after), label
             grid_refused += 1
@@ -197,10 +198,8 @@ async def test_no_secret_or_token_reaches_the_logs(azurite, functions, caplog):
         assert (await stack.get("flags/export"))[0] == 200
         assert (await stack.get("runs"))[0] == 200
         upn_events = functions["upn_events"].get_user_function()
-        await upn_events(func.EventGridEvent(
-            id="eg-1", data={**_note(stack, 2), "clientState": secrets["NOTIFICATION_CLIENT_STATE"]},
-            topic=f"/tenants/{stack.tenant_id}", subject=f"Users/{uid(2)}", event_type="Microsoft.Graph.UserUpdated",
-            event_time=None, data_version="1.0"))
+        await upn_events(_grid_event(stack, 2, "eg-1", {**_note(stack, 2),
+                                                        "clientState": secrets["NOTIFICATION_CLIENT_STATE"]}))
         stack.sim.configure(fault_503_rate=1.0)  # errors are logged too: with their tracebacks
         assert (await stack.get("health"))[0] == 503
         stack.sim.configure(fault_503_rate=0.0)
