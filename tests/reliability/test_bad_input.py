@@ -41,6 +41,7 @@ from shared.upn.intake import (
 )
 from shared.upn.service import sweep
 from shared.web import read_json_object
+from tests import payloads
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import Probe, policy_document
 from tests.reliability.summary import record, soak_factor
@@ -261,10 +262,9 @@ TICKET = "test-ticket-secret"
 
 
 def _notification(tenant_id: str, n: int, **overrides: Any) -> dict[str, Any]:
-    item = {"subscriptionId": "11111111-0000-4000-8000-000000000001", "clientState": CLIENT_STATE,
-            "changeType": "updated", "resource": f"Users/{uid(n)}", "tenantId": tenant_id,
-            "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid(n)}", "id": uid(n),
-                             "organizationId": tenant_id}}
+    """Microsoft's published change notification for user n, with `overrides` applied."""
+    item: dict[str, Any] = payloads.load("notification-user-updated", tenant_id=tenant_id, user_id=uid(n),
+                                         client_state=CLIENT_STATE)["value"][0]
     item.update(overrides)
     return item
 
@@ -354,8 +354,8 @@ async def test_hostile_requests_to_the_served_app_never_5xx_and_refusals_write_n
         valid: list[tuple[str, Any]] = [
             ("tickets", {"eventId": "m", "action": "upn_changed", "userId": uid(1), "ticketId": "INC-1"}),
             ("graph/notifications", {"value": [_notification(tid, 1), _notification(tid, 2)]}),
-            ("graph/lifecycle", {"value": [{"subscriptionId": "s-1", "clientState": CLIENT_STATE, "tenantId": tid,
-                                            "lifecycleEvent": "reauthorizationRequired"}]}),
+            ("graph/lifecycle", payloads.load("lifecycle-reauthorization-required", tenant_id=tid,
+                                              client_state=CLIENT_STATE)),
             ("policy/plan", {"document": policy_document()}),
             ("policy/apply", {"planId": plan_id, "acceptLockout": False}),
             ("policy/verify", {}),
