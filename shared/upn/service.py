@@ -54,6 +54,7 @@ DELTA_CHECKPOINT = "delta"
 SUBSCRIPTION_CHECKPOINT = "subscription"
 SUBSCRIPTION_MAX_MINUTES = 41_760  # users: < 29 days
 SUBSCRIPTION_RENEW_WITHIN = timedelta(days=14)
+SUBSCRIPTION_CHANGE_TYPE = "updated,deleted"  # deleted: a permanent deletion is heard too
 MESSAGE_VERSION = 1
 
 
@@ -501,6 +502,9 @@ async def ensure_subscription(services: Services, *, now: datetime | None = None
     tenant = services.settings.tenant_id
     now = now or _now()
     value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+    if value and value.get("id") and value.get("changeType") != SUBSCRIPTION_CHANGE_TYPE:
+        await _drop_subscription(services, value["id"])  # made before `deleted` was asked for: replace it
+        value = None
     if value and value.get("id"):
         expiry = datetime.fromisoformat(value["expirationDateTime"])
         if expiry - now > SUBSCRIPTION_RENEW_WITHIN:
@@ -526,7 +530,7 @@ async def _create_subscription(services: Services, now: datetime) -> dict[str, A
 
     settings = services.settings
     body = Subscription(
-        change_type="updated,deleted", resource="users",  # deleted: a permanent deletion is heard too
+        change_type=SUBSCRIPTION_CHANGE_TYPE, resource="users",
         notification_url=settings.require("notification_url", "NOTIFICATION_URL"),
         lifecycle_notification_url=settings.lifecycle_notification_url,
         client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),
@@ -537,7 +541,18 @@ async def _create_subscription(services: Services, now: datetime) -> dict[str, A
     if created is None or not created.id:
         raise GraphError("Graph created the subscription but returned no id")
     expiry = created.expiration_date_time or _expiry(now)
-    return {"id": created.id, "expirationDateTime": expiry.isoformat(), "createdAt": _iso(now)}
+    return {"id": created.id, "expirationDateTime": expiry.isoformat(), "createdAt": _iso(now),
+            "changeType": SUBSCRIPTION_CHANGE_TYPE}
+
+
+async def _drop_subscription(services: Services, subscription_id: str) -> None:
+    """Delete a subscription we are replacing (already gone is fine)."""
+    builder = services.graph.client.subscriptions.by_subscription_id(subscription_id)
+    try:
+        await services.graph.call("DELETE", builder.delete, what="delete the replaced /users subscription")
+    except NotFound:
+        pass
+    log.warning("subscription %s did not ask for %s; replacing it", subscription_id, SUBSCRIPTION_CHANGE_TYPE)
 
 
 async def _renew(services: Services, subscription_id: str, now: datetime) -> str:

@@ -120,3 +120,22 @@ async def test_lifecycle_events_for_another_subscription_change_nothing(azurite,
         assert (await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT))[0] == stored
         assert [s["id"] for s in _subscriptions(stack)] == [created["id"]]
         assert sum(stranger in r.getMessage() for r in caplog.records) == 3
+
+
+async def test_a_subscription_made_before_deleted_was_asked_for_is_replaced(azurite):
+    """A stored `updated`-only subscription (an existing deployment) is deleted and recreated as
+    `updated,deleted`, so deletions are heard without waiting for the old one to be lost."""
+    from msgraph.generated.models.subscription import Subscription
+
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        old = await stack.services.graph.client.subscriptions.post(Subscription(
+            change_type="updated", resource="users", notification_url=f"{stack.host.url}/api/graph/notifications",
+            client_state=stack.services.settings.notification_client_state,
+            expiration_date_time=datetime.now(UTC) + timedelta(days=20)))
+        assert old is not None and old.expiration_date_time is not None
+        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, {
+            "id": old.id, "expirationDateTime": old.expiration_date_time.isoformat(), "createdAt": "2026-01-01Z"})
+        result = await _subscribe(stack)
+        assert result["action"] == "created" and result["id"] != old.id
+        assert [(s["id"], s["changeType"]) for s in _subscriptions(stack)] == [(result["id"], "updated,deleted")]
+        assert (await ensure_subscription(stack.services))["action"] == "none"
