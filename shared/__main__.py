@@ -82,7 +82,8 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
         if args.command == "plan":
             result = await policy.plan(services, trigger="cli", document=_document(args.document))
             text = f"Plan {result['planId']}\n\n{result['table']}"
-            return result, text, EXIT_FINDINGS if result["blocked"] else EXIT_OK
+            needs_person = result["blocked"] or result["requiresAcceptance"]
+            return result, text, EXIT_FINDINGS if needs_person else EXIT_OK
         if args.command == "apply":
             if args.plan_id:
                 result = await policy.apply_stored_plan(services, args.plan_id, accept_lockout=args.accept_lockout,
