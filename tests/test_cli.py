@@ -56,3 +56,55 @@ async def test_plan_exit_codes_say_whether_a_person_is_needed(azurite, tmp_path)
             got_json, out_json, _ = await run_cli(env, "plan", "--json", "--document", str(path))
             assert got_json == code and json.loads(out_json)["planId"], name
         assert stack.sim.stats()["writes"] == 0
+
+
+async def test_refusals_and_unknown_ids_are_not_reported_as_outages(azurite, tmp_path):
+    """An unknown plan or run id is bad input (2); a stale or already-applied plan is a refusal (1). Exit 3
+    ("Graph or storage failed") would make a script retry them."""
+    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+        env = cli_env(stack, azurite.connection_string)
+        code, _, err = await run_cli(env, "apply", "--plan-id", "no-such-plan")
+        assert code == 2 and "no-such-plan" in err, err
+        code, _, err = await run_cli(env, "rollback", "no-such-run")
+        assert code == 2, err
+        path = tmp_path / "doc.json"
+        path.write_text(json.dumps(doc_with()))
+        _, out, _ = await run_cli(env, "plan", "--json", "--document", str(path))
+        plan_id = json.loads(out)["planId"]
+        code, _, err = await run_cli(env, "apply", "--plan-id", plan_id)
+        assert code == 0, err
+        code, _, err = await run_cli(env, "apply", "--plan-id", plan_id)
+        assert code == 1 and "Traceback" not in err, err
+
+
+async def test_malformed_storage_setting_is_named_without_a_traceback(azurite):
+    """A malformed STATE_STORAGE is a settings error (2) that names the setting, not a traceback."""
+    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+        env = cli_env(stack, "not a connection string")
+        code, _, err = await run_cli(env, "runs")
+        assert code == 2 and "STATE_STORAGE" in err and "Traceback" not in err, err
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """`python -m shared flags | head` closes the pipe early: the CLI stops without a traceback."""
+    from shared.__main__ import emit
+
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with open(write_fd, "w", closefd=True) as broken:
+        assert emit("x" * 200_000, stream=broken) is False
+
+
+def test_a_failed_sign_in_says_so_and_suggests_az_login() -> None:
+    """A credential that cannot get a token is reported as a sign-in failure with `az login`, never as
+    "Graph did not answer"."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import CredentialUnavailableError
+
+    from shared.errors import GraphSignInFailed
+    from shared.graph.gateway import GraphGateway
+
+    for exc in (CredentialUnavailableError("DefaultAzureCredential failed"), ClientAuthenticationError("AADSTS700016")):
+        mapped = GraphGateway._map_error(GraphGateway.__new__(GraphGateway), exc, "reading the FIDO2 policy")
+        assert isinstance(mapped, GraphSignInFailed), mapped
+        assert "az login" in mapped.message and "did not answer" not in mapped.message
