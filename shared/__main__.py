@@ -76,7 +76,7 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
     from shared.services import get_services
     from shared.upn import service as upn
 
-    services = get_services()
+    services = get_services(administrator=True)  # the administrator's own sign-in, not the app's
     try:
         if args.command == "verify":
             result = await policy.verify(services, trigger="cli", document=_document(args.document))
