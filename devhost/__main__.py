@@ -47,7 +47,7 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
     path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
 
 
-async def up(*, port: int, tenant_file: Path, policy: Path, env_file: Path) -> int:
+async def up(*, port: int, tenant_file: Path, tenant_id: str, policy: Path, env_file: Path) -> int:
     """Run the stack until SIGINT or SIGTERM; everything started is stopped on the way out."""
     from azure.storage.queue.aio import QueueClient
 
@@ -57,7 +57,6 @@ async def up(*, port: int, tenant_file: Path, policy: Path, env_file: Path) -> i
     from shared.config import Settings
     from shared.services import Services, use_services
 
-    tenant_id = json.loads(tenant_file.read_text())["tenantId"]
     workdir = Path(tempfile.mkdtemp(prefix="passkey-guard-local-"))
     azurite = await asyncio.to_thread(start_azurite, workdir=workdir)
     sim = await asyncio.to_thread(start_simulator, tenant_file, log_path=workdir / "graphsim.log")
@@ -88,8 +87,6 @@ async def up(*, port: int, tenant_file: Path, policy: Path, env_file: Path) -> i
         if services is not None:
             use_services(None)
             await services.close()
-        with contextlib.suppress(FileNotFoundError):
-            env_file.unlink()
         await asyncio.to_thread(sim.stop)
         await asyncio.to_thread(azurite.stop)
         print("Stopped the function app, the simulator and Azurite.", flush=True)
@@ -105,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                      help="the desired-state document (POLICY_FILE)")
     run.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="where to write the settings")
     args = parser.parse_args(argv)
-    return asyncio.run(up(port=args.port, tenant_file=args.tenant, policy=args.policy.resolve(),
-                          env_file=args.env_file))
+    tenant_id = json.loads(args.tenant.read_text())["tenantId"]
+    try:
+        return asyncio.run(up(port=args.port, tenant_file=args.tenant, tenant_id=tenant_id,
+                              policy=args.policy.resolve(), env_file=args.env_file))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            args.env_file.unlink()  # its secrets and ports die with the stack
 
 
 if __name__ == "__main__":
