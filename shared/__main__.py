@@ -11,7 +11,8 @@
     python -m shared subscribe [--json]
 
 Settings come from the environment (see the README's settings reference). Exit codes: 0 success,
-1 a check failed or the plan needs a person, 2 bad input or settings, 3 Graph or storage failed.
+1 a check failed, the plan needs a person or the request was refused (stale plan, lease held), 2 bad input
+or settings (an unknown id too), 3 Graph or storage failed (the only one worth retrying as it is).
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from shared.errors import ConfigError, InputError, LockoutRefused, PasskeyGuardError
+from shared.errors import ConfigError, ConflictError, InputError, LockoutRefused, NotFound, PasskeyGuardError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT, EXIT_FAILED = 0, 1, 2, 3
 
@@ -74,7 +76,7 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
     from shared.services import get_services
     from shared.upn import service as upn
 
-    services = get_services()
+    services = get_services(administrator=True)  # the administrator's own sign-in, not the app's
     try:
         if args.command == "verify":
             result = await policy.verify(services, trigger="cli", document=_document(args.document))
@@ -82,7 +84,8 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
         if args.command == "plan":
             result = await policy.plan(services, trigger="cli", document=_document(args.document))
             text = f"Plan {result['planId']}\n\n{result['table']}"
-            return result, text, EXIT_FINDINGS if result["blocked"] else EXIT_OK
+            needs_person = result["blocked"] or result["requiresAcceptance"]
+            return result, text, EXIT_FINDINGS if needs_person else EXIT_OK
         if args.command == "apply":
             if args.plan_id:
                 result = await policy.apply_stored_plan(services, args.plan_id, accept_lockout=args.accept_lockout,
@@ -130,14 +133,37 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result, text, code = asyncio.run(_run(args))
-    except (InputError, ConfigError, LockoutRefused) as exc:
-        _fail(args, exc)
-        return EXIT_FINDINGS if isinstance(exc, LockoutRefused) else EXIT_INPUT
     except PasskeyGuardError as exc:
         _fail(args, exc)
-        return EXIT_FAILED
-    print(json.dumps(result, indent=2, default=str) if args.json else text)
+        return exit_code_of(exc)
+    emit(json.dumps(result, indent=2, default=str) if args.json else text)
     return code
+
+
+def exit_code_of(exc: PasskeyGuardError) -> int:
+    """1 for a refusal a person must look at (lockout, stale or already-applied plan, lease held), 2 for bad
+    input or settings (including an unknown plan or run id), 3 only when Graph or storage failed, so a
+    script retries what can succeed on a retry and nothing else."""
+    if isinstance(exc, LockoutRefused | ConflictError):
+        return EXIT_FINDINGS
+    if isinstance(exc, InputError | ConfigError | NotFound):
+        return EXIT_INPUT
+    return EXIT_FAILED
+
+
+def emit(text: str, *, stream: TextIO | None = None) -> bool:
+    """Print the result; a reader that went away (`| head`) ends the output quietly. False when it did."""
+    out = sys.stdout if stream is None else stream
+    try:
+        print(text, file=out)
+        out.flush()
+    except BrokenPipeError:
+        # Python would report the broken pipe again when it flushes stdout at exit: point it at devnull.
+        if stream is None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return False
+    return True
 
 
 def _fail(args: argparse.Namespace, exc: PasskeyGuardError) -> None:

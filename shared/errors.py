@@ -13,7 +13,8 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     ├── LockoutRefused                 a plan would lock users out and acceptance was not given (409)
     ├── GraphError                     Microsoft Graph answered with an error we cannot recover from
     │   ├── GraphThrottled             429 after our retries; `retry_after` seconds when Graph said
-    │   └── GraphUnavailable           Graph did not answer (connection, 5xx after retries)
+    │   ├── GraphUnavailable           Graph did not answer (connection, 5xx after retries)
+    │   └── GraphSignInFailed          no token for Graph: the credential could not sign in
     ├── StateError                     Table or Queue storage failed
     │   └── ConcurrencyError           an ETag no longer matches: somebody else wrote first
     └── VerificationFailed             the read-back after an apply does not match what was written
@@ -88,6 +89,10 @@ class GraphThrottled(GraphError):
 
 class GraphUnavailable(GraphError):
     code, status = "graphUnavailable", 503
+
+
+class GraphSignInFailed(GraphError):
+    code, status = "graphSignInFailed", 503
 
 
 class StateError(PasskeyGuardError):

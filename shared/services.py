@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings
 
@@ -22,31 +22,45 @@ class Services:
     settings: Settings
     graph: GraphGateway
     store: StateStore
+    credential: Any = None  # the administrator's sign-in the CLI created (closed with the services)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
+    def from_settings(cls, settings: Settings, *, administrator: bool = False) -> Services:
+        """The services for `settings`; `administrator` signs in as the person at the keyboard (the CLI)
+        instead of the app's managed identity, for Graph and for identity-based storage."""
         from shared.graph.gateway import GraphGateway
         from shared.state import StateStore
 
-        return cls(settings=settings, graph=GraphGateway(settings), store=StateStore.from_settings(settings))
+        if not administrator:
+            return cls(settings=settings, graph=GraphGateway(settings), store=StateStore.from_settings(settings))
+        from shared.credentials import administrator_credential
+        from shared.graph.auth import build_auth_provider
+
+        credential = administrator_credential()
+        graph = GraphGateway(settings, auth_provider=build_auth_provider(settings, credential=credential))
+        store = StateStore.from_settings(settings, credential=credential if settings.storage.uses_identity else None)
+        return cls(settings=settings, graph=graph, store=store, credential=credential)
 
     async def close(self) -> None:
         await self.graph.close()
         await self.store.close()
+        if self.credential is not None:
+            await self.credential.close()
 
 
 _current: Services | None = None
 
 
-def get_services() -> Services:
-    """The process's services, built from the environment on first use."""
+def get_services(*, administrator: bool = False) -> Services:
+    """The process's services, built from the environment on first use (`administrator`: see
+    `Services.from_settings`; the CLI passes it)."""
     global _current
     if _current is None:
         from shared.telemetry import configure
 
         settings = Settings.from_env(os.environ)
         configure(settings)
-        _current = Services.from_settings(settings)
+        _current = Services.from_settings(settings, administrator=administrator)
     return _current
 
 

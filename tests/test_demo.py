@@ -14,7 +14,7 @@ def test_the_demo_runs_end_to_end():
                           timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "NOT COMPLIANT" in out and "COMPLIANT: 11 passed, 0 failed" in out
+    assert "NOT COMPLIANT" in out and "COMPLIANT: 13 passed, 0 failed" in out
     assert "second apply: no-op" in out
     assert "2 user(s) flagged" in out and "resolved" in out
     assert "Demo finished: everything worked as expected." in out

@@ -39,8 +39,12 @@ class StaticTokenProvider(AccessTokenProvider):
         return self._validator
 
 
-def build_auth_provider(settings: Settings) -> AuthenticationProvider:
-    """The authentication provider for `settings.graph_base_url`; credentials are created lazily here."""
+def build_auth_provider(settings: Settings, *, credential: Any = None) -> AuthenticationProvider:
+    """The authentication provider for `settings.graph_base_url`; credentials are created lazily here.
+
+    `credential` is the administrator's sign-in when the CLI runs (see shared/credentials.py); without it,
+    the app's managed identity (`AZURE_CLIENT_ID`), else DefaultAzureCredential.
+    """
     host = urlparse(settings.graph_base_url).hostname or ""
     if settings.graph_is_local:
         return BaseBearerTokenAuthenticationProvider(StaticTokenProvider(settings.graph_dev_token, [host]))
@@ -50,7 +54,8 @@ def build_auth_provider(settings: Settings) -> AuthenticationProvider:
         AzureIdentityAuthenticationProvider,
     )
 
-    credential = (ManagedIdentityCredential(client_id=settings.azure_client_id) if settings.azure_client_id
-                  else DefaultAzureCredential())
+    if credential is None:
+        credential = (ManagedIdentityCredential(client_id=settings.azure_client_id) if settings.azure_client_id
+                      else DefaultAzureCredential())
     # allowed_hosts pins tokens to Graph's own host; scopes are explicit (graph-contract pitfall 9).
     return AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.config import Settings
-from shared.errors import GraphError, GraphThrottled, GraphUnavailable, NotFound
+from shared.errors import GraphError, GraphSignInFailed, GraphThrottled, GraphUnavailable, NotFound
 from shared.graph.budget import RuBudget
 
 if TYPE_CHECKING:
@@ -63,6 +63,13 @@ class GraphCounters:
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "byMethod": dict(self.by_method), "batchItems": self.batch_items,
                 "throttledItems": self.throttled_items}
+
+
+def _is_sign_in_failure(exc: Exception) -> bool:
+    """True when azure-identity could not get a token (CredentialUnavailableError is a subclass)."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    return isinstance(exc, ClientAuthenticationError)
 
 
 def _headers_dict(collection: Any) -> dict[str, str]:
@@ -250,6 +257,12 @@ class GraphGateway:
         graph_code = getattr(odata, "code", None) if odata is not None else None
         message = getattr(odata, "message", None) if odata is not None else None
         if status is None:
+            if _is_sign_in_failure(exc):
+                log.warning("no Graph token during %s: %s", what, type(exc).__name__)
+                return GraphSignInFailed(
+                    f"signing in to Microsoft Graph failed during {what} ({type(exc).__name__}). On an "
+                    "administrator's machine run `az login` (and `az account set --subscription ...`) first; in "
+                    "Azure, check that AZURE_CLIENT_ID names the app's managed identity")
             if isinstance(exc, ValueError | TypeError | KeyError):
                 return exc  # programming errors are not Graph's fault: let them surface
             log.warning("Graph unreachable during %s: %s", what, type(exc).__name__)

@@ -4,7 +4,9 @@ function over a `CheckContext` that returns passed, failed or skipped with a rea
 The checks follow the seed procedure ("Enable Microsoft Authenticator passkey sign in") and the document:
 the method is on, targets are as decided, self-service set up is on, attestation is off, key restrictions
 are enforced in allow mode with the required AAGUIDs, nothing allowed at the last run silently vanished,
-the custom strength exists and matches, and the CA policy (when managed) requires it in the decided state.
+the custom strength exists and matches, and the CA policy (when managed) requires it in the decided state
+for the decided users, groups and applications. PG-DOC-001 compares every field the document decides, with
+the plan's own diff (`plan.drift`), so whenever `plan` would change something, `verify` fails.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from shared.policy.current import (
     strengths_named,
 )
 from shared.policy.document import DesiredState
+from shared.policy.plan import ChangeRow, drift
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class CheckContext:
     fido2_problem: str | None = None
     strength_problem: str | None = None
     ca_problem: str | None = None
+    drift: tuple[ChangeRow, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,8 @@ def build_check_context(desired: DesiredState, fido2_raw: dict[str, Any] | None,
         else:
             ca_problem = f"no Conditional Access policy named {ca_name!r}"
     last = tuple(last_allowed_aaguids) if last_allowed_aaguids is not None else None
-    return CheckContext(desired, fido2, strength, ca, last, fido2_problem, strength_problem, ca_problem)
+    changes = tuple(drift(desired, fido2_raw, strengths_raw, ca_raw)) if fido2_raw is not None else None
+    return CheckContext(desired, fido2, strength, ca, last, fido2_problem, strength_problem, ca_problem, changes)
 
 
 # --- the checks -----------------------------------------------------------------------------------------
@@ -320,19 +325,27 @@ def strength_matches(ctx: CheckContext) -> tuple[Status, str]:
 
 @_check("PG-CA-001", "The Conditional Access policy requires the strength",
         "Without the grant control, the strength is not required anywhere.",
-        "Edit the CA policy: Grant > Require authentication strength = the document's strength.")
+        "Edit the CA policy: Grant > Require authentication strength = the document's strength, and no other "
+        "grant control.")
 def ca_requires_strength(ctx: CheckContext) -> tuple[Status, str]:
-    """Passes when our CA policy's grantControls.authenticationStrength.id is our strength's id."""
+    """Passes when our CA policy's grant is our strength alone (operator OR, no built-in controls)."""
     if ctx.desired.conditional_access is None:
         return "skipped", "the document does not manage Conditional Access"
     if ctx.ca is None:
         return "failed", str(ctx.ca_problem)
     if ctx.strength is None:
         return "failed", f"the strength it should require is missing ({ctx.strength_problem})"
+    problems = []
     if (ctx.ca.strength_id or "").lower() != ctx.strength.id.lower():
-        return "failed", (f"requires strength {ctx.ca.strength_id or '(none)'} instead of "
-                          f"{ctx.strength.id} ({ctx.strength.display_name!r})")
-    return "passed", f"requires {ctx.strength.display_name!r}"
+        problems.append(f"requires strength {ctx.ca.strength_id or '(none)'} instead of "
+                        f"{ctx.strength.id} ({ctx.strength.display_name!r})")
+    if ctx.ca.built_in_controls:
+        problems.append("also grants with built-in controls: " + ", ".join(ctx.ca.built_in_controls))
+    if ctx.ca.grant_operator != "OR":
+        problems.append(f"grant operator {ctx.ca.grant_operator or '(none)'} instead of OR")
+    if problems:
+        return "failed", "; ".join(problems)
+    return "passed", f"requires {ctx.strength.display_name!r} and nothing else"
 
 
 @_check("PG-CA-002", "The Conditional Access policy is in the decided state",
@@ -363,6 +376,50 @@ def ca_emergency_access(ctx: CheckContext) -> tuple[Status, str]:
     if count:
         return "passed", f"{count} user(s)/group(s) excluded"
     return "failed", "no user or group is excluded"
+
+
+@_check("PG-CA-004", "The Conditional Access policy applies to the decided users, groups and applications",
+        "A widened policy can lock out people the organisation did not mean to cover; a narrowed one leaves "
+        "people without the passkey requirement.",
+        "Set the CA policy's Users (include and exclude) and Target resources as in the document; or run "
+        "Passkey Guard's apply.")
+def ca_scope(ctx: CheckContext) -> tuple[Status, str]:
+    """Passes when included and excluded users and groups, and included applications, equal the document's."""
+    spec = ctx.desired.conditional_access
+    if spec is None:
+        return "skipped", "the document does not manage Conditional Access"
+    if ctx.ca is None:
+        return "failed", str(ctx.ca_problem)
+    pairs = (("includeUsers", ctx.ca.include_users, spec.include_users),
+             ("includeGroups", ctx.ca.include_groups, spec.include_groups),
+             ("excludeUsers", ctx.ca.exclude_users, spec.exclude_users),
+             ("excludeGroups", ctx.ca.exclude_groups, spec.exclude_groups),
+             ("includeApplications", ctx.ca.include_applications, spec.include_applications))
+    problems = []
+    for name, have, want in pairs:
+        have_keys, want_keys = {h.lower() for h in have}, {w.lower() for w in want}
+        missing = [w for w in want if w.lower() not in have_keys]
+        extra = [h for h in have if h.lower() not in want_keys]
+        if missing:
+            problems.append(f"{name} missing: {', '.join(missing)}")
+        if extra:
+            problems.append(f"unexpected {name}: {', '.join(extra)}")
+    if problems:
+        return "failed", "; ".join(problems)
+    return "passed", "users, groups and applications are as decided"
+
+
+@_check("PG-DOC-001", "The tenant matches every setting the document decides",
+        "The document is the decision; any field that differs is drift that the next apply would change.",
+        "Run `python -m shared plan` to see each difference, then apply it (or change the document).")
+def document_matches(ctx: CheckContext) -> tuple[Status, str]:
+    """Passes when the plan's diff (`plan.drift`) finds no field to change."""
+    if ctx.drift is None or ctx.fido2 is None:
+        return _no_fido2(ctx)
+    if ctx.drift:
+        fields = [f"{row.area} {row.field}" for row in ctx.drift]
+        return "failed", f"{len(fields)} field(s) differ from the document: " + "; ".join(fields)
+    return "passed", "no field differs from the document"
 
 
 def run_checks(context: CheckContext, checks: Sequence[Check] | None = None) -> Report:

@@ -297,6 +297,12 @@ class _Builder:
             for gid in ca.exclude_groups:
                 self.check_group(gid, "conditionalAccess.excludeGroups", None, method_target=False)
 
+    def diff(self, fido2_raw: Mapping[str, Any], strengths_raw: object, ca_raw: object) -> None:
+        """Compare the tenant with the document: changes, writes, narrowing, warnings and errors."""
+        self.fido2(fido2_raw)
+        strength_ref = self.strength(strengths_raw)
+        self.conditional_access(ca_raw, strength_ref)
+
     # FIDO2 -----------------------------------------------------------------------------------------
     def fido2(self, raw: Mapping[str, Any]) -> None:
         spec = self.desired.passkey_method
@@ -711,6 +717,18 @@ class _Builder:
                 "approved passkey may lose access to the included applications", evaluable=False))
 
 
+def drift(desired: DesiredState, current_raw_fido2: Mapping[str, Any], strengths_raw: object,
+          ca_raw: object) -> list[ChangeRow]:
+    """Every field the document decides that differs in the tenant: the changes `build_plan` would list.
+
+    Pure, and the same diff as the plan's (so `verify` and `plan` cannot disagree); group lookups are not
+    needed because they only produce errors, never changes.
+    """
+    b = _Builder(desired, {})
+    b.diff(current_raw_fido2, strengths_raw, ca_raw)
+    return b.changes
+
+
 def build_plan(desired: DesiredState, current_raw_fido2: Mapping[str, Any], strengths_raw: object,
                ca_raw: object, groups: Mapping[str, Mapping[str, Any] | None]) -> Plan:
     """Diff the desired state against the tenant as read, and list the writes that would close the gap.
@@ -721,9 +739,7 @@ def build_plan(desired: DesiredState, current_raw_fido2: Mapping[str, Any], stre
     """
     b = _Builder(desired, groups)
     b.check_groups()
-    b.fido2(current_raw_fido2)
-    strength_ref = b.strength(strengths_raw)
-    b.conditional_access(ca_raw, strength_ref)
+    b.diff(current_raw_fido2, strengths_raw, ca_raw)
     plan = Plan(
         mode=fido2_mode(current_raw_fido2),
         state_hash=state_hash(desired, current_raw_fido2, strengths_raw, ca_raw),
@@ -982,14 +998,16 @@ def render_plan_table(plan: Plan) -> str:
             parts.append("LOCKOUT: no registered passkey would stop working.")
     elif plan.needs_lockout_evaluation:
         parts.append("LOCKOUT: not evaluated yet.")
-    if plan.requires_acceptance:
+    if plan.blocked:
+        parts.append("This plan cannot be applied until the errors above are fixed; accepting it would not help.")
+    elif plan.requires_acceptance:
         parts.append("This plan requires explicit acceptance before it is applied.")
     return "\n\n".join(parts) + "\n"
 
 
 __all__ = [
     "CA_PATH", "FIDO2_PATH", "MANY_TARGETS", "STRENGTHS_PATH", "STRENGTH_ID_PLACEHOLDER", "WRITE_OPS", "ChangeRow",
-    "Issue", "LockoutRow", "Narrowing", "Plan", "apply_patch_locally", "attach_lockout", "build_plan",
+    "Issue", "LockoutRow", "Narrowing", "Plan", "apply_patch_locally", "attach_lockout", "build_plan", "drift",
     "fill_strength_id", "format_value", "lockout_impact", "merge_aaguids", "plan_from_json", "plan_to_json",
     "render_plan_table", "render_table", "state_hash",
 ]

@@ -80,8 +80,13 @@ class StorageClients:
                        "random_jitter_range": 1}
         conn = self.storage.connection_string
         if conn is not None:
-            self._tables = TableServiceClient.from_connection_string(conn, **self._common(), **table_retry)
-            self._queues = QueueServiceClient.from_connection_string(conn, **self._common(), **queue_retry)
+            try:
+                self._tables = TableServiceClient.from_connection_string(conn, **self._common(), **table_retry)
+                self._queues = QueueServiceClient.from_connection_string(conn, **self._common(), **queue_retry)
+            except ValueError:  # the SDKs' words for a malformed string; never echo it (it holds a key)
+                raise ConfigError("setting STATE_STORAGE is malformed: expected a storage connection string "
+                                  "(AccountName=...;AccountKey=...;TableEndpoint=... or UseDevelopmentStorage=true)"
+                                  ) from None
         else:
             assert self.storage.table_uri and self.storage.queue_uri
             credential = self._get_credential()

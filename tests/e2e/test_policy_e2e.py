@@ -142,6 +142,33 @@ async def test_strength_and_conditional_access_are_created_once(azurite):
         assert report["passed"], report["markdown"]
 
 
+async def test_verify_catches_a_widened_conditional_access_policy(azurite):
+    """Issue 11's reproduction: after an apply whose CA policy includes one group, an administrator widens
+    the policy to All users through Graph; verify now fails PG-CA-004 and agrees with the plan."""
+    import httpx
+
+    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+        doc = doc_with(conditionalAccess={"displayName": "Require Authenticator passkey",
+                                          "includeGroups": [PILOT], "excludeGroups": [BREAK_GLASS],
+                                          "includeApplications": ["All"]})
+        await apply_document(stack.services, trigger="test", document=doc)
+        assert (await verify(stack.services, trigger="test", document=doc))["passed"]
+        (ca,) = stack.sim.state(users=False)["conditionalAccessPolicies"]
+        async with httpx.AsyncClient(base_url=stack.sim.base_url, headers={"Authorization": "Bearer dev"}) as graph:
+            conditions = copy.deepcopy(ca["conditions"])
+            conditions["users"].update(includeUsers=["All"], includeGroups=[])
+            answer = await graph.patch(f"/identity/conditionalAccess/policies/{ca['id']}",
+                                       json={"conditions": conditions})
+            assert answer.status_code == 204, answer.text
+        report = await verify(stack.services, trigger="test", document=doc)
+        assert not report["passed"]
+        failed = {c["id"]: c["reason"] for c in report["checks"] if c["status"] == "failed"}
+        assert "includeUsers" in failed["PG-CA-004"] and "PG-DOC-001" in failed, failed
+        planned = await plan(stack.services, trigger="test", document=doc)
+        assert {row["field"] for row in planned["plan"]["changes"]} >= {"conditions.users.includeUsers",
+                                                                        "conditions.users.includeGroups"}
+
+
 async def test_applying_a_stale_plan_answers_409(azurite):
     """A stored plan applied after the tenant changed is refused with 409 and writes nothing."""
     async with running_stack(azurite, legacy_tenant(), drain=False) as stack:

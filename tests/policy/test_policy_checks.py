@@ -44,7 +44,7 @@ def result(check_id: str, ctx: CheckContext) -> tuple[str, str]:
 def test_checks_have_stable_unique_ids_and_texts() -> None:
     """Every check has a unique PG- id, a title, a rationale and a remediation."""
     ids = [c.id for c in CHECKS]
-    assert len(ids) == len(set(ids)) == 11
+    assert len(ids) == len(set(ids)) == 13
     for c in CHECKS:
         assert c.id.startswith("PG-") and c.title and c.rationale and c.remediation
 
@@ -133,7 +133,7 @@ def test_strength_check() -> None:
 def test_ca_checks_skipped_when_not_managed() -> None:
     """The CA checks are skipped without a conditionalAccess section."""
     ctx = context(cas=[ca_policy(state="disabled")])
-    for cid in ("PG-CA-001", "PG-CA-002", "PG-CA-003"):
+    for cid in ("PG-CA-001", "PG-CA-002", "PG-CA-003", "PG-CA-004"):
         assert result(cid, ctx)[0] == "skipped"
 
 
@@ -169,9 +169,9 @@ def test_unreadable_profile_fails_method_checks() -> None:
 def test_report_verdict_and_counts() -> None:
     """A report passes when nothing failed; skipped checks do not fail it; a crashing check fails."""
     report = run_checks(context())
-    assert report.passed and report.counts() == {"passed": 7, "failed": 0, "skipped": 4}
+    assert report.passed and report.counts() == {"passed": 8, "failed": 0, "skipped": 5}
     bad = run_checks(context(fido2=legacy_fido2(enforced=False)))
-    assert not bad.passed and [r.id for r in bad.failed] == ["PG-FIDO2-005"]
+    assert not bad.passed and [r.id for r in bad.failed] == ["PG-FIDO2-005", "PG-DOC-001"]
 
     def boom(_: CheckContext) -> Any:
         raise RuntimeError("bug")
@@ -179,3 +179,55 @@ def test_report_verdict_and_counts() -> None:
     crashing = Check("PG-TEST-001", "t", "r", "m", boom)
     crashed = run_checks(context(), [crashing])
     assert isinstance(crashed, Report) and crashed.results[0].status == "failed" and not crashed.passed
+
+
+# --- the document's Conditional Access scope and grant (issue 11: verify said COMPLIANT on CA drift) -----
+@pytest.mark.parametrize(("ca", "expected"), [
+    (ca_policy(include_users=["All"], include_groups=[]), "includeGroups"),
+    (ca_policy(include_groups=[GROUP_A, "g-extra"]), "unexpected includeGroups: g-extra"),
+    (ca_policy(exclude_users=[]), "excludeUsers"),
+    (ca_policy(exclude_groups=["g-x"]), "unexpected excludeGroups: g-x"),
+    (ca_policy(apps=["All"]), "includeApplications"),
+])
+def test_ca_scope_drift_fails(ca: dict[str, Any], expected: str) -> None:
+    """PG-CA-004 fails when the CA policy's users, groups or applications differ from the document's."""
+    state = desired(conditionalAccess=ca_section(includeUsers=[], includeGroups=[GROUP_A]))
+    good = ca_policy(include_users=[], include_groups=[GROUP_A])
+    assert result("PG-CA-004", context(state, cas=[good]))[0] == "passed"
+    status, reason = result("PG-CA-004", context(state, cas=[ca]))
+    assert status == "failed" and expected in reason, reason
+
+
+def test_ca_widened_to_all_users_fails_the_report() -> None:
+    """The issue's reproduction: the document includes one group, the tenant's CA policy now covers All."""
+    state = desired(conditionalAccess=ca_section(includeUsers=[], includeGroups=[GROUP_A]))
+    report = run_checks(context(state, cas=[ca_policy(include_users=["All"], include_groups=[])], last=[ANDROID, IOS]))
+    assert not report.passed
+    assert {r.id for r in report.failed} >= {"PG-CA-004", "PG-DOC-001"}
+
+
+@pytest.mark.parametrize(("ca", "expected"), [
+    (ca_policy(built_in=["mfa"]), "built-in controls: mfa"),
+    ({**ca_policy(), "grantControls": {**ca_policy()["grantControls"], "operator": "AND"}}, "operator AND"),
+])
+def test_ca_grant_drift_fails(ca: dict[str, Any], expected: str) -> None:
+    """PG-CA-001 fails when the grant adds a built-in control or is not OR: the strength is then not the rule."""
+    status, reason = result("PG-CA-001", context(desired(conditionalAccess=ca_section()), cas=[ca]))
+    assert status == "failed" and expected in reason, reason
+
+
+def test_document_drift_check_names_each_field() -> None:
+    """PG-DOC-001 lists every field the plan would change, and passes when there is none."""
+    ok = context(desired(conditionalAccess=ca_section()), cas=[ca_policy()])
+    assert result("PG-DOC-001", ok)[0] == "passed"
+    drifted = context(desired(passkeyMethod=method(selfServiceRegistration=False)),
+                      fido2=legacy_fido2(self_service=True))
+    status, reason = result("PG-DOC-001", drifted)
+    assert status == "failed" and "isSelfServiceRegistrationAllowed" in reason, reason
+
+
+def test_document_drift_unknown_without_the_method() -> None:
+    """PG-DOC-001 fails (it cannot say the tenant matches) when the method configuration was not read."""
+    ctx = build_check_context(desired(), None, GOOD_STRENGTHS, None, None)
+    status, reason = result("PG-DOC-001", ctx)
+    assert status == "failed" and "not read" in reason

@@ -26,7 +26,7 @@ def test_report_json() -> None:
     assert doc["tenantId"] == "tenant-1" and doc["generatedAt"] == "2026-05-01T12:00:00Z"
     assert doc["passed"] is False
     assert doc["summary"]["failed"] == len([c for c in doc["checks"] if c["status"] == "failed"]) > 0
-    assert doc["summary"]["total"] == 11
+    assert doc["summary"]["total"] == 13
     first = doc["checks"][0]
     assert set(first) == {"id", "title", "status", "reason", "rationale", "remediation"}
 
@@ -61,5 +61,5 @@ def test_compliant_markdown_has_no_remediation() -> None:
     """A passing report says COMPLIANT and has no remediation section."""
     ctx = build_check_context(desired(), legacy_fido2(), [strength(aaguids=[ANDROID, IOS])])
     md = report_to_markdown(run_checks(ctx), tenant_id="t", generated_at="2026-05-01T12:00:00Z")
-    assert "**COMPLIANT: 7 passed, 0 failed, 4 skipped**" in md
+    assert "**COMPLIANT: 8 passed, 0 failed, 5 skipped**" in md
     assert "## Remediation" not in md

@@ -1,0 +1,154 @@
+"""The command line as an administrator runs it: `python -m shared ...` as a process against the local stack,
+judged by its exit code and what it prints (issue 11: a plan that needs a person exited 0)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.stack import running_stack
+from tests.e2e.test_policy_e2e import MARKETING, YUBI, doc_with, legacy_tenant
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env(stack: Any, connection_string: str) -> dict[str, str]:
+    """The environment an administrator's shell would have, pointing at this stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "STATE_", "NOTIFICATION_", "TICKET_"))}
+    env.update({"TENANT_ID": stack.tenant_id, "GRAPH_BASE_URL": stack.sim.base_url, "GRAPH_DEV_TOKEN": "test-token",
+                "STATE_STORAGE": connection_string, "PYTHONDONTWRITEBYTECODE": "1"})
+    return env
+
+
+async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """Run `python -m shared ARGS`; returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared", *args, cwd=ROOT, env=env,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_plan_exit_codes_say_whether_a_person_is_needed(azurite, tmp_path):
+    """`plan` exits 0 with nothing to accept, 1 when the plan would lock users out (it asks for acceptance),
+    and 1 when the plan has errors (it says so and does not ask for acceptance, which cannot help)."""
+    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+        env = cli_env(stack, azurite.connection_string)
+        cases = {
+            "plain": (doc_with(), 0, "Plan ", None),
+            "lockout": (doc_with(passkeyMethod__keyRestrictions__remove=[YUBI]), 1,
+                        "requires explicit acceptance", None),
+            "errors": (doc_with(passkeyMethod__includeTargets=[MARKETING]), 1, "cannot be applied",
+                       "requires explicit acceptance"),
+        }
+        for name, (doc, code, says, never) in cases.items():
+            path = tmp_path / f"{name}.json"
+            path.write_text(json.dumps(doc))
+            got, out, err = await run_cli(env, "plan", "--document", str(path))
+            assert got == code, (name, got, out, err)
+            assert says in out, (name, out)
+            if never:
+                assert never not in out, (name, out)
+            got_json, out_json, _ = await run_cli(env, "plan", "--json", "--document", str(path))
+            assert got_json == code and json.loads(out_json)["planId"], name
+        assert stack.sim.stats()["writes"] == 0
+
+
+async def test_refusals_and_unknown_ids_are_not_reported_as_outages(azurite, tmp_path):
+    """An unknown plan or run id is bad input (2); a stale or already-applied plan is a refusal (1). Exit 3
+    ("Graph or storage failed") would make a script retry them."""
+    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+        env = cli_env(stack, azurite.connection_string)
+        code, _, err = await run_cli(env, "apply", "--plan-id", "no-such-plan")
+        assert code == 2 and "no-such-plan" in err, err
+        code, _, err = await run_cli(env, "rollback", "no-such-run")
+        assert code == 2, err
+        path = tmp_path / "doc.json"
+        path.write_text(json.dumps(doc_with()))
+        _, out, _ = await run_cli(env, "plan", "--json", "--document", str(path))
+        plan_id = json.loads(out)["planId"]
+        code, _, err = await run_cli(env, "apply", "--plan-id", plan_id)
+        assert code == 0, err
+        code, _, err = await run_cli(env, "apply", "--plan-id", plan_id)
+        assert code == 1 and "Traceback" not in err, err
+
+
+async def test_malformed_storage_setting_is_named_without_a_traceback(azurite):
+    """A malformed STATE_STORAGE is a settings error (2) that names the setting, not a traceback."""
+    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+        env = cli_env(stack, "not a connection string")
+        code, _, err = await run_cli(env, "runs")
+        assert code == 2 and "STATE_STORAGE" in err and "Traceback" not in err, err
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """`python -m shared flags | head` closes the pipe early: the CLI stops without a traceback."""
+    from shared.__main__ import emit
+
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with open(write_fd, "w", closefd=True) as broken:
+        assert emit("x" * 200_000, stream=broken) is False
+
+
+def test_a_failed_sign_in_says_so_and_suggests_az_login() -> None:
+    """A credential that cannot get a token is reported as a sign-in failure with `az login`, never as
+    "Graph did not answer"."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import CredentialUnavailableError
+
+    from shared.errors import GraphSignInFailed
+    from shared.graph.gateway import GraphGateway
+
+    for exc in (CredentialUnavailableError("DefaultAzureCredential failed"), ClientAuthenticationError("AADSTS700016")):
+        mapped = GraphGateway._map_error(GraphGateway.__new__(GraphGateway), exc, "reading the FIDO2 policy")
+        assert isinstance(mapped, GraphSignInFailed), mapped
+        assert "az login" in mapped.message and "did not answer" not in mapped.message
+
+
+FAKE_AZ = """#!{python}
+# A stand-in for the Azure CLI on an administrator's machine: `az account get-access-token` prints a token
+# Azurite's --oauth basic accepts, and records which resource was asked for.
+import json, sys
+sys.path.insert(0, {root!r})
+from devhost.azurite import make_dev_token
+args = sys.argv[1:]
+resource = args[args.index("--resource") + 1]
+with open({log!r}, "a") as log:
+    log.write(resource + "\\n")
+token, expires = make_dev_token(audience=resource.rstrip("/"))
+print(json.dumps({{"accessToken": token, "expires_on": expires, "tokenType": "Bearer",
+                  "tenant": "00000000-0000-0000-0000-000000000000", "subscription": "s"}}))
+"""
+
+
+async def test_the_cli_reaches_identity_based_storage_with_the_administrators_sign_in(azurite, tmp_path):
+    """With the deployed app's identity-based storage settings (and its AZURE_CLIENT_ID copied along), the CLI
+    signs in as the administrator (`az login`), not as the app's managed identity, which their machine lacks."""
+    from devhost.azurite import start_azurite
+
+    secured = await asyncio.to_thread(start_azurite, oauth=True)
+    try:
+        async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+            bin_dir, log = tmp_path / "bin", tmp_path / "az.log"
+            bin_dir.mkdir()
+            fake = bin_dir / "az"
+            fake.write_text(FAKE_AZ.format(python=sys.executable, root=str(ROOT), log=str(log)))
+            fake.chmod(0o755)
+            env = cli_env(stack, "")
+            env.pop("STATE_STORAGE")
+            env.update({"STATE_STORAGE__tableServiceUri": secured.table_url,
+                        "STATE_STORAGE__queueServiceUri": secured.queue_url,
+                        "STATE_STORAGE__clientId": "11111111-2222-3333-4444-555555555555",
+                        "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+                        "SSL_CERT_FILE": str(secured.cert_path), "PATH": f"{bin_dir}:{env['PATH']}"})
+            code, out, err = await run_cli(env, "runs", "--json")
+            assert code == 0, err
+            assert json.loads(out)["value"] == []
+            assert "https://storage.azure.com" in log.read_text()
+    finally:
+        await asyncio.to_thread(secured.stop)
