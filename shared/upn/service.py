@@ -600,6 +600,17 @@ async def list_flags(services: Services, *, status: str | None, limit: int = 100
     return {"value": [_public_flag(f) for f in flags], "nextPageToken": token}
 
 
+#: A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """One export cell as text, defused: user-chosen text (passkey names, UPNs, ticket ids) that starts
+    with a formula trigger gets a leading single quote, so a spreadsheet shows it instead of running it."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
 async def flags_csv(services: Services, *, status: str | None) -> str:
     """Every flag (optionally of one status) as CSV for the helpdesk, AAGUIDs named where known."""
     from shared.policy.aaguids import name_of
@@ -613,9 +624,10 @@ async def flags_csv(services: Services, *, status: str | None) -> str:
         keys = "; ".join(f"{p.get('displayName') or p.get('model') or 'passkey'} "
                          f"({name_of(p.get('aaGuid') or '') if p.get('aaGuid') else 'unknown'})"
                          for p in doc.get("passkeys", []))
-        writer.writerow([doc.get("userId"), doc.get("oldUpn"), doc.get("newUpn"), doc.get("status"),
-                         doc.get("detectedAt"), doc.get("statusChangedAt"), doc.get("source"),
-                         doc.get("ticketId") or "", len(doc.get("passkeys", [])), keys])
+        writer.writerow([csv_cell(cell) for cell in (
+            doc.get("userId"), doc.get("oldUpn"), doc.get("newUpn"), doc.get("status"), doc.get("detectedAt"),
+            doc.get("statusChangedAt"), doc.get("source"), doc.get("ticketId") or "", len(doc.get("passkeys", [])),
+            keys)])
     return out.getvalue()
 
 
