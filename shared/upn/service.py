@@ -75,7 +75,8 @@ def _iso(value: datetime) -> str:
 # ------------------------------------------------------------------------------------------ messages
 def users_message(users: list[dict[str, Any]], *, source: str, ticket_id: str | None = None,
                   old_upn: str | None = None) -> dict[str, Any]:
-    """A queue message for at most 20 users: `[{"id", "upn"?, "oldUpn"?, "removed"?}]`."""
+    """A queue message for at most 20 users: `[{"id", "upn"?, "oldUpn"?, "seenAt"?, "removed"?}]` (`seenAt`:
+    when the sweep read `upn` from Graph)."""
     if not 0 < len(users) <= USERS_PER_MESSAGE:
         raise ValueError(f"a message carries 1 to {USERS_PER_MESSAGE} users")
     message: dict[str, Any] = {"v": MESSAGE_VERSION, "kind": "users", "source": source, "users": users,
