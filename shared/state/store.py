@@ -254,6 +254,12 @@ def snapshot_value(upn: str, seen_at: dt.datetime | None) -> str:
 _SEEN_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
+def snapshot_upn(value: str) -> str:
+    """The UPN of a snapshot property (`split_snapshot` without parsing the time: the bulk load's path)."""
+    upn, space, seen = value.rpartition(" ")
+    return upn if space and _SEEN_AT.fullmatch(seen) else value
+
+
 def split_snapshot(value: str) -> tuple[str, dt.datetime | None]:
     """(UPN, seen at or None) of a snapshot property; values written before the time was kept have none."""
     upn, space, seen = value.rpartition(" ")
@@ -833,7 +839,7 @@ class StateStore:
             async for entity in client.query_entities(
                     "PartitionKey eq @pk", parameters={"pk": bucket_partition(tenant_id, bucket)},
                     results_per_page=MAX_PAGE):
-                users = {uid: split_snapshot(value)[0] for name, value in entity.items()
+                users = {uid: snapshot_upn(value) for name, value in entity.items()
                          if (uid := snapshot_user(name)) is not None and isinstance(value, str)}
                 if len(users) > MAX_CUSTOM_PROPERTIES:  # Azurite doesn't enforce the limit; Azure would refuse
                     raise StateError(f"snapshot row {entity.get('RowKey')} holds {len(users)} users; Table "

@@ -378,6 +378,7 @@ def merge_flag(existing: Flag | None, new: Flag) -> Flag | None:
         f"UPN changed again to {new.new_upn}; {len(added)} more passkey(s) broken",
         new_upn=new.new_upn, passkeys=(*existing.passkeys, *added),
         ticket_id=existing.ticket_id or new.ticket_id,
+        removal_approval=None if added else existing.removal_approval,  # an approval covered the earlier set
     )
 
 

@@ -134,3 +134,16 @@ def test_the_cleanup_fields_round_trip_and_bad_values_name_the_field():
     for key, value in (("oldUpnOrigin", "rumour"), ("removalApproval", "yes"), ("oldUpnSeenAt", "yesterday")):
         with pytest.raises(InputError, match=f"flag.{key}"):
             flag_from_dict({**doc, key: value})
+
+
+def test_an_approval_does_not_cover_passkeys_broken_by_a_later_rename():
+    """Approved for A→B's passkeys; B→C breaks passkeys registered under B: the case must be approved again."""
+    first = approve_removal(require_approval(flagged([pk("a-key", "2020-01-01T00:00:00Z")]), at=T0, cap=0),
+                            at=T0, by="cli")
+    later = flagged([pk("a-key", "2020-01-01T00:00:00Z"), pk("b-key", "2026-01-01T12:30:00Z")], old=B, new=C,
+                    at=T0 + timedelta(hours=2))
+    merged = merge_flag(first, later)
+    assert merged is not None and merged.removal_approval is None
+    same_keys = merge_flag(first, flagged([pk("a-key", "2020-01-01T00:00:00Z")], old=B, new=C,
+                                          at=T0 + timedelta(hours=2)))
+    assert same_keys is not None and same_keys.removal_approval == APPROVED
