@@ -74,8 +74,9 @@ HOLD_SEEN_AT_UNKNOWN = "oldUpnSeenAtUnknown"  # no record of when the old UPN wa
 HOLD_NOT_OLDER = "passkeysNotOlderThanOldUpn"  # each remaining passkey may have been registered after the rename
 HOLD_APPROVAL = "approvalRequired"  # the run's cap was reached: waits for an approval
 HOLD_USER_NOT_FOUND = "userNotFound"  # the re-read before deleting found no user
-#: Graph's createdDateTime and our clock may disagree a little, and Graph rounds to the second: a passkey
-#: must be older than the last sight of the old UPN by this much to be taken as registered under it.
+#: Graph's createdDateTime and our clock may disagree a little, Graph rounds to the second, and a read may
+#: come from a replica a few seconds behind: a passkey must be older than the last sight of the old UPN by
+#: this much to be taken as registered under it.
 CLOCK_MARGIN = timedelta(minutes=1)
 
 
