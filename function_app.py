@@ -101,6 +101,12 @@ async def flags_export(req: func.HttpRequest) -> func.HttpResponse:
     return await _serve("flags_export", req)
 
 
+@app.route(route="flags/approve-removal", methods=["POST"])
+async def flags_approve_removal(req: func.HttpRequest) -> func.HttpResponse:
+    """Admin: approve the stale-passkey removal of flags waiting above STALE_PASSKEY_REMOVAL_MAX_PER_RUN."""
+    return await _serve("flags_approve_removal", req)
+
+
 @app.event_grid_trigger(arg_name="event")
 async def upn_events(event: func.CloudEvent) -> None:
     """Graph user events delivered through an Event Grid partner topic (CloudEvents schema: the library

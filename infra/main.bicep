@@ -43,6 +43,11 @@ param enforcementMode string = 'audit'
 @description('True lets the app delete passkeys left stale by a UPN change and grants UserAuthMethod-Passkey.ReadWrite.All; false only flags them (UserAuthMethod-Passkey.Read.All).')
 param removeStalePasskeys bool = false
 
+@minValue(0)
+@maxValue(100000)
+@description('Passkeys one tracker run may delete (removeStalePasskeys true); above it, flags wait for an administrator\'s approval (POST /api/flags/approve-removal or python -m shared flags approve-removal). 0 makes every removal wait.')
+param staleRemovalMaxPerRun int = 25
+
 @minLength(1)
 @maxLength(260)
 @description('Path of the desired-state policy document, relative to the app root.')
@@ -266,6 +271,7 @@ module functionApp 'app/function.bicep' = {
     tenantId: tenantId
     enforcementMode: enforcementMode
     removeStalePasskeys: removeStalePasskeys
+    staleRemovalMaxPerRun: staleRemovalMaxPerRun
     policyFile: policyFile
     graphRuPer10s: graphRuPer10s
     policySchedule: policySchedule

@@ -7,6 +7,7 @@
     python -m shared sweep    [--json]
     python -m shared track    [--json]
     python -m shared flags    [--json | --csv] [--status STATUS]
+    python -m shared flags    approve-removal (USER_ID... | --all-waiting) [--json]
     python -m shared runs     [--json]
     python -m shared subscribe [--json]
 
@@ -54,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     flags = add("flags", "list UPN-change flags")
     flags.add_argument("--csv", action="store_true", help="print CSV for the helpdesk")
     flags.add_argument("--status", help="only flags with this status")
+    flags.add_argument("action", nargs="?", choices=["approve-removal"],
+                       help="approve-removal: let the next tracker run delete these flags' stale passkeys")
+    flags.add_argument("user_ids", nargs="*", metavar="USER_ID", help="with approve-removal: the users")
+    flags.add_argument("--all-waiting", action="store_true", help="with approve-removal: every waiting flag")
     add("runs", "list recent runs")
     add("subscribe", "create or renew the Graph /users subscription")
     return parser
@@ -68,6 +73,13 @@ def _document(path: Path | None) -> Any:
         raise InputError(f"--document: cannot read {path}: {exc.strerror}") from None
     except ValueError:
         raise InputError(f"--document: {path} is not valid JSON") from None
+
+
+def _approval_ids(args: argparse.Namespace) -> list[str] | None:
+    """The users `flags approve-removal` names: some ids, or None for --all-waiting (exactly one of them)."""
+    if bool(args.user_ids) == bool(args.all_waiting):
+        raise InputError("approve-removal: name the users (USER_ID...) or give --all-waiting, not both")
+    return None if args.all_waiting else list(args.user_ids)
 
 
 async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
@@ -103,7 +115,14 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
         if args.command == "track":
             result = await upn.track_flags(services)
             return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
+        if args.command == "flags" and args.action == "approve-removal":
+            result = await upn.approve_removals(services, _approval_ids(args), by="cli")
+            text = (f"approved: {', '.join(result['approved']) or 'none'}; "
+                    f"already approved: {', '.join(result['alreadyApproved']) or 'none'}")
+            return result, text, EXIT_OK
         if args.command == "flags":
+            if args.user_ids or args.all_waiting:
+                raise InputError("USER_ID and --all-waiting go with the approve-removal action")
             if args.csv:
                 text = await upn.flags_csv(services, status=args.status)
                 return {"csv": text}, text, EXIT_OK

@@ -33,6 +33,7 @@ LIFECYCLE_NOTIFICATION_URL = "LIFECYCLE_NOTIFICATION_URL"
 NOTIFICATION_CLIENT_STATE = "NOTIFICATION_CLIENT_STATE"
 TICKET_WEBHOOK_SECRET = "TICKET_WEBHOOK_SECRET"  # noqa: S105 (a setting name)
 REMOVE_STALE_PASSKEYS = "REMOVE_STALE_PASSKEYS"
+STALE_PASSKEY_REMOVAL_MAX_PER_RUN = "STALE_PASSKEY_REMOVAL_MAX_PER_RUN"
 GRAPH_RU_PER_10S = "GRAPH_RU_PER_10S"
 APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
@@ -48,7 +49,7 @@ APP_SETTINGS: tuple[str, ...] = (
     STATE_STORAGE_QUEUE_URI, STATE_STORAGE_CLIENT_ID, POLICY_FILE, ENFORCEMENT_MODE, NOTIFICATION_URL,
     LIFECYCLE_NOTIFICATION_URL, NOTIFICATION_CLIENT_STATE, TICKET_WEBHOOK_SECRET, REMOVE_STALE_PASSKEYS,
     GRAPH_RU_PER_10S, APPLICATIONINSIGHTS_CONNECTION_STRING, POLICY_SCHEDULE, SWEEP_SCHEDULE,
-    TRACKER_SCHEDULE, SUBSCRIPTION_SCHEDULE,
+    TRACKER_SCHEDULE, SUBSCRIPTION_SCHEDULE, STALE_PASSKEY_REMOVAL_MAX_PER_RUN,
 )
 #: Settings that only a developer's machine uses; never set in Azure.
 LOCAL_ONLY_SETTINGS: tuple[str, ...] = (STATE_STORAGE, GRAPH_DEV_TOKEN)
@@ -59,6 +60,8 @@ ENFORCEMENT_MODES = ("audit", "enforce")
 QUEUE_NAME = "upn-changes"  # the queue trigger's queue; also named in infra/
 #: The Graph large-tenant budget: 8,000 resource units per 10 s per app and tenant.
 DEFAULT_RU_PER_10S = 8000
+#: Passkeys the tracker may delete in one run before further flags wait for an administrator's approval.
+DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN = 25
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LOOPBACK_HOSTS = {"localhost"}
@@ -106,6 +109,7 @@ class Settings:
     ticket_webhook_secret: str | None = None
     remove_stale_passkeys: bool = False
     graph_ru_per_10s: int = DEFAULT_RU_PER_10S
+    stale_passkey_removal_max_per_run: int = DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN
 
     @property
     def graph_is_local(self) -> bool:
@@ -165,6 +169,11 @@ class Settings:
         if not budget_text.isdigit() or int(budget_text) <= 0:
             raise ConfigError(f"setting {GRAPH_RU_PER_10S} is malformed: expected a positive whole number")
 
+        cap_text = get(STALE_PASSKEY_REMOVAL_MAX_PER_RUN) or str(DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN)
+        if not (cap_text.isascii() and cap_text.isdigit() and len(cap_text) <= 9):
+            raise ConfigError(f"setting {STALE_PASSKEY_REMOVAL_MAX_PER_RUN} is malformed: expected a whole number "
+                              "of passkeys, 0 or more")
+
         client_state = get(NOTIFICATION_CLIENT_STATE)
         if client_state is not None and len(client_state) > 128:
             raise ConfigError(f"setting {NOTIFICATION_CLIENT_STATE} is too long: Graph allows 128 characters")
@@ -187,4 +196,5 @@ class Settings:
             ticket_webhook_secret=get(TICKET_WEBHOOK_SECRET),
             remove_stale_passkeys=remove in ("true", "1", "yes"),
             graph_ru_per_10s=int(budget_text),
+            stale_passkey_removal_max_per_run=int(cap_text),
         )

@@ -10,6 +10,7 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     ├── AuthError                      wrong signature, clientState, tenant or timestamp (401)
     ├── NotFound                       a plan, run or flag that does not exist (404)
     ├── ConflictError                  a stored plan no longer matches the tenant, or a lease is held (409)
+    │   └── RemovalNotWaiting          an approval names a flag that is not waiting for one (409)
     ├── LockoutRefused                 a plan would lock users out and acceptance was not given (409)
     ├── GraphError                     Microsoft Graph answered with an error we cannot recover from
     │   ├── GraphThrottled             429 after our retries; `retry_after` seconds when Graph said
@@ -63,6 +64,10 @@ class NotFound(PasskeyGuardError):
 
 class ConflictError(PasskeyGuardError):
     code, status = "conflict", 409
+
+
+class RemovalNotWaiting(ConflictError):
+    code, status = "removalNotWaiting", 409
 
 
 class LockoutRefused(PasskeyGuardError):

@@ -209,3 +209,23 @@ async def flags_export(services: Services, req: Request) -> Answer:
     text = await flags_csv(services, status=req.params.get("status") or None)
     return Answer(status=200, text=text, mimetype="text/csv",
                   headers={"Content-Disposition": 'attachment; filename="passkey-guard-flags.csv"'})
+
+
+MAX_APPROVALS = 1000  # user ids per approval request
+
+
+async def flags_approve_removal(services: Services, req: Request) -> Answer:
+    """An administrator approves the stale-passkey removal of flags waiting above the per-run cap; the next
+    tracker run deletes them. Strict body `{"userIds": [...]}`: anything else is a 400 naming the field."""
+    from shared.upn.service import approve_removals
+
+    body = read_json_object(req.body, allow_empty=False)
+    unknown = sorted(set(body) - {"userIds"})
+    if unknown:
+        raise InputError(f"{unknown[0]}: unknown field; the body is {{\"userIds\": [user id, ...]}}")
+    ids = body.get("userIds")
+    if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_APPROVALS
+            or not all(isinstance(u, str) and 0 < len(u) <= 128 for u in ids)):
+        raise InputError(f"userIds: required, a list of 1 to {MAX_APPROVALS} user ids (strings)")
+    return ok(await approve_removals(services, ids, by="http"))
+

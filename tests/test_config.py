@@ -61,3 +61,17 @@ def test_settings_are_frozen():
     s = Settings.from_env(BASE)
     with pytest.raises(AttributeError):
         s.tenant_id = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["-1", "ten", "2.5", "１２", "1e3", "9999999999"])
+def test_a_malformed_removal_cap_names_its_setting(value):
+    """STALE_PASSKEY_REMOVAL_MAX_PER_RUN must be a whole number of 0 or more; anything else names the setting."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, "STALE_PASSKEY_REMOVAL_MAX_PER_RUN": value})
+    assert "STALE_PASSKEY_REMOVAL_MAX_PER_RUN" in str(info.value)
+
+
+def test_the_removal_cap_defaults_to_25_and_may_be_0():
+    """Default 25 passkeys a tracker run; 0 sends every removal to an administrator for approval."""
+    assert Settings.from_env(BASE).stale_passkey_removal_max_per_run == 25
+    assert Settings.from_env({**BASE, "STALE_PASSKEY_REMOVAL_MAX_PER_RUN": "0"}).stale_passkey_removal_max_per_run == 0

@@ -74,6 +74,11 @@ param enforcementMode string
 @description('REMOVE_STALE_PASSKEYS: delete passkeys left stale by a UPN change.')
 param removeStalePasskeys bool
 
+@minValue(0)
+@maxValue(100000)
+@description('STALE_PASSKEY_REMOVAL_MAX_PER_RUN: passkeys one tracker run may delete; further flags wait for an approval.')
+param staleRemovalMaxPerRun int
+
 @minLength(1)
 @maxLength(260)
 @description('POLICY_FILE: desired-state policy document, relative to the app root.')
@@ -226,6 +231,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Behaviour. Not string(bool): ARM renders a bool as 'True'.
     ENFORCEMENT_MODE: enforcementMode
     REMOVE_STALE_PASSKEYS: removeStalePasskeys ? 'true' : 'false'
+    STALE_PASSKEY_REMOVAL_MAX_PER_RUN: string(staleRemovalMaxPerRun)
     POLICY_FILE: policyFile
     // Change notifications: Graph posts here; the clientState proves a post came from our subscription.
     NOTIFICATION_URL: 'https://${site.properties.defaultHostName}/api/graph/notifications'

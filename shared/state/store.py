@@ -242,6 +242,32 @@ def snapshot_to_entity(tenant_id: str, user_id: str, upn: str, buckets: int, now
             snapshot_property(user_id): upn}
 
 
+def snapshot_value(upn: str, seen_at: dt.datetime | None) -> str:
+    """A user's snapshot property: the UPN, then (when known) a space and the moment the product read
+    that UPN from Graph, so stale-passkey removal knows when the old UPN was last confirmed. A UPN
+    never holds a space (Entra allows letters, digits and ' . - _ ! # ^ ~ @); `split_snapshot` reads it back."""
+    if seen_at is None:
+        return upn
+    return f"{upn} {seen_at.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+_SEEN_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def snapshot_upn(value: str) -> str:
+    """The UPN of a snapshot property (`split_snapshot` without parsing the time: the bulk load's path)."""
+    upn, space, seen = value.rpartition(" ")
+    return upn if space and _SEEN_AT.fullmatch(seen) else value
+
+
+def split_snapshot(value: str) -> tuple[str, dt.datetime | None]:
+    """(UPN, seen at or None) of a snapshot property; values written before the time was kept have none."""
+    upn, space, seen = value.rpartition(" ")
+    if not space or not _SEEN_AT.fullmatch(seen):
+        return value, None
+    return upn, dt.datetime.fromisoformat(seen)
+
+
 def checkpoint_to_entity(tenant_id: str, name: str, value: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
     """A checkpoint row: `value` as JSON plus `updated_at`."""
     if not isinstance(value, Mapping):
@@ -737,19 +763,24 @@ class StateStore:
 
     async def get_snapshots(self, tenant_id: str, user_ids: Iterable[str]) -> dict[str, str]:
         """Last seen UPN per user id (users never seen or deleted are absent); one point read per row."""
+        return {uid: upn for uid, (upn, _) in (await self.get_snapshots_seen(tenant_id, user_ids)).items()}
+
+    async def get_snapshots_seen(self, tenant_id: str, user_ids: Iterable[str]
+                                 ) -> dict[str, tuple[str, dt.datetime | None]]:
+        """`get_snapshots` with, per user, when that UPN was last read from Graph (None: not recorded)."""
         rows: dict[tuple[str, str], dict[str, str]] = {}  # (pk, rk) -> property -> user id
         for user_id in dict.fromkeys(user_ids):
             pk, rk, name = self._snapshot_keys(tenant_id, user_id)
             rows.setdefault((pk, rk), {})[name] = user_id
 
-        async def one(pk: str, rk: str, names: dict[str, str]) -> list[tuple[str, str]]:
+        async def one(pk: str, rk: str, names: dict[str, str]) -> list[tuple[str, tuple[str, dt.datetime | None]]]:
             select = list(names) if len(names) <= _MAX_SELECT else None
 
             async def work(client: TableClient) -> dict[str, Any] | None:
                 return await fastpath.get(client, pk, rk, select=select)
 
             entity = await self._op(SNAPSHOTS, "reading snapshots", work) or {}
-            return [(uid, str(entity[name])) for name, uid in names.items() if entity.get(name)]
+            return [(uid, split_snapshot(str(entity[name]))) for name, uid in names.items() if entity.get(name)]
 
         found = await self._gather(one(pk, rk, names) for (pk, rk), names in rows.items())
         return dict(pair for pairs in found for pair in pairs)
@@ -779,12 +810,16 @@ class StateStore:
 
         await self._gather(chunk_of(c) for c in chunk_operations(rows.values()))
 
-    async def put_snapshots(self, tenant_id: str, upns: Mapping[str, str]) -> int:
-        """Record last seen UPNs (MERGEs into the grouped rows); returns how many users were written."""
+    async def put_snapshots(self, tenant_id: str, upns: Mapping[str, str],
+                            seen_at: Mapping[str, dt.datetime] | None = None) -> int:
+        """Record last seen UPNs (MERGEs into the grouped rows), each with when it was read from Graph
+        when `seen_at` has the user; returns how many users were written."""
         for upn in upns.values():
             if not isinstance(upn, str) or not upn:
                 raise InputError("a snapshot needs a non-empty UPN")
-        await self._merge_snapshots(tenant_id, upns, "writing snapshots")
+        seen = seen_at or {}
+        values = {uid: snapshot_value(upn, seen.get(uid)) for uid, upn in upns.items()}
+        await self._merge_snapshots(tenant_id, values, "writing snapshots")
         return len(upns)
 
     async def delete_snapshots(self, tenant_id: str, user_ids: Iterable[str]) -> None:
@@ -804,7 +839,7 @@ class StateStore:
             async for entity in client.query_entities(
                     "PartitionKey eq @pk", parameters={"pk": bucket_partition(tenant_id, bucket)},
                     results_per_page=MAX_PAGE):
-                users = {uid: value for name, value in entity.items()
+                users = {uid: snapshot_upn(value) for name, value in entity.items()
                          if (uid := snapshot_user(name)) is not None and isinstance(value, str)}
                 if len(users) > MAX_CUSTOM_PROPERTIES:  # Azurite doesn't enforce the limit; Azure would refuse
                     raise StateError(f"snapshot row {entity.get('RowKey')} holds {len(users)} users; Table "

@@ -42,12 +42,18 @@ Merging a new detection into the stored flag (merge_flag), for idempotency and o
   broken, in which case those open a new case B→A;
 * closed -> a new case, unless it is the same change again (same new UPN, detected no later than the
   case last changed status) -> None.
+
+The opt-in cleanup (REMOVE_STALE_PASSKEYS; removable_passkeys, needs_approval) deletes a ``pending``
+flag's pre-change passkeys only when they were created before the product last read the old UPN from
+Graph (``oldUpnSeenAt``), never when only a ticket named the old UPN, and at most a capped number per
+run: beyond it the flag waits (``removalApproval: required``) until an administrator approves it.
+``removalHold`` records why nothing was deleted (the HOLD_* codes).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -57,6 +63,21 @@ from shared.errors import InputError
 SOURCES = ("notification", "sweep", "ticket", "eventgrid", "recheck")
 #: A flag keeps at most this many history entries (the newest).
 MAX_HISTORY = 20
+#: Where a flag's old UPN came from (``oldUpnOrigin``): our own snapshot of Graph, or only a ticket's word.
+OLD_UPN_ORIGINS = ("snapshot", "ticket")
+#: ``removalApproval``: above the per-run cap a flag waits (``required``) until an administrator approves.
+APPROVAL_REQUIRED, APPROVED = "required", "approved"
+#: ``removalHold``: why the tracker deleted none of a pending flag's pre-change passkeys (also counted per run).
+HOLD_AUDIT_MODE = "auditMode"  # ENFORCEMENT_MODE=audit: the tracker writes nothing to Graph
+HOLD_FROM_TICKET = "oldUpnFromTicket"  # only a ticket vouched for the old UPN: never enough to delete
+HOLD_SEEN_AT_UNKNOWN = "oldUpnSeenAtUnknown"  # no record of when the old UPN was last read (older flags)
+HOLD_NOT_OLDER = "passkeysNotOlderThanOldUpn"  # each remaining passkey may have been registered after the rename
+HOLD_APPROVAL = "approvalRequired"  # the run's cap was reached: waits for an approval
+HOLD_USER_NOT_FOUND = "userNotFound"  # the re-read before deleting found no user
+#: Graph's createdDateTime and our clock may disagree a little, Graph rounds to the second, and a read may
+#: come from a replica a few seconds behind: a passkey must be older than the last sight of the old UPN by
+#: this much to be taken as registered under it.
+CLOCK_MARGIN = timedelta(minutes=1)
 
 
 class FlagStatus(StrEnum):
@@ -120,7 +141,11 @@ class Flag:
     """One user's UPN-change case. Tenant-agnostic: the table's partition key carries the tenant.
 
     ``new_upn`` is the latest UPN the case has seen; ``passkeys`` are the pre-change passkeys (broken
-    by the change); ``removed_passkeys`` the ids our cleanup deleted.
+    by the change); ``removed_passkeys`` the ids our cleanup deleted. ``old_upn_seen_at`` is when the
+    product last read ``old_upn`` from Graph (None: unknown, e.g. flags stored before it was kept), and
+    ``old_upn_origin`` says whether the old UPN came from that snapshot or only from a ticket: the cleanup
+    deletes only passkeys created before that moment, and never on a ticket's word. ``removal_approval``
+    and ``removal_hold`` are the cleanup's state (see `removable_passkeys` and `needs_approval`).
     """
 
     user_id: str
@@ -134,10 +159,20 @@ class Flag:
     status_changed_at: datetime | None = None
     history: tuple[HistoryEntry, ...] = ()
     removed_passkeys: tuple[str, ...] = ()
+    old_upn_seen_at: datetime | None = None
+    old_upn_origin: str = "snapshot"
+    removal_approval: str | None = None
+    removal_hold: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+        if self.old_upn_origin not in OLD_UPN_ORIGINS:
+            raise ValueError(f"old_upn_origin must be one of {', '.join(OLD_UPN_ORIGINS)}")
+        if self.removal_approval not in (None, APPROVAL_REQUIRED, APPROVED):
+            raise ValueError("removal_approval must be None, required or approved")
+        if self.old_upn_seen_at is not None:
+            object.__setattr__(self, "old_upn_seen_at", _utc(self.old_upn_seen_at, "old_upn_seen_at"))
         object.__setattr__(self, "detected_at", _utc(self.detected_at, "detected_at"))
         changed = self.detected_at if self.status_changed_at is None else self.status_changed_at
         object.__setattr__(self, "status_changed_at", _utc(changed, "status_changed_at"))
@@ -268,12 +303,15 @@ def dismiss(flag: Flag, *, at: datetime, note: str) -> Flag:
 
 
 def decide_change(user_id: str, current_upn: str, snapshot_upn: str | None, passkeys: Sequence[Mapping[str, Any]],
-                  *, source: str, detected_at: datetime, ticket_id: str | None = None) -> Decision:
+                  *, source: str, detected_at: datetime, ticket_id: str | None = None,
+                  old_upn_seen_at: datetime | None = None, old_upn_origin: str = "snapshot") -> Decision:
     """Decide what one observation of a user means (table in the module docstring).
 
     `passkeys` are the user's current ``fido2Methods`` items; when the UPN changed they are all
     pre-change passkeys (we cannot tell which were registered after the rename but before we saw it,
-    so detection should be prompt). Never flags on first sight (`snapshot_upn` None or empty).
+    so detection should be prompt; the cleanup only deletes those created before `old_upn_seen_at`,
+    when the snapshot's UPN was last read from Graph). Never flags on first sight (`snapshot_upn`
+    None or empty). `old_upn_origin` is ``ticket`` when only a ticket named the old UPN.
     """
     if not isinstance(user_id, str) or not user_id:
         raise ValueError("user_id must be a non-empty string")
@@ -297,6 +335,7 @@ def decide_change(user_id: str, current_upn: str, snapshot_upn: str | None, pass
         ticket_id=ticket_id, passkeys=refs, status=FlagStatus.PENDING, status_changed_at=detected_at,
         history=(HistoryEntry(detected_at, FlagStatus.PENDING,
                               f"UPN changed; {len(refs)} passkey(s) registered before the change"),),
+        old_upn_seen_at=old_upn_seen_at, old_upn_origin=old_upn_origin,
     )
     return Decision(DecisionKind.FLAG, user_id, current_upn, snapshot_upn, write_snapshot=True, flag=flag)
 
@@ -340,6 +379,7 @@ def merge_flag(existing: Flag | None, new: Flag) -> Flag | None:
         f"UPN changed again to {new.new_upn}; {len(added)} more passkey(s) broken",
         new_upn=new.new_upn, passkeys=(*existing.passkeys, *added),
         ticket_id=existing.ticket_id or new.ticket_id,
+        removal_approval=None if added else existing.removal_approval,  # an approval covered the earlier set
     )
 
 
@@ -390,6 +430,87 @@ def stale_passkeys_to_remove(flag: Flag, current_passkeys: Sequence[Mapping[str,
     return [pid for pid in flag.passkey_ids if pid in current]
 
 
+@dataclass(frozen=True)
+class RemovalDecision:
+    """What the opt-in cleanup may delete of one flag: `ids` (in the flag's order), or why nothing (`hold`)."""
+
+    ids: tuple[str, ...] = ()
+    hold: str | None = None
+
+
+def _created_at(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else None
+
+
+def removable_passkeys(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]]) -> RemovalDecision:
+    """The pre-change passkeys the cleanup may delete: only those of a ``pending`` flag whose old UPN the
+    product itself read from Graph (never a ticket's word alone), and only those whose ``createdDateTime``
+    is older than that reading by CLOCK_MARGIN, so a passkey registered after the rename (it works) is
+    never touched. A passkey without a readable ``createdDateTime`` is kept. Nothing to delete and
+    nothing held: an empty decision."""
+    if flag.status != FlagStatus.PENDING:
+        return RemovalDecision()
+    stale = stale_passkeys_to_remove(flag, current_passkeys)
+    if not stale:
+        return RemovalDecision()
+    if flag.old_upn_origin == "ticket":
+        return RemovalDecision(hold=HOLD_FROM_TICKET)
+    if flag.old_upn_seen_at is None:
+        return RemovalDecision(hold=HOLD_SEEN_AT_UNKNOWN)
+    created = {p.id: _created_at(p.created_date_time) for p in flag.passkeys}
+    created.update((p.id, _created_at(p.created_date_time)) for p in passkey_refs(current_passkeys))
+    cutoff = flag.old_upn_seen_at - CLOCK_MARGIN
+    ids = tuple(pid for pid in stale if (when := created.get(pid)) is not None and when < cutoff)
+    return RemovalDecision(ids=ids) if ids else RemovalDecision(hold=HOLD_NOT_OLDER)
+
+
+def needs_approval(flag: Flag, count: int, budget_left: int) -> bool:
+    """Whether deleting `count` passkeys of this flag must wait for an administrator: an approved flag
+    never waits (the cap does not apply to it); a waiting one waits until approved, even in a later run
+    with room; otherwise it waits when the run's remaining budget (passkeys) is smaller than `count`:
+    a user's passkeys are deleted together or not at all."""
+    if flag.removal_approval == APPROVED:
+        return False
+    return flag.removal_approval == APPROVAL_REQUIRED or count > budget_left
+
+
+def hold_removal(flag: Flag, hold: str | None, *, at: datetime) -> Flag:
+    """Record why the cleanup deleted nothing this time (None: nothing held); a history line only when the
+    reason changes, so a flag that keeps waiting is not rewritten every run."""
+    if hold == flag.removal_hold:
+        return flag
+    if hold is None:
+        return replace(flag, removal_hold=None)
+    return _with_history(flag, flag.status, _utc(at, "at"), f"stale passkeys not removed: {hold}",
+                         removal_hold=hold)
+
+
+def require_approval(flag: Flag, *, at: datetime, cap: int) -> Flag:
+    """The run's cap is reached: the flag waits (``removalApproval: required``) until approved."""
+    if flag.removal_approval == APPROVAL_REQUIRED:
+        return hold_removal(flag, HOLD_APPROVAL, at=at)
+    return _with_history(flag, flag.status, _utc(at, "at"),
+                         f"stale passkeys wait for an approval: more than {cap} deletion(s) in one run",
+                         removal_approval=APPROVAL_REQUIRED, removal_hold=HOLD_APPROVAL)
+
+
+def approve_removal(flag: Flag, *, at: datetime, by: str) -> Flag:
+    """An administrator approved deleting this waiting flag's stale passkeys (the next tracker run does).
+    Approving an approved flag returns it unchanged; any other flag raises ValueError."""
+    if flag.removal_approval == APPROVED and flag.status == FlagStatus.PENDING:
+        return flag
+    if flag.removal_approval != APPROVAL_REQUIRED or flag.status != FlagStatus.PENDING:
+        raise ValueError("the flag is not waiting for a removal approval")
+    return _with_history(flag, flag.status, _utc(at, "at"), f"stale passkey removal approved ({by})",
+                         removal_approval=APPROVED)
+
+
 def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Flag:
     """Record that our cleanup deleted these pre-change passkeys: ``pending`` -> ``removed``.
 
@@ -435,13 +556,18 @@ def flag_to_dict(flag: Flag) -> dict[str, Any]:
         "statusChangedAt": _iso(flag.changed_at),
         "history": [{"at": _iso(h.at), "status": h.status.value, "note": h.note} for h in flag.history],
         "removedPasskeys": list(flag.removed_passkeys),
+        "oldUpnSeenAt": _iso(flag.old_upn_seen_at) if flag.old_upn_seen_at else None,
+        "oldUpnOrigin": flag.old_upn_origin,
+        "removalApproval": flag.removal_approval,
+        "removalHold": flag.removal_hold,
     }
 
 
 def flag_from_dict(data: Mapping[str, Any]) -> Flag:
     """Read a flag written by flag_to_dict. A malformed document raises InputError naming the field
-    (``flag.<field>: ...``); ``ticketId``, ``history``, ``removedPasskeys`` and ``statusChangedAt`` may
-    be absent."""
+    (``flag.<field>: ...``); ``ticketId``, ``history``, ``removedPasskeys``, ``statusChangedAt`` and the
+    cleanup's fields may be absent. A flag stored before ``oldUpnSeenAt`` was kept reads it as unknown
+    (None), so the cleanup never deletes on its account: the moment its old UPN was last seen is not known."""
     if not isinstance(data, Mapping):
         raise InputError("flag: expected an object")
 
@@ -514,6 +640,13 @@ def flag_from_dict(data: Mapping[str, Any]) -> Flag:
     if not all(isinstance(pid, str) and pid for pid in removed):
         raise InputError("flag.removedPasskeys: expected a list of ids")
 
+    origin = text("oldUpnOrigin", optional=True) or "snapshot"
+    if origin not in OLD_UPN_ORIGINS:
+        raise InputError(f"flag.oldUpnOrigin: expected one of {', '.join(OLD_UPN_ORIGINS)}")
+    approval = text("removalApproval", optional=True)
+    if approval not in (None, APPROVAL_REQUIRED, APPROVED):
+        raise InputError(f"flag.removalApproval: expected {APPROVAL_REQUIRED} or {APPROVED}")
+    seen_raw = data.get("oldUpnSeenAt")
     detected = when(data.get("detectedAt"), "flag.detectedAt")
     changed_raw = data.get("statusChangedAt")
     return Flag(
@@ -522,11 +655,15 @@ def flag_from_dict(data: Mapping[str, Any]) -> Flag:
         passkeys=tuple(passkeys), status=status(data.get("status"), "flag.status"),
         status_changed_at=detected if changed_raw is None else when(changed_raw, "flag.statusChangedAt"),
         history=tuple(history), removed_passkeys=tuple(removed),
+        old_upn_seen_at=None if seen_raw is None else when(seen_raw, "flag.oldUpnSeenAt"), old_upn_origin=origin,
+        removal_approval=approval, removal_hold=text("removalHold", optional=True),
     )
 
 
 __all__ = [
-    "MAX_HISTORY", "OPEN_STATUSES", "SOURCES", "TRANSITIONS", "Decision", "DecisionKind", "Flag", "FlagStatus",
-    "HistoryEntry", "PasskeyRef", "TrackResult", "decide_change", "dismiss", "flag_from_dict", "flag_to_dict",
-    "mark_removed", "merge_flag", "passkey_refs", "same_upn", "stale_passkeys_to_remove", "track", "transition",
+    "APPROVAL_REQUIRED", "APPROVED", "CLOCK_MARGIN", "MAX_HISTORY", "OLD_UPN_ORIGINS", "OPEN_STATUSES", "SOURCES",
+    "TRANSITIONS", "Decision", "DecisionKind", "Flag", "FlagStatus", "HistoryEntry", "PasskeyRef", "RemovalDecision",
+    "TrackResult", "approve_removal", "decide_change", "dismiss", "flag_from_dict", "flag_to_dict", "hold_removal",
+    "mark_removed", "merge_flag", "needs_approval", "passkey_refs", "removable_passkeys", "require_approval",
+    "same_upn", "stale_passkeys_to_remove", "track", "transition",
 ]

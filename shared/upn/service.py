@@ -25,21 +25,28 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import ConcurrencyError, GraphError, GraphThrottled, InputError, NotFound
+from shared.errors import ConcurrencyError, GraphError, GraphThrottled, InputError, NotFound, RemovalNotWaiting
 from shared.graph.passkeys import raise_if_throttled
 from shared.services import Services
 from shared.upn.decide import (
+    APPROVAL_REQUIRED,
+    HOLD_AUDIT_MODE,
+    HOLD_USER_NOT_FOUND,
     DecisionKind,
     Flag,
     FlagStatus,
+    approve_removal,
     decide_change,
     dismiss,
     flag_from_dict,
     flag_to_dict,
+    hold_removal,
     mark_removed,
     merge_flag,
+    needs_approval,
+    removable_passkeys,
+    require_approval,
     same_upn,
-    stale_passkeys_to_remove,
     track,
 )
 from shared.upn.intake import ChangeNotice, LifecycleEvent
@@ -69,7 +76,8 @@ def _iso(value: datetime) -> str:
 # ------------------------------------------------------------------------------------------ messages
 def users_message(users: list[dict[str, Any]], *, source: str, ticket_id: str | None = None,
                   old_upn: str | None = None) -> dict[str, Any]:
-    """A queue message for at most 20 users: `[{"id", "upn"?, "oldUpn"?, "removed"?}]`."""
+    """A queue message for at most 20 users: `[{"id", "upn"?, "oldUpn"?, "seenAt"?, "removed"?}]` (`seenAt`:
+    when the sweep read `upn` from Graph)."""
     if not 0 < len(users) <= USERS_PER_MESSAGE:
         raise ValueError(f"a message carries 1 to {USERS_PER_MESSAGE} users")
     message: dict[str, Any] = {"v": MESSAGE_VERSION, "kind": "users", "source": source, "users": users,
@@ -225,8 +233,9 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
                         ticket_id: str | None = None, old_upn_hint: str | None = None) -> dict[str, Any]:
     """Compare each user's UPN with the snapshot and flag those who changed and hold passkeys."""
     tenant = services.settings.tenant_id
-    now = _now()
+    now = _now()  # taken before any read: a UPN read below was current at this moment or later
     current: dict[str, str | None] = {}
+    seen: dict[str, datetime] = {}  # when each current UPN was read from Graph (sweep: its page; else now)
     removed: list[str] = []
     known: dict[str, str] = {}  # old UPNs the message carries (the sweep compared with the snapshot)
     for entry in users:
@@ -237,6 +246,8 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
             current[uid] = entry.get("upn")
             if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
                 known[uid] = entry["oldUpn"]
+            if entry.get("upn") and (at := _seen_at(entry.get("seenAt"))) is not None:
+                seen[uid] = at
     unknown = [uid for uid, upn in current.items() if not upn]
     if unknown:
         for uid, upn in (await _current_upns(services, unknown)).items():
@@ -245,14 +256,20 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
                 current.pop(uid, None)
             else:
                 current[uid] = upn
+                seen[uid] = now
 
     unread = [uid for uid in current if uid not in known]
-    snapshots = await services.store.get_snapshots(tenant, unread) if unread else {}
+    stored = await services.store.get_snapshots_seen(tenant, unread) if unread else {}
+    snapshots = {uid: upn for uid, (upn, _) in stored.items()}
     snapshots.update((uid, known[uid]) for uid in current if uid in known)
+    origins: dict[str, str] = {}
     if old_upn_hint and len(current) == 1:
         (uid,) = current
-        snapshots.setdefault(uid, old_upn_hint)  # a ticket may tell us the old UPN we never saw
+        if uid not in snapshots:
+            snapshots[uid] = old_upn_hint  # a ticket may tell us the old UPN we never saw
+            origins[uid] = "ticket"
     changed = [uid for uid, upn in current.items() if snapshots.get(uid) and not same_upn(snapshots[uid], upn)]
+    old_seen = await _old_upn_seen(services, changed, snapshots, stored, origins)
     passkeys = await read_passkeys(services, changed)
 
     outcome: dict[str, list[str]] = {k.value: [] for k in DecisionKind}
@@ -260,20 +277,49 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
     snapshot_writes: dict[str, str] = {}
     for uid, upn in current.items():
         decision = decide_change(uid, str(upn), snapshots.get(uid), passkeys.get(uid, []), source=source,
-                                 detected_at=now, ticket_id=ticket_id)
+                                 detected_at=now, ticket_id=ticket_id, old_upn_seen_at=old_seen.get(uid),
+                                 old_upn_origin=origins.get(uid, "snapshot"))
         outcome[decision.kind.value].append(uid)
         if decision.flag is not None:
             flags.append(decision.flag)
-        if decision.write_snapshot:
-            snapshot_writes[uid] = decision.upn
+        if decision.write_snapshot or (decision.kind == DecisionKind.UNCHANGED and uid in seen):
+            snapshot_writes[uid] = decision.upn  # unchanged: records that the UPN was confirmed just now
 
     written = await _save_flags(services, flags)
     if snapshot_writes:
-        await services.store.put_snapshots(tenant, snapshot_writes)
+        await services.store.put_snapshots(tenant, snapshot_writes, seen)
     if removed:
         await _forget_users(services, removed, now)
     return {"processed": len(current), "removed": len(removed), "flagged": [f.user_id for f in written],
             "decisions": {k: v for k, v in outcome.items() if v}}
+
+
+def _seen_at(value: object) -> datetime | None:
+    """A message entry's `seenAt` (when the sweep read that UPN), or None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+async def _old_upn_seen(services: Services, changed: list[str], snapshots: Mapping[str, str],
+                        stored: Mapping[str, tuple[str, datetime | None]], origins: Mapping[str, str]
+                        ) -> dict[str, datetime]:
+    """When the product last read each changed user's old UPN from Graph: the time kept with the
+    snapshot, only while the snapshot still holds that UPN (a sweep message carries the old UPN, so its
+    users' rows are read here). Users whose old UPN only a ticket gave have none."""
+    need = [uid for uid in changed if uid not in stored and origins.get(uid) != "ticket"]
+    if need:
+        stored = {**stored, **await services.store.get_snapshots_seen(services.settings.tenant_id, need)}
+    out: dict[str, datetime] = {}
+    for uid in changed:
+        upn, at = stored.get(uid, (None, None))
+        if at is not None and origins.get(uid) != "ticket" and upn == snapshots.get(uid):
+            out[uid] = at
+    return out
 
 
 async def _forget_users(services: Services, user_ids: list[str], now: datetime) -> None:
@@ -392,6 +438,7 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     fetch: str = state["nextLink"]
     links: dict[int, str] = {}  # page number -> the link it was read from (the resume point while held)
     while True:
+        read_at = _now()  # the page's UPNs were current at this moment or later
         try:
             page = await services.graph.get_json(fetch, headers={"x-ms-throttle-priority": "Low"},
                                                  what="read users/delta", ru=DELTA_PAGE_RU)
@@ -413,16 +460,17 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
                     entries.append({"id": user["id"], "removed": "deleted"})
                 continue  # soft-deleted ("changed"): restorable, so its case stays as it is
             if user.get("userPrincipalName"):
-                entries.append({"id": user["id"], "upn": user["userPrincipalName"]})
+                entries.append({"id": user["id"], "upn": user["userPrincipalName"], "seenAt": _iso(read_at)})
         users_seen += len(entries)
         if state.get("seeding"):
-            await services.store.put_snapshots(tenant, {e["id"].lower(): e["upn"] for e in entries if "upn" in e})
+            upns = {e["id"].lower(): e["upn"] for e in entries if "upn" in e}
+            await services.store.put_snapshots(tenant, upns, dict.fromkeys(upns, read_at))
         else:
             if known is None:  # a resync that started while seeding, then finished seeding: compare from here
                 known = await services.store.load_all_snapshots(tenant)
             entries, fresh = _compare(entries, known)
             if fresh:
-                await services.store.put_snapshots(tenant, fresh)
+                await services.store.put_snapshots(tenant, fresh, dict.fromkeys(fresh, read_at))
             last = "@odata.nextLink" not in page or (max_pages is not None and pages >= max_pages)
             groups = held.add(entries, pages) + held.take(None if last else pages - SWEEP_HOLD_PAGES + 1)
             messages = [users_message(g, source="sweep") for g in groups]
@@ -452,31 +500,53 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
 async def track_flags(services: Services) -> dict[str, Any]:
     """Move open flags on: resolved once the pre-change passkeys are gone and a new one exists.
 
-    With REMOVE_STALE_PASSKEYS on, the pre-change passkeys of a pending flag are deleted (the seed's
-    "Disable a passkey") and the flag records which.
+    With REMOVE_STALE_PASSKEYS on, the pre-change passkeys of a pending flag that `removable_passkeys`
+    allows (created before the old UPN was last read from Graph; never on a ticket's word) are deleted
+    (the seed's "Disable a passkey") and the flag records which, with these guards:
+
+    * ``ENFORCEMENT_MODE=audit`` deletes nothing (``removalHold: auditMode``): audit mode writes nothing
+      to Graph;
+    * at most STALE_PASSKEY_REMOVAL_MAX_PER_RUN passkeys a run; a flag that would go over waits
+      (``removalApproval: required``) until approved (`approve_removals`); approved flags do not count;
+    * each user is re-read right before the deletion: back on the old UPN, nothing is deleted and the
+      case is dismissed (the old passkeys work again).
+
+    Returns counts, with ``removalHeld`` (hold code -> flags) and ``awaitingApproval``.
     """
     tenant = services.settings.tenant_id
+    settings = services.settings
     open_flags: list[dict[str, Any]] = []
     for status in (FlagStatus.PENDING, FlagStatus.REMOVED):
         async for doc in services.store.iter_flags(tenant, status.value):
             open_flags.append(doc)
-    counts = {"checked": 0, "changed": 0, "removedPasskeys": 0}
+    counts: dict[str, Any] = {"checked": 0, "changed": 0, "removedPasskeys": 0, "awaitingApproval": 0,
+                              "removalHeld": {}}
+    budget = settings.stale_passkey_removal_max_per_run
     for start in range(0, len(open_flags), USERS_PER_MESSAGE):
         chunk = open_flags[start:start + USERS_PER_MESSAGE]
         current = await read_passkeys(services, [d["userId"] for d in chunk])
+        flags: dict[str, Flag] = {}
+        planned: dict[str, list[str]] = {}
         for doc in chunk:
             counts["checked"] += 1
             flag = flag_from_dict(doc)
-            now = _now()
-            passkeys = current.get(flag.user_id, [])
-            if services.settings.remove_stale_passkeys and flag.status == FlagStatus.PENDING:
-                stale = stale_passkeys_to_remove(flag, passkeys)
-                if stale:
-                    await _delete_passkeys(services, flag.user_id, stale)
-                    counts["removedPasskeys"] += len(stale)
-                    flag = mark_removed(flag, stale, at=now)
-                    passkeys = [p for p in passkeys if p.get("id") not in set(stale)]
-            result = track(flag, passkeys, now)
+            if settings.remove_stale_passkeys and flag.status == FlagStatus.PENDING:
+                flag, ids = _plan_removal(flag, current.get(flag.user_id, []), settings.enforcement_mode,
+                                          budget, settings.stale_passkey_removal_max_per_run)
+                if ids:
+                    planned[flag.user_id] = ids
+                    if flag.removal_approval is None:
+                        budget -= len(ids)
+                elif flag.removal_approval == APPROVAL_REQUIRED:
+                    counts["awaitingApproval"] += 1
+                elif flag.removal_hold:
+                    counts["removalHeld"][flag.removal_hold] = counts["removalHeld"].get(flag.removal_hold, 0) + 1
+            flags[flag.user_id] = flag
+        if planned:
+            counts["removedPasskeys"] += await _remove_planned(services, planned, flags, current, counts)
+        for doc in chunk:
+            flag = flags[flag_from_dict(doc).user_id]
+            result = track(flag, current.get(flag.user_id, []), _now())
             if result.flag != flag_from_dict(doc):
                 try:
                     await services.store.update_flag(tenant, _flag_doc(result.flag), doc["etag"])
@@ -484,6 +554,78 @@ async def track_flags(services: Services) -> dict[str, Any]:
                 except ConcurrencyError:
                     log.info("flag of %s changed meanwhile; next round", flag.user_id)
     return counts
+
+
+def _plan_removal(flag: Flag, passkeys: list[dict[str, Any]], mode: str, budget: int, cap: int
+                  ) -> tuple[Flag, list[str]]:
+    """One pending flag's cleanup decision for this run: (the flag with its hold/approval state, the
+    passkey ids to delete once the user is re-read). Nothing is deleted in audit mode."""
+    now = _now()
+    decision = removable_passkeys(flag, passkeys)
+    if not decision.ids:
+        return hold_removal(flag, decision.hold, at=now), []
+    if mode == "audit":
+        log.info("stale passkeys of %s not removed: %s", flag.user_id, HOLD_AUDIT_MODE)
+        return hold_removal(flag, HOLD_AUDIT_MODE, at=now), []
+    if needs_approval(flag, len(decision.ids), budget):
+        log.info("stale passkeys of %s wait for an approval (cap %d a run)", flag.user_id, cap)
+        return require_approval(flag, at=now, cap=cap), []
+    return flag, list(decision.ids)
+
+
+async def _remove_planned(services: Services, planned: dict[str, list[str]], flags: dict[str, Flag],
+                          current: dict[str, list[dict[str, Any]]], counts: dict[str, Any]) -> int:
+    """Re-read the users, then delete each one's planned passkeys unless their UPN is back to the old one
+    (then the case is dismissed) or they are gone. Updates `flags` and `current`; returns how many went."""
+    upns = await _current_upns(services, list(planned))
+    removed = 0
+    for uid, ids in planned.items():
+        flag, now = flags[uid], _now()
+        upn = upns.get(uid)
+        if upn is None:
+            flags[uid] = hold_removal(flag, HOLD_USER_NOT_FOUND, at=now)
+            counts["removalHeld"][HOLD_USER_NOT_FOUND] = counts["removalHeld"].get(HOLD_USER_NOT_FOUND, 0) + 1
+            continue
+        if same_upn(upn, flag.old_upn):
+            log.info("UPN of %s is back to the old one; nothing removed, case dismissed", uid)
+            flags[uid] = dismiss(flag, at=now, note="UPN changed back before removal; nothing deleted, the "
+                                                    "passkeys work again")
+            continue
+        await _delete_passkeys(services, uid, ids)
+        removed += len(ids)
+        flags[uid] = hold_removal(mark_removed(flag, ids, at=now), None, at=now)
+        current[uid] = [p for p in current.get(uid, []) if p.get("id") not in set(ids)]
+    return removed
+
+
+async def approve_removals(services: Services, user_ids: list[str] | None, *, by: str) -> dict[str, Any]:
+    """An administrator's approval: the named flags (or, with None, every waiting one) may have their stale
+    passkeys deleted by the next tracker run, whatever the cap. Every named flag must be waiting (or already
+    approved: a replay changes nothing); otherwise RemovalNotWaiting names them and nothing is written."""
+    tenant = services.settings.tenant_id
+    if user_ids is None:
+        docs = [d async for d in services.store.iter_flags(tenant, FlagStatus.PENDING.value)
+                if d.get("removalApproval") == APPROVAL_REQUIRED]
+    else:
+        ids = list(dict.fromkeys(u.lower() for u in user_ids))
+        found = [await services.store.get_flag(tenant, uid) for uid in ids]
+        refused = [uid for uid, doc in zip(ids, found, strict=True)
+                   if doc is None or doc.get("status") != FlagStatus.PENDING.value
+                   or doc.get("removalApproval") not in (APPROVAL_REQUIRED, "approved")]
+        if refused:
+            raise RemovalNotWaiting(f"userIds: no flag waiting for a removal approval: {', '.join(refused)}")
+        docs = [d for d in found if d is not None]
+    approved: list[str] = []
+    already: list[str] = []
+    for doc in docs:
+        flag = flag_from_dict(doc)
+        updated = approve_removal(flag, at=_now(), by=by)
+        if updated is flag:
+            already.append(flag.user_id)
+            continue
+        await services.store.update_flag(tenant, _flag_doc(updated), doc["etag"])
+        approved.append(flag.user_id)
+    return {"approved": approved, "alreadyApproved": already}
 
 
 async def _delete_passkeys(services: Services, user_id: str, method_ids: list[str]) -> None:
@@ -623,6 +765,17 @@ async def list_flags(services: Services, *, status: str | None, limit: int = 100
     return {"value": [_public_flag(f) for f in flags], "nextPageToken": token}
 
 
+#: A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """One export cell as text, defused: user-chosen text (passkey names, UPNs, ticket ids) that starts
+    with a formula trigger gets a leading single quote, so a spreadsheet shows it instead of running it."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
 async def flags_csv(services: Services, *, status: str | None) -> str:
     """Every flag (optionally of one status) as CSV for the helpdesk, AAGUIDs named where known."""
     from shared.policy.aaguids import name_of
@@ -636,9 +789,10 @@ async def flags_csv(services: Services, *, status: str | None) -> str:
         keys = "; ".join(f"{p.get('displayName') or p.get('model') or 'passkey'} "
                          f"({name_of(p.get('aaGuid') or '') if p.get('aaGuid') else 'unknown'})"
                          for p in doc.get("passkeys", []))
-        writer.writerow([doc.get("userId"), doc.get("oldUpn"), doc.get("newUpn"), doc.get("status"),
-                         doc.get("detectedAt"), doc.get("statusChangedAt"), doc.get("source"),
-                         doc.get("ticketId") or "", len(doc.get("passkeys", [])), keys])
+        writer.writerow([csv_cell(cell) for cell in (
+            doc.get("userId"), doc.get("oldUpn"), doc.get("newUpn"), doc.get("status"), doc.get("detectedAt"),
+            doc.get("statusChangedAt"), doc.get("source"), doc.get("ticketId") or "", len(doc.get("passkeys", [])),
+            keys)])
     return out.getvalue()
 
 

@@ -175,8 +175,9 @@ async def test_a_user_who_reregisters_gets_the_flag_resolved(azurite):
 
 
 async def test_stale_passkeys_are_removed_when_the_setting_allows(azurite):
-    """With REMOVE_STALE_PASSKEYS on, the tracker deletes the pre-change passkeys and records it."""
-    async with running_stack(azurite, tenant([user(1)]), REMOVE_STALE_PASSKEYS="true") as stack:
+    """With REMOVE_STALE_PASSKEYS on in enforce mode, the tracker deletes the pre-change passkeys and records it."""
+    async with running_stack(azurite, tenant([user(1)]), REMOVE_STALE_PASSKEYS="true",
+                             ENFORCEMENT_MODE="enforce") as stack:
         await sweep(stack.services)
         await _rename(stack, 1, "user1@fabrikam.example")
         await sweep(stack.services)
@@ -284,6 +285,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         result = await sweep(stack.services)
         assert result["resyncs"] == 1 and result["complete"]
         entries = [u for m in sent for u in m["users"]]
+        assert all(entry.pop("seenAt").endswith("Z") for entry in entries)  # when the sweep read that UPN
         assert sorted(entries, key=lambda e: e["id"]) == [
             {"id": uid(n), "upn": f"user{n}@fabrikam.example", "oldUpn": f"user{n}@contoso.example"} for n in (3, 5)]
         assert await stack.services.store.get_snapshots(stack.tenant_id, [uid(7)]) == {uid(7): "user7@contoso.example"}

@@ -17,7 +17,7 @@ INDEXER = Path(__file__).with_name("worker_index.py")
 EXPECTED = {
     "health", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
     "graph_notifications", "graph_lifecycle", "tickets", "flags_list", "flags_export", "upn_events",
-    "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager",
+    "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager", "flags_approve_removal",
 }
 
 
@@ -71,7 +71,7 @@ def test_routes_and_auth_levels(functions):
         "health": "health", "runs_list": "runs", "policy_verify": "policy/verify", "policy_plan": "policy/plan",
         "policy_apply": "policy/apply", "graph_notifications": "graph/notifications",
         "graph_lifecycle": "graph/lifecycle", "tickets": "tickets", "flags_list": "flags",
-        "flags_export": "flags/export"}
+        "flags_export": "flags/export", "flags_approve_removal": "flags/approve-removal"}
 
 
 def test_timers_read_their_schedule_from_app_settings(functions):

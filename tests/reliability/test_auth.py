@@ -22,7 +22,8 @@ from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import Probe, policy_document, policy_tenant, snapshot_storage, storage_diff
 from tests.reliability.summary import record
 
-ADMIN_ROUTES = {"runs_list", "policy_verify", "policy_plan", "policy_apply", "flags_list", "flags_export"}
+ADMIN_ROUTES = {"runs_list", "policy_verify", "policy_plan", "policy_apply", "flags_list", "flags_export",
+                "flags_approve_removal"}
 SELF_AUTHENTICATED = {"graph_notifications", "graph_lifecycle", "tickets"}
 
 

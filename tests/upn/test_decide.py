@@ -296,7 +296,8 @@ def test_flag_to_dict_has_the_stable_field_names() -> None:
     flag = mark_removed(flag_for(ticket_id="INC-9"), ["p1"], at=T0 + timedelta(minutes=30))
     data = flag_to_dict(flag)
     assert list(data) == ["userId", "oldUpn", "newUpn", "detectedAt", "source", "ticketId", "passkeys", "status",
-                          "statusChangedAt", "history", "removedPasskeys"]
+                          "statusChangedAt", "history", "removedPasskeys", "oldUpnSeenAt", "oldUpnOrigin",
+                          "removalApproval", "removalHold"]
     assert data["detectedAt"] == "2026-01-01T12:00:00Z" and data["statusChangedAt"] == "2026-01-01T12:30:00Z"
     assert data["status"] == "removed" and data["removedPasskeys"] == ["p1"]
     assert data["passkeys"][0] == {"id": "p1", "aaGuid": "90a3ccdf-635c-4729-a248-9b709135078f",

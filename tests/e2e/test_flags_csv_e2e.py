@@ -1,0 +1,53 @@
+"""The helpdesk CSV export opened in a spreadsheet: user-chosen text never becomes a formula (OWASP CSV injection)."""
+from __future__ import annotations
+
+import csv
+import io
+
+from shared.upn.service import flags_csv, sweep
+from tests.e2e.stack import eventually, running_stack, tenant, uid, user
+
+HOSTILE = ("=HYPERLINK(\"http://evil.example\",\"open\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)*cmd",
+           "\tTab", "\rReturn")
+
+
+async def test_the_csv_export_escapes_every_cell_a_spreadsheet_would_run(azurite):
+    """Hostile passkey names and UPNs come out with a leading quote; harmless cells are unchanged."""
+    users = [user(1, key=None), user(2, key=None), user(3, key=None)]
+    async with running_stack(azurite, tenant(users)) as stack:
+        await sweep(stack.services)
+        for n, name in enumerate(HOSTILE[:3], start=1):
+            stack.sim.register_passkey(uid(n), displayName=name, aaGuid="de1e552d-db1d-4423-a619-566b625cdc84")
+        for n, new_upn in ((1, "=1+1@fabrikam.example"), (2, "-user2@fabrikam.example"),
+                           (3, "user3@fabrikam.example")):
+            from msgraph.generated.models.user import User
+
+            await stack.services.graph.client.users.by_user_id(uid(n)).patch(User(user_principal_name=new_upn))
+        await sweep(stack.services)
+
+        async def three() -> bool:
+            return len(await stack.all_flags()) == 3
+
+        await eventually(three)
+        rows = list(csv.DictReader(io.StringIO(await flags_csv(stack.services, status=None))))
+        by_user = {r["userId"]: r for r in rows}
+        assert by_user[uid(1)]["newUpn"] == "'=1+1@fabrikam.example"
+        assert by_user[uid(2)]["newUpn"] == "'-user2@fabrikam.example"
+        assert by_user[uid(3)]["newUpn"] == "user3@fabrikam.example"
+        assert by_user[uid(1)]["oldUpn"] == "user1@contoso.example"
+        for row in rows:
+            for column, cell in row.items():
+                assert not cell or cell[0] not in "=+-@\t\r", (column, cell)
+        assert by_user[uid(1)]["passkeys"].startswith("'=HYPERLINK(")  # the user's only passkey, named by them
+        assert by_user[uid(3)]["passkeys"].startswith("'-2+3 (")
+
+
+def test_each_formula_trigger_character_is_prefixed_with_a_quote():
+    """Every OWASP trigger (=, +, -, @, tab, carriage return) at the start of a cell gets a leading quote."""
+    from shared.upn.service import csv_cell
+
+    for text in HOSTILE:
+        assert csv_cell(text) == "'" + text
+    for text in ("user@contoso.example", "", "3", "a=b", " =x"):
+        assert csv_cell(text) == text
+    assert csv_cell(None) == "" and csv_cell(2) == "2"
