@@ -43,6 +43,9 @@ param enforcementMode string = 'audit'
 @description('True lets the app delete passkeys left stale by a UPN change and grants UserAuthMethod-Passkey.ReadWrite.All; false only flags them (UserAuthMethod-Passkey.Read.All).')
 param removeStalePasskeys bool = false
 
+@description('True grants Application.Read.All, which Graph needs to create or update a Conditional Access policy that names application ids (conditionalAccess.includeApplications other than All, Office365, MicrosoftAdminPortals). Off by default; without it the app refuses such a write and names the permission.')
+param grantApplicationRead bool = false
+
 @minLength(1)
 @maxLength(260)
 @description('Path of the desired-state policy document, relative to the app root.')
@@ -160,6 +163,7 @@ var activeGraphConditions = [
   'always'
   enforcementMode
   removeStalePasskeys ? 'removeStalePasskeys' : 'keepStalePasskeys'
+  grantApplicationRead ? 'readApplications' : 'always'
 ]
 var graphRoles = map(filter(graphPermissions.roles, p => contains(activeGraphConditions, p.when)), p => p.role)
 
