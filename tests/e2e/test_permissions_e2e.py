@@ -26,8 +26,9 @@ def token(roles: list[str]) -> str:
 
 
 def write_routes(stats: dict) -> list[str]:
-    """Routes of the simulator's request log that are writes (anything but GET)."""
-    return [route for route in stats["calls"]["by_route"] if not route.startswith("GET ")]
+    """Routes of the simulator's request log that are writes (anything but GET; the $batch envelope of
+    reads is not one: its items are logged under their own routes)."""
+    return [route for route in stats["calls"]["by_route"] if not route.startswith("GET ") and route != "POST /$batch"]
 
 
 def ca_doc(apps: list[str]) -> dict:
@@ -101,3 +102,26 @@ def test_the_e2e_tokens_follow_the_documented_roles() -> None:
     """The tokens above carry exactly what infra grants (so the e2e tests pin the deployed behaviour)."""
     doc = json.loads((ROOT / "infra" / "graph-permissions.json").read_text())
     assert set(AUDIT) | set(ENFORCE) <= {e["role"] for e in doc["roles"]}
+
+
+async def test_the_tracker_deletes_no_passkey_without_the_passkey_write_role(azurite):
+    """REMOVE_STALE_PASSKEYS on but only UserAuthMethod-Passkey.Read.All granted: the tracker refuses, naming
+    UserAuthMethod-Passkey.ReadWrite.All, and no passkey is deleted."""
+    from shared.upn.service import sweep, track_flags
+    from tests.e2e.stack import eventually, uid
+    from tests.e2e.test_upn_e2e import _rename
+
+    async with running_stack(azurite, legacy_tenant(), GRAPH_DEV_TOKEN=token(AUDIT),
+                             REMOVE_STALE_PASSKEYS="true") as stack:
+        await sweep(stack.services)
+        await _rename(stack, 1, "user1@fabrikam.example")
+        await sweep(stack.services)
+        await eventually(lambda: stack.flag(uid(1)))
+        stack.sim.reset_stats()
+        with pytest.raises(MissingGraphPermission) as caught:
+            await track_flags(stack.services)
+        assert caught.value.detail["missingRoles"] == ["UserAuthMethod-Passkey.ReadWrite.All"]
+        assert write_routes(stack.sim.stats()) == [] and stack.sim.stats()["writes"] == 0
+        me = next(u for u in stack.sim.state()["users"] if u["id"] == uid(1))
+        assert len(me["authentication"]["fido2Methods"]) == 1
+        assert (await stack.flag(uid(1)))["status"] == "pending"
