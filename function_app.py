@@ -25,8 +25,10 @@ async def _serve(handler_name: str, req: func.HttpRequest) -> func.HttpResponse:
     """Run one HTTP use case from shared.http_api; every failure becomes a JSON error body."""
     from shared import http_api
     from shared.services import get_services
+    from shared.web import refuse_declared_oversize
 
     try:
+        refuse_declared_oversize(handler_name, req.headers)  # before req.get_body(): the body is never read
         handler = getattr(http_api, handler_name)
         answer = await handler(get_services(), http_api.Request.from_parts(
             method=req.method, url=req.url, headers=dict(req.headers), params=dict(req.params),

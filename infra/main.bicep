@@ -48,6 +48,9 @@ param removeStalePasskeys bool = false
 @description('Passkeys one tracker run may delete (removeStalePasskeys true); above it, flags wait for an administrator\'s approval (POST /api/flags/approve-removal or python -m shared flags approve-removal). 0 makes every removal wait.')
 param staleRemovalMaxPerRun int = 25
 
+@description('True grants Application.Read.All, which Graph needs to create or update a Conditional Access policy that names application ids (conditionalAccess.includeApplications other than All, Office365, MicrosoftAdminPortals). Off by default; without it the app refuses such a write and names the permission.')
+param grantApplicationRead bool = false
+
 @minLength(1)
 @maxLength(260)
 @description('Path of the desired-state policy document, relative to the app root.')
@@ -165,6 +168,7 @@ var activeGraphConditions = [
   'always'
   enforcementMode
   removeStalePasskeys ? 'removeStalePasskeys' : 'keepStalePasskeys'
+  grantApplicationRead ? 'readApplications' : 'always'
 ]
 var graphRoles = map(filter(graphPermissions.roles, p => contains(activeGraphConditions, p.when)), p => p.role)
 

@@ -8,6 +8,7 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     ├── InputError                     bad input from a caller: document, request body, CLI argument (400)
     │   └── PayloadTooLarge            a request body over the size limit (413)
     ├── AuthError                      wrong signature, clientState, tenant or timestamp (401)
+    ├── MissingGraphPermission         the app's Graph token lacks a role a planned write needs (403)
     ├── NotFound                       a plan, run or flag that does not exist (404)
     ├── ConflictError                  a stored plan no longer matches the tenant, or a lease is held (409)
     │   └── RemovalNotWaiting          an approval names a flag that is not waiting for one (409)
@@ -56,6 +57,10 @@ class PayloadTooLarge(InputError):
 
 class AuthError(PasskeyGuardError):
     code, status = "unauthorized", 401
+
+
+class MissingGraphPermission(PasskeyGuardError):
+    code, status = "missingGraphPermission", 403
 
 
 class NotFound(PasskeyGuardError):

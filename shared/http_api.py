@@ -15,7 +15,7 @@ from typing import Any
 from shared import __version__
 from shared.errors import InputError
 from shared.services import Services
-from shared.web import Answer, ok, read_json_object
+from shared.web import Answer, ok, read_json_object, refuse_unknown_params
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ async def health(services: Services, req: Request) -> Answer:
 
 async def runs_list(services: Services, req: Request) -> Answer:
     """Run history, newest first, paged with an opaque token."""
+    refuse_unknown_params(req.params, "limit", "pageToken")
     from shared.policy.service import list_runs
 
     limit = _int_param(req, "limit", 20, low=1, high=100)
@@ -195,6 +196,7 @@ async def tickets(services: Services, req: Request) -> Answer:
 
 async def flags_list(services: Services, req: Request) -> Answer:
     """UPN-change cases, optionally of one status, paged."""
+    refuse_unknown_params(req.params, "status", "limit", "pageToken")
     from shared.upn.service import list_flags
 
     limit = _int_param(req, "limit", 100, low=1, high=1000)
@@ -204,6 +206,7 @@ async def flags_list(services: Services, req: Request) -> Answer:
 
 async def flags_export(services: Services, req: Request) -> Answer:
     """Every flag as CSV for the helpdesk."""
+    refuse_unknown_params(req.params, "status")
     from shared.upn.service import flags_csv
 
     text = await flags_csv(services, status=req.params.get("status") or None)

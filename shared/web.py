@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,32 @@ def error_answer(exc: BaseException) -> Answer:
     log.exception("unexpected error while handling a request")
     return Answer(status=500, body={"error": {"code": "internalError",
                                               "message": "an unexpected error occurred; see the logs"}})
+
+
+def refuse_declared_oversize(handler_name: str, headers: Mapping[str, str]) -> None:
+    """Refuse a request from its declared `Content-Length`, before anything reads the body: over the route's
+    limit (1 MiB; 64 KiB for the ticket webhook) is 413, a value that is not a whole number is 400."""
+    declared = (headers.get("content-length") or "").strip()
+    if not declared:
+        return  # no declaration (GET, chunked): the readers check the length they get
+    if not (declared.isascii() and declared.isdigit()):
+        raise InputError("Content-Length header: expected a whole number of bytes")
+    limit = MAX_BODY_BYTES
+    if handler_name == "tickets":
+        from shared.upn.intake import MAX_TICKET_BYTES
+
+        limit = MAX_TICKET_BYTES
+    if len(declared.lstrip("0")) > 15 or int(declared) > limit:
+        raise PayloadTooLarge(f"Content-Length header: {declared[:20]} bytes declared; the limit is {limit}")
+
+
+def refuse_unknown_params(params: Mapping[str, str], *allowed: str) -> None:
+    """A GET route's query string may hold only its own parameters (and the host's function-key `code`);
+    anything else is a 400 naming it, so a misspelt filter is not silently ignored."""
+    unknown = sorted(name for name in params if name not in allowed and name != "code")
+    if unknown:
+        shown = ", ".join(repr(name[:64]) for name in unknown[:5])
+        raise InputError(f"query parameter {shown}: unknown; this route takes only {', '.join(allowed)}")
 
 
 def _refuse_constant(name: str) -> Any:

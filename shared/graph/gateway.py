@@ -89,6 +89,7 @@ class GraphGateway:
     def __init__(self, settings: Settings, *, auth_provider: Any = None, budget: RuBudget | None = None) -> None:
         self.settings = settings
         self._auth_provider = auth_provider
+        self._auth: Any = None  # the provider the client uses (built with it)
         self._client: GraphServiceClient | None = None
         self.counters = GraphCounters()
         self.budget = budget or RuBudget(settings.graph_ru_per_10s)
@@ -103,7 +104,7 @@ class GraphGateway:
 
             from shared.graph.auth import build_auth_provider
 
-            auth = self._auth_provider or build_auth_provider(self.settings)
+            auth = self._auth = self._auth_provider or build_auth_provider(self.settings)
             adapter = GraphRequestAdapter(auth)  # no custom httpx client: pitfall 8
             adapter.base_url = self.settings.graph_base_url
             self._client = GraphServiceClient(request_adapter=adapter)
@@ -115,6 +116,16 @@ class GraphGateway:
             if http is not None:
                 await http.aclose()
             self._client = None
+            self._auth = None
+
+    async def access_token(self) -> str:
+        """The bearer token this gateway sends to Graph ("" when its credential gives none), for
+        `shared.graph.permissions` to read the app's roles from; never logged."""
+        _ = self.client  # builds the auth provider
+        provider = getattr(self._auth, "access_token_provider", None)
+        if provider is None:
+            return ""
+        return str(await provider.get_authorization_token(self.settings.graph_base_url + "/") or "")
 
     # ------------------------------------------------------------------ typed SDK calls
     async def call(self, method: str, operation: Callable[[], Awaitable[T]], *, what: str) -> T:

@@ -32,6 +32,7 @@ from shared.errors import (
     PasskeyGuardError,
     VerificationFailed,
 )
+from shared.graph.permissions import require_write_roles
 from shared.policy.checks import build_check_context, run_checks
 from shared.policy.current import effective_allowed_aaguids, method_summary, read_fido2
 from shared.policy.document import DesiredState, desired_to_json, parse_document, validate_document
@@ -299,6 +300,7 @@ async def _send_write(services: Services, write: dict[str, Any], ca: _CaPacer) -
 
 async def _execute(services: Services, made: Plan) -> list[dict[str, Any]]:
     """Send the plan's writes in order, filling the new strength's id into later writes."""
+    await require_write_roles(services.graph, made.writes)  # every role the writes need, before the first one
     writes = [dict(w) for w in made.writes]
     done: list[dict[str, Any]] = []
     ca = _CaPacer()

@@ -63,6 +63,8 @@ LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", 
 TICKET_ACTIONS = frozenset({"upn_changed", "recheck_user", "verify_policy"})
 #: Ticket actions that are about one user and so need ``userId`` or ``userPrincipalName``.
 USER_TICKET_ACTIONS = frozenset({"upn_changed", "recheck_user"})
+#: The ticket body's fields; anything else is refused by name (our own webhook: a typo must not pass silently).
+TICKET_FIELDS = ("eventId", "action", "userId", "userPrincipalName", "oldUpn", "newUpn", "ticketId")
 
 EVENT_GRID_USER_TYPES = {
     "microsoft.graph.userupdated": "updated",
@@ -711,7 +713,7 @@ def verify_ticket(body: bytes, headers: Mapping[str, str], *, secret: str, now: 
     Body: ``{"eventId": str (1 to 128 of A-Z a-z 0-9 . _ : -), "action": "upn_changed" | "recheck_user" |
     "verify_policy", "userId"?: GUID, "userPrincipalName"?: str, "oldUpn"?: str, "newUpn"?: str,
     "ticketId"?: str}``; ``upn_changed`` and ``recheck_user`` need ``userId`` or ``userPrincipalName``.
-    Unknown fields are ignored; ``null`` counts as absent.
+    An unknown field is refused by name (400); ``null`` counts as absent.
     """
     secret = _require_secret(secret, "secret")
     if now.tzinfo is None:
@@ -745,6 +747,11 @@ def verify_ticket(body: bytes, headers: Mapping[str, str], *, secret: str, now: 
 
 
 def _ticket_fields(data: Mapping[str, Any], signed_at: datetime) -> TicketEvent:
+    for key in data:
+        if key not in TICKET_FIELDS:
+            what = (f"{key}: unknown field" if re.fullmatch(r"[A-Za-z][\w.@-]{0,63}", key)
+                    else f"body: unknown field {_printable(key)!r}")
+            raise InputError(f"{what}; expected only {', '.join(TICKET_FIELDS)}")
     event_id = _ticket_str(data, "eventId")
     if event_id is None:
         raise InputError("eventId: missing")

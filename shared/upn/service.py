@@ -629,6 +629,9 @@ async def approve_removals(services: Services, user_ids: list[str] | None, *, by
 
 
 async def _delete_passkeys(services: Services, user_id: str, method_ids: list[str]) -> None:
+    from shared.graph.permissions import require_write_roles
+
+    await require_write_roles(services.graph, [{"op": "delete_passkey"}])  # the role first: no partial deletion
     client = services.graph.client
     for mid in method_ids:
         builder = client.users.by_user_id(user_id).authentication.fido2_methods.by_fido2_authentication_method_id(mid)

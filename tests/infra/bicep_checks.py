@@ -31,6 +31,7 @@ GRAPH_CONDITIONS = {
     "enforce": "enforcementMode == 'enforce'",
     "removeStalePasskeys": "removeStalePasskeys == true",
     "keepStalePasskeys": "removeStalePasskeys == false",
+    "readApplications": "grantApplicationRead == true",
 }
 
 #: Azure built-in roles the identity may hold, and the one resource type each may be scoped to.
@@ -716,9 +717,11 @@ def load_graph_permissions(infra_dir: Path) -> dict[str, Any]:
     return json.loads((infra_dir / GRAPH_PERMISSIONS_FILE).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
-def documented_graph_roles(infra_dir: Path, enforcement_mode: str, remove_stale_passkeys: bool) -> set[str]:
+def documented_graph_roles(infra_dir: Path, enforcement_mode: str, remove_stale_passkeys: bool,
+                           grant_application_read: bool = False) -> set[str]:
     """The roles the documented rule selects for one configuration (the rule docs/deployment.md states)."""
-    active = {"always", enforcement_mode, "removeStalePasskeys" if remove_stale_passkeys else "keepStalePasskeys"}
+    active = {"always", enforcement_mode, "removeStalePasskeys" if remove_stale_passkeys else "keepStalePasskeys",
+              *(["readApplications"] if grant_application_read else [])}
     return {entry["role"] for entry in load_graph_permissions(infra_dir)["roles"] if entry["when"] in active}
 
 
@@ -831,20 +834,22 @@ def _graph_chain(infra_dir: Path) -> tuple[list[str], dict[str, Any] | None]:
     if conditions_var not in variables:
         return [*problems, f"main.bicep: {conditions_var} is not a variable"], None
     params = main.tree.get("parameters") or {}
-    if dig(params, "removeStalePasskeys", "type") != "bool" or \
-            sorted(decorators(params.get("enforcementMode") or {}).get("allowed") or []) != ["audit", "enforce"]:
-        problems.append("main.bicep must declare enforcementMode (@allowed audit, enforce) and "
-                        "removeStalePasskeys (bool)")
+    if dig(params, "removeStalePasskeys", "type") != "bool" or dig(params, "grantApplicationRead", "type") != "bool" \
+            or sorted(decorators(params.get("enforcementMode") or {}).get("allowed") or []) != ["audit", "enforce"]:
+        problems.append("main.bicep must declare enforcementMode (@allowed audit, enforce), "
+                        "removeStalePasskeys (bool) and grantApplicationRead (bool)")
     return problems, {"source": main.text, "conditions": conditions_var}
 
 
-def granted_graph_roles(infra_dir: Path, enforcement_mode: str, remove_stale_passkeys: bool) -> set[str]:
+def granted_graph_roles(infra_dir: Path, enforcement_mode: str, remove_stale_passkeys: bool,
+                        grant_application_read: bool = False) -> set[str]:
     """The Graph roles the templates grant for one configuration, found by following the Bicep chain
     (appRoleAssignedTo loop → module param → main.bicep selection) and evaluating the selection."""
     problems, selection = _graph_chain(infra_dir)
     if selection is None:
         raise BicepShapeError("; ".join(problems))
-    env = {"enforcementMode": enforcement_mode, "removeStalePasskeys": remove_stale_passkeys}
+    env = {"enforcementMode": enforcement_mode, "removeStalePasskeys": remove_stale_passkeys,
+           "grantApplicationRead": grant_application_read}
     node = _variable_node(selection["source"], selection["conditions"])
     if node is None:
         raise BicepShapeError(f"main.bicep: var {selection['conditions']} not found")
@@ -854,7 +859,8 @@ def granted_graph_roles(infra_dir: Path, enforcement_mode: str, remove_stale_pas
     return {entry["role"] for entry in load_graph_permissions(infra_dir)["roles"] if entry["when"] in active}
 
 
-GRAPH_CONFIGURATIONS = [(mode, remove) for mode in ("audit", "enforce") for remove in (False, True)]
+GRAPH_CONFIGURATIONS = [(mode, remove, apps) for mode in ("audit", "enforce") for remove in (False, True)
+                        for apps in (False, True)]
 
 
 @reports_shape_errors
@@ -883,15 +889,15 @@ def check_graph_permissions(infra_dir: Path) -> list[str]:
                             f"{GRAPH_PERMISSIONS_FILE}")
     if problems:
         return problems
-    for mode, remove in GRAPH_CONFIGURATIONS:
+    for mode, remove, apps in GRAPH_CONFIGURATIONS:
         try:
-            granted = granted_graph_roles(infra_dir, mode, remove)
+            granted = granted_graph_roles(infra_dir, mode, remove, apps)
         except (BicepShapeError, KeyError) as exc:
             return [f"cannot evaluate the granted Graph roles: {exc}"]
-        documented = documented_graph_roles(infra_dir, mode, remove)
+        documented = documented_graph_roles(infra_dir, mode, remove, apps)
         if granted != documented:
-            problems.append(f"enforcementMode={mode}, removeStalePasskeys={remove}: granted {sorted(granted)} "
-                            f"but documented {sorted(documented)}")
+            problems.append(f"enforcementMode={mode}, removeStalePasskeys={remove}, grantApplicationRead={apps}: "
+                            f"granted {sorted(granted)} but documented {sorted(documented)}")
     return problems
 
 

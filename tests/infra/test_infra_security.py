@@ -89,6 +89,14 @@ def test_graph_roles_follow_the_least_privilege_rule(mode: str, remove: bool) ->
         assert role.replace(".ReadWrite.", ".Read.") == role or role.replace(".ReadWrite.", ".Read.") not in granted
 
 
+@pytest.mark.parametrize(("mode", "remove"), sorted(_EXPECTED))
+def test_application_read_is_granted_only_on_opt_in(mode: str, remove: bool) -> None:
+    """Application.Read.All (needed to write a CA policy naming application ids) only with grantApplicationRead."""
+    assert "Application.Read.All" not in checks.granted_graph_roles(INFRA, mode, remove)
+    opted = checks.granted_graph_roles(INFRA, mode, remove, grant_application_read=True)
+    assert opted == _EXPECTED[(mode, remove)] | {"Application.Read.All"}
+
+
 def test_deployment_doc_lists_the_graph_permissions() -> None:
     """docs/deployment.md's Graph table equals graph-permissions.json (role, when, feature, reason)."""
     assert checks.check_docs_graph_table(INFRA, REPO_ROOT / "docs" / "deployment.md") == []
