@@ -1,16 +1,16 @@
 """The deployment package: .funcignore keeps secrets, local state, dev tools and tests out, and the app in.
 
-`package()` applies .funcignore the way the packagers do (gitignore rules: `dir/` matches a directory at any
-depth, a pattern with an inner `/` is anchored at the root, otherwise it matches a name at any depth, and
-everything under an excluded directory is excluded) to the repo's files plus files a developer's checkout has.
+devhost.package applies .funcignore the way the packagers do (gitignore rules) to the repo's tracked files;
+here also to files a developer's checkout holds besides, which a packager reading the folder would see.
 """
 from __future__ import annotations
 
-import fnmatch
-import subprocess
+import zipfile
 from pathlib import Path
 
 from bicep_checks import REPO_ROOT
+
+from devhost.package import excluded, main, package_files, tracked_files
 
 # What a working checkout holds besides the tracked files: none of it may be deployed.
 LOCAL_FILES = [
@@ -44,51 +44,6 @@ LOCAL_FILES = [
 MUST_SHIP = ["function_app.py", "host.json", "requirements.txt", "shared/__init__.py", "shared/config.py"]
 
 
-def _patterns(funcignore: Path) -> list[str]:
-    """The patterns of a .funcignore, without comments and blank lines."""
-    lines = (line.strip() for line in funcignore.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def _matches(pattern: str, parts: list[str], is_dir: bool) -> bool:
-    """Whether one gitignore pattern matches the path `parts` (a directory when is_dir)."""
-    dir_only = pattern.endswith("/")
-    body = pattern.strip("/")
-    if dir_only and not is_dir:
-        return False
-    if "/" in pattern.rstrip("/"):  # anchored at the root
-        depth = body.count("/") + 1
-        return len(parts) == depth and fnmatch.fnmatchcase("/".join(parts), body)
-    return fnmatch.fnmatchcase(parts[-1], body)
-
-
-def excluded(path: str, patterns: list[str]) -> bool:
-    """Whether .funcignore keeps `path` (a file, repo-relative, posix) out: it or one of its directories matches."""
-    parts = path.split("/")
-    for end in range(1, len(parts) + 1):
-        is_dir = end < len(parts)
-        verdict = False
-        for pattern in patterns:
-            negated = pattern.startswith("!")
-            if _matches(pattern.removeprefix("!"), parts[:end], is_dir):
-                verdict = not negated
-        if verdict:
-            return True
-    return False
-
-
-def package(files: list[str], funcignore: Path) -> set[str]:
-    """The files a packager honouring `funcignore` would deploy."""
-    patterns = _patterns(funcignore)
-    return {path for path in files if not excluded(path, patterns)}
-
-
-def _repo_files() -> list[str]:
-    """The tracked files of the checkout (what a clean clone deploys from)."""
-    out = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
-    return out.splitlines()
-
-
 def test_the_matcher_follows_gitignore_rules() -> None:
     """The helper itself: directory patterns at any depth, anchored paths, globs within one name, negation."""
     patterns = ["bench/out/", "*.pem", ".venv*/", "tests/", "!keep.pem"]
@@ -101,8 +56,8 @@ def test_the_matcher_follows_gitignore_rules() -> None:
 def test_the_package_holds_no_secret_local_state_or_dev_tool() -> None:
     """Secrets (*.pem, .env), local state, virtual environments, .in files, caches, bench output and tests
     stay out of the deployment package."""
-    files = _repo_files() + LOCAL_FILES
-    shipped = package(files, REPO_ROOT / ".funcignore")
+    files = tracked_files() + LOCAL_FILES
+    shipped = set(package_files(files, REPO_ROOT / ".funcignore"))
     leaked = sorted(path for path in shipped if path in LOCAL_FILES)
     assert leaked == []
     assert not [path for path in shipped if path.startswith(("tests/", "bench/", "infra/", "graphsim/", "devhost/"))]
@@ -110,8 +65,18 @@ def test_the_package_holds_no_secret_local_state_or_dev_tool() -> None:
 
 def test_the_package_holds_the_app() -> None:
     """function_app.py, host.json, the app lock and all of shared/ are deployed."""
-    files = _repo_files() + LOCAL_FILES
-    shipped = package(files, REPO_ROOT / ".funcignore")
+    files = tracked_files() + LOCAL_FILES
+    shipped = set(package_files(files, REPO_ROOT / ".funcignore"))
     assert set(MUST_SHIP) <= shipped
-    shared = {path for path in _repo_files() if path.startswith("shared/")}
+    shared = {path for path in tracked_files() if path.startswith("shared/")}
     assert shared and shared <= shipped
+
+
+def test_the_zip_for_config_zip_deploys_the_app_only(tmp_path: Path) -> None:
+    """`python -m devhost.package app.zip` writes the app (function_app.py, host.json, the lock, shared/) and
+    nothing .funcignore keeps out."""
+    out = tmp_path / "app.zip"
+    assert main([str(out)]) == 0
+    names = set(zipfile.ZipFile(out).namelist())
+    assert set(MUST_SHIP) <= names
+    assert not [n for n in names if n.startswith(("tests/", "infra/", ".ci/")) or n.endswith((".in", ".pem"))]
