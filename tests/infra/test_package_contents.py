@@ -28,6 +28,7 @@ LOCAL_FILES = [
     "venv/bin/python",
     "requirements.in",
     "requirements-dev.in",
+    "app.zip",
     "bench/out/results.json",
     "shared/__pycache__/config.cpython-311.pyc",
     "shared/upn/__pycache__/service.cpython-311.pyc",
