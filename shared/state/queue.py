@@ -2,7 +2,8 @@
 
 The v12 SDK sends plain text by default while the trigger (`host.json` messageEncoding, default base64)
 decodes base64, so every client here uses TextBase64EncodePolicy / TextBase64DecodePolicy.
-`receive` and `delete` exist for the devhost drain loop and for tests; in Azure the host consumes.
+`receive`, `delete`, `release` and `move_to_poison` serve the CLI's drain (`shared.upn.drain`), the devhost
+and tests; in Azure the host consumes.
 """
 from __future__ import annotations
 
