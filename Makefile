@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 AZURITE := tools/node_modules/.bin/azurite
 
-.PHONY: all deps demo test lint bench soak clean
+.PHONY: all deps demo test lint bench soak clean lock
 
 all: deps
 
@@ -15,9 +15,21 @@ deps: $(VENV)/.installed $(AZURITE) .venv-checkov/.installed .venv-index/.instal
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	@touch $@
+
+# The locks: requirements.in / requirements-dev.in (what the code imports, pinned) resolved with every transitive
+# package into requirements.txt / requirements-dev.txt, with the hash of each file of each release, so a remote
+# build installs exactly what was tested. Pins already in a lock are kept; `make lock UPGRADE=1` takes the newest
+# releases the .in files allow. uv runs from a throwaway venv outside the repo.
+LOCK_VENV ?= /tmp/passkey-guard-lock
+UV_VERSION := 0.13.9
+LOCK := $(LOCK_VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 $(if $(UPGRADE),--upgrade)
+
+lock:
+	@test -x $(LOCK_VENV)/bin/uv || { $(PY) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install -q uv==$(UV_VERSION); }
+	$(LOCK) requirements.in -o requirements.txt
+	$(LOCK) requirements-dev.in -o requirements-dev.txt
 
 # Azurite from npm, into a git-ignored folder of the repo (3.35: the last release for Node 20).
 $(AZURITE): tools/package.json tools/package-lock.json

@@ -26,10 +26,9 @@ param location string
 @description('Resource group to create or update; empty means rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@minLength(36)
-@maxLength(36)
-@description('Entra tenant (GUID) whose passkey policy the app manages; the tenant of this deployment by default.')
-param tenantId string = tenant().tenantId
+// The tenant the app manages is the deployment's own: its managed identity, Graph app roles and Key Vault live
+// there, so no parameter may name another.
+var tenantId = tenant().tenantId
 
 // --- behaviour -----------------------------------------------------------------------------------
 
@@ -65,22 +64,22 @@ param graphRuPer10s int = 8000
 
 @minLength(11)
 @maxLength(100)
-@description('NCRONTAB schedule (6 fields, UTC) of the policy reconcile timer; hourly by default.')
+@description('NCRONTAB schedule (6 fields, UTC) of the policy_enforcement timer (verify in audit mode; plan and apply when safe in enforce mode); hourly by default.')
 param policySchedule string = '0 0 * * * *'
 
 @minLength(11)
 @maxLength(100)
-@description('NCRONTAB schedule (6 fields, UTC) of the stale-passkey sweep timer; every 15 minutes by default.')
+@description('NCRONTAB schedule (6 fields, UTC) of the delta_sweep timer (users/delta backstop that queues UPN changes); every 15 minutes by default.')
 param sweepSchedule string = '0 */15 * * * *'
 
 @minLength(11)
 @maxLength(100)
-@description('NCRONTAB schedule (6 fields, UTC) of the UPN tracker (users delta) timer; every 30 minutes by default.')
+@description('NCRONTAB schedule (6 fields, UTC) of the reregistration_tracker timer (moves open UPN-change flags on; removes stale passkeys when enabled); every 30 minutes by default.')
 param trackerSchedule string = '0 */30 * * * *'
 
 @minLength(11)
 @maxLength(100)
-@description('NCRONTAB schedule (6 fields, UTC) of the Graph subscription manager timer (create, renew, reauthorize); every 6 hours by default.')
+@description('NCRONTAB schedule (6 fields, UTC) of the subscription_manager timer (creates, renews and reauthorizes the Graph /users subscription); every 6 hours by default.')
 param subscriptionSchedule string = '0 0 */6 * * *'
 
 // --- hosting -------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
     python -m shared plan     [--json] [--document FILE]
     python -m shared apply    [--json] [--document FILE | --plan-id ID] [--accept-lockout]
     python -m shared rollback RUN_ID [--json] [--accept-lockout]
-    python -m shared sweep    [--json]
+    python -m shared sweep    [--json] [--process]
+    python -m shared process-queue [--json]
     python -m shared track    [--json]
     python -m shared flags    [--json | --csv] [--status STATUS]
     python -m shared flags    approve-removal (USER_ID... | --all-waiting) [--json]
@@ -13,7 +14,8 @@
 
 Settings come from the environment (see the README's settings reference). Exit codes: 0 success,
 1 a check failed, the plan needs a person or the request was refused (stale plan, lease held), 2 bad input
-or settings (an unknown id too), 3 Graph or storage failed (the only one worth retrying as it is).
+or settings (an unknown id too), 3 Graph or storage failed, or queued work could not be processed (a message
+moved to the poison queue, or still queued after waiting): the only code worth retrying as it is.
 """
 from __future__ import annotations
 
@@ -50,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     rollback = add("rollback", "restore the passkey policy a run started from")
     rollback.add_argument("run_id")
     rollback.add_argument("--accept-lockout", action="store_true")
-    add("sweep", "read users/delta and queue UPN changes")
+    sweep = add("sweep", "read users/delta and queue UPN changes")
+    sweep.add_argument("--process", action="store_true",
+                       help="then process the queue here, as the queue trigger would, and report the flags")
+    add("process-queue", "process the queued UPN changes here, as the queue trigger would")
     add("track", "move open UPN-change flags on")
     flags = add("flags", "list UPN-change flags")
     flags.add_argument("--csv", action="store_true", help="print CSV for the helpdesk")
@@ -86,6 +91,7 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
     """Run the command; returns (JSON result, text for people, exit code)."""
     from shared.policy import service as policy
     from shared.services import get_services
+    from shared.upn import drain
     from shared.upn import service as upn
 
     services = get_services(administrator=True)  # the administrator's own sign-in, not the app's
@@ -111,7 +117,14 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             return result, f"Run {result['runId']}: {result['result']} (restored run {args.run_id})", EXIT_OK
         if args.command == "sweep":
             result = await upn.sweep(services, trigger="cli")
-            return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
+            text = " ".join(f"{k}={v}" for k, v in result.items())
+            if not args.process:
+                return result, text, EXIT_OK
+            drained = await drain.process_queue(services)
+            return {"sweep": result, "queue": drained}, f"{text}\n{drain.summary(drained)}", _drained_exit(drained)
+        if args.command == "process-queue":
+            drained = await drain.process_queue(services)
+            return drained, drain.summary(drained), _drained_exit(drained)
         if args.command == "track":
             result = await upn.track_flags(services)
             return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
@@ -145,6 +158,11 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
         return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", 0
     finally:
         await services.close()
+
+
+def _drained_exit(drained: dict[str, Any]) -> int:
+    """The queue was processed to the end (0), or some of it was not (3: poisoned or still queued)."""
+    return EXIT_FAILED if drained["poisoned"] or drained["remaining"] else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +208,10 @@ def _fail(args: argparse.Namespace, exc: PasskeyGuardError) -> None:
         print(json.dumps(exc.to_body(), indent=2, default=str))
     else:
         print(f"error: {exc.message}", file=sys.stderr)
+        if isinstance(exc, InputError) and isinstance(exc.detail, list):
+            for row in exc.detail:  # every problem of a document, not only the first
+                if isinstance(row, dict) and "field" in row:
+                    print(f"  {row['field']}: {row.get('problem', '')}", file=sys.stderr)
         if isinstance(exc, LockoutRefused) and isinstance(exc.detail, dict):
             for row in exc.detail.get("lockout", []):
                 print(f"  would lose a passkey: {row['userPrincipalName'] or row['userId']} "

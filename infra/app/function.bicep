@@ -91,22 +91,22 @@ param graphRuPer10s int
 
 @minLength(11)
 @maxLength(100)
-@description('POLICY_SCHEDULE: NCRONTAB (6 fields, UTC) of the policy reconcile timer.')
+@description('POLICY_SCHEDULE: NCRONTAB (6 fields, UTC) of the policy_enforcement timer.')
 param policySchedule string
 
 @minLength(11)
 @maxLength(100)
-@description('SWEEP_SCHEDULE: NCRONTAB (6 fields, UTC) of the stale-passkey sweep timer.')
+@description('SWEEP_SCHEDULE: NCRONTAB (6 fields, UTC) of the delta_sweep timer (users/delta backstop).')
 param sweepSchedule string
 
 @minLength(11)
 @maxLength(100)
-@description('TRACKER_SCHEDULE: NCRONTAB (6 fields, UTC) of the UPN tracker timer.')
+@description('TRACKER_SCHEDULE: NCRONTAB (6 fields, UTC) of the reregistration_tracker timer (open UPN-change flags).')
 param trackerSchedule string
 
 @minLength(11)
 @maxLength(100)
-@description('SUBSCRIPTION_SCHEDULE: NCRONTAB (6 fields, UTC) of the Graph subscription manager timer.')
+@description('SUBSCRIPTION_SCHEDULE: NCRONTAB (6 fields, UTC) of the subscription_manager timer.')
 param subscriptionSchedule string
 
 @minValue(1)

@@ -2,7 +2,8 @@
 
 The v12 SDK sends plain text by default while the trigger (`host.json` messageEncoding, default base64)
 decodes base64, so every client here uses TextBase64EncodePolicy / TextBase64DecodePolicy.
-`receive` and `delete` exist for the devhost drain loop and for tests; in Azure the host consumes.
+`receive`, `delete`, `release` and `move_to_poison` serve the CLI's drain (`shared.upn.drain`), the devhost
+and tests; in Azure the host consumes.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class ChangeQueue:
         """`create=False`: the queue is provisioned elsewhere (Bicep) and never created from here."""
         self._clients = clients
         self.name = name
+        self._create = create
         self._ensured = not create
         self._lock = asyncio.Lock()
         self._concurrency = concurrency
@@ -137,6 +139,22 @@ class ChangeQueue:
         client = await self._clients.queue(self.name)
         with storage_errors("deleting a queue message"):
             await client.delete_message(message.id, message.pop_receipt)
+
+    async def release(self, message: QueuedMessage, delay: int) -> None:
+        """Give a received message back, visible again after `delay` seconds (a failed delivery to retry)."""
+        client = await self._clients.queue(self.name)
+        with storage_errors("releasing a queue message"):
+            await client.update_message(message.id, message.pop_receipt, visibility_timeout=delay)
+
+    async def move_to_poison(self, message: QueuedMessage) -> None:
+        """Put the message's text on `<name>-poison` and delete it, as the Functions host does after
+        `maxDequeueCount` failed deliveries (the poison queue is provisioned beside this one)."""
+        poison = ChangeQueue(self._clients, f"{self.name}-poison", create=self._create)
+        await poison.ensure()
+        client = await self._clients.queue(poison.name)
+        with storage_errors("moving a message to the poison queue"):
+            await client.send_message(message.text)
+        await self.delete(message)
 
     async def peek_count(self) -> int:
         """The approximate number of messages in the queue (visible and invisible)."""

@@ -1,0 +1,40 @@
+"""The command line's queue drain keeps the Functions host's delivery rules (host.json), in-process."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shared.upn import drain
+from shared.upn.service import send_messages, sweep
+from tests.e2e.stack import running_stack, tenant, uid, user
+from tests.reliability.helpers import clear_queue, poison_count
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_drain_rules_are_the_hosts() -> None:
+    """Batch size, deliveries before the poison queue and the retry delay are host.json's queue settings."""
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    hours, minutes, seconds = (int(part) for part in queues["visibilityTimeout"].split(":"))
+    assert drain.BATCH_SIZE == queues["batchSize"]
+    assert drain.MAX_DEQUEUE_COUNT == queues["maxDequeueCount"]
+    assert drain.RETRY_SECONDS == hours * 3600 + minutes * 60 + seconds
+
+
+async def test_a_failing_message_is_retried_then_poisoned(azurite):
+    """A message whose processing keeps failing (here: recreating the subscription without NOTIFICATION_URL)
+    is delivered five times, then moved to the poison queue; the message beside it is processed once."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        conn = azurite.connection_string
+        await clear_queue(conn)
+        await sweep(stack.services)
+        await clear_queue(conn)
+        await send_messages(stack.services, [{"kind": "lifecycle", "event": "subscriptionRemoved",
+                                              "subscriptionId": "11111111-0000-4000-8000-000000000001"},
+                                             {"kind": "users", "source": "sweep", "users": [{"id": uid(1)}]}])
+        totals = await drain.process_queue(stack.services, retry_seconds=0)
+        assert totals["failed"] == drain.MAX_DEQUEUE_COUNT
+        assert totals["poisoned"] == 1 and totals["remaining"] == 0
+        assert totals["messages"] == 1 and totals["processed"] == 1 and totals["flagged"] == []
+        assert await poison_count(conn) == 1
+        assert "1 moved to the poison queue" in drain.summary(totals)
