@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 
 from shared.upn.service import SUBSCRIPTION_CHECKPOINT, ensure_subscription, sweep
+from tests.conftest import CLIENT_STATE
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
 from tests.e2e.test_upn_e2e import _rename, _subscribe
 
@@ -72,7 +73,7 @@ async def test_an_event_grid_user_event_ends_as_a_flag_once(azurite, functions):
         stack.sim.configure(notify_paused=True)
         await _rename(stack, 1, "user1@fabrikam.example")
         data = {"changeType": "updated", "resource": f"Users/{uid(1)}", "tenantId": stack.tenant_id,
-                "clientState": "test-client-state", "subscriptionId": "11111111-0000-4000-8000-000000000009",
+                "clientState": CLIENT_STATE, "subscriptionId": "11111111-0000-4000-8000-000000000009",
                 "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
                 "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid(1)}",
                                  "id": uid(1), "organizationId": stack.tenant_id, "sequenceNumber": 7}}
