@@ -83,6 +83,13 @@ async def test_a_record_without_a_fingerprint_is_recreated_once(azurite):
         assert (await ensure_subscription(stack.services))["action"] == "none"
 
 
+def test_the_subscription_timer_runs_on_startup(functions):
+    """subscription_manager also runs when an instance starts, so a new deployment subscribes at once."""
+    bindings = functions["subscription_manager"].get_bindings_dict()["bindings"]
+    trigger = next(b for b in bindings if b["type"] == "timerTrigger")
+    assert trigger["runOnStartup"] is True
+
+
 async def test_instances_starting_together_create_one_subscription(azurite, functions):
     """Three first starts at once (two through the timer function, one on its own Services) make one
     Graph subscription; the others find it or yield to the lease, and none fails."""
