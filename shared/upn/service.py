@@ -726,9 +726,11 @@ async def intake_event_grid(services: Services, *, event_id: str, subject: str |
     """One Event Grid event: a user change is queued, a reauthorization becomes lifecycle work."""
     from shared.upn.intake import parse_event_grid_trigger
 
+    settings = services.settings  # a configured clientState must be usable (else Event Grid retries later)
     parsed = parse_event_grid_trigger(event_id=event_id, subject=subject, event_type=event_type, data=data,
                                       tenant_id=services.settings.tenant_id,
-                                      client_state=services.settings.notification_client_state)
+                                      client_state=settings.secret("notification_client_state")
+                                      if settings.notification_client_state else None)
     if parsed is None:
         return "ignored"
     if isinstance(parsed, LifecycleEvent):

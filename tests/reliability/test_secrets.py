@@ -77,3 +77,17 @@ async def test_health_names_the_unavailable_secrets_without_their_values(azurite
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
         status, text, _ = await stack.get("health")
         assert status == 200 and json.loads(text)["unavailableSecrets"] == {}
+
+
+async def test_event_grid_refuses_when_the_configured_client_state_is_unusable(azurite):
+    """An Event Grid user event is not queued against an unresolved clientState reference (Event Grid retries)."""
+    from shared.errors import SecretUnavailable
+    from shared.upn.service import intake_event_grid
+
+    async with running_stack(azurite, tenant([user(1)]), drain=False, NOTIFICATION_CLIENT_STATE=KV_STATE) as stack:
+        before = await snapshot_storage(azurite.connection_string, stack.tenant_id)
+        with pytest.raises(SecretUnavailable):
+            await intake_event_grid(stack.services, event_id="eg-secrets-1", subject=f"Users/{uid(1)}",
+                                    event_type="Microsoft.Graph.UserUpdated",
+                                    data=_notification(stack.tenant_id, KV_STATE))
+        assert not storage_diff(before, await snapshot_storage(azurite.connection_string, stack.tenant_id))
