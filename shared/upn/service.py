@@ -533,8 +533,7 @@ def client_state_fingerprint(tenant_id: str, client_state: str) -> str:
 
 def _is_fresh(value: Mapping[str, Any] | None, fingerprint: str, now: datetime) -> bool:
     """The stored subscription was made with this clientState and is far from expiry."""
-    if not value or not value.get("id") or not hmac.compare_digest(str(value.get("clientStateFingerprint", "")),
-                                                                    fingerprint):
+    if not value or not value.get("id") or value.get("clientStateFingerprint") != fingerprint:
         return False
     return datetime.fromisoformat(value["expirationDateTime"]) - now > SUBSCRIPTION_RENEW_WITHIN
 
@@ -565,6 +564,7 @@ async def _ensure_subscription_leased(services: Services, fingerprint: str, now:
 
 
 async def _delete_subscription(services: Services, subscription_id: str) -> None:
+    """Delete a subscription before replacing it (Graph refuses a second one for the same resource and URL)."""
     builder = services.graph.client.subscriptions.by_subscription_id(subscription_id)
     try:
         await services.graph.call("DELETE", builder.delete, what="delete the subscription of a rotated clientState")
