@@ -149,11 +149,20 @@ async def reregistration_tracker(timer: func.TimerRequest) -> None:
     log.info("reregistration_tracker: %s", await track_flags(get_services()))
 
 
-@app.timer_trigger(schedule="%SUBSCRIPTION_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+@app.timer_trigger(schedule="%SUBSCRIPTION_SCHEDULE%", arg_name="timer", run_on_startup=True, use_monitor=True)
 async def subscription_manager(timer: func.TimerRequest) -> None:
-    """Creates the /users change-notification subscription and renews it well before it expires."""
+    """Creates the /users change-notification subscription and renews it well before it expires.
+
+    Also runs when the host starts, so a new deployment subscribes at once instead of up to 6 h later; a
+    fresh subscription costs one Table read, and the subscription lease lets only one starting instance create.
+    """
+    from shared.errors import ConflictError
     from shared.services import get_services
     from shared.upn.service import ensure_subscription
 
-    result = await ensure_subscription(get_services())
+    try:
+        result = await ensure_subscription(get_services())
+    except ConflictError:
+        log.info("subscription_manager: another instance holds the subscription lease; leaving it the work")
+        return
     log.info("subscription_manager: %s (expires %s)", result["action"], result.get("expirationDateTime"))

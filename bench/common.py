@@ -87,8 +87,9 @@ def tenant_doc(*, users: int = 0, explicit_users: list[dict[str, Any]] | None = 
 def settings_env(azurite: Any, sim: Any, tenant_id: str, **extra: str) -> dict[str, str]:
     """App settings for the product against this Azurite and simulator."""
     return {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "bench-token",
-            "STATE_STORAGE": azurite.connection_string, "NOTIFICATION_CLIENT_STATE": "bench-client-state",
-            "TICKET_WEBHOOK_SECRET": "bench-ticket-secret", **extra}
+            "STATE_STORAGE": azurite.connection_string,
+            "NOTIFICATION_CLIENT_STATE": "ys1_vU4P5HvCOLXhb5V5giU3Mb1IvTIB4gedHm6u",
+            "TICKET_WEBHOOK_SECRET": "59zud9TbYTfz0uCUoXem8DrwGejR0SdvqAJQAjBL", **extra}
 
 
 @contextmanager

@@ -60,7 +60,8 @@ async def demo() -> int:
         settings = Settings.from_env({
             "TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "demo",
             "STATE_STORAGE": azurite.connection_string, "POLICY_FILE": str(POLICY),
-            "NOTIFICATION_CLIENT_STATE": "demo-client-state", "TICKET_WEBHOOK_SECRET": "demo-ticket-secret"})
+            "NOTIFICATION_CLIENT_STATE": "hqb1uF9grYyflHx2Uoo7B-YBrJ_xwIakrppaZ-fk",
+            "TICKET_WEBHOOK_SECRET": "ed2xs2b69ZzWenLxEfN7aOz-ExDO4YHs-FvkN0vl"})
         services = Services.from_settings(settings)
         use_services(services)
         await services.store.ensure()

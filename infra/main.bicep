@@ -123,6 +123,12 @@ param ticketWebhookSecret string = newGuid()
 @description('clientState of the Graph change-notification subscription (Graph allows 128 characters), stored in Key Vault. Leave unset to generate one.')
 param graphClientState string = newGuid()
 
+@secure()
+@minLength(36)
+@maxLength(36)
+@description('Leave unset. Random per deployment: pads a secret above shorter than 32 characters (azd generates 15 on the first provision), since the app treats a shorter secret as missing. Later provisions read the padded value back from the vault and keep it.')
+param secretPadding string = newGuid()
+
 // --- names ---------------------------------------------------------------------------------------
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -223,9 +229,9 @@ module keyVault 'app/keyvault.bicep' = {
     tags: tags
     tenantId: tenantId
     ticketWebhookSecretName: secretNames.ticketWebhook
-    ticketWebhookSecret: ticketWebhookSecret
+    ticketWebhookSecret: length(ticketWebhookSecret) >= 32 ? ticketWebhookSecret : '${ticketWebhookSecret}${replace(guid(secretPadding, 'ticketWebhookSecret'), '-', '')}'
     graphClientStateName: secretNames.graphClientState
-    graphClientState: graphClientState
+    graphClientState: length(graphClientState) >= 32 ? graphClientState : '${graphClientState}${replace(guid(secretPadding, 'graphClientState'), '-', '')}'
   }
 }
 

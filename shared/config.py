@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, SecretUnavailable
 
 # --- the app-setting names (the same names Bicep writes) ------------------------------------------
 TENANT_ID = "TENANT_ID"
@@ -63,8 +63,42 @@ DEFAULT_RU_PER_10S = 8000
 #: Passkeys the tracker may delete in one run before further flags wait for an administrator's approval.
 DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN = 25
 
+#: Secret settings (name -> Settings attribute). Each one authenticates callers of an anonymous webhook.
+SECRET_SETTINGS: dict[str, str] = {NOTIFICATION_CLIENT_STATE: "notification_client_state",
+                                   TICKET_WEBHOOK_SECRET: "ticket_webhook_secret"}
+#: A secret shorter than this is treated as missing (the generated ones are GUIDs or longer).
+MIN_SECRET_CHARS = 32
+#: What App Service hands the app, verbatim, when it cannot resolve a Key Vault reference.
+KEY_VAULT_REFERENCE_PREFIX = "@microsoft.keyvault("
+#: Stand-ins for a secret found in the README, docs, local.settings.example.json and the handbook (compared
+#: case-insensitively); any other value written as `<...>` is a placeholder too.
+SECRET_PLACEHOLDERS = frozenset({
+    "<random string, at most 128 characters>", "<random string shared with the ticketing system>",
+    "<random string of 32 to 128 characters>", "<random string of 32+ characters shared with the ticketing system>",
+    "<secret>", "<secret ≤ 128 chars>", "changeme", "change-me", "change_me", "replace-me", "replaceme",
+    "replace_me", "secret", "password", "todo", "xxx",
+})
+
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LOOPBACK_HOSTS = {"localhost"}
+
+
+def secret_problem(value: str | None) -> str | None:
+    """Why a secret setting's value must not be used, as a reason code, or None when it is usable.
+
+    An unresolved Key Vault reference can be derived from the host name and this repo, and a placeholder or a
+    short value can be guessed, so each of them counts as no secret at all (fail closed).
+    """
+    text = (value or "").strip()
+    if not text:
+        return "missing"
+    if text.lower().startswith(KEY_VAULT_REFERENCE_PREFIX):
+        return "keyVaultReferenceUnresolved"
+    if text.lower() in SECRET_PLACEHOLDERS or (text.startswith("<") and text.endswith(">")):
+        return "placeholder"
+    if len(text) < MIN_SECRET_CHARS:
+        return "tooShort"
+    return None
 
 
 def is_loopback_url(url: str) -> bool:
@@ -121,6 +155,21 @@ class Settings:
         value = getattr(self, attribute)
         if not value:
             raise ConfigError(f"setting {setting} is required for this operation but is not set")
+        return str(value)
+
+    def unavailable_secrets(self) -> dict[str, str]:
+        """Secret settings that cannot be used, by setting name, with the reason code (never the value)."""
+        problems = {name: secret_problem(getattr(self, attribute)) for name, attribute in SECRET_SETTINGS.items()}
+        return {name: reason for name, reason in problems.items() if reason is not None}
+
+    def secret(self, attribute: str) -> str:
+        """A usable secret setting's value, or SecretUnavailable (503) naming the setting and the reason."""
+        name = next(n for n, a in SECRET_SETTINGS.items() if a == attribute)
+        value = getattr(self, attribute)
+        reason = secret_problem(value)
+        if reason is not None:
+            raise SecretUnavailable(f"setting {name} is unavailable ({reason}); refusing until it holds a usable "
+                                    f"secret of at least {MIN_SECRET_CHARS} characters")
         return str(value)
 
     @classmethod

@@ -5,6 +5,8 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
 
     PasskeyGuardError                  base; `code` is the stable machine-readable name
     ├── ConfigError                    a setting is missing or malformed (names the setting)
+    │   └── SecretUnavailable          a secret setting is unset, an unresolved Key Vault reference, short or a
+    │                                  placeholder (503: names the setting, never its value)
     ├── InputError                     bad input from a caller: document, request body, CLI argument (400)
     │   └── PayloadTooLarge            a request body over the size limit (413)
     ├── AuthError                      wrong signature, clientState, tenant or timestamp (401)
@@ -45,6 +47,10 @@ class PasskeyGuardError(Exception):
 
 class ConfigError(PasskeyGuardError):
     code, status = "configError", 500
+
+
+class SecretUnavailable(ConfigError):
+    code, status = "secretUnavailable", 503
 
 
 class InputError(PasskeyGuardError):

@@ -72,7 +72,8 @@ async def health(services: Services, req: Request) -> Answer:
             return {"ok": False, "error": getattr(exc, "code", type(exc).__name__)}
 
     graph, storage = await asyncio.gather(probe(read_fido2_raw(services.graph)), probe(services.store.ping()))
-    healthy = graph["ok"] and storage["ok"]
+    unavailable = services.settings.unavailable_secrets()  # setting names and reason codes, never values
+    healthy = graph["ok"] and storage["ok"] and not unavailable
     body = {
         "status": "healthy" if healthy else "degraded",
         "versions": {"passkeyGuard": __version__, "python": platform.python_version(),
@@ -81,6 +82,7 @@ async def health(services: Services, req: Request) -> Answer:
         "enforcementMode": services.settings.enforcement_mode,
         "graph": graph,
         "storage": storage,
+        "unavailableSecrets": unavailable,
     }
     return ok(body, 200 if healthy else 503)
 
@@ -146,7 +148,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
     bind_run()
     settings = services.settings
     batch = parse_change_notifications(
-        req.body, client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),
+        req.body, client_state=settings.secret("notification_client_state"),
         tenant_id=settings.tenant_id)
     for rejected in batch.rejected:
         log.warning("dropped notification item %d (%s): %s", rejected.index, rejected.kind, rejected.reason)
@@ -165,7 +167,7 @@ async def graph_lifecycle(services: Services, req: Request) -> Answer:
         return _validation_echo(token)
     settings = services.settings
     events = parse_lifecycle_notifications(
-        req.body, client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),
+        req.body, client_state=settings.secret("notification_client_state"),
         tenant_id=settings.tenant_id)
     queued = await enqueue_lifecycle(services, events)
     return Answer(status=202, body={"accepted": len(events), "queued": queued})
@@ -181,7 +183,7 @@ async def tickets(services: Services, req: Request) -> Answer:
 
     settings = services.settings
     event = verify_ticket(req.body, req.headers,
-                          secret=settings.require("ticket_webhook_secret", "TICKET_WEBHOOK_SECRET"),
+                          secret=settings.secret("ticket_webhook_secret"),
                           now=datetime.now(UTC))
     if not await services.store.claim_event(settings.tenant_id, f"ticket:{event.event_id}", ttl_seconds=7 * 86400):
         return ok({"eventId": event.event_id, "duplicate": True,

@@ -33,6 +33,11 @@ def functions() -> dict[str, Any]:
     return index_functions()
 
 
+#: The test stack's webhook secrets: random-looking and 32+ characters, as the app requires of real ones.
+CLIENT_STATE = "WizcZFQ02y4ZkG8-fhFNSsqeP6I9AbcO2_hmnJxB"
+TICKET_SECRET = "KG88ORtqbEEaJ5Zc3mSaRV-DoZMbgDs4jPJw8yP9"
+
+
 def new_tenant_id() -> str:
     return str(uuid.uuid4())
 
@@ -40,8 +45,8 @@ def new_tenant_id() -> str:
 def make_settings(azurite: Azurite, sim: Simulator, tenant_id: str, **env: str) -> Settings:
     """The product's settings for this stack, as app settings would give them."""
     values = {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "test-token",
-              "STATE_STORAGE": azurite.connection_string, "NOTIFICATION_CLIENT_STATE": "test-client-state",
-              "TICKET_WEBHOOK_SECRET": "test-ticket-secret", **env}
+              "STATE_STORAGE": azurite.connection_string, "NOTIFICATION_CLIENT_STATE": CLIENT_STATE,
+              "TICKET_WEBHOOK_SECRET": TICKET_SECRET, **env}
     return Settings.from_env(values)
 
 

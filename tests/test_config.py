@@ -75,3 +75,45 @@ def test_the_removal_cap_defaults_to_25_and_may_be_0():
     """Default 25 passkeys a tracker run; 0 sends every removal to an administrator for approval."""
     assert Settings.from_env(BASE).stale_passkey_removal_max_per_run == 25
     assert Settings.from_env({**BASE, "STALE_PASSKEY_REMOVAL_MAX_PER_RUN": "0"}).stale_passkey_removal_max_per_run == 0
+GOOD_STATE = "p8Vq1zR4tW7yB0cE3fH6jK9mN2sU5xA8dG1"  # 35 random-looking characters
+GOOD_TICKET = "Lr2Ty5Ui8Op1As4Df7Gh0Jk3Zx6Cv9Bn2Mq5"
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("@Microsoft.KeyVault(VaultName=kv-abc;SecretName=graph-client-state)", "keyVaultReferenceUnresolved"),
+    ("@microsoft.keyvault(SecretUri=https://kv-abc.vault.azure.net/secrets/graph-client-state/)",
+     "keyVaultReferenceUnresolved"),
+    ("  @MICROSOFT.KEYVAULT(VaultName=kv;SecretName=s)  ", "keyVaultReferenceUnresolved"),
+    ("test-client-state", "tooShort"),
+    ("x" * 31, "tooShort"),
+    ("<random string, at most 128 characters>", "placeholder"),
+    ("<random string shared with the ticketing system>", "placeholder"),
+    ("<secret>", "placeholder"),
+    (" ChangeMe ", "placeholder"),
+])
+def test_unusable_secret_settings_are_unavailable(value, reason):
+    """A Key Vault reference App Service could not resolve, a short value or a placeholder counts as missing."""
+    s = Settings.from_env({**BASE, "NOTIFICATION_CLIENT_STATE": value, "TICKET_WEBHOOK_SECRET": value})
+    assert s.unavailable_secrets() == {"NOTIFICATION_CLIENT_STATE": reason, "TICKET_WEBHOOK_SECRET": reason}
+
+
+def test_usable_and_missing_secrets():
+    """Random 32+ character values are usable; an unset secret is reported as missing."""
+    s = Settings.from_env({**BASE, "NOTIFICATION_CLIENT_STATE": GOOD_STATE})
+    assert s.unavailable_secrets() == {"TICKET_WEBHOOK_SECRET": "missing"}
+    assert s.secret("notification_client_state") == GOOD_STATE
+    both = Settings.from_env({**BASE, "NOTIFICATION_CLIENT_STATE": GOOD_STATE, "TICKET_WEBHOOK_SECRET": GOOD_TICKET})
+    assert both.unavailable_secrets() == {}
+
+
+def test_an_unavailable_secret_is_refused_by_name_without_its_value():
+    """Asking for an unusable secret raises SecretUnavailable (503 secretUnavailable) naming the setting only."""
+    from shared.errors import SecretUnavailable
+
+    reference = "@Microsoft.KeyVault(VaultName=kv-abc;SecretName=ticket-webhook-secret)"
+    s = Settings.from_env({**BASE, "TICKET_WEBHOOK_SECRET": reference})
+    with pytest.raises(SecretUnavailable) as info:
+        s.secret("ticket_webhook_secret")
+    assert info.value.status == 503 and info.value.code == "secretUnavailable"
+    assert "TICKET_WEBHOOK_SECRET" in info.value.message and "keyVaultReferenceUnresolved" in info.value.message
+    assert "kv-abc" not in str(info.value.to_body()) and reference not in info.value.message

@@ -25,8 +25,8 @@ param tenantId string
 param ticketWebhookSecretName string
 
 @secure()
-@minLength(12)
-@description('Value of the ticket webhook\'s HMAC secret.')
+@minLength(32)
+@description('Value of the ticket webhook\'s HMAC secret (the app treats a shorter one as missing).')
 param ticketWebhookSecret string
 
 @minLength(1)
@@ -35,9 +35,9 @@ param ticketWebhookSecret string
 param graphClientStateName string
 
 @secure()
-@minLength(12)
+@minLength(32)
 @maxLength(128)
-@description('Value of the Graph subscription clientState (Graph allows 128 characters).')
+@description('Value of the Graph subscription clientState (Graph allows 128 characters; the app needs 32).')
 param graphClientState string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
+import hmac
 import io
 import logging
 import time
@@ -25,7 +27,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import ConcurrencyError, GraphError, GraphThrottled, InputError, NotFound, RemovalNotWaiting
+from shared.errors import (
+    ConcurrencyError,
+    ConflictError,
+    GraphError,
+    GraphThrottled,
+    InputError,
+    NotFound,
+    RemovalNotWaiting,
+)
 from shared.graph.passkeys import raise_if_throttled
 from shared.services import Services
 from shared.upn.decide import (
@@ -62,6 +72,8 @@ SUBSCRIPTION_CHECKPOINT = "subscription"
 SUBSCRIPTION_MAX_MINUTES = 41_760  # users: < 29 days
 SUBSCRIPTION_RENEW_WITHIN = timedelta(days=14)
 SUBSCRIPTION_CHANGE_TYPE = "updated,deleted"  # deleted: a permanent deletion is heard too
+SUBSCRIPTION_LEASE = "subscription"  # held while creating, renewing or replacing the subscription
+SUBSCRIPTION_LEASE_SECONDS = 120
 MESSAGE_VERSION = 1
 
 
@@ -643,17 +655,68 @@ async def _delete_passkeys(services: Services, user_id: str, method_ids: list[st
 
 # ------------------------------------------------------------------------------------------ subscription
 async def ensure_subscription(services: Services, *, now: datetime | None = None) -> dict[str, Any]:
-    """Create the /users subscription, renew it well before it expires, recreate it when Graph lost it."""
+    """Create the /users subscription, renew it well before it expires, recreate it when Graph lost it or
+    when NOTIFICATION_CLIENT_STATE changed since it was created.
+
+    An unusable clientState (unset, short, a placeholder, an unresolved Key Vault reference) is refused with
+    SecretUnavailable before any Graph call: registering it would let anyone forge our notifications. A fresh
+    subscription costs one Table read; any Graph write happens under a lease, so instances starting together
+    create one subscription (the others get ConflictError and leave it to the holder).
+    """
     tenant = services.settings.tenant_id
     now = now or _now()
+    fingerprint = client_state_fingerprint(tenant, services.settings.secret("notification_client_state"))
+    value, _ = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+    if _is_fresh(value, fingerprint, now):
+        return {"action": "none", **(value or {})}
+    owner = uuid.uuid4().hex
+    if not await services.store.acquire_lease(tenant, SUBSCRIPTION_LEASE, owner, SUBSCRIPTION_LEASE_SECONDS):
+        raise ConflictError("another instance is creating or renewing the subscription right now")
+    try:
+        return await _ensure_subscription_leased(services, fingerprint, now)
+    finally:
+        await services.store.release_lease(tenant, SUBSCRIPTION_LEASE, owner)
+
+
+def client_state_fingerprint(tenant_id: str, client_state: str) -> str:
+    """A keyed hash of the clientState, stored with the subscription so a rotation is noticed without the
+    value ever being stored."""
+    key = f"passkey-guard/clientState/{tenant_id}".encode()
+    return hmac.new(key, client_state.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def _replacement_reason(value: Mapping[str, Any] | None, fingerprint: str) -> str | None:
+    """Why the stored subscription must be replaced rather than renewed, or None."""
+    if not value or not value.get("id"):
+        return None
+    if value.get("clientStateFingerprint") != fingerprint:
+        return "was made with another clientState"
+    if value.get("changeType") != SUBSCRIPTION_CHANGE_TYPE:
+        return f"does not ask for {SUBSCRIPTION_CHANGE_TYPE}"
+    return None
+
+
+def _is_fresh(value: Mapping[str, Any] | None, fingerprint: str, now: datetime) -> bool:
+    """The stored subscription is the one we would make (clientState, change types) and far from expiry."""
+    if not value or not value.get("id") or _replacement_reason(value, fingerprint):
+        return False
+    return datetime.fromisoformat(value["expirationDateTime"]) - now > SUBSCRIPTION_RENEW_WITHIN
+
+
+async def _ensure_subscription_leased(services: Services, fingerprint: str, now: datetime) -> dict[str, Any]:
+    """ensure_subscription's Graph work, under the subscription lease (the checkpoint is read again)."""
+    tenant = services.settings.tenant_id
     value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
-    if value and value.get("id") and value.get("changeType") != SUBSCRIPTION_CHANGE_TYPE:
-        await _drop_subscription(services, value["id"])  # made before `deleted` was asked for: replace it
-        value = None
-    if value and value.get("id"):
-        expiry = datetime.fromisoformat(value["expirationDateTime"])
-        if expiry - now > SUBSCRIPTION_RENEW_WITHIN:
-            return {"action": "none", **value}
+    if _is_fresh(value, fingerprint, now):
+        return {"action": "none", **(value or {})}  # another instance did it just before us
+    action = "created"
+    reason = _replacement_reason(value, fingerprint)
+    if value and value.get("id") and reason:
+        log.warning("subscription %s %s; replacing it", value["id"], reason)
+        await _delete_subscription(services, value["id"])
+        await services.store.delete_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+        action = "recreated"
+    elif value and value.get("id"):
         try:
             renewed = await _renew(services, value["id"], now)
             state = {**value, "expirationDateTime": renewed}
@@ -661,9 +724,18 @@ async def ensure_subscription(services: Services, *, now: datetime | None = None
             return {"action": "renewed", **state}
         except NotFound:
             log.warning("subscription %s is gone; recreating it", value["id"])
-    state = await _create_subscription(services, now)
+    state = {**await _create_subscription(services, now), "clientStateFingerprint": fingerprint}
     await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT, state)
-    return {"action": "created", **state}
+    return {"action": action, **state}
+
+
+async def _delete_subscription(services: Services, subscription_id: str) -> None:
+    """Delete a subscription before replacing it (Graph refuses a second one for the same resource and URL)."""
+    builder = services.graph.client.subscriptions.by_subscription_id(subscription_id)
+    try:
+        await services.graph.call("DELETE", builder.delete, what="delete the subscription of a rotated clientState")
+    except NotFound:
+        pass  # already gone: that is what we wanted
 
 
 def _expiry(now: datetime) -> datetime:
@@ -678,7 +750,7 @@ async def _create_subscription(services: Services, now: datetime) -> dict[str, A
         change_type=SUBSCRIPTION_CHANGE_TYPE, resource="users",
         notification_url=settings.require("notification_url", "NOTIFICATION_URL"),
         lifecycle_notification_url=settings.lifecycle_notification_url,
-        client_state=settings.require("notification_client_state", "NOTIFICATION_CLIENT_STATE"),
+        client_state=settings.secret("notification_client_state"),
         expiration_date_time=_expiry(now),
     )
     created = await services.graph.call("POST", lambda: services.graph.client.subscriptions.post(body),
@@ -688,16 +760,6 @@ async def _create_subscription(services: Services, now: datetime) -> dict[str, A
     expiry = created.expiration_date_time or _expiry(now)
     return {"id": created.id, "expirationDateTime": expiry.isoformat(), "createdAt": _iso(now),
             "changeType": SUBSCRIPTION_CHANGE_TYPE}
-
-
-async def _drop_subscription(services: Services, subscription_id: str) -> None:
-    """Delete a subscription we are replacing (already gone is fine)."""
-    builder = services.graph.client.subscriptions.by_subscription_id(subscription_id)
-    try:
-        await services.graph.call("DELETE", builder.delete, what="delete the replaced /users subscription")
-    except NotFound:
-        pass
-    log.warning("subscription %s did not ask for %s; replacing it", subscription_id, SUBSCRIPTION_CHANGE_TYPE)
 
 
 async def _renew(services: Services, subscription_id: str, now: datetime) -> str:
@@ -853,9 +915,11 @@ async def intake_event_grid(services: Services, *, event_id: str, subject: str |
     The values are those of `intake.event_grid_trigger_values` (a CloudEvent's source names the tenant)."""
     from shared.upn.intake import parse_event_grid_trigger
 
+    settings = services.settings  # a configured clientState must be usable (else Event Grid retries later)
     parsed = parse_event_grid_trigger(event_id=event_id, subject=subject, event_type=event_type, data=data,
                                       tenant_id=services.settings.tenant_id,
-                                      client_state=services.settings.notification_client_state,
+                                      client_state=settings.secret("notification_client_state")
+                                      if settings.notification_client_state else None,
                                       source=source, cloud_event=cloud_event)
     if parsed is None:
         return "ignored"

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.upn.intake import sign_ticket
 from shared.upn.service import sweep, track_flags
+from tests.conftest import TICKET_SECRET
 from tests.e2e.stack import ANDROID, eventually, running_stack, tenant, uid, user
 
 ENFORCE = {"ENFORCEMENT_MODE": "enforce", "REMOVE_STALE_PASSKEYS": "true"}
@@ -81,7 +82,7 @@ async def test_a_ticket_only_old_upn_never_triggers_removal(azurite):
         await _rename(stack, 1, "user1@fabrikam.example")  # never seen before: no snapshot
         body = json.dumps({"eventId": "evt-t1", "action": "upn_changed", "userId": uid(1),
                            "oldUpn": "user1@contoso.example", "ticketId": "INC-9"}).encode()
-        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, "test-ticket-secret",
+        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, TICKET_SECRET,
                                                                                   int(time.time())))
         assert status == 200, text
         assert json.loads(text)["flag"]["oldUpnOrigin"] == "ticket"

@@ -136,6 +136,6 @@ async def test_a_subscription_made_before_deleted_was_asked_for_is_replaced(azur
         await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, {
             "id": old.id, "expirationDateTime": old.expiration_date_time.isoformat(), "createdAt": "2026-01-01Z"})
         result = await _subscribe(stack)
-        assert result["action"] == "created" and result["id"] != old.id
+        assert result["action"] == "recreated" and result["id"] != old.id
         assert [(s["id"], s["changeType"]) for s in _subscriptions(stack)] == [(result["id"], "updated,deleted")]
         assert (await ensure_subscription(stack.services))["action"] == "none"

@@ -7,9 +7,8 @@ import time
 from shared.upn.intake import sign_ticket
 from shared.upn.service import ensure_subscription, sweep, track_flags
 from tests import payloads
+from tests.conftest import CLIENT_STATE, TICKET_SECRET
 from tests.e2e.stack import YUBI, eventually, running_stack, tenant, uid, user
-
-CLIENT_STATE = "test-client-state"
 
 
 async def _subscribe(stack) -> dict:
@@ -198,11 +197,11 @@ async def test_a_ticket_with_a_bad_signature_or_old_timestamp_gets_401_and_write
         await stack.services.store.queue.clear()
         body = json.dumps({"eventId": "evt-1", "action": "upn_changed", "userId": uid(1),
                            "ticketId": "INC-1"}).encode()
-        good = sign_ticket(body, "test-ticket-secret", int(time.time()))
+        good = sign_ticket(body, TICKET_SECRET, int(time.time()))
         cases = [
             {**good, "X-Signature": "sha256=" + "0" * 64},
             sign_ticket(body, "wrong-secret", int(time.time())),
-            sign_ticket(body, "test-ticket-secret", int(time.time()) - 600),
+            sign_ticket(body, TICKET_SECRET, int(time.time()) - 600),
         ]
         for headers in cases:
             status, text, _ = await stack.post("tickets", body, headers=headers)
@@ -219,12 +218,12 @@ async def test_a_signed_ticket_flags_the_user_once(azurite):
         await _rename(stack, 1, "user1@fabrikam.example")
         body = json.dumps({"eventId": "evt-2", "action": "upn_changed", "userId": uid(1),
                            "ticketId": "INC-2"}).encode()
-        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, "test-ticket-secret",
+        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, TICKET_SECRET,
                                                                                   int(time.time())))
         assert status == 200, text
         answer = json.loads(text)
         assert answer["flag"]["ticketId"] == "INC-2" and answer["flag"]["status"] == "pending"
-        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, "test-ticket-secret",
+        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, TICKET_SECRET,
                                                                                   int(time.time())))
         assert status == 200 and json.loads(text)["duplicate"] is True
         assert len(await stack.all_flags()) == 1

@@ -18,6 +18,7 @@ from shared.errors import AuthError
 from shared.upn.intake import sign_ticket
 from shared.upn.service import ensure_subscription, sweep
 from tests import payloads
+from tests.conftest import CLIENT_STATE, TICKET_SECRET
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import Probe, policy_document, policy_tenant, snapshot_storage, storage_diff
 from tests.reliability.summary import record
@@ -52,14 +53,14 @@ async def test_anonymous_health_names_no_tenant_and_no_secret(azurite):
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
         status, text, _ = await stack.get("health")
         assert status == 200
-        for secret in (stack.tenant_id, "test-client-state", "test-ticket-secret", "test-token", ACCOUNT_KEY):
+        for secret in (stack.tenant_id, CLIENT_STATE, TICKET_SECRET, "test-token", ACCOUNT_KEY):
             assert secret not in text
 
 
 def _note(stack: Any, n: int, **overrides: Any) -> dict[str, Any]:
     """A genuine change notification for user n of this stack, with `overrides` applied."""
     item: dict[str, Any] = payloads.load("notification-user-updated", tenant_id=stack.tenant_id, user_id=uid(n),
-                                         client_state="test-client-state")["value"][0]
+                                         client_state=CLIENT_STATE)["value"][0]
     item.update(overrides)
     return item
 
@@ -84,8 +85,8 @@ async def test_wrong_hmac_client_state_or_tenant_is_refused_and_writes_nothing(a
         now = int(time.time())
         notifications = {
             "wrong clientState": [_note(stack, 1, clientState="forged")],
-            "clientState in other case": [_note(stack, 1, clientState="TEST-CLIENT-STATE")],
-            "clientState with a space": [_note(stack, 1, clientState="test-client-state ")],
+            "clientState in other case": [_note(stack, 1, clientState=CLIENT_STATE.upper())],
+            "clientState with a space": [_note(stack, 1, clientState=CLIENT_STATE + " ")],
             "no clientState": [{k: v for k, v in _note(stack, 1).items() if k != "clientState"}],
             "other tenantId": [_note(stack, 1, tenantId=other)],
             "other organizationId": [_note(stack, 1, resourceData={"id": uid(1), "organizationId": other})],
@@ -96,21 +97,21 @@ async def test_wrong_hmac_client_state_or_tenant_is_refused_and_writes_nothing(a
         for label, items in notifications.items():
             status = await probe.post("graph/notifications", json.dumps({"value": items}).encode(), label=label)
             assert status == 401, label
-        lifecycle = {"subscriptionId": "s-1", "clientState": "test-client-state", "tenantId": stack.tenant_id,
+        lifecycle = {"subscriptionId": "s-1", "clientState": CLIENT_STATE, "tenantId": stack.tenant_id,
                      "lifecycleEvent": "subscriptionRemoved"}
         for label, item in {"lifecycle, wrong clientState": {**lifecycle, "clientState": "forged"},
                             "lifecycle, other tenant": {**lifecycle, "tenantId": other}}.items():
             assert await probe.post("graph/lifecycle", json.dumps({"value": [item]}).encode(), label=label) == 401
 
         body = json.dumps({"eventId": "auth-1", "action": "upn_changed", "userId": uid(1)}).encode()
-        good = sign_ticket(body, "test-ticket-secret", now)
+        good = sign_ticket(body, TICKET_SECRET, now)
         tickets = {
             "no signature headers": {},
             "wrong secret": sign_ticket(body, "wrong-secret", now),
             "signature of zeros": {**good, "X-Signature": "sha256=" + "0" * 64},
             "upper-case hex": {**good, "X-Signature": good["X-Signature"].upper().replace("SHA256", "sha256")},
-            "timestamp 10 minutes old": sign_ticket(body, "test-ticket-secret", now - 600),
-            "timestamp 10 minutes ahead": sign_ticket(body, "test-ticket-secret", now + 600),
+            "timestamp 10 minutes old": sign_ticket(body, TICKET_SECRET, now - 600),
+            "timestamp 10 minutes ahead": sign_ticket(body, TICKET_SECRET, now + 600),
             "signature replayed with a fresh timestamp": {**good, "X-Timestamp": str(now + 1)},
             "timestamp not a number": {**good, "X-Timestamp": "soon"},
             "no sha256= prefix": {**good, "X-Signature": good["X-Signature"].removeprefix("sha256=")},
@@ -136,7 +137,7 @@ async def test_wrong_hmac_client_state_or_tenant_is_refused_and_writes_nothing(a
         # A valid ticket works once; the same event again (within the window) changes nothing.
         assert await probe.post("tickets", body, headers=good, label="valid ticket") == 200
         replay_before = probe.last
-        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, "test-ticket-secret",
+        status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, TICKET_SECRET,
                                                                                   int(time.time())))
         replay_after = await snapshot_storage(azurite.connection_string, stack.tenant_id)
         replayed = json.loads(text)

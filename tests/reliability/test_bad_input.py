@@ -42,6 +42,8 @@ from shared.upn.intake import (
 from shared.upn.service import sweep
 from shared.web import read_json_object
 from tests import payloads
+from tests.conftest import CLIENT_STATE
+from tests.conftest import TICKET_SECRET as TICKET
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import Probe, policy_document
 from tests.reliability.summary import record, soak_factor
@@ -257,10 +259,6 @@ def test_page_tokens_never_crash(token: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ 2. served app
-CLIENT_STATE = "test-client-state"
-TICKET = "test-ticket-secret"
-
-
 def _notification(tenant_id: str, n: int, **overrides: Any) -> dict[str, Any]:
     """Microsoft's published change notification for user n, with `overrides` applied."""
     item: dict[str, Any] = payloads.load("notification-user-updated", tenant_id=tenant_id, user_id=uid(n),

@@ -13,7 +13,7 @@ from shared.policy.service import apply_document
 from shared.services import Services
 from shared.upn.intake import sign_ticket
 from shared.upn.service import sweep
-from tests.conftest import make_settings
+from tests.conftest import TICKET_SECRET, make_settings
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.summary import record
 from tests.reliability.test_storms import policy_document, policy_tenant
@@ -109,7 +109,7 @@ async def test_processors_racing_on_the_same_users_make_one_flag_each(azurite, p
         async def ticket(n: int, event: str) -> int:
             body = json.dumps({"eventId": event, "action": "upn_changed", "userId": uid(n)}).encode()
             status, _, _ = await stack.post("tickets", body,
-                                            headers=sign_ticket(body, "test-ticket-secret", int(time.time())))
+                                            headers=sign_ticket(body, TICKET_SECRET, int(time.time())))
             return status
 
         contenders = [
