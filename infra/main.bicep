@@ -43,6 +43,9 @@ param enforcementMode string = 'audit'
 @description('True lets the app delete passkeys left stale by a UPN change and grants UserAuthMethod-Passkey.ReadWrite.All; false only flags them (UserAuthMethod-Passkey.Read.All).')
 param removeStalePasskeys bool = false
 
+@description('True lets POST /api/policy/plan and /api/policy/verify take a desired-state document in the request body; false (the default) plans only from policyFile.')
+param allowAdhocDocuments bool = false
+
 @minLength(1)
 @maxLength(260)
 @description('Path of the desired-state policy document, relative to the app root.')
@@ -134,7 +137,7 @@ var names = {
 }
 
 // The app's state lives in these tables and queues; the code uses exactly these names
-// (shared.config.QUEUE_NAME for the queue; its poison queue is the host's <queue>-poison).
+// (shared.config.QUEUE_NAME and POLICY_JOBS_QUEUE; each poison queue is the host's <queue>-poison).
 var tableNames = [
   'runs'
   'plans'
@@ -146,6 +149,8 @@ var tableNames = [
 var queueNames = [
   'upn-changes'
   'upn-changes-poison'
+  'policy-jobs'
+  'policy-jobs-poison'
 ]
 var deploymentContainerName = 'app-package'
 var secretNames = {
@@ -266,6 +271,7 @@ module functionApp 'app/function.bicep' = {
     tenantId: tenantId
     enforcementMode: enforcementMode
     removeStalePasskeys: removeStalePasskeys
+    allowAdhocDocuments: allowAdhocDocuments
     policyFile: policyFile
     graphRuPer10s: graphRuPer10s
     policySchedule: policySchedule

@@ -117,8 +117,8 @@ async def run_get(services: Services, req: Request) -> Answer:
     from shared.policy.jobs import public_run
 
     run_id = req.route_params.get("runId", "")
-    if not run_id or len(run_id) > 64:
-        raise InputError("runId: expected the id returned by POST /api/policy/plan or /api/policy/apply")
+    if not (len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)):
+        raise InputError("runId must be a run id (32 lowercase hex digits), as POST /api/policy/plan|apply return")
     return ok(public_run(await services.store.get_run(services.settings.tenant_id, run_id)))
 
 

@@ -74,6 +74,9 @@ param enforcementMode string
 @description('REMOVE_STALE_PASSKEYS: delete passkeys left stale by a UPN change.')
 param removeStalePasskeys bool
 
+@description('ALLOW_ADHOC_DOCUMENTS: HTTP plan/verify may take a desired-state document in the body.')
+param allowAdhocDocuments bool
+
 @minLength(1)
 @maxLength(260)
 @description('POLICY_FILE: desired-state policy document, relative to the app root.')
@@ -226,6 +229,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Behaviour. Not string(bool): ARM renders a bool as 'True'.
     ENFORCEMENT_MODE: enforcementMode
     REMOVE_STALE_PASSKEYS: removeStalePasskeys ? 'true' : 'false'
+    ALLOW_ADHOC_DOCUMENTS: allowAdhocDocuments ? 'true' : 'false'
     POLICY_FILE: policyFile
     // Change notifications: Graph posts here; the clientState proves a post came from our subscription.
     NOTIFICATION_URL: 'https://${site.properties.defaultHostName}/api/graph/notifications'

@@ -75,7 +75,7 @@ async def outcome(stack: Any, run_id: str) -> dict[str, Any]:
 
 async def planned(stack: Any, body: Any = b"") -> dict[str, Any]:
     """POST /api/policy/plan, run the job, and return the finished run."""
-    status, answer, headers = await post(stack, "policy/plan", body)
+    status, answer, _ = await post(stack, "policy/plan", body)
     assert status == 202, answer
     run = await outcome(stack, answer["runId"])
     assert run["result"] == "planned", run
@@ -182,8 +182,10 @@ async def test_plan_and_apply_are_jobs_with_a_run_id_to_poll(azurite, tmp_path):
             "keyRestrictions"]["aaGuids"]
         status, answer, _ = await post(stack, "policy/apply", {"planId": run["planId"]})
         assert status == 409 and "already applied" in answer["error"]["message"]
-        status, text, _ = await stack.get("runs/does-not-exist")
+        status, text, _ = await stack.get("runs/" + "0" * 32)
         assert status == 404 and json.loads(text)["error"]["code"] == "notFound"
+        status, text, _ = await stack.get("runs/not-a-run")
+        assert status == 400 and "runId" in json.loads(text)["error"]["message"]
 
 
 async def test_a_stale_plan_is_refused_before_anything_is_queued(azurite, tmp_path):
