@@ -49,6 +49,12 @@ async def runs_list(req: func.HttpRequest) -> func.HttpResponse:
     return await _serve("runs_list", req)
 
 
+@app.route(route="runs/{runId}", methods=["GET"])
+async def run_get(req: func.HttpRequest) -> func.HttpResponse:
+    """One run: how a queued plan or apply job ended."""
+    return await _serve("run_get", req)
+
+
 # ----------------------------------------------------------------------------- policy as code
 @app.route(route="policy/verify", methods=["POST"])
 async def policy_verify(req: func.HttpRequest) -> func.HttpResponse:
@@ -73,6 +79,16 @@ async def policy_enforcement(timer: func.TimerRequest) -> None:
 
     result = await scheduled_run(get_services(), past_due=timer.past_due)
     log.info("policy_enforcement finished: run %s result %s", result["runId"], result["result"])
+
+
+@app.queue_trigger(arg_name="msg", queue_name="policy-jobs", connection="STATE_STORAGE")
+async def policy_jobs(msg: func.QueueMessage) -> None:
+    """A plan or apply queued by POST /api/policy/plan|apply, run once, its outcome on the run."""
+    from shared.policy.jobs import run_job
+    from shared.services import get_services
+
+    result = await run_job(get_services(), msg.get_body())
+    log.info("policy_jobs: %s", result)
 
 
 # ----------------------------------------------------------------------------- UPN changes

@@ -50,6 +50,9 @@ param staleRemovalMaxPerRun int = 25
 @description('True grants Application.Read.All, which Graph needs to create or update a Conditional Access policy that names application ids (conditionalAccess.includeApplications other than All, Office365, MicrosoftAdminPortals). Off by default; without it the app refuses such a write and names the permission.')
 param grantApplicationRead bool = false
 
+@description('True lets POST /api/policy/plan and /api/policy/verify take a desired-state document in the request body; false (the default) plans only from policyFile.')
+param allowAdhocDocuments bool = false
+
 @minLength(1)
 @maxLength(260)
 @description('Path of the desired-state policy document, relative to the app root.')
@@ -147,7 +150,7 @@ var names = {
 }
 
 // The app's state lives in these tables and queues; the code uses exactly these names
-// (shared.config.QUEUE_NAME for the queue; its poison queue is the host's <queue>-poison).
+// (shared.config.QUEUE_NAME and POLICY_JOBS_QUEUE; each poison queue is the host's <queue>-poison).
 var tableNames = [
   'runs'
   'plans'
@@ -159,6 +162,8 @@ var tableNames = [
 var queueNames = [
   'upn-changes'
   'upn-changes-poison'
+  'policy-jobs'
+  'policy-jobs-poison'
 ]
 var deploymentContainerName = 'app-package'
 var secretNames = {
@@ -281,6 +286,8 @@ module functionApp 'app/function.bicep' = {
     enforcementMode: enforcementMode
     removeStalePasskeys: removeStalePasskeys
     staleRemovalMaxPerRun: staleRemovalMaxPerRun
+
+    allowAdhocDocuments: allowAdhocDocuments
     policyFile: policyFile
     graphRuPer10s: graphRuPer10s
     policySchedule: policySchedule

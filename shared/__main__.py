@@ -3,6 +3,7 @@
     python -m shared verify   [--json] [--document FILE]
     python -m shared plan     [--json] [--document FILE]
     python -m shared apply    [--json] [--document FILE | --plan-id ID] [--accept-lockout]
+                              [--accept-no-emergency-exclusion]
     python -m shared rollback RUN_ID [--json] [--accept-lockout]
     python -m shared sweep    [--json] [--process]
     python -m shared process-queue [--json]
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--document", type=Path, help="desired-state file (default: POLICY_FILE)")
     group.add_argument("--plan-id", help="apply a stored plan, only if the tenant has not changed since")
     apply.add_argument("--accept-lockout", action="store_true", help="accept that the listed users lose passkeys")
+    apply.add_argument("--accept-no-emergency-exclusion", action="store_true",
+                       help="accept enforcing a CA policy that excludes no emergency-access account or group")
     rollback = add("rollback", "restore the passkey policy a run started from")
     rollback.add_argument("run_id")
     rollback.add_argument("--accept-lockout", action="store_true")
@@ -106,11 +109,13 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             return result, text, EXIT_FINDINGS if needs_person else EXIT_OK
         if args.command == "apply":
             if args.plan_id:
-                result = await policy.apply_stored_plan(services, args.plan_id, accept_lockout=args.accept_lockout,
-                                                        trigger="cli")
+                result = await policy.apply_stored_plan(
+                    services, args.plan_id, accept_lockout=args.accept_lockout, trigger="cli",
+                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion)
             else:
-                result = await policy.apply_document(services, trigger="cli", document=_document(args.document),
-                                                     accept_lockout=args.accept_lockout)
+                result = await policy.apply_document(
+                    services, trigger="cli", document=_document(args.document), accept_lockout=args.accept_lockout,
+                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion)
             return result, f"Run {result['runId']}: {result['result']}\n\n{result['table']}", EXIT_OK
         if args.command == "rollback":
             result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli")

@@ -34,6 +34,7 @@ NOTIFICATION_CLIENT_STATE = "NOTIFICATION_CLIENT_STATE"
 TICKET_WEBHOOK_SECRET = "TICKET_WEBHOOK_SECRET"  # noqa: S105 (a setting name)
 REMOVE_STALE_PASSKEYS = "REMOVE_STALE_PASSKEYS"
 STALE_PASSKEY_REMOVAL_MAX_PER_RUN = "STALE_PASSKEY_REMOVAL_MAX_PER_RUN"
+ALLOW_ADHOC_DOCUMENTS = "ALLOW_ADHOC_DOCUMENTS"
 GRAPH_RU_PER_10S = "GRAPH_RU_PER_10S"
 APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
@@ -49,7 +50,7 @@ APP_SETTINGS: tuple[str, ...] = (
     STATE_STORAGE_QUEUE_URI, STATE_STORAGE_CLIENT_ID, POLICY_FILE, ENFORCEMENT_MODE, NOTIFICATION_URL,
     LIFECYCLE_NOTIFICATION_URL, NOTIFICATION_CLIENT_STATE, TICKET_WEBHOOK_SECRET, REMOVE_STALE_PASSKEYS,
     GRAPH_RU_PER_10S, APPLICATIONINSIGHTS_CONNECTION_STRING, POLICY_SCHEDULE, SWEEP_SCHEDULE,
-    TRACKER_SCHEDULE, SUBSCRIPTION_SCHEDULE, STALE_PASSKEY_REMOVAL_MAX_PER_RUN,
+    TRACKER_SCHEDULE, SUBSCRIPTION_SCHEDULE, STALE_PASSKEY_REMOVAL_MAX_PER_RUN, ALLOW_ADHOC_DOCUMENTS,
 )
 #: Settings that only a developer's machine uses; never set in Azure.
 LOCAL_ONLY_SETTINGS: tuple[str, ...] = (STATE_STORAGE, GRAPH_DEV_TOKEN)
@@ -58,6 +59,7 @@ DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_POLICY_FILE = "policy/desired-state.json"
 ENFORCEMENT_MODES = ("audit", "enforce")
 QUEUE_NAME = "upn-changes"  # the queue trigger's queue; also named in infra/
+POLICY_JOBS_QUEUE = "policy-jobs"  # HTTP plan/apply jobs for the policy_jobs trigger; also named in infra/
 #: The Graph large-tenant budget: 8,000 resource units per 10 s per app and tenant.
 DEFAULT_RU_PER_10S = 8000
 #: Passkeys the tracker may delete in one run before further flags wait for an administrator's approval.
@@ -144,6 +146,7 @@ class Settings:
     remove_stale_passkeys: bool = False
     graph_ru_per_10s: int = DEFAULT_RU_PER_10S
     stale_passkey_removal_max_per_run: int = DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN
+    allow_adhoc_documents: bool = False
 
     @property
     def graph_is_local(self) -> bool:
@@ -214,6 +217,10 @@ class Settings:
         if remove not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigError(f"setting {REMOVE_STALE_PASSKEYS} is malformed: expected true or false")
 
+        adhoc = (get(ALLOW_ADHOC_DOCUMENTS) or "false").lower()
+        if adhoc not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"setting {ALLOW_ADHOC_DOCUMENTS} is malformed: expected true or false")
+
         budget_text = get(GRAPH_RU_PER_10S) or str(DEFAULT_RU_PER_10S)
         if not budget_text.isdigit() or int(budget_text) <= 0:
             raise ConfigError(f"setting {GRAPH_RU_PER_10S} is malformed: expected a positive whole number")
@@ -246,4 +253,5 @@ class Settings:
             remove_stale_passkeys=remove in ("true", "1", "yes"),
             graph_ru_per_10s=int(budget_text),
             stale_passkey_removal_max_per_run=int(cap_text),
+            allow_adhoc_documents=adhoc in ("true", "1", "yes"),
         )

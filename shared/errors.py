@@ -13,8 +13,13 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     ├── MissingGraphPermission         the app's Graph token lacks a role a planned write needs (403)
     ├── NotFound                       a plan, run or flag that does not exist (404)
     ├── ConflictError                  a stored plan no longer matches the tenant, or a lease is held (409)
-    │   └── RemovalNotWaiting          an approval names a flag that is not waiting for one (409)
+    │   ├── RemovalNotWaiting          an approval names a flag that is not waiting for one (409)
+    │   ├── LeaseLost                  another holder took the apply lease; no further write was sent
+    │   ├── AcceptanceMismatch         an acceptance names another plan or the wrong number of users
+    │   └── AuditModeRefused           a policy write asked of the app while ENFORCEMENT_MODE is audit
+    ├── AdhocDocumentRefused           a request document while ALLOW_ADHOC_DOCUMENTS is off (403)
     ├── LockoutRefused                 a plan would lock users out and acceptance was not given (409)
+    │   └── EmergencyExclusionRefused  an enforced CA policy excludes no emergency access, not accepted
     ├── GraphError                     Microsoft Graph answered with an error we cannot recover from
     │   ├── GraphThrottled             429 after our retries; `retry_after` seconds when Graph said
     │   ├── GraphUnavailable           Graph did not answer (connection, 5xx after retries)
@@ -81,8 +86,28 @@ class RemovalNotWaiting(ConflictError):
     code, status = "removalNotWaiting", 409
 
 
+class LeaseLost(ConflictError):
+    code = "leaseLost"
+
+
+class AcceptanceMismatch(ConflictError):
+    code = "acceptanceMismatch"
+
+
+class AuditModeRefused(ConflictError):
+    code = "auditMode"
+
+
+class AdhocDocumentRefused(PasskeyGuardError):
+    code, status = "adhocDocumentsDisabled", 403
+
+
 class LockoutRefused(PasskeyGuardError):
     code, status = "lockoutNotAccepted", 409
+
+
+class EmergencyExclusionRefused(LockoutRefused):
+    code = "emergencyExclusionNotAccepted"
 
 
 class GraphError(PasskeyGuardError):

@@ -15,7 +15,7 @@ from typing import Any
 from shared import __version__
 from shared.errors import InputError
 from shared.services import Services
-from shared.web import Answer, ok, read_json_object, refuse_unknown_params
+from shared.web import Answer, Shape, ok, read_json_object, read_strict_object, refuse_unknown_params
 
 log = logging.getLogger(__name__)
 
@@ -96,34 +96,62 @@ async def runs_list(services: Services, req: Request) -> Answer:
     return ok(await list_runs(services, limit=limit, page_token=req.params.get("pageToken") or None))
 
 
+#: The policy routes' bodies; `document` only counts when ALLOW_ADHOC_DOCUMENTS is on.
+DOCUMENT_BODY = Shape({"document": dict})
+APPLY_BODY = Shape({"planId": str, "acceptLockout": Shape({"planId": str, "users": int}, {"planId", "users"}),
+                    "acceptNoEmergencyExclusion": Shape({"planId": str}, {"planId"})}, {"planId"})
+
+
+def _job_answer(queued: dict[str, Any], req: Request) -> Answer:
+    """202 with the run id, and where to read its outcome."""
+    return Answer(status=202, body={**queued, "location": f"/api/runs/{queued['runId']}"},
+                  headers={"Location": _run_url(req, queued["runId"])})
+
+
+def _run_url(req: Request, run_id: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(req.url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/api/runs/{run_id}", "", ""))
+
+
+async def run_get(services: Services, req: Request) -> Answer:
+    """One run by id: a queued or running job, or how it ended (plan id and diff, apply result or refusal)."""
+    from shared.policy.jobs import public_run
+
+    run_id = req.route_params.get("runId", "")
+    if not (len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)):
+        raise InputError("runId must be a run id (32 lowercase hex digits), as POST /api/policy/plan|apply return")
+    return ok(public_run(await services.store.get_run(services.settings.tenant_id, run_id)))
+
+
 async def policy_verify(services: Services, req: Request) -> Answer:
     """Run the compliance checks now; the report comes as JSON, with Markdown beside it."""
+    from shared.policy.jobs import refuse_adhoc_document
     from shared.policy.service import verify
 
-    body = req.json()  # optional; {"document": {...}} verifies against that document instead of POLICY_FILE
+    body = read_strict_object(req.body, DOCUMENT_BODY)  # {"document": ...} only with ALLOW_ADHOC_DOCUMENTS
+    refuse_adhoc_document(services, body.get("document"))
     return ok(await verify(services, trigger="http", document=body.get("document")))
 
 
 async def policy_plan(services: Services, req: Request) -> Answer:
-    """Plan against the live tenant, store the plan, and return its id and diff."""
-    from shared.policy.service import plan
+    """Check the desired state, queue the plan as a job and answer 202 with its run id."""
+    from shared.policy.jobs import submit_plan
 
-    body = req.json()
-    return ok(await plan(services, trigger="http", document=body.get("document")), 201)
+    body = read_strict_object(req.body, DOCUMENT_BODY)
+    return _job_answer(await submit_plan(services, body.get("document")), req)
 
 
 async def policy_apply(services: Services, req: Request) -> Answer:
-    """Apply a stored plan by id while the tenant still matches the plan's starting state (else 409)."""
-    from shared.policy.service import apply_stored_plan
+    """Refuse at once what can be refused (audit mode, unknown, applied or stale plan, acceptance missing
+    or not matching), else queue the apply as a job and answer 202 with its run id."""
+    from shared.policy.jobs import submit_apply
 
-    body = read_json_object(req.body, allow_empty=False)
-    plan_id = body.get("planId")
-    if not isinstance(plan_id, str) or not plan_id:
-        raise InputError("planId: required, the id returned by POST /api/policy/plan")
-    accept = body.get("acceptLockout", False)
-    if not isinstance(accept, bool):
-        raise InputError("acceptLockout: must be true or false")
-    return ok(await apply_stored_plan(services, plan_id, accept_lockout=accept, trigger="http"))
+    body = read_strict_object(req.body, APPLY_BODY)
+    return _job_answer(await submit_apply(services, body["planId"], accept_lockout=body.get("acceptLockout"),
+                                          accept_no_emergency_exclusion=body.get("acceptNoEmergencyExclusion")),
+                       req)
 
 
 # ----------------------------------------------------------------------------- UPN changes

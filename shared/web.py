@@ -96,3 +96,55 @@ def read_json_object(body: bytes, *, limit: int = MAX_BODY_BYTES, allow_empty: b
     if not isinstance(doc, dict):
         raise InputError("request body must be a JSON object")
     return doc
+
+
+_TYPE_NAMES: dict[type, str] = {str: "a string", bool: "true or false", int: "a whole number",
+                                dict: "a JSON object", list: "a JSON array"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The fields a JSON object may have: name -> type (str, bool, int, dict, list) or a nested Shape."""
+
+    fields: Mapping[str, type | Shape]
+    required: frozenset[str] | set[str] = frozenset()
+
+
+def _type_ok(value: Any, want: type) -> bool:
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)  # true is not a number
+    return isinstance(value, want)
+
+
+def check_shape(doc: Mapping[str, Any], shape: Shape, path: str = "") -> dict[str, Any]:
+    """Check a parsed object against `shape`: an unknown field, a wrong type or a missing required
+    field is an InputError that names it (nested fields as `outer.inner`)."""
+    for name in doc:
+        if name not in shape.fields:
+            allowed = ", ".join(shape.fields) or "none"
+            raise InputError(f"unknown field {path + name!r}; allowed fields: {allowed}")
+    for name in sorted(shape.required):
+        if name not in doc:
+            raise InputError(f"field {path + name!r} is required")
+    out: dict[str, Any] = {}
+    for name, value in doc.items():
+        want = shape.fields[name]
+        if isinstance(want, Shape):
+            if not isinstance(value, dict):
+                raise InputError(f"field {path + name!r} must be a JSON object")
+            out[name] = check_shape(value, want, f"{path}{name}.")
+        elif not _type_ok(value, want):
+            raise InputError(f"field {path + name!r} must be {_TYPE_NAMES.get(want, want.__name__)}")
+        else:
+            out[name] = value
+    return out
+
+
+def read_strict_object(body: bytes, shape: Shape, *, limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object of exactly `shape`'s fields (see check_shape).
+
+    An empty body is `{}` when `shape` requires nothing. Use it for every body a route acts on, so a
+    typo or a stray field is refused instead of silently ignored.
+    """
+    doc = read_json_object(body, limit=limit, allow_empty=not shape.required)
+    return check_shape(doc, shape)

@@ -79,6 +79,9 @@ param removeStalePasskeys bool
 @description('STALE_PASSKEY_REMOVAL_MAX_PER_RUN: passkeys one tracker run may delete; further flags wait for an approval.')
 param staleRemovalMaxPerRun int
 
+@description('ALLOW_ADHOC_DOCUMENTS: HTTP plan/verify may take a desired-state document in the body.')
+param allowAdhocDocuments bool
+
 @minLength(1)
 @maxLength(260)
 @description('POLICY_FILE: desired-state policy document, relative to the app root.')
@@ -232,6 +235,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ENFORCEMENT_MODE: enforcementMode
     REMOVE_STALE_PASSKEYS: removeStalePasskeys ? 'true' : 'false'
     STALE_PASSKEY_REMOVAL_MAX_PER_RUN: string(staleRemovalMaxPerRun)
+    ALLOW_ADHOC_DOCUMENTS: allowAdhocDocuments ? 'true' : 'false'
     POLICY_FILE: policyFile
     // Change notifications: Graph posts here; the clientState proves a post came from our subscription.
     NOTIFICATION_URL: 'https://${site.properties.defaultHostName}/api/graph/notifications'

@@ -93,7 +93,7 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// The UPN-change queue trigger, its poison queue and the app's producers: per queue.
+// The queue triggers (UPN changes, policy jobs), their poison queues and the app's producers: per queue.
 resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (queueName, i) in queueNames: {
   name: guid(queues[i].id, principalId, roles.storageQueueDataContributor)
   scope: queues[i]

@@ -14,6 +14,9 @@
 - **What shrinks is spelled out** (`narrowing`), and `lockout_impact` lists the registered passkeys that
   would stop working. A plan `requires_acceptance` when it would lock someone out or narrows something we
   cannot evaluate (targets, strength methods, an enforced CA policy).
+- **An enforced CA policy must spare an emergency-access account.** When the plan writes a Conditional
+  Access policy that ends `enabled` with no excluded user or group, its name goes to `unexcluded_ca` and
+  the plan `requires_emergency_acceptance`: a separate, explicit acceptance of that plan.
 
 Writes, in the order they must run (`path` is relative to the Graph v1.0 base URL):
 
@@ -162,6 +165,7 @@ class Plan:
     method_after: dict[str, Any] | None = None
     strength_before: dict[str, Any] | None = None
     strength_after: dict[str, Any] | None = None
+    unexcluded_ca: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -185,6 +189,11 @@ class Plan:
         if self.lockout or any(not n.evaluable for n in self.narrowing):
             return True
         return self.needs_lockout_evaluation and not self.lockout_evaluated
+
+    @property
+    def requires_emergency_acceptance(self) -> bool:
+        """True when the plan writes an enforced CA policy that excludes no emergency-access account."""
+        return bool(self.unexcluded_ca)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -253,6 +262,7 @@ class _Builder:
         self.method_after: dict[str, Any] | None = None
         self.strength_before: dict[str, Any] | None = None
         self.strength_after: dict[str, Any] | None = None
+        self.unexcluded_ca: list[str] = []
 
     def warn(self, code: str, message: str) -> None:
         self.warnings.append(Issue(code, message))
@@ -638,10 +648,14 @@ class _Builder:
             return
         if strength_ref is None:
             return  # the strength error already blocks the plan; nothing sensible to reference
+        writes_before = len(self.writes)
         if not matches:
             self.create_ca(spec, strength_ref)
         else:
             self.update_ca(spec, matches[0], strength_ref)
+        if len(self.writes) > writes_before and spec.state == "enabled" and not (spec.exclude_users
+                                                                                 or spec.exclude_groups):
+            self.unexcluded_ca.append(spec.display_name)
 
     def create_ca(self, spec: ConditionalAccessSpec, strength_ref: str) -> None:
         body = {
@@ -746,7 +760,7 @@ def build_plan(desired: DesiredState, current_raw_fido2: Mapping[str, Any], stre
         desired_hash=desired_hash(desired),
         changes=b.changes, writes=b.writes, warnings=b.warnings, errors=b.errors, narrowing=b.narrowing,
         aaguid_names=b.names, profile=b.profile, method_before=b.method_before, method_after=b.method_after,
-        strength_before=b.strength_before, strength_after=b.strength_after,
+        strength_before=b.strength_before, strength_after=b.strength_after, unexcluded_ca=b.unexcluded_ca,
     )
     log.info("plan built: mode=%s writes=%d errors=%d narrowing=%d", plan.mode, len(plan.writes),
              len(plan.errors), len(plan.narrowing))
@@ -857,10 +871,12 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "methodAfter": copy.deepcopy(plan.method_after),
         "strengthBefore": copy.deepcopy(plan.strength_before),
         "strengthAfter": copy.deepcopy(plan.strength_after),
+        "unexcludedEnforcedPolicies": list(plan.unexcluded_ca),
         # Derived, for readers that do not load the plan back (API responses):
         "empty": plan.empty,
         "blocked": plan.blocked,
         "requiresAcceptance": plan.requires_acceptance,
+        "requiresEmergencyAcceptance": plan.requires_emergency_acceptance,
     }
 
 
@@ -929,6 +945,7 @@ def plan_from_json(doc: object) -> Plan:
         profile=opt_dict("profile"), method_before=opt_dict("methodBefore"),
         method_after=opt_dict("methodAfter"), strength_before=opt_dict("strengthBefore"),
         strength_after=opt_dict("strengthAfter"),
+        unexcluded_ca=[str(n) for n in _list(doc.get("unexcludedEnforcedPolicies"))],
     )
 
 
@@ -1002,6 +1019,9 @@ def render_plan_table(plan: Plan) -> str:
         parts.append("This plan cannot be applied until the errors above are fixed; accepting it would not help.")
     elif plan.requires_acceptance:
         parts.append("This plan requires explicit acceptance before it is applied.")
+    if plan.unexcluded_ca:
+        parts.append("NO EMERGENCY ACCESS: enforced Conditional Access polic(ies) excluding no emergency-access "
+                     f"account or group: {', '.join(plan.unexcluded_ca)}. Applying needs a separate acceptance.")
     return "\n\n".join(parts) + "\n"
 
 

@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import (
+    AcceptanceMismatch,
     ConcurrencyError,
     ConfigError,
     ConflictError,
+    EmergencyExclusionRefused,
     InputError,
+    LeaseLost,
     LockoutRefused,
     PasskeyGuardError,
     VerificationFailed,
@@ -113,10 +116,13 @@ async def read_state(services: Services, desired: DesiredState) -> TenantState:
 class RunRecorder:
     """Collects what a run did and writes one row to the `runs` table."""
 
-    def __init__(self, services: Services, kind: str, trigger: str) -> None:
+    def __init__(self, services: Services, kind: str, trigger: str, existing: dict[str, Any] | None = None) -> None:
+        """`existing`: the queued run row of an HTTP job, finished in place under its own id."""
         self.services = services
         self.run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, "trigger": trigger,
                                     "mode": services.settings.enforcement_mode, "started_at": _now()}
+        if existing is not None:
+            self.run = {**existing, "kind": kind, "mode": services.settings.enforcement_mode}
         self._t0 = time.monotonic()
         self._calls0 = services.graph.counters.requests
         from shared.telemetry import bind_run
@@ -203,9 +209,10 @@ def plan_view(plan: Plan, *, tenant_id: str, plan_id: str | None = None) -> dict
             "markdown": plan_to_markdown(plan, tenant_id=tenant_id, generated_at=_now(), plan_id=plan_id)}
 
 
-async def plan(services: Services, *, trigger: str, document: Any = None) -> dict[str, Any]:
+async def plan(services: Services, *, trigger: str, document: Any = None,
+               run: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plan, store the plan with the hash of the state it was made from, and return its id and diff."""
-    recorder = RunRecorder(services, "plan", trigger)
+    recorder = RunRecorder(services, "plan", trigger, run)
     desired = load_desired(services, document)
     made, state = await make_plan(services, desired)
     plan_id = uuid.uuid4().hex
@@ -216,9 +223,21 @@ async def plan(services: Services, *, trigger: str, document: Any = None) -> dic
 
 
 # ------------------------------------------------------------------------------------------ apply
-def _check_safe(made: Plan, *, accept_lockout: bool) -> None:
+class PlanBlocked(InputError):
+    """The plan has errors (fix the document or the tenant first); a 400 like any bad input."""
+
+
+def lockout_user_count(made: Plan) -> int:
+    """How many distinct users the plan would lock out (the number an HTTP acceptance must state)."""
+    return len({r.user_id for r in made.lockout})
+
+
+def _check_safe(made: Plan, *, accept_lockout: bool, lockout_users: int | None = None,
+                accept_no_emergency_exclusion: bool = False, plan_id: str | None = None) -> None:
+    """Refuse a plan with errors, a lockout not accepted (or accepted for another number of users, when
+    `lockout_users` is given), or an unexcluded enforced CA policy not accepted."""
     if made.blocked:
-        raise InputError("the plan has errors; nothing was written: "
+        raise PlanBlocked("the plan has errors; nothing was written: "
                          + "; ".join(e.message for e in made.errors),
                          detail=[{"code": e.code, "message": e.message} for e in made.errors])
     if made.requires_acceptance and not accept_lockout:
@@ -228,8 +247,21 @@ def _check_safe(made: Plan, *, accept_lockout: bool) -> None:
         reasons = "; ".join(n.detail for n in made.narrowing) or "the plan narrows what is allowed"
         raise LockoutRefused(
             f"the plan would lock out {len(users)} user(s) ({reasons}); nothing was written. Apply again with "
-            "--accept-lockout (CLI) or acceptLockout: true (HTTP) to accept this",
-            detail={"lockout": rows, "narrowing": [{"kind": n.kind, "detail": n.detail} for n in made.narrowing]})
+            "--accept-lockout (CLI) or acceptLockout: {\"planId\": <this plan>, \"users\": "
+            f"{len(users)}}} (HTTP) to accept this",
+            detail={"lockout": rows, "narrowing": [{"kind": n.kind, "detail": n.detail} for n in made.narrowing],
+                    **({"acceptLockout": {"planId": plan_id, "users": len(users)}} if plan_id else {})})
+    if made.requires_acceptance and lockout_users is not None and lockout_users != lockout_user_count(made):
+        raise AcceptanceMismatch(
+            f"the acceptance is for {lockout_users} user(s), but the plan now locks out "
+            f"{lockout_user_count(made)} user(s); nothing was written. Review the lockout and accept again",
+            detail={"accepted": lockout_users, "users": lockout_user_count(made)})
+    if made.requires_emergency_acceptance and not accept_no_emergency_exclusion:
+        raise EmergencyExclusionRefused(
+            f"the plan enforces Conditional Access polic(ies) {', '.join(made.unexcluded_ca)} without excluding "
+            "an emergency-access account or group; nothing was written. Add an exclusion, or apply again with "
+            "--accept-no-emergency-exclusion (CLI) or acceptNoEmergencyExclusion: {\"planId\": <this plan>} (HTTP)",
+            detail={"policies": list(made.unexcluded_ca)})
 
 
 class _CaPacer:
@@ -298,14 +330,27 @@ async def _send_write(services: Services, write: dict[str, Any], ca: _CaPacer) -
     return None
 
 
-async def _execute(services: Services, made: Plan) -> list[dict[str, Any]]:
-    """Send the plan's writes in order, filling the new strength's id into later writes."""
+async def _hold_lease(services: Services, owner: str, before: str) -> None:
+    """Renew the apply lease for another full term, or stop: the fence every write passes first.
+
+    A renewal only succeeds while the row still names `owner`, and it gives APPLY_LEASE_SECONDS from now,
+    so the one write that follows runs under a lease nobody else can take meanwhile.
+    """
+    if not await services.store.renew_lease(services.settings.tenant_id, APPLY_LEASE, owner, APPLY_LEASE_SECONDS):
+        raise LeaseLost(f"the apply lease was lost (another run holds it now); stopped before {before}, "
+                        "which was not sent")
+
+
+async def _execute(services: Services, made: Plan, lease_owner: str) -> list[dict[str, Any]]:
+    """Send the plan's writes in order, each fenced on the apply lease, filling the new strength's id in."""
     await require_write_roles(services.graph, made.writes)  # every role the writes need, before the first one
     writes = [dict(w) for w in made.writes]
     done: list[dict[str, Any]] = []
     ca = _CaPacer()
     while writes:
         write = writes.pop(0)
+        await _hold_lease(services, lease_owner, f"write {len(done) + 1} of {len(done) + 1 + len(writes)} "
+                                                 f"({write['op']})")
         created = await _send_write(services, write, ca)
         done.append({"op": write["op"], "target": write.get("target"), **({"createdId": created} if created else {})})
         if write["op"] == "create_strength" and created:
@@ -313,16 +358,21 @@ async def _execute(services: Services, made: Plan) -> list[dict[str, Any]]:
     return done
 
 
-async def apply_document(services: Services, *, trigger: str, document: Any = None,
-                         accept_lockout: bool = False) -> dict[str, Any]:
+async def apply_document(services: Services, *, trigger: str, document: Any = None, accept_lockout: bool = False,
+                         accept_no_emergency_exclusion: bool = False) -> dict[str, Any]:
     """Plan and apply now (CLI `apply`, the enforce-mode timer)."""
     desired = load_desired(services, document)
-    return await _apply(services, desired, trigger=trigger, accept_lockout=accept_lockout)
+    return await _apply(services, desired, trigger=trigger, accept_lockout=accept_lockout,
+                        accept_no_emergency_exclusion=accept_no_emergency_exclusion)
 
 
-async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout: bool, trigger: str
-                            ) -> dict[str, Any]:
-    """Apply a stored plan only while the tenant still matches the state the plan was made from."""
+async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout: bool, trigger: str,
+                            lockout_users: int | None = None, accept_no_emergency_exclusion: bool = False,
+                            run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply a stored plan only while the tenant still matches the state the plan was made from.
+
+    `lockout_users` (HTTP): the exact number of users accepted; the lockout read again now must match it.
+    """
     tenant = services.settings.tenant_id
     stored = await services.store.get_plan(tenant, plan_id)
     if stored.get("applied"):
@@ -330,13 +380,16 @@ async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout:
     desired = validate_document(stored["plan"]["desired"])
     expected = plan_from_json(stored["plan"]["plan"])
     return await _apply(services, desired, trigger=trigger, accept_lockout=accept_lockout, expected=expected,
-                        stored=stored)
+                        stored=stored, lockout_users=lockout_users,
+                        accept_no_emergency_exclusion=accept_no_emergency_exclusion, run=run)
 
 
 async def _apply(services: Services, desired: DesiredState, *, trigger: str, accept_lockout: bool,
-                 expected: Plan | None = None, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+                 expected: Plan | None = None, stored: dict[str, Any] | None = None,
+                 lockout_users: int | None = None, accept_no_emergency_exclusion: bool = False,
+                 run: dict[str, Any] | None = None) -> dict[str, Any]:
     tenant = services.settings.tenant_id
-    recorder = RunRecorder(services, "apply", trigger)
+    recorder = RunRecorder(services, "apply", trigger, run)
     if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; this one yielded and wrote nothing")
     try:
@@ -348,12 +401,14 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
                                     detail={"planStateHash": expected.state_hash, "liveStateHash": live})
             # Same desired state and same starting state: the fresh plan is the stored one, with the
             # lockout impact read again now (users may have registered passkeys since).
-        _check_safe(made, accept_lockout=accept_lockout)
+        _check_safe(made, accept_lockout=accept_lockout, lockout_users=lockout_users,
+                    accept_no_emergency_exclusion=accept_no_emergency_exclusion,
+                    plan_id=stored["id"] if stored is not None else None)
         if made.empty:
             run = await recorder.finish("no-op", plan=plan_to_json(made), before=before.snapshot())
             return {"runId": run["id"], "result": "no-op", "writes": [], **plan_view(made, tenant_id=tenant)}
         try:
-            done = await _execute(services, made)
+            done = await _execute(services, made, recorder.id)
         except PasskeyGuardError as exc:
             after = await read_state(services, desired)
             await recorder.finish("failed", plan=plan_to_json(made), before=before.snapshot(),
@@ -434,7 +489,7 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
         if made.empty:
             run = await recorder.finish("no-op", rolledBack=run_id, before={"fido2": current})
             return {"runId": run["id"], "result": "no-op", "rolledBack": run_id}
-        await _execute(services, made)
+        await _execute(services, made, recorder.id)
         after = await read_fido2_raw(services.graph)
         if rollback_plan(before, after).writes:
             await recorder.finish("verification-failed", rolledBack=run_id, before={"fido2": current},
@@ -455,13 +510,13 @@ async def scheduled_run(services: Services, *, past_due: bool = False) -> dict[s
     if services.settings.enforcement_mode != "enforce":
         return await verify(services, trigger=trigger)
     desired = load_desired(services)
-    made, _ = await make_plan(services, desired)
-    if made.blocked or made.requires_acceptance:
-        reasons = [e.message for e in made.errors] + [n.detail for n in made.narrowing]
+    try:  # one plan, made under the apply lease; a plan that needs a person is refused before any write
+        return await _apply(services, desired, trigger=trigger, accept_lockout=False)
+    except (LockoutRefused, PlanBlocked) as exc:
+        reasons = [str(e["message"]) for e in exc.detail] if isinstance(exc.detail, list) else [exc.message]
         log.warning("enforce mode did not apply: the plan needs a person (%s)", "; ".join(reasons))
         report = await verify(services, trigger=trigger)
         return {**report, "applied": False, "refused": reasons}
-    return await _apply(services, desired, trigger=trigger, accept_lockout=False)
 
 
 async def list_runs(services: Services, *, limit: int = 20, page_token: str | None = None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.config import Settings, StorageSettings
+from shared.config import POLICY_JOBS_QUEUE, Settings, StorageSettings
 from shared.errors import ConcurrencyError, InputError, NotFound, PasskeyGuardError, StateError
 from shared.state import fastpath
 from shared.state.clients import StorageClients
@@ -325,6 +325,7 @@ class StateStore:
         # In Azure (managed identity, no injected credential) the template creates tables and queues.
         self._creates = not (storage.uses_identity and credential is None)
         self.queue = ChangeQueue(self._clients, concurrency=concurrency, create=self._creates)
+        self.policy_jobs = ChangeQueue(self._clients, POLICY_JOBS_QUEUE, concurrency=1, create=self._creates)
         self._clock = clock or _utcnow
         self.flag_buckets = flag_buckets
         self.snapshot_buckets = snapshot_buckets
@@ -377,7 +378,8 @@ class StateStore:
                     except ResourceExistsError:
                         pass
 
-            await asyncio.gather(*(create(n) for n in TABLES), self.queue.ensure(force=True))
+            await asyncio.gather(*(create(n) for n in TABLES), self.queue.ensure(force=True),
+                                 self.policy_jobs.ensure(force=True))
             self._ensured = True
 
     async def close(self) -> None:
@@ -963,6 +965,29 @@ class StateStore:
                 raise
 
         return await self._op(CHECKPOINTS, "releasing a lease", work)
+
+    async def renew_lease(self, tenant_id: str, name: str, owner: str, seconds: float) -> bool:
+        """Extend a lease `owner` still holds by `seconds` from now; False when the row is gone or another
+        owner has it (unlike `acquire_lease`, a lost lease is never taken back: the caller must stop)."""
+        if seconds <= 0:
+            raise InputError("lease duration must be positive")
+        pk, rk = _tenant_pk(tenant_id), _LEASE + safe_key(name, what="lease name")
+        entity = lease_to_entity(tenant_id, name, owner, self._now(), seconds)
+
+        async def work(client: TableClient) -> bool:
+            current = await self._get(client, pk, rk)
+            if current is None or current.get("owner") != owner:
+                return False
+            try:
+                await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=_etag(current),
+                                           match_condition=MatchConditions.IfNotModified)
+                return True
+            except HttpResponseError as exc:
+                if is_conflict(exc) or _entity_missing(exc):
+                    return False
+                raise
+
+        return await self._op(CHECKPOINTS, "renewing a lease", work)
 
     # --- events (idempotency keys) -----------------------------------------------------------------
     async def claim_event(self, tenant_id: str, event_id: str, ttl_seconds: float) -> bool:

@@ -111,7 +111,7 @@ async def test_the_tracker_deletes_no_passkey_without_the_passkey_write_role(azu
     from tests.e2e.stack import eventually, uid
     from tests.e2e.test_upn_e2e import _rename
 
-    async with running_stack(azurite, legacy_tenant(), GRAPH_DEV_TOKEN=token(AUDIT),
+    async with running_stack(azurite, legacy_tenant(), GRAPH_DEV_TOKEN=token(AUDIT), ENFORCEMENT_MODE="enforce",
                              REMOVE_STALE_PASSKEYS="true") as stack:
         await sweep(stack.services)
         await _rename(stack, 1, "user1@fabrikam.example")

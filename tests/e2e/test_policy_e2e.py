@@ -169,12 +169,20 @@ async def test_verify_catches_a_widened_conditional_access_policy(azurite):
                                                                         "conditions.users.includeGroups"}
 
 
+async def _plan_over_http(stack) -> str:
+    """POST /api/policy/plan (the ad-hoc document is allowed in these stacks), run the job, return the plan id."""
+    status, text, _ = await stack.post("policy/plan", json.dumps({"document": doc_with()}))
+    assert status == 202, text
+    await stack.host.drain_once()
+    status, text, _ = await stack.get(f"runs/{json.loads(text)['runId']}")
+    return json.loads(text)["planId"]
+
+
 async def test_applying_a_stale_plan_answers_409(azurite):
     """A stored plan applied after the tenant changed is refused with 409 and writes nothing."""
-    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
-        status, text, _ = await stack.post("policy/plan", json.dumps({"document": doc_with()}))
-        assert status == 201, text
-        plan_id = json.loads(text)["planId"]
+    async with running_stack(azurite, legacy_tenant(), drain=False, ENFORCEMENT_MODE="enforce",
+                             ALLOW_ADHOC_DOCUMENTS="true") as stack:
+        plan_id = await _plan_over_http(stack)
         await stack.services.graph.send_raw("PATCH", "/policies/authenticationMethodsPolicy/"
                                             "authenticationMethodConfigurations/fido2",
                                             {"@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration",
@@ -186,11 +194,14 @@ async def test_applying_a_stale_plan_answers_409(azurite):
 
 
 async def test_a_fresh_stored_plan_applies_once_over_http(azurite):
-    """POST plan then POST apply {planId}: applied; the same plan again is a 409."""
-    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
-        status, text, _ = await stack.post("policy/plan", json.dumps({"document": doc_with()}))
-        plan_id = json.loads(text)["planId"]
+    """POST plan then POST apply {planId}: the job applies; the same plan again is a 409."""
+    async with running_stack(azurite, legacy_tenant(), drain=False, ENFORCEMENT_MODE="enforce",
+                             ALLOW_ADHOC_DOCUMENTS="true") as stack:
+        plan_id = await _plan_over_http(stack)
         status, text, _ = await stack.post("policy/apply", json.dumps({"planId": plan_id}))
+        assert status == 202, text
+        await stack.host.drain_once()
+        status, text, _ = await stack.get(f"runs/{json.loads(text)['runId']}")
         assert status == 200 and json.loads(text)["result"] == "applied", text
         status, text, _ = await stack.post("policy/apply", json.dumps({"planId": plan_id}))
         assert status == 409

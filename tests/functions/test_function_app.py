@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import APP_SETTINGS, QUEUE_NAME, STATE_STORAGE
+from shared.config import APP_SETTINGS, POLICY_JOBS_QUEUE, QUEUE_NAME, STATE_STORAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEX_PYTHON = ROOT / ".venv-index" / "bin" / "python"
@@ -18,6 +18,7 @@ EXPECTED = {
     "health", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
     "graph_notifications", "graph_lifecycle", "tickets", "flags_list", "flags_export", "upn_events",
     "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager", "flags_approve_removal",
+    "run_get", "policy_jobs",
 }
 
 
@@ -69,7 +70,7 @@ def test_routes_and_auth_levels(functions):
     assert anonymous == {"health", "graph_notifications", "graph_lifecycle", "tickets"}
     assert {n: t["route"] for n, t in routes.items()} == {
         "health": "health", "runs_list": "runs", "policy_verify": "policy/verify", "policy_plan": "policy/plan",
-        "policy_apply": "policy/apply", "graph_notifications": "graph/notifications",
+        "policy_apply": "policy/apply", "run_get": "runs/{runId}", "graph_notifications": "graph/notifications",
         "graph_lifecycle": "graph/lifecycle", "tickets": "tickets", "flags_list": "flags",
         "flags_export": "flags/export", "flags_approve_removal": "flags/approve-removal"}
 
@@ -90,6 +91,13 @@ def test_queue_trigger_reads_the_change_queue_with_the_state_connection(function
     trigger = _trigger(functions["upn_processor"])
     assert trigger["type"] == "queueTrigger"
     assert trigger["queueName"] == QUEUE_NAME and trigger["connection"] == STATE_STORAGE
+
+
+def test_policy_jobs_read_their_queue_with_the_state_connection(functions):
+    """HTTP plan/apply jobs run from `policy-jobs` through the same STATE_STORAGE connection."""
+    trigger = _trigger(functions["policy_jobs"])
+    assert trigger["type"] == "queueTrigger"
+    assert trigger["queueName"] == POLICY_JOBS_QUEUE and trigger["connection"] == STATE_STORAGE
 
 
 def test_importing_the_app_builds_no_clients():

@@ -309,7 +309,7 @@ def check_storage_security(infra_dir: Path) -> list[str]:
 
 
 @reports_shape_errors
-def check_state_names(infra_dir: Path, queue_name: str) -> list[str]:
+def check_state_names(infra_dir: Path, queue_name: str, *more_queues: str) -> list[str]:
     """The app's tables and queues are declared with exactly the names the code uses."""
     templates = load_templates(infra_dir)
     main = templates.get("main.bicep")
@@ -322,8 +322,9 @@ def check_state_names(infra_dir: Path, queue_name: str) -> list[str]:
     if sorted(tables or []) != sorted(want_tables):
         problems.append(f"main.bicep: tableNames must be {want_tables}, is {render(tables)}")
     queues = dig(variables, "queueNames", "value")
-    if sorted(queues or []) != sorted([queue_name, f"{queue_name}-poison"]):
-        problems.append(f"main.bicep: queueNames must be [{queue_name}, {queue_name}-poison], is {render(queues)}")
+    want_queues = [q for name in (queue_name, *more_queues) for q in (name, f"{name}-poison")]
+    if sorted(queues or []) != sorted(want_queues):
+        problems.append(f"main.bicep: queueNames must be {want_queues}, is {render(queues)}")
     for rtype, param in (("tableServices/tables", "tableNames"), ("queueServices/queues", "queueNames")):
         declared = [r for r in of_type(templates, f"Microsoft.Storage/storageAccounts/{rtype}")]
         if not declared or any(dig(r.loop, "detail", "array_name") != param for r in declared):

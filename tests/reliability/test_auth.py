@@ -23,7 +23,7 @@ from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import Probe, policy_document, policy_tenant, snapshot_storage, storage_diff
 from tests.reliability.summary import record
 
-ADMIN_ROUTES = {"runs_list", "policy_verify", "policy_plan", "policy_apply", "flags_list", "flags_export",
+ADMIN_ROUTES = {"runs_list", "run_get", "policy_verify", "policy_plan", "policy_apply", "flags_list", "flags_export",
                 "flags_approve_removal"}
 SELF_AUTHENTICATED = {"graph_notifications", "graph_lifecycle", "tickets"}
 
@@ -168,7 +168,8 @@ async def test_no_secret_or_token_reaches_the_logs(azurite, functions, caplog):
     caplog.set_level(logging.DEBUG)
     for name in SECRET_LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
-    async with running_stack(azurite, policy_tenant(), **secrets) as stack:
+    async with running_stack(azurite, policy_tenant(), ENFORCEMENT_MODE="enforce", ALLOW_ADHOC_DOCUMENTS="true",
+                             **secrets) as stack:
         services = stack.services
         tenant_id = stack.tenant_id
         await sweep(services)
@@ -194,8 +195,16 @@ async def test_no_secret_or_token_reaches_the_logs(azurite, functions, caplog):
         forged = {"value": [{**_note(stack, 1), "clientState": secrets["NOTIFICATION_CLIENT_STATE"][:-1] + "x"}]}
         assert (await stack.post("graph/notifications", json.dumps(forged)))[0] == 401
         status, text, _ = await stack.post("policy/plan", json.dumps({"document": policy_document()}))
-        assert status == 201, text
-        assert (await stack.post("policy/apply", json.dumps({"planId": json.loads(text)["planId"]})))[0] == 200
+        assert status == 202, text
+
+        async def finished(run_id: str) -> dict | None:
+            run = json.loads((await stack.get(f"runs/{run_id}"))[1])
+            return run if run["status"] == "done" else None
+
+        plan_id = (await eventually(lambda: finished(json.loads(text)["runId"]), timeout=30))["planId"]
+        status, text, _ = await stack.post("policy/apply", json.dumps({"planId": plan_id}))
+        assert status == 202, text
+        assert (await eventually(lambda: finished(json.loads(text)["runId"]), timeout=30))["result"] == "applied"
         assert (await stack.post("policy/verify", ""))[0] == 200
         assert (await stack.get("flags/export"))[0] == 200
         assert (await stack.get("runs"))[0] == 200

@@ -8,6 +8,8 @@ import json
 import time
 from typing import Any
 
+from azure.functions.queue import QueueMessage
+
 from shared.errors import ConflictError
 from shared.policy.service import apply_document
 from shared.services import Services
@@ -26,30 +28,45 @@ async def _instances(azurite: Any, stack: Any, count: int) -> list[Services]:
     return [Services.from_settings(make_settings(azurite, stack.sim, stack.tenant_id)) for _ in range(count)]
 
 
+async def _run(stack: Any, run_id: str) -> dict[str, Any]:
+    status, text, _ = await stack.get(f"runs/{run_id}")
+    assert status == 200, text
+    return json.loads(text)
+
+
 async def test_two_applies_over_http_at_once_one_writes_the_other_yields(azurite):
-    """Two stored plans applied by two concurrent requests: one 200 applied, one 409 that says it yielded
-    to the running apply; Graph sees the writes of exactly one apply."""
+    """Two stored plans applied by two requests (both 202) whose jobs run at the same moment on two
+    workers: one applied, one refused with a 409 code that says it yielded to the running apply; Graph
+    sees the writes of exactly one apply."""
     document = policy_document()
-    async with running_stack(azurite, policy_tenant(), drain=False) as stack:
+    async with running_stack(azurite, policy_tenant(), drain=False, ENFORCEMENT_MODE="enforce",
+                             ALLOW_ADHOC_DOCUMENTS="true") as stack:
         plan_ids = []
         for _ in range(2):
             status, text, _ = await stack.post("policy/plan", json.dumps({"document": document}))
-            assert status == 201, text
-            plan_ids.append(json.loads(text)["planId"])
+            assert status == 202, text
+            await stack.host.drain_once()
+            plan_ids.append((await _run(stack, json.loads(text)["runId"]))["planId"])
+        answers = await asyncio.gather(*(stack.post("policy/apply", json.dumps({"planId": p})) for p in plan_ids))
+        assert [status for status, _, _ in answers] == [202, 202], answers
+        run_ids = {json.loads(text)["runId"] for _, text, _ in answers}
+        messages = [m for m in await stack.services.store.policy_jobs.receive(max_messages=32)
+                    if m.body["runId"] in run_ids]
+        job = stack.host.functions["policy_jobs"].get_user_function()
         stack.sim.configure(latency_ms=120.0)  # each apply takes a while: the two overlap
         stack.sim.reset_stats()
-        answers = await asyncio.gather(*(stack.post("policy/apply", json.dumps({"planId": p})) for p in plan_ids))
+        await asyncio.gather(*(job(QueueMessage(id=m.id, body=m.text.encode(), dequeue_count=1)) for m in messages))
+        for message in messages:
+            await stack.services.store.policy_jobs.delete(message)
         writes = stack.sim.stats()["writes"]
-        statuses = sorted(status for status, _, _ in answers)
-        bodies = {status: json.loads(text) for status, text, _ in answers}
-        applied = bodies.get(200, {})
-        refused = bodies.get(409, {}).get("error", {})
-        ok = statuses == [200, 409] and writes == len(applied.get("writes", []))
+        runs = {run["result"]: run for run in [await _run(stack, r) for r in run_ids]}
+        applied = runs.get("applied", {})
+        refused = runs.get("refused", {}).get("error", {})
+        ok = sorted(runs) == ["applied", "refused"] and writes == len(applied.get("writes", []))
         record("apply_race_http", area="concurrency", faults={"race": 1}, runs=2, survived=2 if ok else 0,
-               data_lost=0 if ok else 1, detail={"statuses": statuses, "graphWrites": writes,
+               data_lost=0 if ok else 1, detail={"results": sorted(runs), "graphWrites": writes,
                                                   "refused": refused.get("message")})
-        assert statuses == [200, 409], answers
-        assert applied["result"] == "applied"
+        assert len(messages) == 2 and sorted(runs) == ["applied", "refused"], runs
         assert refused["code"] == "conflict" and "yielded" in refused["message"], refused
         assert writes == len(applied["writes"]) > 0
 
