@@ -53,6 +53,12 @@ APP_SETTINGS: tuple[str, ...] = (
 #: Settings that only a developer's machine uses; never set in Azure.
 LOCAL_ONLY_SETTINGS: tuple[str, ...] = (STATE_STORAGE, GRAPH_DEV_TOKEN)
 
+# Set by App Service itself (never by infra/): "True" when App Service Authentication is on, i.e. the
+# platform validated the caller's token and wrote X-MS-CLIENT-PRINCIPAL (shared/principal.py).
+WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
+#: Platform settings the code reads; infra must not write them (that would fake the platform).
+PLATFORM_SETTINGS: tuple[str, ...] = (WEBSITE_AUTH_ENABLED,)
+
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_POLICY_FILE = "policy/desired-state.json"
 ENFORCEMENT_MODES = ("audit", "enforce")
@@ -106,6 +112,7 @@ class Settings:
     ticket_webhook_secret: str | None = None
     remove_stale_passkeys: bool = False
     graph_ru_per_10s: int = DEFAULT_RU_PER_10S
+    auth_enabled: bool = False  # WEBSITE_AUTH_ENABLED: admin routes trust the principal header only then
 
     @property
     def graph_is_local(self) -> bool:
@@ -187,4 +194,5 @@ class Settings:
             ticket_webhook_secret=get(TICKET_WEBHOOK_SECRET),
             remove_stale_passkeys=remove in ("true", "1", "yes"),
             graph_ru_per_10s=int(budget_text),
+            auth_enabled=(get(WEBSITE_AUTH_ENABLED) or "").lower() == "true",
         )

@@ -61,3 +61,21 @@ def test_settings_are_frozen():
     s = Settings.from_env(BASE)
     with pytest.raises(AttributeError):
         s.tenant_id = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("value", "enabled"), [(None, False), ("True", True), ("true", True), ("False", False),
+                                                ("1", False), ("", False)])
+def test_platform_authentication_is_read_from_website_auth_enabled(value, enabled):
+    """WEBSITE_AUTH_ENABLED (set by App Service, not by us) turns on trust in the principal header only
+    when it is exactly true; anything else keeps the admin routes closed."""
+    env = dict(BASE) if value is None else {**BASE, "WEBSITE_AUTH_ENABLED": value}
+    assert Settings.from_env(env).auth_enabled is enabled
+
+
+def test_website_auth_enabled_is_a_platform_setting_not_an_app_setting():
+    """The code reads WEBSITE_AUTH_ENABLED, but it is App Service's: listed as a platform setting, never
+    as an app setting infra would write."""
+    from shared import config
+
+    assert config.WEBSITE_AUTH_ENABLED in config.PLATFORM_SETTINGS
+    assert config.WEBSITE_AUTH_ENABLED not in config.APP_SETTINGS

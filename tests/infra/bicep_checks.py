@@ -642,9 +642,10 @@ def app_settings_values(infra_dir: Path) -> dict[str, Any]:
 
 @reports_shape_errors
 def check_settings_in_step(infra_dir: Path, app_settings: Iterable[str], local_only: Iterable[str],
-                           host_settings: Mapping[str, str] = HOST_SETTINGS) -> list[str]:
+                           host_settings: Mapping[str, str] = HOST_SETTINGS, *,
+                           platform: Iterable[str] = ()) -> list[str]:
     """The templates write every setting the code reads (minus local-only ones) and nothing else
-    except the host's own allow-listed settings."""
+    except the host's own allow-listed settings; never a platform setting (App Service sets those)."""
     written = set(app_settings_values(infra_dir))
     if not written:
         return ["the templates write no app settings (no 'appsettings' config resource found)"]
@@ -653,6 +654,8 @@ def check_settings_in_step(infra_dir: Path, app_settings: Iterable[str], local_o
     problems += [f"the templates set {name}, which the code does not read (and it is not a host setting)"
                  for name in sorted(written - needed - set(host_settings))]
     problems += [f"the templates set local-only setting {name}" for name in sorted(written & set(local_only))]
+    problems += [f"the templates set platform setting {name}: App Service sets it itself, and writing it "
+                 f"would fake the platform's report" for name in sorted(written & set(platform))]
     return problems
 
 
