@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 from shared.errors import AuthUnavailable, Forbidden, Unauthenticated
 
+log = logging.getLogger(__name__)
 ADMIN_ROLE = "PasskeyGuard.Admin"
 READER_ROLE = "PasskeyGuard.Reader"
 PRINCIPAL_HEADER = "x-ms-client-principal"
@@ -78,9 +80,11 @@ def parse_principal(raw: str) -> Principal:
     return Principal(auth_type=auth_type, name=name, object_id=object_id, roles=roles)
 
 
-def authorize(access: Access, headers: Mapping[str, str], *, auth_enabled: bool) -> Principal | None:
+def authorize(access: Access, headers: Mapping[str, str], *, auth_enabled: bool,
+              route: str = "") -> Principal | None:
     """The caller of a route with this access, or an error: 503 when platform authentication is off
-    (the header could be forged), 401 without a principal, 403 without the role. `headers` lower-cased."""
+    (the header could be forged), 401 without a principal, 403 without the role. `headers` is looked up
+    with the lower-case name (func.HttpRequest's headers are case-insensitive)."""
     if access is Access.PUBLIC:
         return None
     if not auth_enabled:
@@ -92,7 +96,10 @@ def authorize(access: Access, headers: Mapping[str, str], *, auth_enabled: bool)
     principal = parse_principal(raw)
     if not principal.has(access):
         held = ", ".join(sorted(principal.roles)) or "no app role"
+        log.warning("route %s refused to %s (object id %s): needs %s", route, principal.name, principal.object_id,
+                    access.value)
         raise Forbidden(f"this route needs the app role {access.value}; the caller has {held}")
+    log.info("route %s called by %s (object id %s)", route, principal.name, principal.object_id)
     return principal
 
 

@@ -7,10 +7,11 @@ with `use_services()`, which is also how several tenants could be served later.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shared.config import Settings
+from shared.health import HealthCache
 
 if TYPE_CHECKING:
     from shared.graph.gateway import GraphGateway
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     graph: GraphGateway
     store: StateStore
+    health: HealthCache = field(default_factory=HealthCache)  # the process's cached health probe
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
