@@ -20,6 +20,11 @@ param displayName string
 
 // Application ID URI in a form Entra accepts without a verified domain: api://<tenant id>/<name>.
 var identifierUri = 'api://${tenant().tenantId}/${uniqueName}'
+// One delegated scope, so a signed-in administrator's client can get a token for the API; what the
+// caller may do is still decided by their app role. The Azure CLI is pre-authorized for it, so
+// `az account get-access-token --resource <identifierUri>` works without a consent prompt.
+var userScopeId = guid(uniqueName, 'user_impersonation')
+var azureCliAppId = '04b07795-8ddb-461a-bbee-02f9e1bf7b46'
 
 resource api 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
@@ -31,6 +36,24 @@ resource api 'Microsoft.Graph/applications@v1.0' = {
   api: {
     // v2 tokens: audience is the client id, issuer login.microsoftonline.com/<tenant>/v2.0.
     requestedAccessTokenVersion: 2
+    oauth2PermissionScopes: [
+      {
+        id: userScopeId
+        value: 'user_impersonation'
+        type: 'Admin'
+        adminConsentDisplayName: 'Call Passkey Guard as the signed-in user'
+        adminConsentDescription: 'Lets the client call the Passkey Guard API as the signed-in user; the user\'s app role decides what they may do.'
+        isEnabled: true
+      }
+    ]
+    preAuthorizedApplications: [
+      {
+        appId: azureCliAppId
+        delegatedPermissionIds: [
+          userScopeId
+        ]
+      }
+    ]
   }
   appRoles: [
     {

@@ -23,6 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+#: The Azure CLI's well-known client id, pre-authorized on the API app registration (api-app.bicep) so
+#: `az account get-access-token --resource api://…` works for administrators.
+AZURE_CLI_APP_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 GRAPH_PERMISSIONS_FILE = "graph-permissions.json"
 #: The `when` values graph-permissions.json may use, and what selects each.
 GRAPH_CONDITIONS = {
@@ -390,7 +393,7 @@ def check_no_secrets(infra_dir: Path) -> list[str]:
     azure_yaml = infra_dir.parent / "azure.yaml"
     if azure_yaml.is_file():
         files.append(azure_yaml)
-    allowed_guids = set(ROLE_SCOPES) | {GRAPH_APP_ID}
+    allowed_guids = set(ROLE_SCOPES) | {GRAPH_APP_ID, AZURE_CLI_APP_ID}
     for path in files:
         name = path.name if path == azure_yaml else path.relative_to(infra_dir).as_posix()
         text = path.read_text(encoding="utf-8")
