@@ -5,6 +5,11 @@ It indexes `function_app.app` once, serves every HTTP function at its route unde
 `QueueMessage` objects (base64, poison queue after `maxDequeueCount`, like the host), and runs any
 non-HTTP function on `POST /admin/functions/{name}` as the real host's admin API does. Used by
 `make demo` and the end-to-end tests, so Graph's simulator can deliver notifications to a live URL.
+
+There is no App Service Authentication in front: request headers reach the functions as sent, so a test
+plays Easy Auth by sending the `X-MS-CLIENT-PRINCIPAL` header it would write
+(`shared.principal.encode_principal`) and by building the Settings with `WEBSITE_AUTH_ENABLED=True`
+(`tests/e2e/stack.py` does both; without that setting the admin routes answer 503 `authUnavailable`).
 """
 from __future__ import annotations
 
