@@ -64,7 +64,7 @@ def parse_principal(raw: str) -> Principal:
         raise refused
     try:
         doc = json.loads(base64.b64decode(raw, validate=True))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise refused from None
     claims = doc.get("claims") if isinstance(doc, dict) else None
     if not isinstance(claims, list) or not all(

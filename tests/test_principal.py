@@ -47,7 +47,8 @@ def test_a_custom_role_typ_is_honoured():
 @pytest.mark.parametrize("raw", ["", "not base64!", base64.b64encode(b"[1, 2]").decode(),
                                  base64.b64encode(b"{\"claims\": 5}").decode(),
                                  base64.b64encode(b"{\"claims\": [{\"typ\": 1}]}").decode(),
-                                 base64.b64encode(b"\xff\xfe").decode()])
+                                 base64.b64encode(b"\xff\xfe").decode(),
+                                 base64.b64encode(b"[" * 40000).decode()])
 def test_a_malformed_header_is_unauthenticated(raw):
     """A header that is not base64 JSON of the documented shape never yields a principal."""
     with pytest.raises(Unauthenticated):
