@@ -31,8 +31,10 @@ INDEX = "import function_app; function_app.app.get_functions()"
 VERIFY = """
 import asyncio, json, function_app
 import azure.functions as func
+from shared.principal import READER_ROLE, encode_principal
 function_app.app.get_functions()
-req = func.HttpRequest(method="POST", url="http://localhost/api/policy/verify", body=b"", headers={})
+req = func.HttpRequest(method="POST", url="http://localhost/api/policy/verify", body=b"",
+                       headers={"X-MS-CLIENT-PRINCIPAL": encode_principal([READER_ROLE])})
 resp = asyncio.run(function_app.policy_verify(req))
 assert resp.status_code == 200, (resp.status_code, resp.get_body()[:500])
 """
@@ -69,7 +71,8 @@ def run(runs: int) -> dict[str, Any]:
     demo = json.loads((ROOT / "graphsim" / "tenants" / "demo.json").read_text(encoding="utf-8"))
     demo.setdefault("simulator", {})["ca_requests_per_second"] = 1000.0
     with loopback_stack(demo) as (azurite, sim):
-        verify_env = {**env, **settings_env(azurite, sim, demo["tenantId"])}
+        # As behind App Service Authentication: the platform's flag, and the reader's principal in VERIFY.
+        verify_env = {**env, **settings_env(azurite, sim, demo["tenantId"]), "WEBSITE_AUTH_ENABLED": "True"}
         spawn_seconds(VERIFY, verify_env)  # creates the tables once, like a deployed app's template would
         verify_median, verify = median_of(VERIFY, runs, verify_env)
     bare_median, index_median = statistics.median(bare), statistics.median(index)

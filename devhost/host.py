@@ -5,6 +5,11 @@ It indexes `function_app.app` once, serves every HTTP function at its route unde
 `QueueMessage` objects (base64, poison queue after `maxDequeueCount`, like the host), and runs any
 non-HTTP function on `POST /admin/functions/{name}` as the real host's admin API does. Used by
 `make demo` and the end-to-end tests, so Graph's simulator can deliver notifications to a live URL.
+
+There is no App Service Authentication in front: request headers reach the functions as sent, so a test
+plays Easy Auth by sending the `X-MS-CLIENT-PRINCIPAL` header it would write
+(`shared.principal.encode_principal`) and by building the Settings with `WEBSITE_AUTH_ENABLED=True`
+(`tests/e2e/stack.py` does both; without that setting the admin routes answer 503 `authUnavailable`).
 """
 from __future__ import annotations
 
@@ -87,6 +92,10 @@ class DevHost:
         return web.json_response({"error": {"code": "notFound", "message": f"no function at /api/{path}"}},
                                  status=404)
 
+    async def _outside_api(self, request: web.Request) -> web.Response:
+        """A path that normalises outside /api (say a route parameter of `..`): no function, JSON like the rest."""
+        return web.json_response({"error": {"code": "notFound", "message": "no function at this path"}}, status=404)
+
     async def _invoke(self, fn: Any, *args: Any) -> Any:
         name = fn.get_function_name()
         self.invocations[name] = self.invocations.get(name, 0) + 1
@@ -163,8 +172,10 @@ class DevHost:
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, port: int = 0, drain: bool = True) -> str:
         app = web.Application(client_max_size=8 * 1024 * 1024)
-        app.router.add_route("*", "/api/{tail:.*}", self._handle)
+        # [\s\S]: a route parameter may hold a newline (%0A), which `.` would not match
+        app.router.add_route("*", r"/api/{tail:[\s\S]*}", self._handle)
         app.router.add_route("POST", "/{tail:admin/functions/.*}", self._handle)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._outside_api)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)

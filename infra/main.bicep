@@ -147,6 +147,7 @@ var names = {
   keyVault: 'kv-${resourceToken}'
   plan: 'plan-${resourceToken}'
   functionApp: 'func-${resourceToken}'
+  apiApp: 'passkey-guard-${resourceToken}'
 }
 
 // The app's state lives in these tables and queues; the code uses exactly these names
@@ -266,6 +267,16 @@ module graphAccess 'app/graph-permissions.bicep' = {
   }
 }
 
+// The API's app registration with the PasskeyGuard.Admin and PasskeyGuard.Reader app roles.
+module apiApp 'app/api-app.bicep' = {
+  name: 'api-app'
+  scope: rg
+  params: {
+    uniqueName: names.apiApp
+    displayName: 'Passkey Guard (${environmentName})'
+  }
+}
+
 module functionApp 'app/function.bicep' = {
   name: 'function'
   scope: rg
@@ -297,6 +308,8 @@ module functionApp 'app/function.bicep' = {
     httpAlwaysReady: httpAlwaysReady
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    apiClientId: apiApp.outputs.appId
+    apiIdentifierUri: apiApp.outputs.identifierUri
   }
   // The host, the deployment and the Key Vault references all fail until the grants exist.
   dependsOn: [
@@ -332,6 +345,15 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 
 @description('Name of the storage account (host state, app tables and queues).')
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
+@description('Client id of the API app registration whose app roles (PasskeyGuard.Admin, PasskeyGuard.Reader) the admin routes require.')
+output AZURE_API_CLIENT_ID string = apiApp.outputs.appId
+
+@description('Application ID URI of the API: az account get-access-token --resource <this> gets a token for the admin routes.')
+output AZURE_API_IDENTIFIER_URI string = apiApp.outputs.identifierUri
+
+@description('Object id of the API\'s service principal (Enterprise applications), where the app roles are assigned.')
+output AZURE_API_SERVICE_PRINCIPAL_ID string = apiApp.outputs.servicePrincipalId
 
 @description('Microsoft Graph application permissions granted to the managed identity.')
 output GRAPH_PERMISSIONS array = graphRoles

@@ -29,7 +29,15 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.errors import ConfigError, ConflictError, InputError, LockoutRefused, NotFound, PasskeyGuardError
+from shared.errors import (
+    ConfigError,
+    ConflictError,
+    InputError,
+    LockoutRefused,
+    MissingGraphPermission,
+    NotFound,
+    PasskeyGuardError,
+)
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT, EXIT_FAILED = 0, 1, 2, 3
 
@@ -188,8 +196,8 @@ def exit_code_of(exc: PasskeyGuardError) -> int:
     script retries what can succeed on a retry and nothing else."""
     if isinstance(exc, LockoutRefused | ConflictError):
         return EXIT_FINDINGS
-    if isinstance(exc, InputError | ConfigError | NotFound):
-        return EXIT_INPUT
+    if isinstance(exc, InputError | ConfigError | NotFound | MissingGraphPermission):
+        return EXIT_INPUT  # a missing Graph role is the deployment's setting: retrying cannot help
     return EXIT_FAILED
 
 

@@ -55,6 +55,12 @@ APP_SETTINGS: tuple[str, ...] = (
 #: Settings that only a developer's machine uses; never set in Azure.
 LOCAL_ONLY_SETTINGS: tuple[str, ...] = (STATE_STORAGE, GRAPH_DEV_TOKEN)
 
+# Set by App Service itself (never by infra/): "True" when App Service Authentication is on, i.e. the
+# platform validated the caller's token and wrote X-MS-CLIENT-PRINCIPAL (shared/principal.py).
+WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
+#: Platform settings the code reads; infra must not write them (that would fake the platform).
+PLATFORM_SETTINGS: tuple[str, ...] = (WEBSITE_AUTH_ENABLED,)
+
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_POLICY_FILE = "policy/desired-state.json"
 ENFORCEMENT_MODES = ("audit", "enforce")
@@ -147,6 +153,7 @@ class Settings:
     graph_ru_per_10s: int = DEFAULT_RU_PER_10S
     stale_passkey_removal_max_per_run: int = DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN
     allow_adhoc_documents: bool = False
+    auth_enabled: bool = False  # WEBSITE_AUTH_ENABLED: admin routes trust the principal header only then
 
     @property
     def graph_is_local(self) -> bool:
@@ -254,4 +261,5 @@ class Settings:
             graph_ru_per_10s=int(budget_text),
             stale_passkey_removal_max_per_run=int(cap_text),
             allow_adhoc_documents=adhoc in ("true", "1", "yes"),
+            auth_enabled=(get(WEBSITE_AUTH_ENABLED) or "").lower() == "true",
         )

@@ -10,6 +10,9 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     ├── InputError                     bad input from a caller: document, request body, CLI argument (400)
     │   └── PayloadTooLarge            a request body over the size limit (413)
     ├── AuthError                      wrong signature, clientState, tenant or timestamp (401)
+    │   └── Unauthenticated            an admin route without a signed-in Entra principal (401)
+    ├── Forbidden                      the principal lacks the app role the route needs (403)
+    ├── AuthUnavailable                App Service Authentication is off: principals cannot be trusted (503)
     ├── MissingGraphPermission         the app's Graph token lacks a role a planned write needs (403)
     ├── NotFound                       a plan, run or flag that does not exist (404)
     ├── ConflictError                  a stored plan no longer matches the tenant, or a lease is held (409)
@@ -72,6 +75,18 @@ class AuthError(PasskeyGuardError):
 
 class MissingGraphPermission(PasskeyGuardError):
     code, status = "missingGraphPermission", 403
+
+
+class Unauthenticated(AuthError):
+    code, status = "unauthenticated", 401
+
+
+class Forbidden(PasskeyGuardError):
+    code, status = "forbidden", 403
+
+
+class AuthUnavailable(PasskeyGuardError):
+    code, status = "authUnavailable", 503
 
 
 class NotFound(PasskeyGuardError):

@@ -5,7 +5,6 @@ the boundary in `function_app._serve`, which maps them with `shared.web.error_an
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import platform
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 from shared import __version__
 from shared.errors import InputError
+from shared.health import HealthResult
 from shared.services import Services
 from shared.web import Answer, Shape, ok, read_json_object, read_strict_object, refuse_unknown_params
 
@@ -57,34 +57,41 @@ def _int_param(req: Request, name: str, default: int, *, low: int, high: int) ->
     return int(raw)
 
 
-async def health(services: Services, req: Request) -> Answer:
-    """Versions, plus whether Graph and storage answer (each probe bounded to a few seconds).
-
-    Anonymous, so it says nothing about the tenant: no ids, no error messages, only error codes.
-    """
+async def _probe_health(services: Services) -> HealthResult:
+    """Whether Graph and storage answer, from the process's cache (at most one probe per TTL)."""
     from shared.policy.reader import read_fido2_raw
 
-    async def probe(coro: Any) -> dict[str, Any]:
-        try:
-            await asyncio.wait_for(coro, timeout=5)
-            return {"ok": True}
-        except Exception as exc:  # health reports, it never fails
-            return {"ok": False, "error": getattr(exc, "code", type(exc).__name__)}
+    return await services.health.get(lambda: read_fido2_raw(services.graph), services.store.ping)
 
-    graph, storage = await asyncio.gather(probe(read_fido2_raw(services.graph)), probe(services.store.ping()))
-    unavailable = services.settings.unavailable_secrets()  # setting names and reason codes, never values
-    healthy = graph["ok"] and storage["ok"] and not unavailable
-    body = {
-        "status": "healthy" if healthy else "degraded",
+
+async def health(services: Services, req: Request) -> Answer:
+    """Healthy (200) or degraded (503), from the cached probe, so anonymous callers cannot make Graph calls.
+
+    Anonymous, so it says nothing else: no versions, no mode, no tenant, no probe detail, no secret names.
+    A secret setting that cannot be used (unset, a placeholder, an unresolved Key Vault reference) degrades it.
+    """
+    result = await _probe_health(services)
+    healthy = result.healthy and not services.settings.unavailable_secrets()
+    body = {"status": "healthy" if healthy else "degraded", "checkedSecondsAgo": result.age_seconds()}
+    return ok(body, 200 if healthy else 503)
+
+
+async def health_details(services: Services, req: Request) -> Answer:
+    """For readers: the cached probe's results, versions, the enforcement mode and the secret settings that
+    cannot be used, by name and reason (never a value); always 200."""
+    result = await _probe_health(services)
+    unavailable = services.settings.unavailable_secrets()
+    return ok({
+        "status": "healthy" if result.healthy and not unavailable else "degraded",
+        "checkedSecondsAgo": result.age_seconds(),
         "versions": {"passkeyGuard": __version__, "python": platform.python_version(),
                      "azure-functions": _version("azure-functions"), "msgraph-sdk": _version("msgraph-sdk"),
                      "azure-data-tables": _version("azure-data-tables")},
         "enforcementMode": services.settings.enforcement_mode,
-        "graph": graph,
-        "storage": storage,
+        "graph": result.graph,
+        "storage": result.storage,
         "unavailableSecrets": unavailable,
-    }
-    return ok(body, 200 if healthy else 503)
+    })
 
 
 async def runs_list(services: Services, req: Request) -> Answer:

@@ -7,10 +7,11 @@ with `use_services()`, which is also how several tenants could be served later.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings
+from shared.health import HealthCache
 
 if TYPE_CHECKING:
     from shared.graph.gateway import GraphGateway
@@ -23,6 +24,7 @@ class Services:
     graph: GraphGateway
     store: StateStore
     credential: Any = None  # the administrator's sign-in the CLI created (closed with the services)
+    health: HealthCache = field(default_factory=HealthCache)  # the process's cached health probe
 
     @classmethod
     def from_settings(cls, settings: Settings, *, administrator: bool = False) -> Services:

@@ -38,13 +38,21 @@ def ok(body: Any, status: int = 200) -> Answer:
     return Answer(status=status, body=body)
 
 
-def error_answer(exc: BaseException) -> Answer:
-    """Map any exception to an Answer; our own errors keep their message, others become a bare 500."""
+def error_answer(exc: BaseException, *, public: bool = False) -> Answer:
+    """Map any exception to an Answer; our own errors keep their message, others become a bare 500.
+
+    On a `public` route (reachable without signing in) the body carries the code only: the message and
+    detail can name settings, fields or state an anonymous caller has no business learning."""
     if isinstance(exc, PasskeyGuardError):
         if exc.status >= 500:
             log.error("request failed: %s (%s)", exc.code, exc.message)
-        return Answer(status=exc.status, body=exc.to_body())
+        elif public:
+            log.info("public request refused: %s (%s)", exc.code, exc.message)
+        body = {"error": {"code": exc.code}} if public else exc.to_body()
+        return Answer(status=exc.status, body=body)
     log.exception("unexpected error while handling a request")
+    if public:
+        return Answer(status=500, body={"error": {"code": "internalError"}})
     return Answer(status=500, body={"error": {"code": "internalError",
                                               "message": "an unexpected error occurred; see the logs"}})
 

@@ -75,6 +75,8 @@ def test_the_removal_cap_defaults_to_25_and_may_be_0():
     """Default 25 passkeys a tracker run; 0 sends every removal to an administrator for approval."""
     assert Settings.from_env(BASE).stale_passkey_removal_max_per_run == 25
     assert Settings.from_env({**BASE, "STALE_PASSKEY_REMOVAL_MAX_PER_RUN": "0"}).stale_passkey_removal_max_per_run == 0
+
+
 GOOD_STATE = "p8Vq1zR4tW7yB0cE3fH6jK9mN2sU5xA8dG1"  # 35 random-looking characters
 GOOD_TICKET = "Lr2Ty5Ui8Op1As4Df7Gh0Jk3Zx6Cv9Bn2Mq5"
 
@@ -117,3 +119,21 @@ def test_an_unavailable_secret_is_refused_by_name_without_its_value():
     assert info.value.status == 503 and info.value.code == "secretUnavailable"
     assert "TICKET_WEBHOOK_SECRET" in info.value.message and "keyVaultReferenceUnresolved" in info.value.message
     assert "kv-abc" not in str(info.value.to_body()) and reference not in info.value.message
+
+
+@pytest.mark.parametrize(("value", "enabled"), [(None, False), ("True", True), ("true", True), ("False", False),
+                                                ("1", False), ("", False)])
+def test_platform_authentication_is_read_from_website_auth_enabled(value, enabled):
+    """WEBSITE_AUTH_ENABLED (set by App Service, not by us) turns on trust in the principal header only
+    when it is exactly true; anything else keeps the admin routes closed."""
+    env = dict(BASE) if value is None else {**BASE, "WEBSITE_AUTH_ENABLED": value}
+    assert Settings.from_env(env).auth_enabled is enabled
+
+
+def test_website_auth_enabled_is_a_platform_setting_not_an_app_setting():
+    """The code reads WEBSITE_AUTH_ENABLED, but it is App Service's: listed as a platform setting, never
+    as an app setting infra would write."""
+    from shared import config
+
+    assert config.WEBSITE_AUTH_ENABLED in config.PLATFORM_SETTINGS
+    assert config.WEBSITE_AUTH_ENABLED not in config.APP_SETTINGS

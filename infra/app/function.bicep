@@ -112,6 +112,16 @@ param trackerSchedule string
 @description('SUBSCRIPTION_SCHEDULE: NCRONTAB (6 fields, UTC) of the subscription_manager timer.')
 param subscriptionSchedule string
 
+@minLength(36)
+@maxLength(36)
+@description('Client id of the API app registration (api-app.bicep): App Service Authentication accepts tokens issued for it.')
+param apiClientId string
+
+@minLength(8)
+@maxLength(200)
+@description('Application ID URI of the API app registration, also an accepted token audience.')
+param apiIdentifierUri string
+
 @minValue(1)
 @maxValue(20)
 @description('Always-ready instances of the HTTP group (Graph webhooks must answer within 3 s / 10 s).')
@@ -247,6 +257,57 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SWEEP_SCHEDULE: sweepSchedule
     TRACKER_SCHEDULE: trackerSchedule
     SUBSCRIPTION_SCHEDULE: subscriptionSchedule
+  }
+}
+
+// App Service Authentication: every request needs a Microsoft Entra token issued for the API app
+// registration, except the paths that authenticate themselves (Graph's webhooks by clientState, the
+// ticket webhook by HMAC, Event Grid's by the extension's system key) and the status-only health.
+// Unauthenticated callers get 401 from the platform; the code then checks the app role the route
+// needs from X-MS-CLIENT-PRINCIPAL (shared/principal.py), which the platform strips from incoming
+// requests and sets itself. Token validation only: no client secret, no token store, no login flow.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/api/health'
+        '/api/graph/notifications'
+        '/api/graph/lifecycle'
+        '/api/tickets'
+        '/api/tickets/*'
+        '/runtime/webhooks/eventgrid'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: apiClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            apiClientId
+            apiIdentifierUri
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

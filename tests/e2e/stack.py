@@ -3,6 +3,10 @@
 `running_stack(azurite, tenant)` starts a simulator for `tenant`, builds the product's own Services
 for it (a fresh tenant partition in the shared Azurite), serves function_app through devhost with
 the queue drained into the queue function, and stops everything afterwards.
+
+The stack plays App Service Authentication: its settings say WEBSITE_AUTH_ENABLED=True, and `get`/`post`
+send the X-MS-CLIENT-PRINCIPAL header App Service would write for a PasskeyGuard.Admin caller, unless
+told another `principal` (None: no header, as for an anonymous caller).
 """
 from __future__ import annotations
 
@@ -20,12 +24,14 @@ from azure.storage.queue.aio import QueueClient
 from devhost.azurite import Azurite
 from devhost.host import DevHost
 from graphsim.launcher import Simulator, start_simulator
+from shared.principal import ADMIN_ROLE, PRINCIPAL_HEADER, encode_principal
 from shared.services import Services, use_services
 from tests.conftest import make_settings
 
 YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
 ANDROID = "de1e552d-db1d-4423-a619-566b625cdc84"
 IOS = "90a3ccdf-635c-4729-a248-9b709135078f"
+ADMIN_PRINCIPAL = encode_principal([ADMIN_ROLE], name="admin@contoso.example")
 FAST_SIM = {"ca_requests_per_second": 1000.0, "notify_batch_window_s": 0.05, "notify_retry_backoff_s": 0.1}
 
 
@@ -68,16 +74,21 @@ class Stack:
         return self.services.settings.tenant_id
 
     async def post(self, path: str, body: bytes | str = b"", *, headers: dict[str, str] | None = None,
-                   params: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
-        """POST to the served function app; returns (status, text, headers)."""
+                   params: dict[str, str] | None = None, principal: str | None = ADMIN_PRINCIPAL
+                   ) -> tuple[int, str, dict[str, str]]:
+        """POST to the served function app as `principal`; returns (status, text, headers)."""
         data = body.encode() if isinstance(body, str) else body
         async with aiohttp.ClientSession() as session, session.post(
-                f"{self.host.url}/api/{path}", data=data, headers=headers or {}, params=params or {}) as resp:
+                f"{self.host.url}/api/{path}", data=data, headers=_with_principal(headers, principal),
+                params=params or {}) as resp:
             return resp.status, await resp.text(), dict(resp.headers)
 
-    async def get(self, path: str, *, params: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
-        async with aiohttp.ClientSession() as session, session.get(f"{self.host.url}/api/{path}",
-                                                                   params=params or {}) as resp:
+    async def get(self, path: str, *, params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                  principal: str | None = ADMIN_PRINCIPAL) -> tuple[int, str, dict[str, str]]:
+        """GET from the served function app as `principal`; returns (status, text, headers)."""
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{self.host.url}/api/{path}", params=params or {},
+                headers=_with_principal(headers, principal)) as resp:
             return resp.status, await resp.text(), dict(resp.headers)
 
     async def flag(self, user_id: str) -> dict[str, Any] | None:
@@ -85,6 +96,15 @@ class Stack:
 
     async def all_flags(self) -> list[dict[str, Any]]:
         return [f async for f in self.services.store.iter_flags(self.tenant_id)]
+
+
+def _with_principal(headers: dict[str, str] | None, principal: str | None) -> dict[str, str]:
+    """The request headers with the principal App Service would add (explicit headers win)."""
+    out = {} if principal is None else {PRINCIPAL_HEADER: principal}
+    for name, value in (headers or {}).items():
+        out = {k: v for k, v in out.items() if k.lower() != name.lower()}
+        out[name] = value
+    return out
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 60.0,  # noqa: ASYNC109
@@ -104,6 +124,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 60
 async def running_stack(azurite: Azurite, tenant_doc: dict[str, Any], *, drain: bool = True,
                         **env: str) -> AsyncIterator[Stack]:
     sim = await asyncio.to_thread(start_simulator, tenant_doc)
+    env = {"WEBSITE_AUTH_ENABLED": "True", **env}  # the platform's report that Easy Auth is in front
     services = Services.from_settings(make_settings(azurite, sim, tenant_doc["tenantId"], **env))
     use_services(services)
 

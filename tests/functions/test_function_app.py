@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INDEX_PYTHON = ROOT / ".venv-index" / "bin" / "python"
 INDEXER = Path(__file__).with_name("worker_index.py")
 EXPECTED = {
-    "health", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
+    "health", "health_details", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
     "graph_notifications", "graph_lifecycle", "tickets", "flags_list", "flags_export", "upn_events",
     "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager", "flags_approve_removal",
     "run_get", "policy_jobs",
@@ -64,12 +64,14 @@ def _trigger(fn) -> dict:
 
 
 def test_routes_and_auth_levels(functions):
-    """Admin routes need a function key; Graph's webhooks and the HMAC-signed ticket hook do not."""
+    """No route needs a function key: App Service Authentication and the app roles protect the admin routes
+    (tests/functions/test_route_access.py); Graph's webhooks and the ticket hook authenticate themselves."""
     routes = {name: _trigger(fn) for name, fn in functions.items() if _trigger(fn)["type"] == "httpTrigger"}
     anonymous = {n for n, t in routes.items() if str(getattr(t["authLevel"], "value", t["authLevel"])) == "anonymous"}
-    assert anonymous == {"health", "graph_notifications", "graph_lifecycle", "tickets"}
+    assert anonymous == set(routes)
     assert {n: t["route"] for n, t in routes.items()} == {
-        "health": "health", "runs_list": "runs", "policy_verify": "policy/verify", "policy_plan": "policy/plan",
+        "health": "health", "health_details": "health/details", "runs_list": "runs",
+        "policy_verify": "policy/verify", "policy_plan": "policy/plan",
         "policy_apply": "policy/apply", "run_get": "runs/{runId}", "graph_notifications": "graph/notifications",
         "graph_lifecycle": "graph/lifecycle", "tickets": "tickets", "flags_list": "flags",
         "flags_export": "flags/export", "flags_approve_removal": "flags/approve-removal"}

@@ -23,6 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+#: The Azure CLI's well-known client id, pre-authorized on the API app registration (api-app.bicep) so
+#: `az account get-access-token --resource api://…` works for administrators.
+AZURE_CLI_APP_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 GRAPH_PERMISSIONS_FILE = "graph-permissions.json"
 #: The `when` values graph-permissions.json may use, and what selects each.
 GRAPH_CONDITIONS = {
@@ -392,7 +395,7 @@ def check_no_secrets(infra_dir: Path) -> list[str]:
     azure_yaml = infra_dir.parent / "azure.yaml"
     if azure_yaml.is_file():
         files.append(azure_yaml)
-    allowed_guids = set(ROLE_SCOPES) | {GRAPH_APP_ID}
+    allowed_guids = set(ROLE_SCOPES) | {GRAPH_APP_ID, AZURE_CLI_APP_ID}
     for path in files:
         name = path.name if path == azure_yaml else path.relative_to(infra_dir).as_posix()
         text = path.read_text(encoding="utf-8")
@@ -610,6 +613,136 @@ def check_function_app(infra_dir: Path) -> list[str]:
     return problems
 
 
+# --- App Service Authentication and the API app registration --------------------------------------
+
+#: Paths App Service Authentication lets through without a token: the routes that authenticate
+#: themselves (Graph's webhooks: clientState; tickets: HMAC; Event Grid: the extension's system key)
+#: and the status-only health. Any other path needs an Entra token for the API app registration.
+AUTH_EXCLUDED_PATHS = frozenset({"/api/health", "/api/graph/notifications", "/api/graph/lifecycle", "/api/tickets",
+                                 "/api/tickets/*", "/runtime/webhooks/eventgrid"})
+#: The app roles the code checks (shared/principal.py), each assignable to users and applications.
+API_APP_ROLES = frozenset({"PasskeyGuard.Admin", "PasskeyGuard.Reader"})
+_ISSUER = "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0"
+
+
+@reports_shape_errors
+def check_app_service_auth(infra_dir: Path) -> list[str]:
+    """authsettingsV2 on the function app: on, 401 for unauthenticated callers, only the self-authenticating
+    paths excluded, the Entra provider validating tokens of this tenant for the API app registration (no
+    client secret); that registration defines exactly the two app roles (users and applications, stable
+    guid() ids) and its service principal requires role assignment."""
+    templates = load_templates(infra_dir)
+    problems: list[str] = []
+    sites = of_type(templates, "Microsoft.Web/sites")
+    auth = [r for r in of_type(templates, "Microsoft.Web/sites/config") if r.body.get("name") == "authsettingsV2"]
+    if len(auth) != 1 or len(sites) != 1 or auth[0].body.get("parent") != sites[0].symbol \
+            or auth[0].template is not sites[0].template:
+        return [f"exactly one authsettingsV2 config whose parent is the function app must be declared, "
+                f"found {[a.where for a in auth]}"]
+    where, props = auth[0].where, auth[0].body.get("properties") or {}
+    if dig(props, "platform", "enabled") is not True:
+        problems.append(f"{where}: platform.enabled must be true (App Service Authentication on)")
+    validation = props.get("globalValidation") or {}
+    if validation.get("requireAuthentication") is not True:
+        problems.append(f"{where}: globalValidation.requireAuthentication must be true")
+    if validation.get("unauthenticatedClientAction") != "Return401":
+        problems.append(f"{where}: globalValidation.unauthenticatedClientAction must be 'Return401' (an API, "
+                        f"no login redirect, no anonymous pass-through), is "
+                        f"{render(validation.get('unauthenticatedClientAction'))}")
+    excluded = validation.get("excludedPaths") or []
+    if not all(isinstance(p, str) for p in excluded):
+        problems.append(f"{where}: excludedPaths must be literal paths")
+    else:
+        for path in sorted(set(excluded) - AUTH_EXCLUDED_PATHS):
+            problems.append(f"{where}: excludedPaths lets {path} through without a token (only the "
+                            f"self-authenticating webhooks and the status-only health may be excluded)")
+        for path in sorted(AUTH_EXCLUDED_PATHS - set(excluded)):
+            problems.append(f"{where}: excludedPaths lacks {path}: its callers (Graph, the ticketing system, "
+                            f"Event Grid, health probes) send no Entra token and would get 401")
+    if dig(props, "httpSettings", "requireHttps") is not True:
+        problems.append(f"{where}: httpSettings.requireHttps must be true")
+    providers = props.get("identityProviders") or {}
+    others = sorted(name for name, conf in providers.items()
+                    if name != "azureActiveDirectory" and dig(conf, "enabled") is not False)
+    if others:
+        problems.append(f"{where}: only the Microsoft Entra provider may be configured, found {others}")
+    aad = providers.get("azureActiveDirectory") or {}
+    registration = aad.get("registration") or {}
+    if aad.get("enabled") is not True:
+        problems.append(f"{where}: identityProviders.azureActiveDirectory.enabled must be true")
+    params = auth[0].template.tree.get("parameters") or {}
+    client_id = registration.get("clientId")
+    if not (isinstance(client_id, str) and client_id in params):
+        problems.append(f"{where}: registration.clientId must be a parameter (the API app registration's "
+                        f"appId), is {render(client_id)}")
+    if registration.get("openIdIssuer") != _ISSUER:
+        problems.append(f"{where}: registration.openIdIssuer must be {_ISSUER} (this tenant's v2.0 issuer), is "
+                        f"{render(registration.get('openIdIssuer'))}")
+    secret_keys = {"clientSecretSettingName", "clientSecretCertificateThumbprint", "clientSecretCertificateIssuer",
+                   "clientSecretCertificateSubjectAlternativeName"}
+    if secret_keys & set(registration):
+        problems.append(f"{where}: registration must carry no client secret or certificate "
+                        f"({sorted(secret_keys & set(registration))}): validating tokens needs none")
+    audiences = dig(aad, "validation", "allowedAudiences") or []
+    if client_id not in audiences:
+        problems.append(f"{where}: validation.allowedAudiences must include the API's client id "
+                        f"({render(client_id)}), is {render(audiences)}")
+    if dig(props, "login", "tokenStore", "enabled") is True:
+        problems.append(f"{where}: the token store must stay off (an API validates bearer tokens, it keeps none)")
+    problems += _check_api_app(templates, client_id if isinstance(client_id, str) else None, auth[0].template)
+    return problems
+
+
+def _check_api_app(templates: Mapping[str, Template], client_param: str | None, site_template: Template) -> list[str]:
+    """The app registration and service principal behind the API, and main.bicep wiring its appId
+    into the function app's authentication."""
+    problems: list[str] = []
+    apps = of_type(templates, "Microsoft.Graph/applications")
+    if len(apps) != 1:
+        return [f"exactly one Microsoft.Graph/applications (the API) must be declared, found {len(apps)}"]
+    app = apps[0]
+    if "extension microsoftGraphV1" not in app.template.text:
+        problems.append(f"{app.template.name} must use `extension microsoftGraphV1`")
+    if app.body.get("signInAudience") != "AzureADMyOrg":
+        problems.append(f"{app.where}: signInAudience must be 'AzureADMyOrg' (this tenant only)")
+    if not app.body.get("uniqueName"):
+        problems.append(f"{app.where}: uniqueName is required (redeploys update the same registration)")
+    if not app.body.get("identifierUris"):
+        problems.append(f"{app.where}: identifierUris must name the API (api://<tenant id>/<name>)")
+    roles = [r for r in app.body.get("appRoles") or [] if isinstance(r, dict)]
+    values = [r.get("value") for r in roles]
+    if sorted(str(v) for v in values) != sorted(API_APP_ROLES):
+        problems.append(f"{app.where}: appRoles must be exactly {sorted(API_APP_ROLES)}, are {values}")
+    for role in roles:
+        label = f"{app.where}: app role {role.get('value')}"
+        if sorted(role.get("allowedMemberTypes") or []) != ["Application", "User"]:
+            problems.append(f"{label}: allowedMemberTypes must be User and Application, are "
+                            f"{render(role.get('allowedMemberTypes'))}")
+        if role.get("isEnabled") is not True:
+            problems.append(f"{label}: isEnabled must be true")
+        if dig(role, "id", "function", "type") != "guid":
+            problems.append(f"{label}: id must be guid(<fixed inputs>) so it is stable across deployments, is "
+                            f"{render(role.get('id'))}")
+        if not role.get("description") or not role.get("displayName"):
+            problems.append(f"{label}: needs a displayName and a description (shown when assigning it)")
+    sps = [s for s in of_type(templates, "Microsoft.Graph/servicePrincipals") if s.template is app.template]
+    if len(sps) != 1 or render(sps[0].body.get("appId")) != f"{app.symbol}.appId":
+        problems.append(f"{app.template.name}: exactly one servicePrincipals with appId {app.symbol}.appId")
+    elif sps[0].body.get("appRoleAssignmentRequired") is not True:
+        problems.append(f"{sps[0].where}: appRoleAssignmentRequired must be true (only assigned callers get tokens)")
+    outputs = app.template.tree.get("outputs") or {}
+    app_output = next((name for name, o in outputs.items() if render(o.get("value")) == f"{app.symbol}.appId"), None)
+    main = templates.get("main.bicep")
+    modules = (main.tree.get("modules") or {}) if main else {}
+    api_module = next((sym for sym, m in modules.items() if dig(m, "detail", "path") == app.template.name), None)
+    site_module = next((m for m in modules.values() if dig(m, "detail", "path") == site_template.name), None)
+    wired = dig(site_module, "config", "params", client_param) if site_module and client_param else None
+    if not (app_output and api_module and render(wired) == f"{api_module}.outputs.{app_output}"):
+        problems.append(f"main.bicep must pass the API app registration's appId (<{app.template.name} module>"
+                        f".outputs.<appId output>) as {site_template.name}'s {client_param}, passes {render(wired)}")
+    return problems
+
+
 # --- app settings --------------------------------------------------------------------------------
 
 def app_settings_values(infra_dir: Path) -> dict[str, Any]:
@@ -644,9 +777,10 @@ def app_settings_values(infra_dir: Path) -> dict[str, Any]:
 
 @reports_shape_errors
 def check_settings_in_step(infra_dir: Path, app_settings: Iterable[str], local_only: Iterable[str],
-                           host_settings: Mapping[str, str] = HOST_SETTINGS) -> list[str]:
+                           host_settings: Mapping[str, str] = HOST_SETTINGS, *,
+                           platform: Iterable[str] = ()) -> list[str]:
     """The templates write every setting the code reads (minus local-only ones) and nothing else
-    except the host's own allow-listed settings."""
+    except the host's own allow-listed settings; never a platform setting (App Service sets those)."""
     written = set(app_settings_values(infra_dir))
     if not written:
         return ["the templates write no app settings (no 'appsettings' config resource found)"]
@@ -655,6 +789,8 @@ def check_settings_in_step(infra_dir: Path, app_settings: Iterable[str], local_o
     problems += [f"the templates set {name}, which the code does not read (and it is not a host setting)"
                  for name in sorted(written - needed - set(host_settings))]
     problems += [f"the templates set local-only setting {name}" for name in sorted(written & set(local_only))]
+    problems += [f"the templates set platform setting {name}: App Service sets it itself, and writing it "
+                 f"would fake the platform's report" for name in sorted(written & set(platform))]
     return problems
 
 

@@ -17,6 +17,7 @@ KEYVAULT = "infra/app/keyvault.bicep"
 RBAC = "infra/app/rbac.bicep"
 FUNCTION = "infra/app/function.bicep"
 GRAPH = "infra/app/graph-permissions.bicep"
+API_APP = "infra/app/api-app.bicep"
 IDENTITY = "infra/app/identity.bicep"
 MAIN = "infra/main.bicep"
 PARAMS = "infra/main.parameters.json"
@@ -158,6 +159,39 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
      checks.check_graph_permissions, "unknown when"),
     ("graph-list-not-loaded", MAIN, "loadJsonContent('graph-permissions.json')", "loadJsonContent('other.json')",
      checks.check_graph_permissions, "loadJsonContent"),
+    # App Service Authentication and the API app registration
+    ("auth-off", FUNCTION, "    platform: {\n      enabled: true\n", "    platform: {\n      enabled: false\n",
+     checks.check_app_service_auth, "platform.enabled"),
+    ("auth-optional", FUNCTION, "requireAuthentication: true", "requireAuthentication: false",
+     checks.check_app_service_auth, "requireAuthentication"),
+    ("auth-anonymous-allowed", FUNCTION, "unauthenticatedClientAction: 'Return401'",
+     "unauthenticatedClientAction: 'AllowAnonymous'", checks.check_app_service_auth, "unauthenticatedClientAction"),
+    ("auth-admin-route-excluded", FUNCTION, "        '/api/tickets/*'\n",
+     "        '/api/tickets/*'\n        '/api/policy/*'\n", checks.check_app_service_auth, "/api/policy/*"),
+    ("auth-webhook-not-excluded", FUNCTION, "        '/api/graph/notifications'\n", "",
+     checks.check_app_service_auth, "lacks /api/graph/notifications"),
+    ("auth-client-secret", FUNCTION, "          clientId: apiClientId\n",
+     "          clientId: apiClientId\n          clientSecretSettingName: 'API_SECRET'\n",
+     checks.check_app_service_auth, "no client secret"),
+    ("auth-any-tenant", FUNCTION, "${tenant().tenantId}/v2.0'", "common/v2.0'",
+     checks.check_app_service_auth, "openIdIssuer"),
+    ("auth-wrong-audience", FUNCTION, "          allowedAudiences: [\n            apiClientId\n",
+     "          allowedAudiences: [\n", checks.check_app_service_auth, "allowedAudiences"),
+    ("auth-token-store", FUNCTION, "      tokenStore: {\n        enabled: false",
+     "      tokenStore: {\n        enabled: true", checks.check_app_service_auth, "token store"),
+    ("auth-not-wired", MAIN, "    apiClientId: apiApp.outputs.appId\n", "    apiClientId: identity.outputs.clientId\n",
+     checks.check_app_service_auth, "appId"),
+    ("role-users-only", API_APP, "        'User'\n        'Application'\n      ]\n      isEnabled: true\n    }\n    {",
+     "        'User'\n      ]\n      isEnabled: true\n    }\n    {", checks.check_app_service_auth,
+     "PasskeyGuard.Admin: allowedMemberTypes"),
+    ("role-missing", API_APP, "value: 'PasskeyGuard.Reader'", "value: 'PasskeyGuard.Viewer'",
+     checks.check_app_service_auth, "appRoles must be exactly"),
+    ("role-id-changes", API_APP, "id: guid(uniqueName, 'PasskeyGuard.Reader')", "id: newGuid()",
+     checks.check_app_service_auth, "id must be guid"),
+    ("assignment-not-required", API_APP, "appRoleAssignmentRequired: true", "appRoleAssignmentRequired: false",
+     checks.check_app_service_auth, "appRoleAssignmentRequired"),
+    ("api-multi-tenant", API_APP, "signInAudience: 'AzureADMyOrg'", "signInAudience: 'AzureADMultipleOrgs'",
+     checks.check_app_service_auth, "signInAudience"),
     # parameters and schedules
     ("param-undescribed", IDENTITY, "@description('Name of the user-assigned managed identity.')\n", "",
      checks.check_parameters, "param name has no @description"),

@@ -105,3 +105,30 @@ def test_deployment_doc_lists_the_graph_permissions() -> None:
 def test_readme_permission_table_matches_the_documented_list() -> None:
     """The README shows a reviewer exactly the Graph permissions the templates grant, with reasons."""
     assert checks.check_docs_graph_table(INFRA, REPO_ROOT / "README.md") == []
+
+
+def test_admin_routes_sit_behind_app_service_authentication() -> None:
+    """authsettingsV2: on, 401 without a token, Entra tokens of this tenant for the API app registration
+    (no client secret), only the self-authenticating paths excluded; the registration has the two app
+    roles for users and applications, and assignment is required."""
+    assert checks.check_app_service_auth(INFRA) == []
+
+
+def test_excluded_paths_are_exactly_the_public_routes(functions) -> None:
+    """What App Service Authentication lets through untokened is what the code treats as public (plus the
+    ticket sub-paths and Event Grid's extension webhook), so no admin route is ever excluded."""
+    from tests.functions.test_route_access import ROUTE_ACCESS
+
+    public = set()
+    for name, fn in functions.items():
+        trigger = next(b for b in fn.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
+        if trigger["type"] == "httpTrigger" and ROUTE_ACCESS[name] == "public":
+            public.add(f"/api/{trigger['route'].strip('/')}")
+    assert checks.AUTH_EXCLUDED_PATHS == public | {"/api/tickets/*", "/runtime/webhooks/eventgrid"}
+
+
+def test_the_app_roles_in_bicep_are_the_roles_the_code_checks() -> None:
+    """The roles api-app.bicep defines are the ones shared/principal.py requires."""
+    from shared.principal import ADMIN_ROLE, READER_ROLE
+
+    assert checks.API_APP_ROLES == {ADMIN_ROLE, READER_ROLE}

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import bicep_checks as checks
 from bicep_checks import REPO_ROOT, CheckovRun, Mutate
@@ -46,6 +49,30 @@ def test_every_checkov_skip_is_still_needed(checkov_run: CheckovRun) -> None:
     """Each skipped check still fails without its skip (no stale skips hiding future findings)."""
     stale = set(checks.checkov_skips(CHECKOV_CONFIG)) - checkov_run.failed_ids
     assert stale == set()
+
+
+def _checkov_one_check(bicep: Path, check_id: str) -> dict[str, list[str]]:
+    """Run checkov with a single check on one file (offline); {"passed": [resources], "failed": [resources]}."""
+    from conftest import checkov_bin
+
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(bicep.parent), "CKV_PARSE_ERROR_FAIL": "true",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1"}
+    proc = subprocess.run([str(checkov_bin()), "-f", str(bicep), "--framework", "bicep", "--skip-download",
+                           "--compact", "--check", check_id, "-o", "json"],
+                          cwd=bicep.parent, env=env, capture_output=True, text=True, timeout=120, check=False)
+    results = json.loads(proc.stdout)["results"]
+    return {kind: [c["resource"] for c in results.get(f"{kind}_checks", [])] for kind in ("passed", "failed")}
+
+
+def test_checkov_sees_app_service_authentication_on(mutate: Mutate, tmp_path: Path) -> None:
+    """checkov's function-app authentication check (CKV_AZURE_56) passes on authsettingsV2, and fails when
+    App Service Authentication is switched off (so the pass is not vacuous)."""
+    found = _checkov_one_check(tmp_path / "infra" / "app" / "function.bicep", "CKV_AZURE_56")  # mutate's copy
+    assert any("authSettings" in r for r in found["passed"]) and found["failed"] == [], found
+    infra = mutate("infra/app/function.bicep", "    platform: {\n      enabled: true\n",
+                   "    platform: {\n      enabled: false\n")
+    found = _checkov_one_check(infra / "app" / "function.bicep", "CKV_AZURE_56")
+    assert any("authSettings" in r for r in found["failed"]), found
 
 
 def test_every_checkov_skip_has_a_reason() -> None:

@@ -98,3 +98,20 @@ def test_settings_read_from_text_when_pycep_cannot_express_them(mutate: Mutate) 
     assert "function" in settings.body["properties"], "the mutation must defeat pycep's object form"
     written = set(checks.app_settings_values(infra))
     assert written == set(checks.app_settings_values(checks.INFRA_DIR))
+
+
+def test_platform_settings_are_never_written() -> None:
+    """WEBSITE_AUTH_ENABLED is App Service's own report that authentication is on: infra never writes it."""
+    written = set(checks.app_settings_values(checks.INFRA_DIR))
+    assert written.isdisjoint(config.PLATFORM_SETTINGS)
+    assert checks.check_settings_in_step(checks.INFRA_DIR, config.APP_SETTINGS, config.LOCAL_ONLY_SETTINGS,
+                                         platform=config.PLATFORM_SETTINGS) == []
+
+
+def test_writing_a_platform_setting_is_reported(mutate: Mutate) -> None:
+    """An app setting WEBSITE_AUTH_ENABLED would make the app trust forgeable principal headers: reported."""
+    infra = mutate(FUNCTION_FILE, "    POLICY_FILE: policyFile\n",
+                   "    POLICY_FILE: policyFile\n    WEBSITE_AUTH_ENABLED: 'True'\n")
+    problems = checks.check_settings_in_step(infra, config.APP_SETTINGS, config.LOCAL_ONLY_SETTINGS,
+                                             platform=config.PLATFORM_SETTINGS)
+    assert any("WEBSITE_AUTH_ENABLED" in p and "platform setting" in p for p in problems), problems

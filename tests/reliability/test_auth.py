@@ -1,7 +1,7 @@
-"""Authentication: admin routes need a function key; a wrong HMAC, clientState or tenant is refused and
-writes nothing; a replayed ticket does its work once; and during a full run no secret or token (the dev
-bearer token, NOTIFICATION_CLIENT_STATE, TICKET_WEBHOOK_SECRET, the Azurite account key) reaches any log
-record, at DEBUG, of any logger (ours, azure.*, httpx/httpcore, kiota, msgraph, aiohttp)."""
+"""Authentication: admin routes need an Entra principal with an app role; a wrong HMAC, clientState or
+tenant is refused and writes nothing; a replayed ticket does its work once; and during a full run no secret
+or token (the dev bearer token, NOTIFICATION_CLIENT_STATE, TICKET_WEBHOOK_SECRET, the Azurite account key)
+reaches any log record, at DEBUG, of any logger (ours, azure.*, httpx/httpcore, kiota, msgraph, aiohttp)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ import pytest
 
 from devhost.azurite import ACCOUNT_KEY
 from shared.errors import AuthError
+from shared.principal import READER_ROLE, encode_principal
 from shared.upn.intake import sign_ticket
 from shared.upn.service import ensure_subscription, sweep
 from tests import payloads
@@ -24,7 +25,7 @@ from tests.reliability.helpers import Probe, policy_document, policy_tenant, sna
 from tests.reliability.summary import record
 
 ADMIN_ROUTES = {"runs_list", "run_get", "policy_verify", "policy_plan", "policy_apply", "flags_list", "flags_export",
-                "flags_approve_removal"}
+                "flags_approve_removal", "health_details"}
 SELF_AUTHENTICATED = {"graph_notifications", "graph_lifecycle", "tickets"}
 
 
@@ -36,22 +37,41 @@ def _level(fn: Any) -> tuple[str, str] | None:
     return trigger["route"], str(getattr(trigger["authLevel"], "value", trigger["authLevel"])).lower()
 
 
-def test_admin_routes_need_a_function_key(functions):
-    """Every admin route is FUNCTION level (the app default), so the host refuses a missing or wrong key
-    before our code runs; only health and the three self-authenticating webhooks are anonymous."""
+def test_every_route_is_anonymous_for_the_host(functions):
+    """The Functions host checks no key on any route (the app default is ANONYMOUS): App Service
+    Authentication validates the caller's Entra token and the code checks the app role, so a function key
+    alone no longer opens an admin route (tests/functions/test_route_access.py checks the roles)."""
     import function_app
 
     levels = {name: lv for name, fn in functions.items() if (lv := _level(fn)) is not None}
-    assert str(getattr(function_app.app.auth_level, "value", function_app.app.auth_level)).lower() == "function"
-    assert {n for n, (_, level) in levels.items() if level == "function"} == ADMIN_ROUTES
-    assert {n for n, (_, level) in levels.items() if level == "anonymous"} == SELF_AUTHENTICATED | {"health"}
-    assert not {n for n, (_, level) in levels.items() if level not in ("function", "anonymous")}
+    assert str(getattr(function_app.app.auth_level, "value", function_app.app.auth_level)).lower() == "anonymous"
+    assert set(levels) == ADMIN_ROUTES | SELF_AUTHENTICATED | {"health"}
+    assert {level for _, level in levels.values()} == {"anonymous"}
+
+
+async def test_admin_routes_refuse_a_caller_without_the_role_and_write_nothing(azurite):
+    """Through the served app: no principal is 401, a reader planning or applying is 403, and neither
+    refusal writes a row or a message; the admin's plan then is queued."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False, ALLOW_ADHOC_DOCUMENTS="true") as stack:
+        reader = encode_principal([READER_ROLE])
+        probe = Probe(stack, azurite.connection_string)
+        await probe.start()
+        document = json.dumps({"document": policy_document()})
+        assert await probe.post("policy/plan", document.encode(), principal=None, label="plan, anonymous") == 401
+        assert await probe.post("policy/plan", document.encode(), principal=reader, label="plan, reader") == 403
+        assert await probe.post("policy/apply", b'{"planId": "x"}', principal=reader, label="apply, reader") == 403
+        assert await probe.get("flags", {}, principal=None, label="flags, anonymous") == 401
+        assert await probe.get("flags", {}, principal=reader, label="flags, reader") == 200
+        assert probe.problems == []
+        status, _, _ = await stack.post("policy/plan", document)
+        assert status == 202
 
 
 async def test_anonymous_health_names_no_tenant_and_no_secret(azurite):
-    """GET /api/health (anonymous) tells versions and probe results only: no tenant id, no secret."""
+    """GET /api/health (anonymous) tells the status only: no tenant id, no secret, no versions or mode."""
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
-        status, text, _ = await stack.get("health")
+        status, text, _ = await stack.get("health", principal=None)
+        assert "versions" not in text and "enforcementMode" not in text
         assert status == 200
         for secret in (stack.tenant_id, CLIENT_STATE, TICKET_SECRET, "test-token", ACCOUNT_KEY):
             assert secret not in text

@@ -15,8 +15,10 @@ import jsonschema
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 
+from shared.principal import PRINCIPAL_HEADER
 from shared.upn.service import sweep
-from tests.e2e.stack import running_stack, tenant, uid, user
+from tests.e2e.stack import ADMIN_PRINCIPAL, running_stack, tenant, uid, user
+from tests.functions.test_route_access import ROUTE_ACCESS
 from tests.reliability.helpers import snapshot_storage, storage_diff
 from tests.reliability.summary import record, soak_factor
 
@@ -77,45 +79,53 @@ def test_the_description_is_valid_openapi_3():
 
 
 def test_the_description_lists_exactly_the_http_routes_and_their_auth(functions):
-    """Paths and methods equal function_app's HTTP routes; operationIds are the function names; FUNCTION
-    routes need the function key and anonymous ones do not, as x-auth-level and security say."""
+    """Paths and methods equal function_app's HTTP routes; operationIds are the function names; x-auth-level
+    is the host's level; routes with an app role need an Entra bearer token (the root security) and say
+    the role in x-required-role with 401, 403 and 503 documented; public routes need nothing."""
     routes = http_routes(functions)
     spec = load_spec()
     operations = spec_operations(spec)
     assert set(operations) == set(routes), (sorted(set(operations) ^ set(routes)))
     root_security = spec["security"]
+    assert root_security == [{"entraBearer": []}]
+    assert spec["components"]["securitySchemes"]["entraBearer"] == {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": spec["components"]["securitySchemes"]["entraBearer"]["description"]}
     for key, op in operations.items():
         name, level = routes[key]
         assert op["operationId"] == name, key
         assert op["x-auth-level"] == level, key
-        if level == "function":
-            assert op.get("security", root_security) == root_security, key
-            assert "401" in op["responses"], key  # the host's answer to a missing or wrong key
+        role = ROUTE_ACCESS[name]
+        if role == "public":
+            assert op.get("security") == [] and "x-required-role" not in op, key
         else:
-            assert op.get("security") == [], key
+            assert op.get("security", root_security) == root_security, key
+            assert op["x-required-role"] == role, key
+            assert {"401", "403", "503"} <= set(op["responses"]), key
 
 
 def test_every_error_response_is_the_error_envelope():
-    """Every documented 4xx/5xx is the JSON envelope {"error": {code, message}}, but the host's own key check
-    (empty body) and the degraded health report (the health body itself)."""
+    """Every documented 4xx/5xx is the JSON envelope: {"error": {code, message}} on routes with an app role,
+    {"error": {code}} alone on public ones, but the degraded health report (the health body itself)."""
     spec = load_spec()
     components = spec["components"]["responses"]
+    public = spec["components"]["schemas"]["PublicError"]["properties"]["error"]
+    assert public["required"] == ["code"] and set(public["properties"]) == {"code"}
     for (path, method), op in spec_operations(spec).items():
+        envelope = "PublicError" if ROUTE_ACCESS[op["operationId"]] == "public" else "Error"
         for status, response in op["responses"].items():
             if int(status) < 400 or (path, method, status) == ("health", "GET", "503"):
                 continue
             if "$ref" in response:
-                name = response["$ref"].rsplit("/", 1)[-1]
-                if name == "FunctionKeyRequired":
-                    continue
-                response = components[name]
+                response = components[response["$ref"].rsplit("/", 1)[-1]]
             schema = response["content"]["application/json"]["schema"]
-            assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
+            assert schema == {"$ref": f"#/components/schemas/{envelope}"}, (path, method, status)
 
 
 # ------------------------------------------------------------------------------------------ schemathesis
 def _checks() -> list[Any]:
-    """The schemathesis checks run on every answer (auth checks excluded: devhost does not check keys)."""
+    """The schemathesis checks run on every answer (auth checks excluded: devhost has no Easy Auth in front
+    to validate a token; the fuzz sends the principal header Easy Auth would add for an admin)."""
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
@@ -150,8 +160,7 @@ class Fuzz:
         from schemathesis.core.failures import FailureGroup
 
         try:
-            response = case.call(base_url=self.base_url, headers={"x-functions-key": "not-checked-locally"},
-                                 timeout=30)
+            response = case.call(base_url=self.base_url, headers={PRINCIPAL_HEADER: ADMIN_PRINCIPAL}, timeout=30)
         except requests.RequestException as exc:
             self.failures.append(f"{case.operation.label}: transport {type(exc).__name__}")
             return
@@ -167,7 +176,7 @@ class Fuzz:
         try:
             case.validate_response(response, checks=_checks())
         except FailureGroup as group:
-            self.failures.append(f"{case.operation.label} {status}: {str(group)[:600]}")
+            self.failures.append(f"{case.operation.label} {status} {response.request.url}: {str(group)[:600]}")
         except AssertionError as exc:
             self.failures.append(f"{case.operation.label} {status}: {str(exc)[:600]}")
         after = self.snapshot()

@@ -1,0 +1,125 @@
+"""Every HTTP route declares who may call it: admin routes need PasskeyGuard.Admin, read routes
+PasskeyGuard.Reader, both checked from the principal App Service Authentication vouches for; public routes
+answer errors with a code only. Driven through the indexed functions with real azure.functions requests."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.config import Settings
+from shared.principal import ADMIN_ROLE, READER_ROLE, encode_principal
+from shared.services import Services, use_services
+from tests.conftest import CLIENT_STATE, TICKET_SECRET
+
+#: The access each HTTP function must declare; a new route fails test_every_http_route_is_listed until
+#: it is added here (and to function_app.py with `access=`).
+ROUTE_ACCESS = {
+    "health": "public", "graph_notifications": "public", "graph_lifecycle": "public", "tickets": "public",
+    "health_details": READER_ROLE, "runs_list": READER_ROLE, "policy_verify": READER_ROLE,
+    "flags_list": READER_ROLE, "flags_export": READER_ROLE, "run_get": READER_ROLE,
+    "policy_plan": ADMIN_ROLE, "policy_apply": ADMIN_ROLE, "flags_approve_removal": ADMIN_ROLE,
+}
+TENANT = "11111111-2222-4333-8444-555555555555"
+
+
+def _trigger(fn: Any) -> dict[str, Any]:
+    return next(b for b in fn.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
+
+
+def _http_functions(functions: dict[str, Any]) -> dict[str, Any]:
+    return {name: fn for name, fn in functions.items() if _trigger(fn)["type"] == "httpTrigger"}
+
+
+@pytest.fixture
+def offline_services(azurite: Any) -> Any:
+    """Services whose Graph is a closed loopback port: a refused request must never reach Graph or storage."""
+    def install(**env: str) -> Services:
+        settings = Settings.from_env({"TENANT_ID": TENANT, "GRAPH_BASE_URL": "http://127.0.0.1:9/v1.0",
+                                      "STATE_STORAGE": azurite.connection_string, **env})
+        services = Services.from_settings(settings)
+        use_services(services)
+        return services
+
+    yield install
+    use_services(None)
+
+
+async def _call(fn: Any, *, headers: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    trigger = _trigger(fn)
+    method = str(getattr(trigger["methods"][0], "value", trigger["methods"][0])).upper()
+    req = func.HttpRequest(method=method, url=f"https://func.example/api/{trigger['route']}", headers=headers or {},
+                           params={}, route_params={}, body=body)
+    resp = await fn.get_user_function()(req)
+    return resp.status_code, json.loads(resp.get_body() or b"null")
+
+
+def test_every_http_route_is_listed(functions):
+    """The table above names exactly the app's HTTP functions, so no route is left without a declared access."""
+    assert set(_http_functions(functions)) == set(ROUTE_ACCESS)
+
+
+def test_callers_need_only_an_entra_token(functions):
+    """Every HTTP route is ANONYMOUS for the Functions host: App Service Authentication and the role check
+    in code protect the admin routes, so callers send a bearer token and no function key."""
+    import function_app
+
+    assert str(getattr(function_app.app.auth_level, "value", function_app.app.auth_level)).lower() == "anonymous"
+    levels = {n: str(getattr(_trigger(fn)["authLevel"], "value", _trigger(fn)["authLevel"])).lower()
+              for n, fn in _http_functions(functions).items()}
+    assert set(levels.values()) == {"anonymous"}, levels
+
+
+async def test_protected_routes_refuse_a_caller_without_a_principal(functions, offline_services):
+    """No X-MS-CLIENT-PRINCIPAL: 401 `unauthenticated`, and the message names the role the route needs."""
+    offline_services(WEBSITE_AUTH_ENABLED="True")
+    for name, role in ROUTE_ACCESS.items():
+        if role == "public":
+            continue
+        status, body = await _call(functions[name])
+        assert status == 401 and body["error"]["code"] == "unauthenticated", (name, body)
+        assert role in body["error"]["message"], name
+
+
+async def test_protected_routes_refuse_a_principal_without_the_role(functions, offline_services):
+    """A reader on an admin route and a principal with no role on a read route get 403 `forbidden`."""
+    offline_services(WEBSITE_AUTH_ENABLED="True")
+    reader = {"X-MS-CLIENT-PRINCIPAL": encode_principal([READER_ROLE])}
+    nobody = {"X-MS-CLIENT-PRINCIPAL": encode_principal([])}
+    for name, role in ROUTE_ACCESS.items():
+        if role == "public":
+            continue
+        status, body = await _call(functions[name], headers=reader if role == ADMIN_ROLE else nobody)
+        assert status == 403 and body["error"]["code"] == "forbidden", (name, body)
+        assert role in body["error"]["message"], name
+
+
+async def test_without_platform_authentication_protected_routes_are_closed(functions, offline_services):
+    """WEBSITE_AUTH_ENABLED unset: even an admin principal header is not trusted (it could be forged): 503."""
+    offline_services()
+    admin = {"X-MS-CLIENT-PRINCIPAL": encode_principal([ADMIN_ROLE])}
+    for name, role in ROUTE_ACCESS.items():
+        if role == "public":
+            continue
+        status, body = await _call(functions[name], headers=admin)
+        assert status == 503 and body["error"]["code"] == "authUnavailable", (name, body)
+
+
+async def test_public_routes_answer_errors_with_a_code_only(functions, offline_services):
+    """An anonymous caller learns the error code and nothing else: no message, no detail."""
+    offline_services(NOTIFICATION_CLIENT_STATE=CLIENT_STATE, TICKET_WEBHOOK_SECRET=TICKET_SECRET)
+    for name, body, status in (("tickets", b"{}", 401), ("graph_notifications", b"{not json", 400),
+                               ("graph_lifecycle", b"[]", 400)):
+        got, answer = await _call(functions[name], body=body)
+        assert got == status, (name, answer)
+        assert answer == {"error": {"code": answer["error"]["code"]}}, (name, answer)
+
+
+async def test_admin_routes_keep_their_messages(functions, offline_services):
+    """An authenticated admin's bad request still names the problem."""
+    offline_services(WEBSITE_AUTH_ENABLED="True")
+    admin = {"X-MS-CLIENT-PRINCIPAL": encode_principal([ADMIN_ROLE])}
+    status, body = await _call(functions["policy_apply"], headers=admin, body=b"{}")
+    assert status == 400 and "planId" in body["error"]["message"]
