@@ -689,6 +689,8 @@ def _replacement_reason(value: Mapping[str, Any] | None, fingerprint: str) -> st
     """Why the stored subscription must be replaced rather than renewed, or None."""
     if not value or not value.get("id"):
         return None
+    if value.get("removed"):
+        return "was removed by Graph"
     if value.get("clientStateFingerprint") != fingerprint:
         return "was made with another clientState"
     if value.get("changeType") != SUBSCRIPTION_CHANGE_TYPE:
@@ -713,8 +715,7 @@ async def _ensure_subscription_leased(services: Services, fingerprint: str, now:
     reason = _replacement_reason(value, fingerprint)
     if value and value.get("id") and reason:
         log.warning("subscription %s %s; replacing it", value["id"], reason)
-        await _delete_subscription(services, value["id"])
-        await services.store.delete_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+        await _delete_subscription(services, value["id"])  # the checkpoint keeps its id until the new one exists
         action = "recreated"
     elif value and value.get("id"):
         try:
@@ -772,6 +773,15 @@ async def _renew(services: Services, subscription_id: str, now: datetime) -> str
     return expiry.isoformat()
 
 
+async def _mark_removed(services: Services) -> None:
+    """Note that Graph removed the stored subscription, keeping its id until a new one replaces it: if the
+    re-creation fails, the redelivered lifecycle message still names the stored id and is retried."""
+    tenant = services.settings.tenant_id
+    value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+    if value:
+        await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT, {**value, "removed": True}, etag)
+
+
 async def handle_lifecycle(services: Services, event: str, subscription_id: str | None) -> dict[str, Any]:
     """reauthorizationRequired: reauthorize and renew; subscriptionRemoved: recreate; missed: sweep.
 
@@ -789,7 +799,7 @@ async def handle_lifecycle(services: Services, event: str, subscription_id: str 
             await services.graph.call("POST", builder.reauthorize.post, what="reauthorize the subscription")
             expiry = await _renew(services, subscription_id, _now())
         except NotFound:
-            await services.store.delete_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+            await _mark_removed(services)
             return {"event": event, **(await ensure_subscription(services))}
         value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
         if value and value.get("id") == subscription_id:
@@ -797,7 +807,7 @@ async def handle_lifecycle(services: Services, event: str, subscription_id: str 
                                                 {**value, "expirationDateTime": expiry}, etag)
         return {"event": event, "action": "reauthorized", "expirationDateTime": expiry}
     if event == "subscriptionRemoved":
-        await services.store.delete_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+        await _mark_removed(services)
         return {"event": event, **(await ensure_subscription(services))}
     if event == "missed":
         return {"event": event, **(await sweep(services, trigger="lifecycle"))}

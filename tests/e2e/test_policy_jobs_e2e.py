@@ -132,7 +132,7 @@ async def test_an_apply_job_that_reaches_an_audit_mode_app_is_refused_and_writes
         run = await planned(stack)
         status, answer, _ = await post(stack, "policy/apply", {"planId": run["planId"]})
         assert status == 202, answer
-        audit = Services.from_settings(make_settings(azurite, stack.sim, stack.tenant_id,
+        audit = Services.from_settings(make_settings(azurite, stack.sim, stack.tenant_id, WEBSITE_AUTH_ENABLED="True",
                                                      POLICY_FILE=policy_file(tmp_path, document())))
         use_services(audit)
         try:

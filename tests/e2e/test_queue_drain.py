@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from shared.upn import drain
-from shared.upn.service import send_messages, sweep
+from shared.upn.service import SUBSCRIPTION_CHECKPOINT, send_messages, sweep
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, poison_count
 
@@ -29,6 +29,9 @@ async def test_a_failing_message_is_retried_then_poisoned(azurite):
         await clear_queue(conn)
         await sweep(stack.services)
         await clear_queue(conn)
+        # lifecycle events act only on the stored subscription: store it, so its removal must recreate it
+        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, {
+            "id": "11111111-0000-4000-8000-000000000001", "expirationDateTime": "2030-01-01T00:00:00+00:00"})
         await send_messages(stack.services, [{"kind": "lifecycle", "event": "subscriptionRemoved",
                                               "subscriptionId": "11111111-0000-4000-8000-000000000001"},
                                              {"kind": "users", "source": "sweep", "users": [{"id": uid(1)}]}])
