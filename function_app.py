@@ -32,12 +32,13 @@ async def _serve(handler_name: str, req: func.HttpRequest, *, access: Access) ->
     from shared.web import refuse_declared_oversize
 
     try:
-        authorize(access, req.headers, auth_enabled=get_services().settings.auth_enabled, route=handler_name)
+        principal = authorize(access, req.headers, auth_enabled=get_services().settings.auth_enabled,
+                              route=handler_name)
         refuse_declared_oversize(handler_name, req.headers)  # before req.get_body(): the body is never read
         handler = getattr(http_api, handler_name)
         answer = await handler(get_services(), http_api.Request.from_parts(
             method=req.method, url=req.url, headers=dict(req.headers), params=dict(req.params),
-            route_params=dict(req.route_params), body=req.get_body()))
+            route_params=dict(req.route_params), body=req.get_body(), principal=principal))
     except Exception as exc:  # the boundary: nothing escapes as a stack trace
         answer = error_answer(exc, public=access is Access.PUBLIC)
     return _http(answer)

@@ -100,18 +100,20 @@ def _approval_ids(args: argparse.Namespace) -> list[str] | None:
 
 async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
     """Run the command; returns (JSON result, text for people, exit code)."""
+    from shared.actors import SIGNED_IN_ADMINISTRATOR, describe_run_actor
     from shared.policy import service as policy
     from shared.services import get_services
     from shared.upn import drain
     from shared.upn import service as upn
 
     services = get_services(administrator=True)  # the administrator's own sign-in, not the app's
+    me = SIGNED_IN_ADMINISTRATOR  # runs record the administrator the Graph token names
     try:
         if args.command == "verify":
-            result = await policy.verify(services, trigger="cli", document=_document(args.document))
+            result = await policy.verify(services, trigger="cli", document=_document(args.document), actor=me)
             return result, result["markdown"], EXIT_OK if result["passed"] else EXIT_FINDINGS
         if args.command == "plan":
-            result = await policy.plan(services, trigger="cli", document=_document(args.document))
+            result = await policy.plan(services, trigger="cli", document=_document(args.document), actor=me)
             text = f"Plan {result['planId']}\n\n{result['table']}"
             needs_person = result["blocked"] or result["requiresAcceptance"]
             return result, text, EXIT_FINDINGS if needs_person else EXIT_OK
@@ -119,14 +121,15 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             if args.plan_id:
                 result = await policy.apply_stored_plan(
                     services, args.plan_id, accept_lockout=args.accept_lockout, trigger="cli",
-                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion)
+                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=me)
             else:
                 result = await policy.apply_document(
                     services, trigger="cli", document=_document(args.document), accept_lockout=args.accept_lockout,
-                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion)
+                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=me)
             return result, f"Run {result['runId']}: {result['result']}\n\n{result['table']}", EXIT_OK
         if args.command == "rollback":
-            result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli")
+            result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli",
+                                           actor=me)
             return result, f"Run {result['runId']}: {result['result']} (restored run {args.run_id})", EXIT_OK
         if args.command == "sweep":
             result = await upn.sweep(services, trigger="cli")
@@ -165,7 +168,8 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             return {"value": flags}, "\n".join(lines) or "no flags", EXIT_OK
         if args.command == "runs":
             result = await policy.list_runs(services, limit=20)
-            lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}" for r in result["value"]]
+            lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
+                     for r in result["value"]]
             return result, "\n".join(lines) or "no runs", EXIT_OK
         result = await upn.ensure_subscription(services)
         return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", 0

@@ -12,8 +12,10 @@ from importlib import metadata
 from typing import Any
 
 from shared import __version__
+from shared.actors import actor_from_principal
 from shared.errors import InputError
 from shared.health import HealthResult
+from shared.principal import Principal
 from shared.services import Services
 from shared.web import Answer, Shape, ok, read_json_object, read_strict_object, refuse_unknown_params
 
@@ -30,12 +32,13 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     route_params: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    principal: Principal | None = None  # who App Service vouched for (None on PUBLIC routes)
 
     @classmethod
     def from_parts(cls, *, method: str, url: str, headers: dict[str, str], params: dict[str, str],
-                   route_params: dict[str, str], body: bytes | None) -> Request:
+                   route_params: dict[str, str], body: bytes | None, principal: Principal | None = None) -> Request:
         return cls(method=method.upper(), url=url, headers={k.lower(): v for k, v in headers.items()},
-                   params=params, route_params=route_params, body=body or b"")
+                   params=params, route_params=route_params, body=body or b"", principal=principal)
 
     def json(self) -> dict[str, Any]:
         return read_json_object(self.body)
@@ -139,7 +142,8 @@ async def policy_verify(services: Services, req: Request) -> Answer:
 
     body = read_strict_object(req.body, DOCUMENT_BODY)  # {"document": ...} only with ALLOW_ADHOC_DOCUMENTS
     refuse_adhoc_document(services, body.get("document"))
-    return ok(await verify(services, trigger="http", document=body.get("document")))
+    return ok(await verify(services, trigger="http", document=body.get("document"),
+                           actor=actor_from_principal(req.principal)))
 
 
 async def policy_plan(services: Services, req: Request) -> Answer:
@@ -147,7 +151,8 @@ async def policy_plan(services: Services, req: Request) -> Answer:
     from shared.policy.jobs import submit_plan
 
     body = read_strict_object(req.body, DOCUMENT_BODY)
-    return _job_answer(await submit_plan(services, body.get("document")), req)
+    return _job_answer(await submit_plan(services, body.get("document"), actor=actor_from_principal(req.principal)),
+                       req)
 
 
 async def policy_apply(services: Services, req: Request) -> Answer:
@@ -157,7 +162,8 @@ async def policy_apply(services: Services, req: Request) -> Answer:
 
     body = read_strict_object(req.body, APPLY_BODY)
     return _job_answer(await submit_apply(services, body["planId"], accept_lockout=body.get("acceptLockout"),
-                                          accept_no_emergency_exclusion=body.get("acceptNoEmergencyExclusion")),
+                                          accept_no_emergency_exclusion=body.get("acceptNoEmergencyExclusion"),
+                                          actor=actor_from_principal(req.principal)),
                        req)
 
 

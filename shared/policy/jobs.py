@@ -20,6 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.actors import THE_APP, Actor, run_fields
 from shared.config import ALLOW_ADHOC_DOCUMENTS
 from shared.errors import (
     AcceptanceMismatch,
@@ -63,11 +64,12 @@ def public_run(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _enqueue(services: Services, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+async def _enqueue(services: Services, kind: str, request: dict[str, Any], actor: Actor) -> dict[str, Any]:
+    """The queued run row names the requester (`actor`), so the job's run records who asked for it."""
     tenant = services.settings.tenant_id
-    run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, "trigger": "http",
-                           "mode": services.settings.enforcement_mode, "started_at": datetime.now(UTC),
-                           "result": QUEUED, "request": request}
+    run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, **run_fields("http", actor,
+                                                                               services.settings.enforcement_mode),
+                           "started_at": datetime.now(UTC), "result": QUEUED, "request": request}
     await services.store.put_run(tenant, run)
     try:
         await services.store.policy_jobs.send([{"runId": run["id"], "tenantId": tenant, "kind": kind}])
@@ -78,13 +80,13 @@ async def _enqueue(services: Services, kind: str, request: dict[str, Any]) -> di
     return {"runId": run["id"], "kind": kind, "status": QUEUED}
 
 
-async def submit_plan(services: Services, document: Any = None) -> dict[str, Any]:
+async def submit_plan(services: Services, document: Any = None, *, actor: Actor = THE_APP) -> dict[str, Any]:
     """Check the desired state now (a bad document is a 400 here), then queue the plan."""
     from shared.policy.service import load_desired
 
     refuse_adhoc_document(services, document)
     desired = load_desired(services, document)
-    return await _enqueue(services, "plan", {"desired": desired_to_json(desired)})
+    return await _enqueue(services, "plan", {"desired": desired_to_json(desired)}, actor)
 
 
 def _check_acceptance(name: str, accepted: dict[str, Any] | None, plan_id: str, what: str) -> None:
@@ -94,7 +96,8 @@ def _check_acceptance(name: str, accepted: dict[str, Any] | None, plan_id: str, 
 
 
 async def submit_apply(services: Services, plan_id: str, *, accept_lockout: dict[str, Any] | None,
-                       accept_no_emergency_exclusion: dict[str, Any] | None) -> dict[str, Any]:
+                       accept_no_emergency_exclusion: dict[str, Any] | None,
+                       actor: Actor = THE_APP) -> dict[str, Any]:
     """Refuse at once what the stored plan already tells (audit mode, unknown, applied, blocked, stale,
     acceptance missing or not matching this plan and its number of users); queue the apply otherwise."""
     from shared.policy.service import _check_safe, lockout_user_count, read_state
@@ -122,7 +125,8 @@ async def submit_apply(services: Services, plan_id: str, *, accept_lockout: dict
         raise ConflictError("the tenant changed since this plan was made; make a new plan",
                             detail={"planStateHash": expected.state_hash, "liveStateHash": live_hash})
     return await _enqueue(services, "apply", {"planId": plan_id, "acceptLockoutUsers": users,
-                                              "acceptNoEmergencyExclusion": accept_no_emergency_exclusion is not None})
+                                              "acceptNoEmergencyExclusion": accept_no_emergency_exclusion is not None},
+                          actor)
 
 
 def _parse_message(body: bytes) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.actors import THE_APP, Actor, resolve_actor, run_fields
 from shared.errors import (
     AcceptanceMismatch,
     ConcurrencyError,
@@ -116,13 +117,16 @@ async def read_state(services: Services, desired: DesiredState) -> TenantState:
 class RunRecorder:
     """Collects what a run did and writes one row to the `runs` table."""
 
-    def __init__(self, services: Services, kind: str, trigger: str, existing: dict[str, Any] | None = None) -> None:
-        """`existing`: the queued run row of an HTTP job, finished in place under its own id."""
+    def __init__(self, services: Services, kind: str, trigger: str, existing: dict[str, Any] | None = None,
+                 actor: Actor = THE_APP) -> None:
+        """`existing`: the queued run row of an HTTP job, finished in place under its own id (it already
+        names its trigger and requester). `actor`: who acted (shared/actors.py); the app's own runs
+        alone carry the app's mode."""
         self.services = services
-        self.run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, "trigger": trigger,
-                                    "mode": services.settings.enforcement_mode, "started_at": _now()}
+        self.actor = actor
+        self.run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, "trigger": trigger, "started_at": _now()}
         if existing is not None:
-            self.run = {**existing, "kind": kind, "mode": services.settings.enforcement_mode}
+            self.run = {**existing, "kind": kind}
         self._t0 = time.monotonic()
         self._calls0 = services.graph.counters.requests
         from shared.telemetry import bind_run
@@ -134,6 +138,9 @@ class RunRecorder:
         return str(self.run["id"])
 
     async def finish(self, result: str, **fields: Any) -> dict[str, Any]:
+        if "actor" not in self.run:
+            self.run.update(run_fields(self.run["trigger"], await resolve_actor(self.services.graph, self.actor),
+                                       self.services.settings.enforcement_mode))
         self.run.update(fields)
         self.run["result"] = result
         self.run["graphCalls"] = self.services.graph.counters.requests - self._calls0
@@ -149,9 +156,10 @@ def _public_run(run: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ verify
-async def verify(services: Services, *, trigger: str, document: Any = None) -> dict[str, Any]:
+async def verify(services: Services, *, trigger: str, document: Any = None,
+                 actor: Actor = THE_APP) -> dict[str, Any]:
     """Run the compliance checks against the live tenant; JSON report with Markdown beside it."""
-    recorder = RunRecorder(services, "verify", trigger)
+    recorder = RunRecorder(services, "verify", trigger, actor=actor)
     desired = load_desired(services, document)
     state = await read_state(services, desired)
     tenant = services.settings.tenant_id
@@ -210,9 +218,9 @@ def plan_view(plan: Plan, *, tenant_id: str, plan_id: str | None = None) -> dict
 
 
 async def plan(services: Services, *, trigger: str, document: Any = None,
-               run: dict[str, Any] | None = None) -> dict[str, Any]:
+               run: dict[str, Any] | None = None, actor: Actor = THE_APP) -> dict[str, Any]:
     """Plan, store the plan with the hash of the state it was made from, and return its id and diff."""
-    recorder = RunRecorder(services, "plan", trigger, run)
+    recorder = RunRecorder(services, "plan", trigger, run, actor)
     desired = load_desired(services, document)
     made, state = await make_plan(services, desired)
     plan_id = uuid.uuid4().hex
@@ -359,16 +367,16 @@ async def _execute(services: Services, made: Plan, lease_owner: str) -> list[dic
 
 
 async def apply_document(services: Services, *, trigger: str, document: Any = None, accept_lockout: bool = False,
-                         accept_no_emergency_exclusion: bool = False) -> dict[str, Any]:
+                         accept_no_emergency_exclusion: bool = False, actor: Actor = THE_APP) -> dict[str, Any]:
     """Plan and apply now (CLI `apply`, the enforce-mode timer)."""
     desired = load_desired(services, document)
     return await _apply(services, desired, trigger=trigger, accept_lockout=accept_lockout,
-                        accept_no_emergency_exclusion=accept_no_emergency_exclusion)
+                        accept_no_emergency_exclusion=accept_no_emergency_exclusion, actor=actor)
 
 
 async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout: bool, trigger: str,
                             lockout_users: int | None = None, accept_no_emergency_exclusion: bool = False,
-                            run: dict[str, Any] | None = None) -> dict[str, Any]:
+                            run: dict[str, Any] | None = None, actor: Actor = THE_APP) -> dict[str, Any]:
     """Apply a stored plan only while the tenant still matches the state the plan was made from.
 
     `lockout_users` (HTTP): the exact number of users accepted; the lockout read again now must match it.
@@ -381,15 +389,15 @@ async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout:
     expected = plan_from_json(stored["plan"]["plan"])
     return await _apply(services, desired, trigger=trigger, accept_lockout=accept_lockout, expected=expected,
                         stored=stored, lockout_users=lockout_users,
-                        accept_no_emergency_exclusion=accept_no_emergency_exclusion, run=run)
+                        accept_no_emergency_exclusion=accept_no_emergency_exclusion, run=run, actor=actor)
 
 
 async def _apply(services: Services, desired: DesiredState, *, trigger: str, accept_lockout: bool,
                  expected: Plan | None = None, stored: dict[str, Any] | None = None,
                  lockout_users: int | None = None, accept_no_emergency_exclusion: bool = False,
-                 run: dict[str, Any] | None = None) -> dict[str, Any]:
+                 run: dict[str, Any] | None = None, actor: Actor = THE_APP) -> dict[str, Any]:
     tenant = services.settings.tenant_id
-    recorder = RunRecorder(services, "apply", trigger, run)
+    recorder = RunRecorder(services, "apply", trigger, run, actor)
     if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; this one yielded and wrote nothing")
     try:
@@ -465,7 +473,8 @@ def state_hash_of_fido2(fido2: dict[str, Any]) -> str:
     return canonical_sha256(fido2)
 
 
-async def rollback(services: Services, run_id: str, *, accept_lockout: bool, trigger: str) -> dict[str, Any]:
+async def rollback(services: Services, run_id: str, *, accept_lockout: bool, trigger: str,
+                   actor: Actor = THE_APP) -> dict[str, Any]:
     """Restore the FIDO2 configuration a run started from, under the same lockout safety as an apply.
 
     The authentication strength and Conditional Access policy are left as they are: they only add a
@@ -476,7 +485,7 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
     before = ((source.get("before") or {}).get("fido2"))
     if not isinstance(before, dict):
         raise InputError(f"run {run_id} has no before-snapshot of the passkey policy to restore")
-    recorder = RunRecorder(services, "rollback", trigger)
+    recorder = RunRecorder(services, "rollback", trigger, actor=actor)
     if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; the rollback yielded and wrote nothing")
     try:
