@@ -176,6 +176,8 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
     before, after = run.get("before") or {}, run.get("after") or {}
     writes = [*((run.get("plan") or {}).get("writes") or []), *(run.get("writes") or [])]
     out = RollbackPlan(plan=Plan(mode="rollback", state_hash="", desired_hash="rollback"))
+    if not isinstance(run.get("after"), dict):
+        return out  # the run finished before writing anything (no-op, queued, refused): nothing to undo
     current_ca, current_strengths = _by_id(ca_now), _by_id(strengths_now)
     deleted_ca: set[str] = set()
     restored_refs: dict[str, str | None] = {}

@@ -113,3 +113,15 @@ async def test_the_cli_prints_what_the_rollback_changed(azurite):
         assert partial.returncode == 1, partial.stderr
         body = json.loads(partial.stdout)
         assert {row["object"] for row in body["kept"]} >= {STRENGTH}
+
+
+async def test_only_an_apply_run_can_be_rolled_back(azurite):
+    """Rolling back a plan run (which wrote nothing) is bad input naming the kind, and writes nothing."""
+    from shared.errors import InputError
+    from shared.policy.service import plan
+
+    async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
+        planned = await plan(stack.services, trigger="test", document=ca_doc())
+        with pytest.raises(InputError) as refused:
+            await rollback(stack.services, planned["runId"], accept_lockout=True, trigger="test")
+        assert "plan run" in refused.value.message and stack.sim.stats()["writes"] == 0
