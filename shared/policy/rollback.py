@@ -194,7 +194,7 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             continue
         if then is None:
             deleted_ca.add(oid)
-            _delete(out, AREA_CA, name, "delete_ca_policy", f"{CA_PATH}/{now['id']}", now.get("state"))
+            _delete(out, AREA_CA, name, "delete_ca_policy", f"{CA_PATH}/{now['id']}", f"exists ({now.get('state')})")
             if now.get("state") == "enabled":
                 out.plan.warnings.append(Issue("ca_enforcement_removed", f"the rollback deletes enforced CA "
                                                f"policy {name!r}: its requirement stops applying"))

@@ -487,7 +487,8 @@ def _check_rollback_safe(made: Plan, run_id: str, *, accept_lockout: bool) -> No
     users = sorted({r.user_id for r in made.lockout})
     reasons = "; ".join(n.detail for n in made.narrowing)
     raise LockoutRefused(
-        f"the rollback would lock out {len(users)} user(s) ({reasons}); nothing was written. Run "
+        (f"the rollback would lock out {len(users)} user(s)" if users else "the rollback may lock people out")
+        + f" ({reasons}); nothing was written. Run "
         f"`python -m shared rollback {run_id} --accept-lockout` to accept this",
         detail={"lockout": rows, "narrowing": [{"kind": n.kind, "detail": n.detail} for n in made.narrowing]})
 
