@@ -155,6 +155,16 @@ def _touched(writes: Sequence[Mapping[str, Any]], ops: Sequence[str]) -> tuple[s
     return names, ids
 
 
+def strengths_touched(run: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """Names (casefolded) and ids of the strengths an apply run wrote: whose configurations a rollback reads."""
+    return _touched(_run_writes(run), STRENGTH_OPS)
+
+
+def _run_writes(run: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The writes the run planned (with paths and targets) and those it sent (with created ids)."""
+    return [*((run.get("plan") or {}).get("writes") or []), *(run.get("writes") or [])]
+
+
 def _candidates(before: object, after: object, writes: Sequence[Mapping[str, Any]], ops: Sequence[str],
                 fields: Any) -> list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]]:
     """(id, before raw, after raw) of every object the run's writes touched that differs across the run."""
@@ -174,7 +184,7 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
                    ca_now: object) -> RollbackPlan:
     """The rollback of one apply run against the tenant as read now (see the module docstring)."""
     before, after = run.get("before") or {}, run.get("after") or {}
-    writes = [*((run.get("plan") or {}).get("writes") or []), *(run.get("writes") or [])]
+    writes = _run_writes(run)
     out = RollbackPlan(plan=Plan(mode="rollback", state_hash="", desired_hash="rollback"))
     if not isinstance(run.get("after"), dict):
         return out  # the run finished before writing anything (no-op, queued, refused): nothing to undo

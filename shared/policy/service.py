@@ -64,6 +64,7 @@ from shared.policy.rollback import (
     render_rollback_table,
     rollback_to_json,
     state_hash_of,
+    strengths_touched,
 )
 from shared.services import Services
 
@@ -467,8 +468,10 @@ async def _read_for_rollback(services: Services, run: dict[str, Any]
     graph = services.graph
     fido2, strengths, ca = await asyncio.gather(read_fido2_raw(graph), read_strengths_raw(graph),
                                                 read_ca_policies_raw(graph))
-    ours = {str(s.get("id", "")).lower() for part in ("before", "after")
-            for s in ((run.get(part) or {}).get("strengths") or []) if isinstance(s, dict)}
+    names, ids = strengths_touched(run)
+    ours = ids | {str(s.get("id", "")).lower() for part in ("before", "after")
+                  for s in ((run.get(part) or {}).get("strengths") or [])
+                  if isinstance(s, dict) and str(s.get("displayName", "")).casefold() in names}
     for strength in strengths:
         if str(strength.get("id", "")).lower() in ours and strength.get("policyType") == "custom":
             configs = await graph.get_all(f"{STRENGTHS_PATH}/{strength['id']}/combinationConfigurations",
