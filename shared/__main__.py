@@ -14,7 +14,8 @@
     python -m shared subscribe [--json]
 
 Settings come from the environment (see the README's settings reference). Exit codes: 0 success,
-1 a check failed, the plan needs a person or the request was refused (stale plan, lease held), 2 bad input
+1 a check failed, the plan needs a person or the request was refused (stale plan, lease held, a rollback
+that kept an object changed since the run), 2 bad input
 or settings (an unknown id too), 3 Graph or storage failed, or queued work could not be processed (a message
 moved to the poison queue, or still queued after waiting): the only code worth retrying as it is.
 """
@@ -60,9 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--accept-lockout", action="store_true", help="accept that the listed users lose passkeys")
     apply.add_argument("--accept-no-emergency-exclusion", action="store_true",
                        help="accept enforcing a CA policy that excludes no emergency-access account or group")
-    rollback = add("rollback", "restore the passkey policy a run started from")
+    rollback = add("rollback", "undo what an apply run changed (passkey method, strength, CA policy), except "
+                               "what changed since")
     rollback.add_argument("run_id")
-    rollback.add_argument("--accept-lockout", action="store_true")
+    rollback.add_argument("--accept-lockout", action="store_true",
+                          help="accept that the listed users lose passkeys")
     sweep = add("sweep", "read users/delta and queue UPN changes")
     sweep.add_argument("--process", action="store_true",
                        help="then process the queue here, as the queue trigger would, and report the flags")
@@ -130,7 +133,8 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
         if args.command == "rollback":
             result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli",
                                            actor=me)
-            return result, f"Run {result['runId']}: {result['result']} (restored run {args.run_id})", EXIT_OK
+            text = f"Run {result['runId']}: {result['result']} (rollback of run {args.run_id})\n\n{result['table']}"
+            return result, text, EXIT_FINDINGS if result["kept"] else EXIT_OK  # kept objects need a person
         if args.command == "sweep":
             result = await upn.sweep(services, trigger="cli")
             text = " ".join(f"{k}={v}" for k, v in result.items())

@@ -45,6 +45,10 @@ WRITE_ROLES: dict[str, tuple[str, ...]] = {
     "update_combination_configuration": ("Policy.ReadWrite.ConditionalAccess",),
     "create_ca_policy": _CA_WRITE,
     "update_ca_policy": _CA_WRITE,
+    # a rollback's deletions of what an apply created
+    "delete_strength": ("Policy.ReadWrite.ConditionalAccess",),
+    "delete_combination_configuration": ("Policy.ReadWrite.ConditionalAccess",),
+    "delete_ca_policy": _CA_WRITE,
     "delete_passkey": ("UserAuthMethod-Passkey.ReadWrite.All",),
 }
 #: Broader permissions Graph also accepts in place of a least-privileged one (a tenant may have granted them).

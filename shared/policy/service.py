@@ -38,10 +38,9 @@ from shared.errors import (
 )
 from shared.graph.permissions import require_write_roles
 from shared.policy.checks import build_check_context, run_checks
-from shared.policy.current import effective_allowed_aaguids, method_summary, read_fido2
+from shared.policy.current import effective_allowed_aaguids, read_fido2
 from shared.policy.document import DesiredState, desired_to_json, parse_document, validate_document
 from shared.policy.plan import (
-    Narrowing,
     Plan,
     attach_lockout,
     build_plan,
@@ -52,7 +51,7 @@ from shared.policy.plan import (
     state_hash,
 )
 from shared.policy.reader import (
-    FIDO2_PATH,
+    STRENGTHS_PATH,
     read_ca_policies_raw,
     read_fido2_raw,
     read_groups,
@@ -60,6 +59,14 @@ from shared.policy.reader import (
     read_users_with_passkeys,
 )
 from shared.policy.report import plan_to_markdown, report_to_json, report_to_markdown
+from shared.policy.rollback import (
+    RollbackPlan,
+    build_rollback,
+    render_rollback_table,
+    rollback_to_json,
+    state_hash_of,
+    strengths_touched,
+)
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -67,9 +74,6 @@ POLICY_CHECKPOINT = "policy"
 APPLY_LEASE = "policy-apply"
 APPLY_LEASE_SECONDS = 300
 CA_MIN_INTERVAL = 1.05  # Conditional Access allows one request per second per tenant, with no Retry-After
-FIDO2_TYPE = "#microsoft.graph.fido2AuthenticationMethodConfiguration"
-ROLLBACK_FIELDS = ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced", "keyRestrictions",
-                   "includeTargets", "excludeTargets", "passkeyProfiles", "defaultPasskeyProfile")
 
 
 def _now() -> datetime:
@@ -308,6 +312,10 @@ async def _send_write(services: Services, write: dict[str, Any], ca: _CaPacer) -
         await ca.turn()
         result, _ = await graph.send_raw(write["method"], write["path"], body, what=f"{op.replace('_', ' ')}")
         return (result or {}).get("id")
+    if op == "delete_ca_policy":  # a rollback's: Entra keeps the policy restorable from deleted items
+        await ca.turn()
+        await graph.send_raw("DELETE", write["path"], what="delete the Conditional Access policy")
+        return None
     if op == "create_strength":
         created = await graph.call("POST", lambda: strengths.post(AuthenticationStrengthPolicy(
             display_name=body["displayName"], description=body.get("description"),
@@ -315,7 +323,15 @@ async def _send_write(services: Services, write: dict[str, Any], ca: _CaPacer) -
             what="create the authentication strength")
         return created.id if created else None
     item = strengths.by_authentication_strength_policy_id(parts[2])
-    if op == "update_strength":
+    if op == "delete_strength":
+        await graph.call("DELETE", lambda: item.delete(), what="delete the authentication strength")
+    elif op == "delete_combination_configuration":
+        config = item.combination_configurations.by_authentication_combination_configuration_id(parts[4])
+        await graph.call("DELETE", lambda: config.delete(), what="delete the strength's FIDO2 key restriction")
+    elif op == "update_strength_combinations" and any("," in c for c in body["allowedCombinations"]):
+        # A rollback may restore multi-method combinations, which the SDK's enum cannot write (pitfall 3)
+        await graph.send_raw("POST", write["path"], body, what="restore the strength's allowed combinations")
+    elif op == "update_strength":
         await graph.call("PATCH", lambda: item.patch(AuthenticationStrengthPolicy(
             display_name=body.get("displayName"), description=body.get("description"))),
             what="update the authentication strength")
@@ -445,69 +461,95 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
 
 
 # ------------------------------------------------------------------------------------------ rollback
-def rollback_plan(before: dict[str, Any], current: dict[str, Any]) -> Plan:
-    """A plan that puts the FIDO2 configuration back as `before` had it, with its narrowing spelled out."""
-    from shared.policy.plan import ChangeRow, apply_patch_locally
-
-    body: dict[str, Any] = {"@odata.type": FIDO2_TYPE}
-    changes = []
-    for name in ROLLBACK_FIELDS:
-        if name in before and before.get(name) != current.get(name):
-            body[name] = before[name]
-            changes.append(ChangeRow("passkeyMethod", name, current.get(name), before[name], "rollback"))
-    writes = [] if len(body) == 1 else [{"op": "patch_fido2", "method": "PATCH", "path": FIDO2_PATH,
-                                         "target": "fido2", "body": body}]
-    now_view, then_view = read_fido2(current), read_fido2(apply_patch_locally(current, body))
-    lost = sorted(set(effective_allowed_aaguids(now_view) or []) - set(effective_allowed_aaguids(then_view) or []))
-    narrowing = [Narrowing("rollback", f"the rollback stops allowing {', '.join(lost)}", tuple(lost))] if lost else []
-    if now_view.state == "enabled" and then_view.state != "enabled":
-        narrowing.append(Narrowing("rollback", "the rollback disables the passkey method"))
-    return Plan(mode=now_view.mode, state_hash=state_hash_of_fido2(current), desired_hash="rollback",
-                changes=changes, writes=writes, narrowing=narrowing, method_before=method_summary(now_view),
-                method_after=method_summary(then_view))
+def rollback_plan(run: dict[str, Any], fido2: dict[str, Any], strengths: list[dict[str, Any]],
+                  ca: list[dict[str, Any]]) -> RollbackPlan:
+    """What rolling back `run` would write against the tenant as read now; see shared/policy/rollback.py."""
+    made = build_rollback(run, fido2, strengths, ca)
+    made.plan.state_hash = state_hash_of(fido2, strengths, ca)
+    return made
 
 
-def state_hash_of_fido2(fido2: dict[str, Any]) -> str:
-    from shared.policy.document import canonical_sha256
+async def _read_for_rollback(services: Services, run: dict[str, Any]
+                             ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The FIDO2 configuration, every strength (the run's with their combination configurations, read from
+    their own collection as the run's snapshots were) and every CA policy (to see who references a strength)."""
+    graph = services.graph
+    fido2, strengths, ca = await asyncio.gather(read_fido2_raw(graph), read_strengths_raw(graph),
+                                                read_ca_policies_raw(graph))
+    names, ids = strengths_touched(run)
+    ours = ids | {str(s.get("id", "")).lower() for part in ("before", "after")
+                  for s in ((run.get(part) or {}).get("strengths") or [])
+                  if isinstance(s, dict) and str(s.get("displayName", "")).casefold() in names}
+    for strength in strengths:
+        if str(strength.get("id", "")).lower() in ours and strength.get("policyType") == "custom":
+            configs = await graph.get_all(f"{STRENGTHS_PATH}/{strength['id']}/combinationConfigurations",
+                                          what="read the strength's combination configurations")
+            strength["combinationConfigurations"] = [{k: v for k, v in c.items() if "@odata.context" not in k}
+                                                     for c in configs]
+    return fido2, strengths, ca
 
-    return canonical_sha256(fido2)
+
+def _check_rollback_safe(made: Plan, run_id: str, *, accept_lockout: bool) -> None:
+    """Refuse a rollback that may lock people out unless accepted, naming the rollback's own command."""
+    if not made.requires_acceptance or accept_lockout:
+        return
+    rows = [{"userId": r.user_id, "userPrincipalName": r.upn, "passkeyId": r.passkey_id, "aaGuid": r.aaguid,
+             "name": r.name, "scope": r.scope} for r in made.lockout]
+    users = sorted({r.user_id for r in made.lockout})
+    reasons = "; ".join(n.detail for n in made.narrowing)
+    raise LockoutRefused(
+        (f"the rollback would lock out {len(users)} user(s)" if users else "the rollback may lock people out")
+        + f" ({reasons}); nothing was written. Run "
+        f"`python -m shared rollback {run_id} --accept-lockout` to accept this",
+        detail={"lockout": rows, "narrowing": [{"kind": n.kind, "detail": n.detail} for n in made.narrowing]})
+
+
+def _rollback_result(made: RollbackPlan) -> str:
+    if made.plan.writes:
+        return "partly-rolled-back" if made.kept else "rolled-back"
+    return "not-rolled-back" if made.kept else "no-op"
 
 
 async def rollback(services: Services, run_id: str, *, accept_lockout: bool, trigger: str,
                    actor: Actor = THE_APP) -> dict[str, Any]:
-    """Restore the FIDO2 configuration a run started from, under the same lockout safety as an apply.
+    """Undo what an apply run changed: the FIDO2 configuration, the strength, the CA policy.
 
-    The authentication strength and Conditional Access policy are left as they are: they only add a
-    requirement (report-only by default), and deleting a CA policy is a decision for a person.
+    Per object (shared/policy/rollback.py): what is still as the run left it is put back (created objects
+    deleted), what is already as before is left alone (a second rollback writes nothing), what someone
+    changed since is kept and named. Same lease, permission pre-check and lockout safety as an apply.
     """
     tenant = services.settings.tenant_id
     source = await services.store.get_run(tenant, run_id)
-    before = ((source.get("before") or {}).get("fido2"))
-    if not isinstance(before, dict):
-        raise InputError(f"run {run_id} has no before-snapshot of the passkey policy to restore")
+    if source.get("kind") != "apply":
+        raise InputError(f"run {run_id} is a {source.get('kind')} run, which the rollback does not undo; "
+                         "name the apply run that made the change (python -m shared runs)")
     recorder = RunRecorder(services, "rollback", trigger, actor=actor)
     if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; the rollback yielded and wrote nothing")
     try:
-        current = await read_fido2_raw(services.graph)
-        made = rollback_plan(before, current)
-        if made.needs_lockout_evaluation:
+        fido2, strengths, ca = await _read_for_rollback(services, source)
+        made = rollback_plan(source, fido2, strengths, ca)
+        if made.plan.needs_lockout_evaluation:
             passkeys, upns = await read_users_with_passkeys(services.graph)
-            made = attach_lockout(made, passkeys, upns)
-        _check_safe(made, accept_lockout=accept_lockout)
-        if made.empty:
-            run = await recorder.finish("no-op", rolledBack=run_id, before={"fido2": current})
-            return {"runId": run["id"], "result": "no-op", "rolledBack": run_id}
-        await _execute(services, made, recorder.id)
-        after = await read_fido2_raw(services.graph)
-        if rollback_plan(before, after).writes:
-            await recorder.finish("verification-failed", rolledBack=run_id, before={"fido2": current},
-                                  after={"fido2": after})
+            made.plan = attach_lockout(made.plan, passkeys, upns)
+        _check_rollback_safe(made.plan, run_id, accept_lockout=accept_lockout)
+        before = {"fido2": fido2, "strengths": strengths, "conditionalAccess": ca}
+        shown = rollback_to_json(made)
+        table = render_rollback_table(made, run_id)
+        if made.plan.empty:
+            run = await recorder.finish(_rollback_result(made), rolledBack=run_id, before=before, **shown)
+            return {"runId": run["id"], "result": run["result"], "rolledBack": run_id, **shown, "table": table}
+        done = await _execute(services, made.plan, recorder.id)
+        fido2_after, strengths_after, ca_after = await _read_for_rollback(services, source)
+        after = {"fido2": fido2_after, "strengths": strengths_after, "conditionalAccess": ca_after}
+        if rollback_plan(source, fido2_after, strengths_after, ca_after).plan.writes:
+            await recorder.finish("verification-failed", rolledBack=run_id, plan=plan_to_json(made.plan),
+                                  writes=done, before=before, after=after, **shown)
             raise VerificationFailed("the read-back after the rollback does not match the run's before-snapshot")
-        run = await recorder.finish("rolled-back", rolledBack=run_id, plan=plan_to_json(made),
-                                    before={"fido2": current}, after={"fido2": after})
-        return {"runId": run["id"], "result": "rolled-back", "rolledBack": run_id, "plan": plan_to_json(made),
-                "table": render_plan_table(made)}
+        run = await recorder.finish(_rollback_result(made), rolledBack=run_id, plan=plan_to_json(made.plan),
+                                    writes=done, before=before, after=after, **shown)
+        return {"runId": run["id"], "result": run["result"], "rolledBack": run_id, "plan": plan_to_json(made.plan),
+                **shown, "table": table}
     finally:
         await services.store.release_lease(tenant, APPLY_LEASE, recorder.id)
 
