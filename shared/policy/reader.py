@@ -6,11 +6,16 @@ multi-method `allowedCombinations` ("password,sms") as None (graph-contract pitf
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from shared.errors import NotFound
+from shared.errors import GraphError, NotFound
 from shared.graph.gateway import GraphGateway
 from shared.graph.passkeys import read_passkeys
+from shared.policy.aaguids import is_guid
+from shared.policy.document import DesiredState
+
+log = logging.getLogger(__name__)
 
 FIDO2_PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
 STRENGTHS_PATH = "/policies/authenticationStrengthPolicies"
@@ -60,6 +65,36 @@ async def read_groups(graph: GraphGateway, group_ids: list[str]) -> dict[str, di
             return group_id, None
 
     return dict(await asyncio.gather(*(one(g) for g in dict.fromkeys(group_ids))))
+
+
+async def read_ca_names(graph: GraphGateway, desired: DesiredState) -> dict[str, dict[str, Any] | None]:
+    """The users and applications the CA section names by id, so a plan can show them by name.
+
+    Users: `GET /users/{id}` (User.Read.All). Applications: `GET /servicePrincipals(appId='{id}')`, which
+    needs Application.Read.All (opt-in, `grantApplicationRead`). None for an id Graph does not know; an id
+    whose read failed (no permission, any Graph error) is left out and shown as "name not readable".
+    Never raises for a name: names only inform people, they decide nothing.
+    """
+    ca = desired.conditional_access
+    if ca is None:
+        return {}
+    users = [u for u in dict.fromkeys((*ca.include_users, *ca.exclude_users)) if is_guid(u)]
+    apps = [a for a in dict.fromkeys(ca.include_applications) if is_guid(a)]
+
+    async def one(oid: str, path: str, what: str) -> tuple[str, dict[str, Any] | None] | None:
+        try:
+            return oid, _clean(await graph.get_json(path, what=what))
+        except NotFound:
+            return oid, None
+        except GraphError as exc:
+            log.info("could not read the name of %s: %s", oid, type(exc).__name__)
+            return None
+
+    found = await asyncio.gather(
+        *(one(u, f"/users/{u}?$select=id,displayName,userPrincipalName", "read a CA user's name") for u in users),
+        *(one(a, f"/servicePrincipals(appId='{a}')?$select=appId,displayName", "read a CA application's name")
+          for a in apps))
+    return dict(pair for pair in found if pair is not None)
 
 
 async def read_users_with_passkeys(graph: GraphGateway, user_ids: list[str] | None = None

@@ -1,0 +1,29 @@
+"""A plan for a new CA policy names who and what it covers, read through the simulator (Graph) and Azurite."""
+from __future__ import annotations
+
+from shared.policy.service import plan
+from tests.e2e.stack import running_stack, tenant, uid, user
+from tests.e2e.test_policy_e2e import BREAK_GLASS, GROUPS, PILOT, doc_with
+
+PAYROLL = "9e1d0b4c-1111-4a2b-8c3d-000000000001"
+GONE_APP = "9e1d0b4c-1111-4a2b-8c3d-00000000dead"
+GONE_USER = "00000099-aaaa-4bbb-8ccc-000000000000"
+
+
+async def test_plan_table_names_the_new_policys_users_groups_and_apps(azurite):
+    """Planning a new CA policy over Graph shows its group, user and app by name, and no template placeholder."""
+    doc = tenant([user(1), user(2)], groups=GROUPS, servicePrincipals=[
+        {"id": "5a6b7c8d-2222-4a2b-8c3d-000000000001", "appId": PAYROLL, "displayName": "Payroll"}])
+    async with running_stack(azurite, doc, drain=False) as stack:
+        document = doc_with(conditionalAccess={
+            "displayName": "Require Authenticator passkey", "includeUsers": [uid(1), GONE_USER],
+            "includeGroups": [PILOT], "excludeGroups": [BREAK_GLASS], "includeApplications": [PAYROLL, GONE_APP]})
+        planned = await plan(stack.services, trigger="test", document=document)
+        for text in (planned["table"], planned["markdown"]):
+            assert "{{" not in text, text
+            for shown in ("User 1 (user1@contoso.example)", f"Passkey Pilot ({PILOT})",
+                          f"Break Glass ({BREAK_GLASS})", f"Payroll ({PAYROLL})", f"{GONE_APP} (not found)",
+                          f"{GONE_USER} (not found)", "the new strength 'Authenticator passkey'"):
+                assert shown in text, (shown, text)
+        create = next(w for w in planned["plan"]["writes"] if w["op"] == "create_ca_policy")
+        assert create["body"]["grantControls"]["authenticationStrength"]["id"] == "{{strength.id}}"
