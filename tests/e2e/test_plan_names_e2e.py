@@ -27,3 +27,18 @@ async def test_plan_table_names_the_new_policys_users_groups_and_apps(azurite):
                 assert shown in text, (shown, text)
         create = next(w for w in planned["plan"]["writes"] if w["op"] == "create_ca_policy")
         assert create["body"]["grantControls"]["authenticationStrength"]["id"] == "{{strength.id}}"
+
+
+async def test_an_app_name_graph_will_not_show_is_noted_and_the_plan_goes_on(azurite):
+    """Without Application.Read.All the app shows as its id with "(name not readable)"; the plan is still made."""
+    doc = tenant([user(1)], groups=GROUPS, servicePrincipals=[
+        {"id": "5a6b7c8d-2222-4a2b-8c3d-000000000001", "appId": PAYROLL, "displayName": "Payroll"}])
+    doc["simulator"]["application_read_granted"] = False
+    async with running_stack(azurite, doc, drain=False) as stack:
+        document = doc_with(conditionalAccess={"displayName": "Require Authenticator passkey",
+                                               "includeGroups": [PILOT], "excludeUsers": [uid(1)],
+                                               "includeApplications": [PAYROLL]})
+        planned = await plan(stack.services, trigger="test", document=document)
+        assert not planned["blocked"]
+        assert f"{PAYROLL} (name not readable)" in planned["table"]
+        assert "User 1 (user1@contoso.example)" in planned["table"]

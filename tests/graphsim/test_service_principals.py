@@ -53,3 +53,11 @@ def test_user_by_id_with_select(sim: Simulator) -> None:
     """GET /users/{id}?$select=id,displayName,userPrincipalName answers just those (the plan's name read)."""
     got = raw(sim, "GET", f"/users/{uid(1)}?$select=id,displayName,userPrincipalName").body
     assert set(got) - {"@odata.context"} == {"id", "displayName", "userPrincipalName"}
+
+
+def test_without_application_read_the_read_is_denied() -> None:
+    """With `application_read_granted` off, Graph's 403 Authorization_RequestDenied answers the read."""
+    for sim in start(base_tenant(1, servicePrincipals=[{"id": PAYROLL_SP, "appId": PAYROLL, "displayName": "P"}],
+                                 simulator={"application_read_granted": False})):
+        got = raw(sim, "GET", f"/servicePrincipals(appId='{PAYROLL}')?$select=appId,displayName")
+        assert got.status == 403 and got.body["error"]["code"] == "Authorization_RequestDenied"
