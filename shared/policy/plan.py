@@ -335,13 +335,17 @@ class _Builder:
         spec = self.desired.conditional_access
         if spec is None:
             return
-        for gid in (*spec.include_groups, *spec.exclude_groups):
-            self.labels[gid.lower()] = _principal_label(gid, gid.lower() in self.groups,
-                                                        self.groups.get(gid.lower()))
-        for oid in (*spec.include_users, *spec.exclude_users, *spec.include_applications):
-            if is_guid(oid):
-                self.labels[oid.lower()] = _principal_label(oid, oid.lower() in self.directory,
-                                                            self.directory.get(oid.lower()))
+        self.label_ids((*spec.include_groups, *spec.exclude_groups, *spec.include_users, *spec.exclude_users,
+                        *spec.include_applications))
+
+    def label_ids(self, ids: Iterable[str]) -> None:
+        """Label each GUID from the group lookups or the `directory` (users, groups, applications)."""
+        for oid in ids:
+            key = oid.lower()
+            if not is_guid(oid) or (key in self.labels and not self.labels[key].endswith("(name not readable)")):
+                continue
+            source = self.groups if key in self.groups else self.directory
+            self.labels[key] = _principal_label(oid, key in source, source.get(key))
 
     # FIDO2 -----------------------------------------------------------------------------------------
     def fido2(self, raw: Mapping[str, Any]) -> None:
@@ -714,6 +718,8 @@ class _Builder:
                 "passkey lose access to the included applications", evaluable=False))
 
     def update_ca(self, spec: ConditionalAccessSpec, current: CaPolicyView, strength_ref: str) -> None:
+        self.label_ids((*current.include_users, *current.exclude_users, *current.include_groups,
+                        *current.exclude_groups, *current.include_applications))
         body: dict[str, Any] = {}
         if current.display_name != spec.display_name:
             body["displayName"] = spec.display_name

@@ -1,7 +1,7 @@
 """A plan for a new CA policy names who and what it covers, read through the simulator (Graph) and Azurite."""
 from __future__ import annotations
 
-from shared.policy.service import plan
+from shared.policy.service import apply_document, plan
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.e2e.test_policy_e2e import BREAK_GLASS, GROUPS, PILOT, doc_with
 
@@ -42,3 +42,18 @@ async def test_an_app_name_graph_will_not_show_is_noted_and_the_plan_goes_on(azu
         assert not planned["blocked"]
         assert f"{PAYROLL} (name not readable)" in planned["table"]
         assert "User 1 (user1@contoso.example)" in planned["table"]
+
+
+async def test_a_changed_policy_names_who_it_covers_today(azurite):
+    """Re-targeting an applied CA policy names the users and groups it covers today (BEFORE) as well."""
+    async with running_stack(azurite, tenant([user(1), user(2)], groups=GROUPS), drain=False) as stack:
+        first = doc_with(conditionalAccess={"displayName": "Require Authenticator passkey", "includeUsers": [uid(1)],
+                                            "includeGroups": [PILOT], "excludeGroups": [BREAK_GLASS],
+                                            "includeApplications": ["All"]})
+        assert (await apply_document(stack.services, trigger="test", document=first))["result"] == "applied"
+        second = doc_with(conditionalAccess={"displayName": "Require Authenticator passkey", "includeUsers": [uid(2)],
+                                             "excludeGroups": [BREAK_GLASS], "includeApplications": ["Office365"]})
+        table = (await plan(stack.services, trigger="test", document=second))["table"]
+        for shown in ("User 1 (user1@contoso.example)", "User 2 (user2@contoso.example)",
+                      f"Passkey Pilot ({PILOT})", "All cloud apps", "Office 365"):
+            assert shown in table, (shown, table)

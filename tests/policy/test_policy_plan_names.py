@@ -104,3 +104,15 @@ def test_names_survive_the_stored_plan() -> None:
     loaded = plan_from_json(plan_to_json(plan))
     assert render_plan_table(loaded) == render_plan_table(plan)
     assert plan_to_json(loaded) == plan_to_json(plan)
+
+
+def test_changed_ca_names_what_it_covers_today() -> None:
+    """Updating a CA policy shows the users, groups and apps it covers today by name too (the BEFORE side)."""
+    old_group = "99999999-9999-9999-9999-999999999999"
+    directory = {**DIRECTORY, old_group: {"id": old_group, "displayName": "Old pilot"}}
+    current = ca_policy(include_users=[ALICE], include_groups=[old_group], apps=[HIDDEN_APP])
+    state = desired(conditionalAccess=ca_section())
+    text = render_plan_table(build_plan(state, legacy_fido2(), [strength(aaguids=None)], [current], {}, directory))
+    for shown in ("Alice Admin (alice@contoso.example)", f"Old pilot ({old_group})",
+                  f"{HIDDEN_APP} (name not readable)", f"Payroll ({APP})"):
+        assert shown in text, (shown, text)
