@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from graphsim.errors import GraphApiError, bad_request
@@ -312,3 +313,31 @@ def require_guid(value: str, what: str) -> None:
     """400 unless `value` is a GUID (Graph refuses malformed ids before looking them up)."""
     if not is_guid(value):
         raise bad_request(f"Invalid object identifier '{value}' for {what}.")
+
+
+# ------------------------------------------------------------------ service principals
+SERVICE_PRINCIPAL_PROPERTIES = (
+    "id accountEnabled appDisplayName appId appOwnerOrganizationId appRoleAssignmentRequired description "
+    "displayName homepage servicePrincipalNames servicePrincipalType tags").split()
+_APP_ID_KEY = re.compile(r"^appId='(.*)'$", re.IGNORECASE)
+
+
+def get_service_principal(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
+    """GET /servicePrincipals/{id} or /servicePrincipals(appId='{appId}') with $select (Graph's two key forms)."""
+    if not sim.config.application_read_granted:
+        raise GraphApiError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+    key = params["id"]
+    m = _APP_ID_KEY.match(key)
+    if m:
+        app_id = m.group(1).lower()
+        sp = next((s for s in sim.store.service_principals.values() if str(s.get("appId")).lower() == app_id), None)
+        shown = f"appId='{m.group(1)}'"
+    else:
+        sp, shown = sim.store.service_principals.get(key.lower()), key
+    if sp is None:
+        raise GraphApiError(404, "Request_ResourceNotFound", f"Resource '{shown}' does not exist or one of its "
+                            "queried reference-property objects are not present.")
+    select = parse_select(req.query.get("$select"), SERVICE_PRINCIPAL_PROPERTIES, "microsoft.graph.servicePrincipal")
+    ctx = f"{req.base}/$metadata#servicePrincipals" + (f"({','.join(select)})" if select else "") + "/$entity"
+    view = copy.deepcopy(sp) if select is None else {name: copy.deepcopy(sp.get(name)) for name in select}
+    return SimResponse(200, {"@odata.context": ctx, **view})

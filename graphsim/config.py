@@ -51,6 +51,8 @@ class SimConfig:
     notify_paused: bool = False
     validation_timeout_s: float = 10.0
     subscription_quota_per_app: int = 100
+    # Application.Read.All: false answers servicePrincipals reads with Graph's 403, as for an app without it.
+    application_read_granted: bool = True
 
     def update(self, knobs: dict[str, Any]) -> list[str]:
         """Apply `knobs` after checking every name and type; returns the names changed.

@@ -120,6 +120,7 @@ class TenantStore:
         self.user_order: list[User] = []
         self.log: list[tuple[User, frozenset[str]]] = []
         self.groups: dict[str, dict[str, Any]] = {}
+        self.service_principals: dict[str, dict[str, Any]] = {}   # by lower-cased id
         self.fido2_config: dict[str, Any] = {}
         self.strengths: dict[str, dict[str, Any]] = {}
         self.ca_policies: dict[str, dict[str, Any]] = {}

@@ -2,10 +2,11 @@
 
 The file is JSON in Graph's shapes: `users` (optionally with `authentication.fido2Methods`), `groups`,
 `authenticationMethodConfigurations.fido2`, `authenticationStrengthPolicies` (with
-`combinationConfigurations`), `conditionalAccessPolicies`, optional `tenantId`, `domains` (verified
-domains; when given, UPNs must use one), `simulator` (knobs) and `generate`
-(`{"users": N, "passkeyRatio": r, "domain": d, "seed": s}`) to add N deterministic users without a huge
-file. The three built-in authentication strengths are always present, as in every Entra tenant.
+`combinationConfigurations`), `conditionalAccessPolicies`, `servicePrincipals` (`id`, `appId`,
+`displayName`), optional `tenantId`, `domains` (verified domains; when given, UPNs must use one),
+`simulator` (knobs) and `generate` (`{"users": N, "passkeyRatio": r, "domain": d, "seed": s}`) to add N
+deterministic users without a huge file. The three built-in authentication strengths are always present,
+as in every Entra tenant.
 """
 from __future__ import annotations
 
@@ -95,6 +96,10 @@ def _load(doc: dict[str, Any]) -> TenantStore:
             raise ValueError(f"group id {group.get('id')!r} is not a GUID")
         store.groups[group["id"].lower()] = {"groupTypes": [], "securityEnabled": False, "mailEnabled": False,
                                              **copy.deepcopy(group)}
+    for sp in doc.get("servicePrincipals") or []:
+        if not is_guid(sp.get("id")) or not is_guid(sp.get("appId")):
+            raise ValueError(f"service principal {sp.get('id')!r} needs a GUID id and appId")
+        store.service_principals[sp["id"].lower()] = copy.deepcopy(sp)
     fido2 = (doc.get("authenticationMethodConfigurations") or {}).get("fido2")
     store.fido2_config = copy.deepcopy(fido2) if fido2 else copy.deepcopy(DEFAULT_FIDO2)
     store.fido2_config.setdefault("@odata.type", DEFAULT_FIDO2["@odata.type"])

@@ -166,6 +166,8 @@ class Plan:
     strength_before: dict[str, Any] | None = None
     strength_after: dict[str, Any] | None = None
     unexcluded_ca: list[str] = field(default_factory=list)
+    #: How people see ids in the changes (lower-cased id or placeholder -> "name (id)"); machines use the ids.
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -248,10 +250,13 @@ def state_hash(desired: DesiredState, fido2_raw: Mapping[str, Any], strengths_ra
 
 # --- the builder --------------------------------------------------------------------------------------
 class _Builder:
-    def __init__(self, desired: DesiredState, groups: Mapping[str, Mapping[str, Any] | None]) -> None:
+    def __init__(self, desired: DesiredState, groups: Mapping[str, Mapping[str, Any] | None],
+                 directory: Mapping[str, Mapping[str, Any] | None] | None = None) -> None:
         self.desired = desired
         self.names = dict(desired.aaguid_names)
         self.groups = {str(k).lower(): v for k, v in groups.items()}
+        self.directory = {str(k).lower(): v for k, v in (directory or {}).items()}
+        self.labels: dict[str, str] = {}
         self.changes: list[ChangeRow] = []
         self.writes: list[dict[str, Any]] = []
         self.warnings: list[Issue] = []
@@ -310,8 +315,37 @@ class _Builder:
     def diff(self, fido2_raw: Mapping[str, Any], strengths_raw: object, ca_raw: object) -> None:
         """Compare the tenant with the document: changes, writes, narrowing, warnings and errors."""
         self.fido2(fido2_raw)
+        self.label_strengths(strengths_raw)
         strength_ref = self.strength(strengths_raw)
         self.conditional_access(ca_raw, strength_ref)
+
+    # names for people ------------------------------------------------------------------------------
+    def label_strengths(self, strengths_raw: object) -> None:
+        """Every strength the tenant lists as "<name> (<id>)", so grant rows read as names."""
+        items = strengths_raw.get("value") if isinstance(strengths_raw, Mapping) else strengths_raw
+        for raw in _list(items):
+            if isinstance(raw, Mapping) and isinstance(raw.get("id"), str):
+                self.labels[raw["id"].lower()] = f"{raw.get('displayName') or '(no name)'} ({raw['id']})"
+
+    def label_principals(self) -> None:
+        """Users, groups and applications the CA section names by id, as people know them.
+
+        Names come in as data (`groups`, `directory`); a missing one shows the id with a note, never an error.
+        """
+        spec = self.desired.conditional_access
+        if spec is None:
+            return
+        self.label_ids((*spec.include_groups, *spec.exclude_groups, *spec.include_users, *spec.exclude_users,
+                        *spec.include_applications))
+
+    def label_ids(self, ids: Iterable[str]) -> None:
+        """Label each GUID from the group lookups or the `directory` (users, groups, applications)."""
+        for oid in ids:
+            key = oid.lower()
+            if not is_guid(oid) or (key in self.labels and not self.labels[key].endswith("(name not readable)")):
+                continue
+            source = self.groups if key in self.groups else self.directory
+            self.labels[key] = _principal_label(oid, key in source, source.get(key))
 
     # FIDO2 -----------------------------------------------------------------------------------------
     def fido2(self, raw: Mapping[str, Any]) -> None:
@@ -569,6 +603,7 @@ class _Builder:
             f"{STRENGTHS_PATH}/{STRENGTH_ID_PLACEHOLDER}/combinationConfigurations", spec.display_name,
             {"@odata.type": COMBINATION_ODATA_TYPE, "appliesToCombinations": ["fido2"], "allowedAAGUIDs": want}))
         self.change(AREA_STRENGTH, "combinationConfigurations[fido2].allowedAAGUIDs", None, want)
+        self.labels[STRENGTH_ID_PLACEHOLDER] = f"the new strength {spec.display_name!r}"
         return STRENGTH_ID_PLACEHOLDER
 
     def update_strength(self, spec: StrengthSpec, current: StrengthView, want: list[str]) -> None:
@@ -673,12 +708,18 @@ class _Builder:
         self.change(AREA_CA, "displayName", None, spec.display_name, "new Conditional Access policy")
         self.change(AREA_CA, "state", None, spec.state)
         self.change(AREA_CA, "grantControls.authenticationStrength.id", None, strength_ref)
+        for name, values in (("users.includeUsers", spec.include_users), ("users.includeGroups", spec.include_groups),
+                             ("users.excludeUsers", spec.exclude_users), ("users.excludeGroups", spec.exclude_groups),
+                             ("applications.includeApplications", spec.include_applications)):
+            self.change(AREA_CA, f"conditions.{name}", None, list(values))
         if spec.state == "enabled":
             self.narrowing.append(Narrowing(
                 "ca_enforced", f"CA policy {spec.display_name!r} is created enforced: users without an approved "
                 "passkey lose access to the included applications", evaluable=False))
 
     def update_ca(self, spec: ConditionalAccessSpec, current: CaPolicyView, strength_ref: str) -> None:
+        self.label_ids((*current.include_users, *current.exclude_users, *current.include_groups,
+                        *current.exclude_groups, *current.include_applications))
         body: dict[str, Any] = {}
         if current.display_name != spec.display_name:
             body["displayName"] = spec.display_name
@@ -744,16 +785,21 @@ def drift(desired: DesiredState, current_raw_fido2: Mapping[str, Any], strengths
 
 
 def build_plan(desired: DesiredState, current_raw_fido2: Mapping[str, Any], strengths_raw: object,
-               ca_raw: object, groups: Mapping[str, Mapping[str, Any] | None]) -> Plan:
+               ca_raw: object, groups: Mapping[str, Mapping[str, Any] | None],
+               directory: Mapping[str, Mapping[str, Any] | None] | None = None) -> Plan:
     """Diff the desired state against the tenant as read, and list the writes that would close the gap.
 
     Pure. `strengths_raw` / `ca_raw` are Graph list JSON (a list or `{"value": [...]}`); attach each
     strength's combination configurations to it as `combinationConfigurations` (at least for ours).
     `groups` maps every id from `desired.group_ids()` to the raw `GET /groups/{id}` JSON, or None on 404.
+    `directory` maps the user and application ids the CA section names to their raw `GET /users/{id}` or
+    `GET /servicePrincipals(appId='{id}')` JSON, None on 404; an id left out could not be read. Only for
+    showing names: a missing name never changes the plan.
     """
-    b = _Builder(desired, groups)
+    b = _Builder(desired, groups, directory)
     b.check_groups()
     b.diff(current_raw_fido2, strengths_raw, ca_raw)
+    b.label_principals()
     plan = Plan(
         mode=fido2_mode(current_raw_fido2),
         state_hash=state_hash(desired, current_raw_fido2, strengths_raw, ca_raw),
@@ -761,6 +807,7 @@ def build_plan(desired: DesiredState, current_raw_fido2: Mapping[str, Any], stre
         changes=b.changes, writes=b.writes, warnings=b.warnings, errors=b.errors, narrowing=b.narrowing,
         aaguid_names=b.names, profile=b.profile, method_before=b.method_before, method_after=b.method_after,
         strength_before=b.strength_before, strength_after=b.strength_after, unexcluded_ca=b.unexcluded_ca,
+        labels=b.labels,
     )
     log.info("plan built: mode=%s writes=%d errors=%d narrowing=%d", plan.mode, len(plan.writes),
              len(plan.errors), len(plan.narrowing))
@@ -872,6 +919,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "strengthBefore": copy.deepcopy(plan.strength_before),
         "strengthAfter": copy.deepcopy(plan.strength_after),
         "unexcludedEnforcedPolicies": list(plan.unexcluded_ca),
+        "labels": dict(plan.labels),
         # Derived, for readers that do not load the plan back (API responses):
         "empty": plan.empty,
         "blocked": plan.blocked,
@@ -927,6 +975,9 @@ def plan_from_json(doc: object) -> Plan:
     names = doc.get("aaguidNames", {})
     if not isinstance(names, dict):
         raise bad("aaguidNames", "must be an object")
+    labels = doc.get("labels", {})
+    if not isinstance(labels, dict):
+        raise bad("labels", "must be an object")
     return Plan(
         mode=text("mode"), state_hash=text("stateHash"), desired_hash=text("desiredHash"),
         changes=rows("changes", lambda c: ChangeRow(str(c["area"]), str(c["field"]), c.get("before"),
@@ -946,6 +997,7 @@ def plan_from_json(doc: object) -> Plan:
         method_after=opt_dict("methodAfter"), strength_before=opt_dict("strengthBefore"),
         strength_after=opt_dict("strengthAfter"),
         unexcluded_ca=[str(n) for n in _list(doc.get("unexcludedEnforcedPolicies"))],
+        labels={str(k): str(v) for k, v in labels.items()},
     )
 
 
@@ -965,6 +1017,44 @@ def format_value(value: Any, names: Mapping[str, str] | None = None) -> list[str
     if isinstance(value, dict):
         return [json.dumps(value, sort_keys=True)]
     return [str(value)]
+
+
+#: CA keywords in words, by what the field lists.
+USER_WORDS = {"all": "All users", "guestsorexternalusers": "Guests or external users", "none": "No users"}
+APP_WORDS = {"all": "All cloud apps", "office365": "Office 365", "microsoftadminportals": "Microsoft Admin Portals",
+             "none": "No cloud apps"}
+
+
+def _principal_label(oid: str, looked_up: bool, raw: Mapping[str, Any] | None) -> str:
+    """"<name> (<UPN or id>)"; the id with "(not found)" or "(name not readable)" when there is no name."""
+    if not looked_up:
+        return f"{oid} (name not readable)"
+    if raw is None:
+        return f"{oid} (not found)"
+    name = raw.get("displayName")
+    upn = raw.get("userPrincipalName")
+    if isinstance(name, str) and name:
+        return f"{name} ({upn if isinstance(upn, str) and upn else oid})"
+    return f"{upn} ({oid})" if isinstance(upn, str) and upn else f"{oid} (no name)"
+
+
+def human_value(plan: Plan, change: ChangeRow, value: Any) -> list[str]:
+    """A change's before or after as people read it: ids by name, CA keywords in words, no placeholder.
+
+    The row keeps the ids (machines and the stored plan use them); only the display is translated.
+    """
+    words = (APP_WORDS if change.field.endswith("Applications") else
+             USER_WORDS if change.field.endswith("Users") and change.area == AREA_CA else {})
+
+    def one(item: Any) -> Any:
+        if not isinstance(item, str):
+            return item
+        if item.lower() in words:
+            return words[item.lower()]
+        return plan.labels.get(item.lower(), item)
+
+    shown = [one(v) for v in value] if isinstance(value, list | tuple) else one(value)
+    return format_value(shown, plan.aaguid_names)
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[list[str]]]) -> str:
@@ -993,7 +1083,7 @@ def render_plan_table(plan: Plan) -> str:
     head += f"): {len(plan.changes)} change(s), {len(plan.writes)} write(s)"
     parts.append(head)
     if plan.changes:
-        rows = [[[c.area], [c.field], format_value(c.before, names), format_value(c.after, names),
+        rows = [[[c.area], [c.field], human_value(plan, c, c.before), human_value(plan, c, c.after),
                  [c.note] if c.note else [""]] for c in plan.changes]
         parts.append(render_table(["AREA", "FIELD", "BEFORE", "AFTER", "NOTE"], rows))
     else:
@@ -1028,6 +1118,6 @@ def render_plan_table(plan: Plan) -> str:
 __all__ = [
     "CA_PATH", "FIDO2_PATH", "MANY_TARGETS", "STRENGTHS_PATH", "STRENGTH_ID_PLACEHOLDER", "WRITE_OPS", "ChangeRow",
     "Issue", "LockoutRow", "Narrowing", "Plan", "apply_patch_locally", "attach_lockout", "build_plan", "drift",
-    "fill_strength_id", "format_value", "lockout_impact", "merge_aaguids", "plan_from_json", "plan_to_json",
-    "render_plan_table", "render_table", "state_hash",
+    "fill_strength_id", "format_value", "human_value", "lockout_impact", "merge_aaguids", "plan_from_json",
+    "plan_to_json", "render_plan_table", "render_table", "state_hash",
 ]

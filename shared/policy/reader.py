@@ -6,11 +6,17 @@ multi-method `allowedCombinations` ("password,sms") as None (graph-contract pitf
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from shared.errors import NotFound
+from shared.errors import GraphError, NotFound
 from shared.graph.gateway import GraphGateway
 from shared.graph.passkeys import read_passkeys
+from shared.policy.aaguids import is_guid
+from shared.policy.current import ca_policies_named
+from shared.policy.document import DesiredState
+
+log = logging.getLogger(__name__)
 
 FIDO2_PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
 STRENGTHS_PATH = "/policies/authenticationStrengthPolicies"
@@ -60,6 +66,46 @@ async def read_groups(graph: GraphGateway, group_ids: list[str]) -> dict[str, di
             return group_id, None
 
     return dict(await asyncio.gather(*(one(g) for g in dict.fromkeys(group_ids))))
+
+
+async def read_ca_names(graph: GraphGateway, desired: DesiredState, ca_raw: object = None
+                        ) -> dict[str, dict[str, Any] | None]:
+    """The users and applications the CA section names by id, and the users, groups and applications the
+    tenant's policy of that name covers today (`ca_raw`), so a plan can show them by name.
+
+    Users: `GET /users/{id}` (User.Read.All). Applications: `GET /servicePrincipals(appId='{id}')`, which
+    needs Application.Read.All (opt-in, `grantApplicationRead`). None for an id Graph does not know; an id
+    whose read failed (no permission, any Graph error) is left out and shown as "name not readable".
+    Never raises for a name: names only inform people, they decide nothing.
+    """
+    ca = desired.conditional_access
+    if ca is None:
+        return {}
+    users, apps, groups = [*ca.include_users, *ca.exclude_users], [*ca.include_applications], []
+    for policy in ca_policies_named(ca_raw or [], ca.display_name):
+        users += [*policy.include_users, *policy.exclude_users]
+        groups += [*policy.include_groups, *policy.exclude_groups]
+        apps += policy.include_applications
+    known_groups = {g.lower() for g in desired.group_ids()}
+    users = [u for u in dict.fromkeys(users) if is_guid(u)]
+    apps = [a for a in dict.fromkeys(apps) if is_guid(a)]
+    groups = [g for g in dict.fromkeys(groups) if is_guid(g) and g.lower() not in known_groups]
+
+    async def one(oid: str, path: str, what: str) -> tuple[str, dict[str, Any] | None] | None:
+        try:
+            return oid, _clean(await graph.get_json(path, what=what))
+        except NotFound:
+            return oid, None
+        except GraphError as exc:
+            log.info("could not read the name of %s: %s", oid, type(exc).__name__)
+            return None
+
+    found = await asyncio.gather(
+        *(one(u, f"/users/{u}?$select=id,displayName,userPrincipalName", "read a CA user's name") for u in users),
+        *(one(a, f"/servicePrincipals(appId='{a}')?$select=appId,displayName", "read a CA application's name")
+          for a in apps),
+        *(one(g, f"/groups/{g}?$select=id,displayName", "read a CA group's name") for g in groups))
+    return dict(pair for pair in found if pair is not None)
 
 
 async def read_users_with_passkeys(graph: GraphGateway, user_ids: list[str] | None = None

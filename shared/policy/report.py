@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.policy.aaguids import label_of
 from shared.policy.checks import Report
-from shared.policy.plan import Plan, format_value
+from shared.policy.plan import Plan, human_value
 
 STATUS_MARKERS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
 
@@ -101,8 +101,8 @@ def plan_to_markdown(plan: Plan, *, tenant_id: str | None = None, generated_at: 
     if plan.changes:
         out += ["## Changes", "",
                 _md_table(["Area", "Field", "Before", "After", "Note"],
-                          [[c.area, c.field, "\n".join(format_value(c.before, names)),
-                            "\n".join(format_value(c.after, names)), c.note] for c in plan.changes]), ""]
+                          [[c.area, c.field, "\n".join(human_value(plan, c, c.before)),
+                            "\n".join(human_value(plan, c, c.after)), c.note] for c in plan.changes]), ""]
     if plan.errors:
         out += ["## Errors", ""] + [f"- `{i.code}` {i.message}" for i in plan.errors] + [""]
     if plan.warnings:

@@ -52,6 +52,7 @@ from shared.policy.plan import (
 )
 from shared.policy.reader import (
     STRENGTHS_PATH,
+    read_ca_names,
     read_ca_policies_raw,
     read_fido2_raw,
     read_groups,
@@ -207,7 +208,8 @@ async def _remember_allowed(services: Services, fido2: dict[str, Any], desired: 
 async def make_plan(services: Services, desired: DesiredState) -> tuple[Plan, TenantState]:
     """Plan against the live tenant, with the lockout impact read when the plan narrows anything."""
     state = await read_state(services, desired)
-    plan = build_plan(desired, state.fido2, state.strengths, state.ca, state.groups)
+    names = await read_ca_names(services.graph, desired, state.ca)  # only for people: who the CA policy covers
+    plan = build_plan(desired, state.fido2, state.strengths, state.ca, state.groups, names)
     if plan.needs_lockout_evaluation and not plan.blocked:
         passkeys, upns = await read_users_with_passkeys(services.graph)
         plan = attach_lockout(plan, passkeys, upns)
