@@ -312,3 +312,17 @@ def require_guid(value: str, what: str) -> None:
     """400 unless `value` is a GUID (Graph refuses malformed ids before looking them up)."""
     if not is_guid(value):
         raise bad_request(f"Invalid object identifier '{value}' for {what}.")
+
+
+ORGANIZATION_PROPERTIES = ("id", "displayName", "verifiedDomains")
+
+
+def list_organization(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
+    """GET /organization: the one organization, whose id is the tenant id (what the app confirms first)."""
+    domains = sim.store.domains or []
+    org = {"id": sim.store.tenant_id, "displayName": "Simulated tenant",
+           "verifiedDomains": [{"name": d, "isDefault": i == 0, "isInitial": False, "type": "Managed",
+                                "capabilities": "None"} for i, d in enumerate(domains)]}
+    select = parse_select(req.query.get("$select"), ORGANIZATION_PROPERTIES, "microsoft.graph.organization")
+    view = {k: org[k] for k in select} if select is not None else org
+    return SimResponse(200, {"@odata.context": f"{req.base}/$metadata#organization", "value": [view]})
