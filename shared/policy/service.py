@@ -388,6 +388,7 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
                  expected: Plan | None = None, stored: dict[str, Any] | None = None,
                  lockout_users: int | None = None, accept_no_emergency_exclusion: bool = False,
                  run: dict[str, Any] | None = None) -> dict[str, Any]:
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     recorder = RunRecorder(services, "apply", trigger, run)
     if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
@@ -471,6 +472,7 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
     The authentication strength and Conditional Access policy are left as they are: they only add a
     requirement (report-only by default), and deleting a CA policy is a decision for a person.
     """
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     source = await services.store.get_run(tenant, run_id)
     before = ((source.get("before") or {}).get("fido2"))

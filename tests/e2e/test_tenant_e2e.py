@@ -2,6 +2,7 @@
 verify, plan, apply and sweep refuse, name both ids, and write nothing to Graph or to storage."""
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,10 +10,18 @@ import pytest
 
 from shared.__main__ import exit_code_of
 from shared.errors import WrongTenant
-from shared.policy.service import apply_document, plan, verify
-from shared.upn.service import sweep
+from shared.policy.jobs import submit_plan
+from shared.policy.service import APPLY_LEASE, apply_document, plan, rollback, verify
+from shared.upn.service import (
+    SUBSCRIPTION_LEASE,
+    ensure_subscription,
+    handle_message,
+    sweep,
+    track_flags,
+    users_message,
+)
 from shared.web import error_answer
-from tests.e2e.stack import Stack, running_stack
+from tests.e2e.stack import Stack, running_stack, uid
 from tests.e2e.test_permissions_e2e import ENFORCE, write_routes
 from tests.e2e.test_policy_e2e import doc_with, legacy_tenant
 from tests.graph.test_permissions import unsigned_jwt
@@ -26,6 +35,15 @@ USE_CASES: dict[str, UseCase] = {
     "plan": lambda stack: plan(stack.services, trigger="test", document=doc_with()),
     "apply": lambda stack: apply_document(stack.services, trigger="test", document=doc_with(), accept_lockout=True),
     "sweep": lambda stack: sweep(stack.services, trigger="test"),
+}
+#: The other entry points: the HTTP plan job, rollback, the queue processor, the tracker, subscribe.
+MORE_USE_CASES: dict[str, UseCase] = {
+    "submit_plan": lambda stack: submit_plan(stack.services),
+    "rollback": lambda stack: rollback(stack.services, "0" * 32, trigger="test", accept_lockout=True),
+    "process": lambda stack: handle_message(stack.services, json.dumps(
+        {**users_message([{"id": uid(1)}], source="sweep"), "tenant": stack.tenant_id})),
+    "track": lambda stack: track_flags(stack.services),
+    "subscribe": lambda stack: ensure_subscription(stack.services),
 }
 
 
@@ -53,6 +71,24 @@ async def test_a_graph_answering_for_another_tenant_is_refused(azurite, name):
         answer = error_answer(error)
         assert answer.body["error"]["code"] == "wrongTenant"
         assert exit_code_of(error) == 2  # a settings problem: retrying cannot help
+
+
+@pytest.mark.parametrize("name", sorted(MORE_USE_CASES))
+async def test_every_other_entry_point_refuses_the_wrong_tenant_too(azurite, name):
+    """The HTTP plan job, rollback, processor, tracker and subscribe refuse the wrong tenant; nothing is written."""
+    doc = legacy_tenant()
+    async with running_stack(azurite, doc, drain=False, TENANT_ID=CONFIGURED) as stack:
+        await _refuses_and_writes_nothing(stack, MORE_USE_CASES[name], CONFIGURED, doc["tenantId"])
+
+
+@pytest.mark.parametrize("lease", [APPLY_LEASE, SUBSCRIPTION_LEASE])
+async def test_the_tenant_is_confirmed_before_a_lease_is_taken(azurite, lease):
+    """With the lease held under TENANT_ID, apply and subscribe still say wrongTenant: no lease row is touched."""
+    doc = legacy_tenant()
+    use_case = USE_CASES["apply"] if lease == APPLY_LEASE else MORE_USE_CASES["subscribe"]
+    async with running_stack(azurite, doc, drain=False, TENANT_ID=CONFIGURED) as stack:
+        assert await stack.services.store.acquire_lease(CONFIGURED, lease, "someone-else", 60)
+        await _refuses_and_writes_nothing(stack, use_case, CONFIGURED, doc["tenantId"])
 
 
 async def test_a_token_issued_for_another_tenant_is_refused_before_any_request(azurite):
