@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from shared.graph.gateway import GraphGateway
 
 log = logging.getLogger(__name__)
+#: The least-privileged application permission for GET /organization; every deployment grants it.
+TENANT_READ = "Organization.Read.All"
 
 
 def _refuse(configured: str, answering: str, by: str) -> WrongTenant:
