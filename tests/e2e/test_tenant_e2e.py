@@ -111,3 +111,14 @@ async def test_the_right_tenant_is_confirmed_once_per_process(azurite):
         assert (await plan(stack.services, trigger="test", document=doc_with()))["plan"]["writes"]
         await sweep(stack.services, trigger="test")
         assert stack.sim.stats()["calls"]["by_route"].get("GET /organization") == 1
+
+
+async def test_health_is_degraded_by_the_wrong_tenant(azurite):
+    """The health probe's first Graph request is the tenant check: a wrong tenant degrades it, code wrongTenant."""
+    from tests.e2e.test_health import READER
+
+    async with running_stack(azurite, legacy_tenant(), drain=False, TENANT_ID=CONFIGURED) as stack:
+        status, text, _ = await stack.get("health", principal=None)
+        assert status == 503 and json.loads(text)["status"] == "degraded"
+        status, text, _ = await stack.get("health/details", headers=READER)
+        assert json.loads(text)["graph"] == {"ok": False, "error": "wrongTenant"}
