@@ -122,3 +122,20 @@ async def test_health_is_degraded_by_the_wrong_tenant(azurite):
         assert status == 503 and json.loads(text)["status"] == "degraded"
         status, text, _ = await stack.get("health/details", headers=READER)
         assert json.loads(text)["graph"] == {"ok": False, "error": "wrongTenant"}
+
+
+async def test_the_cli_names_both_tenants_and_exits_2(azurite):
+    """`python -m shared verify` against another tenant's Graph: exit 2, both ids named, nothing written."""
+    from tests.e2e.test_cli import cli, cli_env
+
+    doc = legacy_tenant()
+    async with running_stack(azurite, doc, drain=False) as stack:
+        env = {**cli_env(stack, azurite.connection_string), "TENANT_ID": CONFIGURED}
+        before = await snapshot_storage(azurite.connection_string, CONFIGURED)
+        done = await cli(env, "verify")
+        assert done.returncode == 2, done.stderr
+        assert "wrongTenant" not in done.stdout and CONFIGURED in done.stderr and doc["tenantId"] in done.stderr
+        json_done = await cli(env, "plan", "--json")
+        assert json_done.returncode == 2 and json.loads(json_done.stdout)["error"]["code"] == "wrongTenant"
+        assert storage_diff(before, await snapshot_storage(azurite.connection_string, CONFIGURED)) == {}
+        assert stack.sim.stats()["writes"] == 0
