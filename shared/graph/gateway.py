@@ -127,7 +127,10 @@ class GraphGateway:
         provider = getattr(self._auth, "access_token_provider", None)
         if provider is None:
             return ""
-        return str(await provider.get_authorization_token(self.settings.graph_base_url + "/") or "")
+        try:
+            return str(await provider.get_authorization_token(self.settings.graph_base_url + "/") or "")
+        except Exception as exc:  # a credential that cannot sign in: graphSignInFailed, with `az login`
+            raise self._map_error(exc, "getting a Graph token") from exc
 
     async def confirm_tenant(self) -> None:
         """Refuse (WrongTenant) unless the tenant answering is TENANT_ID; once per gateway (see

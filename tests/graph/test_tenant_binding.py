@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from azure.core.credentials import AccessToken
 
 from shared.config import Settings
@@ -34,3 +35,27 @@ async def test_graph_tokens_are_requested_for_the_configured_tenant() -> None:
     assert token == "header.payload.signature"
     [(scopes, kwargs)] = credential.requests
     assert scopes == ("https://graph.microsoft.com/.default",) and kwargs.get("tenant_id") == TENANT
+
+
+class FailingCredential(RecordingCredential):
+    """An administrator who has not run `az login`: every token request fails."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        from azure.identity import CredentialUnavailableError
+
+        raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token")
+
+
+async def test_a_failed_sign_in_during_the_tenant_check_suggests_az_login() -> None:
+    """The tenant check is the first thing to ask for a token: its failure is graphSignInFailed with `az login`."""
+    from shared.errors import GraphSignInFailed
+    from shared.graph.gateway import GraphGateway
+
+    settings = Settings.from_env({"TENANT_ID": TENANT, "STATE_STORAGE": "UseDevelopmentStorage=true"})
+    gateway = GraphGateway(settings, auth_provider=build_auth_provider(settings, credential=FailingCredential()))
+    try:
+        with pytest.raises(GraphSignInFailed) as caught:
+            await gateway.get_json("/users")
+        assert "az login" in caught.value.message and gateway.tenant_confirmed is False
+    finally:
+        await gateway.close()
