@@ -664,10 +664,10 @@ async def ensure_subscription(services: Services, *, now: datetime | None = None
     subscription costs one Table read; any Graph write happens under a lease, so instances starting together
     create one subscription (the others get ConflictError and leave it to the holder).
     """
-    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     now = now or _now()
     fingerprint = client_state_fingerprint(tenant, services.settings.secret("notification_client_state"))
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     value, _ = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
     if _is_fresh(value, fingerprint, now):
         return {"action": "none", **(value or {})}
