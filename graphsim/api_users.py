@@ -341,3 +341,17 @@ def get_service_principal(sim: SimServer, req: SimRequest, params: dict[str, str
     ctx = f"{req.base}/$metadata#servicePrincipals" + (f"({','.join(select)})" if select else "") + "/$entity"
     view = copy.deepcopy(sp) if select is None else {name: copy.deepcopy(sp.get(name)) for name in select}
     return SimResponse(200, {"@odata.context": ctx, **view})
+
+
+ORGANIZATION_PROPERTIES = ("id", "displayName", "verifiedDomains")
+
+
+def list_organization(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
+    """GET /organization: the one organization, whose id is the tenant id (what the app confirms first)."""
+    domains = sim.store.domains or []
+    org = {"id": sim.store.tenant_id, "displayName": "Simulated tenant",
+           "verifiedDomains": [{"name": d, "isDefault": i == 0, "isInitial": False, "type": "Managed",
+                                "capabilities": "None"} for i, d in enumerate(domains)]}
+    select = parse_select(req.query.get("$select"), ORGANIZATION_PROPERTIES, "microsoft.graph.organization")
+    view = {k: org[k] for k in select} if select is not None else org
+    return SimResponse(200, {"@odata.context": f"{req.base}/$metadata#organization", "value": [view]})

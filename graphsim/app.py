@@ -54,6 +54,7 @@ def build_graph_router(delta: DeltaEngine) -> Router:
     r.add("GET", "groups", u.list_groups)
     r.add("GET", "groups/{id}", u.get_group)
     r.add("GET", "servicePrincipals/{id}", u.get_service_principal)
+    r.add("GET", "organization", u.list_organization)
     # authentication methods policy
     r.add("GET", "policies/authenticationMethodsPolicy", p.get_methods_policy)
     r.add("GET", "policies/authenticationMethodsPolicy/authenticationMethodConfigurations", p.list_method_configs)

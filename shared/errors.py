@@ -7,6 +7,7 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     ├── ConfigError                    a setting is missing or malformed (names the setting)
     │   └── SecretUnavailable          a secret setting is unset, an unresolved Key Vault reference, short or a
     │                                  placeholder (503: names the setting, never its value)
+    │   └── WrongTenant                Graph or the token answers for another tenant than TENANT_ID (names both)
     ├── InputError                     bad input from a caller: document, request body, CLI argument (400)
     │   └── PayloadTooLarge            a request body over the size limit (413)
     ├── AuthError                      wrong signature, clientState, tenant or timestamp (401)
@@ -59,6 +60,13 @@ class ConfigError(PasskeyGuardError):
 
 class SecretUnavailable(ConfigError):
     code, status = "secretUnavailable", 503
+
+
+class WrongTenant(ConfigError):
+    """TENANT_ID names one tenant while Graph (or the token's `tid`) answers for another: a settings problem,
+    refused before any read or write so nothing lands in, or is recorded for, the wrong tenant."""
+
+    code = "wrongTenant"
 
 
 class InputError(PasskeyGuardError):

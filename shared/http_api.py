@@ -64,7 +64,9 @@ async def _probe_health(services: Services) -> HealthResult:
     """Whether Graph and storage answer, from the process's cache (at most one probe per TTL)."""
     from shared.policy.reader import read_fido2_raw
 
-    return await services.health.get(lambda: read_fido2_raw(services.graph), services.store.ping)
+    graph = services.graph  # the first probe is the tenant check itself (one Graph request, wrongTenant degrades)
+    return await services.health.get(
+        lambda: read_fido2_raw(graph) if graph.tenant_confirmed else graph.confirm_tenant(), services.store.ping)
 
 
 async def health(services: Services, req: Request) -> Answer:

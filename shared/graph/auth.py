@@ -2,6 +2,8 @@
 
 - In Azure: the app's one user-assigned managed identity (`AZURE_CLIENT_ID`).
 - On an admin's machine: `DefaultAzureCredential` (az login, environment, ...).
+- Tokens are requested for `TENANT_ID` (`tenant_id` on every `get_token`), and the answering tenant is confirmed
+  before the first request (shared/graph/tenant.py).
 - Against the local simulator (a loopback `GRAPH_BASE_URL`): the static `GRAPH_DEV_TOKEN`, sent only to
   loopback hosts, so a real token can never reach the simulator and the dev token never leaves the box.
 """
@@ -57,5 +59,8 @@ def build_auth_provider(settings: Settings, *, credential: Any = None) -> Authen
     if credential is None:
         credential = (ManagedIdentityCredential(client_id=settings.azure_client_id) if settings.azure_client_id
                       else DefaultAzureCredential())
-    # allowed_hosts pins tokens to Graph's own host; scopes are explicit (graph-contract pitfall 9).
-    return AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host])
+    # allowed_hosts pins tokens to Graph's own host; scopes are explicit (graph-contract pitfall 9). The options
+    # go to every get_token: tokens are requested for TENANT_ID, not the sign-in's home tenant (a managed
+    # identity ignores it; shared/graph/tenant.py then confirms the tenant that answers).
+    return AzureIdentityAuthenticationProvider(credential, options={"tenant_id": settings.tenant_id},
+                                               scopes=[GRAPH_SCOPE], allowed_hosts=[host])

@@ -93,6 +93,8 @@ class GraphGateway:
         self._client: GraphServiceClient | None = None
         self.counters = GraphCounters()
         self.budget = budget or RuBudget(settings.graph_ru_per_10s)
+        self.tenant_confirmed = False  # set by shared.graph.tenant.confirm_tenant before the first request
+        self._tenant_lock: asyncio.Lock | None = None  # one confirmation at a time (parallel first reads)
 
     # ------------------------------------------------------------------ construction
     @property
@@ -125,11 +127,26 @@ class GraphGateway:
         provider = getattr(self._auth, "access_token_provider", None)
         if provider is None:
             return ""
-        return str(await provider.get_authorization_token(self.settings.graph_base_url + "/") or "")
+        try:
+            return str(await provider.get_authorization_token(self.settings.graph_base_url + "/") or "")
+        except Exception as exc:  # a credential that cannot sign in: graphSignInFailed, with `az login`
+            raise self._map_error(exc, "getting a Graph token") from exc
+
+    async def confirm_tenant(self) -> None:
+        """Refuse (WrongTenant) unless the tenant answering is TENANT_ID; once per gateway (see
+        shared/graph/tenant.py)."""
+        if self.tenant_confirmed:
+            return
+        from shared.graph.tenant import confirm_tenant
+
+        self._tenant_lock = self._tenant_lock or asyncio.Lock()
+        async with self._tenant_lock:
+            await confirm_tenant(self)
 
     # ------------------------------------------------------------------ typed SDK calls
     async def call(self, method: str, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
         """Run one SDK call (`operation`), counting it and mapping SDK errors to ours."""
+        await self.confirm_tenant()
         self.counters.count(method)
         try:
             return await operation()
@@ -152,8 +169,12 @@ class GraphGateway:
         return info
 
     async def send_raw(self, method: str, url: str, body: Any = None, *, headers: dict[str, str] | None = None,
-                       what: str = "") -> tuple[Any, dict[str, str]]:
-        """One request through the SDK's adapter; returns (parsed JSON or None, response headers)."""
+                       what: str = "", confirm: bool = True) -> tuple[Any, dict[str, str]]:
+        """One request through the SDK's adapter; returns (parsed JSON or None, response headers).
+
+        `confirm=False` only for the tenant confirmation's own read (every other request waits for it)."""
+        if confirm:
+            await self.confirm_tenant()
         from kiota_http.middleware.options import HeadersInspectionHandlerOption
         from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 

@@ -86,6 +86,7 @@ async def submit_plan(services: Services, document: Any = None, *, actor: Actor 
 
     refuse_adhoc_document(services, document)
     desired = load_desired(services, document)
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     return await _enqueue(services, "plan", {"desired": desired_to_json(desired)}, actor)
 
 

@@ -414,6 +414,7 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
                  expected: Plan | None = None, stored: dict[str, Any] | None = None,
                  lockout_users: int | None = None, accept_no_emergency_exclusion: bool = False,
                  run: dict[str, Any] | None = None, actor: Actor = THE_APP) -> dict[str, Any]:
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     recorder = RunRecorder(services, "apply", trigger, run, actor)
     if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
@@ -520,6 +521,7 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
     deleted), what is already as before is left alone (a second rollback writes nothing), what someone
     changed since is kept and named. Same lease, permission pre-check and lockout safety as an apply.
     """
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     source = await services.store.get_run(tenant, run_id)
     if source.get("kind") != "apply":

@@ -525,6 +525,7 @@ async def track_flags(services: Services) -> dict[str, Any]:
 
     Returns counts, with ``removalHeld`` (hold code -> flags) and ``awaitingApproval``.
     """
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     settings = services.settings
     open_flags: list[dict[str, Any]] = []
@@ -666,6 +667,7 @@ async def ensure_subscription(services: Services, *, now: datetime | None = None
     tenant = services.settings.tenant_id
     now = now or _now()
     fingerprint = client_state_fingerprint(tenant, services.settings.secret("notification_client_state"))
+    await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     value, _ = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
     if _is_fresh(value, fingerprint, now):
         return {"action": "none", **(value or {})}

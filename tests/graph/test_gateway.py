@@ -23,7 +23,7 @@ def sim() -> Iterator[Simulator]:
 
 
 def gateway(sim: Simulator, **env: str) -> GraphGateway:
-    settings = Settings.from_env({"TENANT_ID": "11111111-2222-4333-8444-555555555555", "STATE_STORAGE": "x",
+    settings = Settings.from_env({"TENANT_ID": sim.state(users=False)["tenantId"], "STATE_STORAGE": "x",
                                   "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "gw-token", **env})
     return GraphGateway(settings)
 

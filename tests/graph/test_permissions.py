@@ -53,6 +53,13 @@ def test_the_roles_the_code_asks_for_are_the_ones_infra_grants() -> None:
     assert needed <= documented
 
 
+def test_every_deployment_may_confirm_its_tenant() -> None:
+    """GET /organization's application permission is granted always, whatever the mode and switches."""
+    from shared.graph.tenant import TENANT_READ
+
+    assert TENANT_READ in granted("always")
+
+
 def test_fido2_patch_needs_the_authentication_method_write_role() -> None:
     """PATCH of the FIDO2 configuration needs Policy.ReadWrite.AuthenticationMethod, nothing else."""
     writes = [{"op": "patch_fido2", "method": "PATCH", "path": FIDO2_PATH, "target": "fido2", "body": {}}]

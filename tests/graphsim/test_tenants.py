@@ -75,3 +75,16 @@ def test_profiles_tenant_has_the_default_profile() -> None:
     assert profile["keyRestrictions"] == {"isEnforced": True, "enforcementType": "allow", "aaGuids": [YUBI]}
     assert cfg["includeTargets"][0]["allowedPasskeyProfiles"] == [profile["id"]]
     assert cfg["keyRestrictions"] == profile["keyRestrictions"]
+
+
+def test_organization_answers_with_the_tenant_id(sim: Simulator) -> None:
+    """GET /organization is a one-item collection whose id is the tenant's, as Graph v1.0 shapes it."""
+    tenant_id = json.loads((TENANTS / "demo.json").read_text())["tenantId"]
+    full = raw(sim, "GET", "/organization")
+    assert full.status == 200
+    assert full.body["@odata.context"] == f"{sim.base_url}/$metadata#organization"
+    assert [org["id"] for org in full.body["value"]] == [tenant_id]
+    assert full.body["value"][0]["verifiedDomains"][0]["name"] == "contoso.example"
+    selected = raw(sim, "GET", "/organization?$select=id")
+    assert selected.body["value"] == [{"id": tenant_id}]
+    assert raw(sim, "GET", "/organization", token=None).status == 401
