@@ -8,20 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from tests.e2e.stack import running_stack
+from tests.e2e.test_cli import cli_env
 from tests.e2e.test_policy_e2e import MARKETING, YUBI, doc_with, legacy_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli_env(stack: Any, connection_string: str) -> dict[str, str]:
-    """The environment an administrator's shell would have, pointing at this stack."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "STATE_", "NOTIFICATION_", "TICKET_"))}
-    env.update({"TENANT_ID": stack.tenant_id, "GRAPH_BASE_URL": stack.sim.base_url, "GRAPH_DEV_TOKEN": "test-token",
-                "STATE_STORAGE": connection_string, "PYTHONDONTWRITEBYTECODE": "1"})
-    return env
 
 
 async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
