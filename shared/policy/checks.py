@@ -165,6 +165,15 @@ def _no_fido2(ctx: CheckContext) -> tuple[Status, str]:
     return "failed", f"cannot read the Passkey (FIDO2) configuration: {ctx.fido2_problem}"
 
 
+def _differences(label: str, have: Sequence[str], want: Sequence[str]) -> list[str]:
+    """What is missing from `have` and what it has beyond `want` (ids compared case-insensitively)."""
+    have_keys, want_keys = {h.lower() for h in have}, {w.lower() for w in want}
+    missing = [w for w in want if w.lower() not in have_keys]
+    extra = [h for h in have if h.lower() not in want_keys]
+    return ([f"{label} missing: {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected {label}: {', '.join(extra)}"] if extra else [])
+
+
 def _labels(aaguids: Sequence[str], ctx: CheckContext) -> str:
     return ", ".join(label_of(a, ctx.desired.aaguid_names) for a in aaguids)
 
@@ -193,15 +202,8 @@ def targets_as_desired(ctx: CheckContext) -> tuple[Status, str]:
     if ctx.fido2 is None:
         return _no_fido2(ctx)
     spec = ctx.desired.passkey_method
-    problems = []
-    for what, have, want in (("include", ctx.fido2.include_ids, [t.id for t in spec.include_targets]),
-                             ("exclude", ctx.fido2.exclude_ids, [t.id for t in spec.exclude_targets])):
-        missing = [t for t in want if t not in have]
-        extra = [t for t in have if t not in want]
-        if missing:
-            problems.append(f"{what} targets missing: {', '.join(missing)}")
-        if extra:
-            problems.append(f"unexpected {what} targets: {', '.join(extra)}")
+    problems = [*_differences("include targets", ctx.fido2.include_ids, [t.id for t in spec.include_targets]),
+                *_differences("exclude targets", ctx.fido2.exclude_ids, [t.id for t in spec.exclude_targets])]
     if problems:
         return "failed", "; ".join(problems)
     return "passed", "include and exclude targets are as desired"
@@ -395,15 +397,7 @@ def ca_scope(ctx: CheckContext) -> tuple[Status, str]:
              ("excludeUsers", ctx.ca.exclude_users, spec.exclude_users),
              ("excludeGroups", ctx.ca.exclude_groups, spec.exclude_groups),
              ("includeApplications", ctx.ca.include_applications, spec.include_applications))
-    problems = []
-    for name, have, want in pairs:
-        have_keys, want_keys = {h.lower() for h in have}, {w.lower() for w in want}
-        missing = [w for w in want if w.lower() not in have_keys]
-        extra = [h for h in have if h.lower() not in want_keys]
-        if missing:
-            problems.append(f"{name} missing: {', '.join(missing)}")
-        if extra:
-            problems.append(f"unexpected {name}: {', '.join(extra)}")
+    problems = [problem for name, have, want in pairs for problem in _differences(name, have, want)]
     if problems:
         return "failed", "; ".join(problems)
     return "passed", "users, groups and applications are as decided"
