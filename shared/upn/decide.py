@@ -438,7 +438,9 @@ class RemovalDecision:
     hold: str | None = None
 
 
-def _created_at(value: object) -> datetime | None:
+def parse_aware_time(value: object) -> datetime | None:
+    """An ISO 8601 time with a zone (a passkey's createdDateTime, a queue entry's seenAt), in UTC; None when
+    absent, unreadable or without a zone (a naive time cannot be compared safely)."""
     if not isinstance(value, str):
         return None
     try:
@@ -463,8 +465,8 @@ def removable_passkeys(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]]
         return RemovalDecision(hold=HOLD_FROM_TICKET)
     if flag.old_upn_seen_at is None:
         return RemovalDecision(hold=HOLD_SEEN_AT_UNKNOWN)
-    created = {p.id: _created_at(p.created_date_time) for p in flag.passkeys}
-    created.update((p.id, _created_at(p.created_date_time)) for p in passkey_refs(current_passkeys))
+    created = {p.id: parse_aware_time(p.created_date_time) for p in flag.passkeys}
+    created.update((p.id, parse_aware_time(p.created_date_time)) for p in passkey_refs(current_passkeys))
     cutoff = flag.old_upn_seen_at - CLOCK_MARGIN
     ids = tuple(pid for pid in stale if (when := created.get(pid)) is not None and when < cutoff)
     return RemovalDecision(ids=ids) if ids else RemovalDecision(hold=HOLD_NOT_OLDER)
@@ -664,6 +666,6 @@ __all__ = [
     "APPROVAL_REQUIRED", "APPROVED", "CLOCK_MARGIN", "MAX_HISTORY", "OLD_UPN_ORIGINS", "OPEN_STATUSES", "SOURCES",
     "TRANSITIONS", "Decision", "DecisionKind", "Flag", "FlagStatus", "HistoryEntry", "PasskeyRef", "RemovalDecision",
     "TrackResult", "approve_removal", "decide_change", "dismiss", "flag_from_dict", "flag_to_dict", "hold_removal",
-    "mark_removed", "merge_flag", "needs_approval", "passkey_refs", "removable_passkeys", "require_approval",
-    "same_upn", "stale_passkeys_to_remove", "track", "transition",
+    "mark_removed", "merge_flag", "needs_approval", "parse_aware_time", "passkey_refs", "removable_passkeys",
+    "require_approval", "same_upn", "stale_passkeys_to_remove", "track", "transition",
 ]

@@ -54,6 +54,7 @@ from shared.upn.decide import (
     mark_removed,
     merge_flag,
     needs_approval,
+    parse_aware_time,
     removable_passkeys,
     require_approval,
     same_upn,
@@ -258,7 +259,7 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
             current[uid] = entry.get("upn")
             if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
                 known[uid] = entry["oldUpn"]
-            if entry.get("upn") and (at := _seen_at(entry.get("seenAt"))) is not None:
+            if entry.get("upn") and (at := parse_aware_time(entry.get("seenAt"))) is not None:
                 seen[uid] = at
     unknown = [uid for uid, upn in current.items() if not upn]
     if unknown:
@@ -304,17 +305,6 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
         await _forget_users(services, removed, now)
     return {"processed": len(current), "removed": len(removed), "flagged": [f.user_id for f in written],
             "decisions": {k: v for k, v in outcome.items() if v}}
-
-
-def _seen_at(value: object) -> datetime | None:
-    """A message entry's `seenAt` (when the sweep read that UPN), or None when absent or unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
 
 
 async def _old_upn_seen(services: Services, changed: list[str], snapshots: Mapping[str, str],
