@@ -136,6 +136,19 @@ async def _update_if_unchanged(client: TableClient, entity: Mapping[str, Any], e
         raise missing from None
 
 
+async def _replace_if_still(client: TableClient, entity: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Replace the row with `entity` while it is still `current` (its ETag); False when somebody else wrote or
+    deleted it first. Leases and event claims are races by design: losing one is an answer, not an error."""
+    try:
+        await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=_etag(current),
+                                   match_condition=MatchConditions.IfNotModified)
+        return True
+    except HttpResponseError as exc:
+        if is_conflict(exc) or _entity_missing(exc):
+            return False
+        raise
+
+
 # --- explicit entity mapping, one pair per table -------------------------------------------------------
 def run_to_entities(tenant_id: str, run: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run row and its pointer row. `run` needs `id` (str) and `started_at` (aware datetime)."""
@@ -937,13 +950,8 @@ class StateStore:
                 expires = plain_value(current.get("expires_at"))
                 if current.get("owner") != owner and isinstance(expires, dt.datetime) and expires > now:
                     return False
-                try:
-                    await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=_etag(current),
-                                               match_condition=MatchConditions.IfNotModified)
+                if await _replace_if_still(client, entity, current):
                     return True
-                except HttpResponseError as exc:
-                    if not (is_conflict(exc) or _entity_missing(exc)):
-                        raise
             return False
 
         return await self._op(CHECKPOINTS, "acquiring a lease", work)
@@ -978,14 +986,7 @@ class StateStore:
             current = await self._get(client, pk, rk)
             if current is None or current.get("owner") != owner:
                 return False
-            try:
-                await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=_etag(current),
-                                           match_condition=MatchConditions.IfNotModified)
-                return True
-            except HttpResponseError as exc:
-                if is_conflict(exc) or _entity_missing(exc):
-                    return False
-                raise
+            return await _replace_if_still(client, entity, current)
 
         return await self._op(CHECKPOINTS, "renewing a lease", work)
 
@@ -1013,14 +1014,7 @@ class StateStore:
             expires = plain_value(current.get("expires_at"))
             if isinstance(expires, dt.datetime) and expires > now:
                 return False
-            try:
-                await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=_etag(current),
-                                           match_condition=MatchConditions.IfNotModified)
-                return True
-            except HttpResponseError as exc:
-                if is_conflict(exc) or _entity_missing(exc):
-                    return False
-                raise
+            return await _replace_if_still(client, entity, current)
 
         return await self._op(EVENTS, "claiming an event", work)
 
