@@ -108,6 +108,7 @@ async def runs_list(services: Services, req: Request) -> Answer:
     return ok(await list_runs(services, limit=limit, page_token=req.params.get("pageToken") or None))
 
 
+APPROVAL_BODY = Shape({"userIds": list}, {"userIds"})
 #: The policy routes' bodies; `document` only counts when ALLOW_ADHOC_DOCUMENTS is on.
 DOCUMENT_BODY = Shape({"document": dict})
 APPLY_BODY = Shape({"planId": str, "acceptLockout": Shape({"planId": str, "users": int}, {"planId", "users"}),
@@ -267,13 +268,8 @@ async def flags_approve_removal(services: Services, req: Request) -> Answer:
     tracker run deletes them. Strict body `{"userIds": [...]}`: anything else is a 400 naming the field."""
     from shared.upn.service import approve_removals
 
-    body = read_json_object(req.body, allow_empty=False)
-    unknown = sorted(set(body) - {"userIds"})
-    if unknown:
-        raise InputError(f"{unknown[0]}: unknown field; the body is {{\"userIds\": [user id, ...]}}")
-    ids = body.get("userIds")
-    if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_APPROVALS
-            or not all(isinstance(u, str) and 0 < len(u) <= 128 for u in ids)):
+    ids = read_strict_object(req.body, APPROVAL_BODY)["userIds"]
+    if not 1 <= len(ids) <= MAX_APPROVALS or not all(isinstance(u, str) and 0 < len(u) <= 128 for u in ids):
         raise InputError(f"userIds: required, a list of 1 to {MAX_APPROVALS} user ids (strings)")
     return ok(await approve_removals(services, ids, by="http"))
 
