@@ -848,13 +848,15 @@ class StateStore:
             for row in await self._snapshot_partition(tenant_id, bucket):
                 yield row
 
-    async def _snapshot_partition(self, tenant_id: str, bucket: int) -> list[dict[str, str]]:
+    async def _snapshot_partition(self, tenant_id: str, bucket: int, *, raw: bool = False) -> list[dict[str, str]]:
+        read = (lambda value: value) if raw else snapshot_upn
+
         async def work(client: TableClient) -> list[dict[str, str]]:
             rows: list[dict[str, str]] = []
             async for entity in client.query_entities(
                     "PartitionKey eq @pk", parameters={"pk": bucket_partition(tenant_id, bucket)},
                     results_per_page=MAX_PAGE):
-                users = {uid: snapshot_upn(value) for name, value in entity.items()
+                users = {uid: read(value) for name, value in entity.items()
                          if (uid := snapshot_user(name)) is not None and isinstance(value, str)}
                 if len(users) > MAX_CUSTOM_PROPERTIES:  # Azurite doesn't enforce the limit; Azure would refuse
                     raise StateError(f"snapshot row {entity.get('RowKey')} holds {len(users)} users; Table "
@@ -864,10 +866,12 @@ class StateStore:
 
         return await self._op(SNAPSHOTS, "reading snapshots", work)
 
-    async def load_all_snapshots(self, tenant_id: str) -> dict[str, str]:
+    async def load_all_snapshots(self, tenant_id: str, *, raw: bool = False) -> dict[str, str]:
         """The whole snapshot table as `{user id: UPN}`: all partitions in parallel, ~1,000 rows for
-        100k users."""
-        parts = await self._gather(self._snapshot_partition(tenant_id, b) for b in range(self.snapshot_buckets))
+        100k users. `raw` keeps each stored value (`snapshot_value`: the UPN and when it was seen), for the
+        sweep, which splits only the few it queues."""
+        parts = await self._gather(self._snapshot_partition(tenant_id, b, raw=raw)
+                                   for b in range(self.snapshot_buckets))
         out: dict[str, str] = {}
         for rows in parts:
             for row in rows:

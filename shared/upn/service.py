@@ -251,6 +251,7 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
     seen: dict[str, datetime] = {}  # when each current UPN was read from Graph (sweep: its page; else now)
     removed: list[str] = []
     known: dict[str, str] = {}  # old UPNs the message carries (the sweep compared with the snapshot)
+    known_seen: dict[str, datetime] = {}  # and when the snapshot had last seen them
     for entry in users:
         uid = str(entry["id"]).lower()
         if entry.get("removed"):
@@ -259,6 +260,8 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
             current[uid] = entry.get("upn")
             if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
                 known[uid] = entry["oldUpn"]
+                if (was := parse_aware_time(entry.get("oldUpnSeenAt"))) is not None:
+                    known_seen[uid] = was
             if entry.get("upn") and (at := parse_aware_time(entry.get("seenAt"))) is not None:
                 seen[uid] = at
     unknown = [uid for uid, upn in current.items() if not upn]
@@ -282,7 +285,7 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
             snapshots[uid] = old_upn_hint  # a ticket may tell us the old UPN we never saw
             origins[uid] = "ticket"
     changed = [uid for uid, upn in current.items() if snapshots.get(uid) and not same_upn(snapshots[uid], upn)]
-    old_seen = await _old_upn_seen(services, changed, snapshots, stored, origins)
+    old_seen = await _old_upn_seen(services, changed, snapshots, stored, origins, known_seen)
     passkeys = await read_passkeys(services, changed)
 
     outcome: dict[str, list[str]] = {k.value: [] for k in DecisionKind}
@@ -308,11 +311,12 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
 
 
 async def _old_upn_seen(services: Services, changed: list[str], snapshots: Mapping[str, str],
-                        stored: Mapping[str, tuple[str, datetime | None]], origins: Mapping[str, str]
-                        ) -> dict[str, datetime]:
+                        stored: Mapping[str, tuple[str, datetime | None]], origins: Mapping[str, str],
+                        carried: Mapping[str, datetime]) -> dict[str, datetime]:
     """When the product last read each changed user's old UPN from Graph: the time kept with the
-    snapshot, only while the snapshot still holds that UPN (a sweep message carries the old UPN, so its
-    users' rows are read here). Users whose old UPN only a ticket gave have none."""
+    snapshot, only while the snapshot still holds that UPN. A sweep message carries it (`carried`) with
+    the old UPN; other users' rows are read here. Users whose old UPN only a ticket gave have none."""
+    stored = {**stored, **{uid: (snapshots[uid], at) for uid, at in carried.items() if uid in snapshots}}
     need = [uid for uid in changed if uid not in stored and origins.get(uid) != "ticket"]
     if need:
         stored = {**stored, **await services.store.get_snapshots_seen(services.settings.tenant_id, need)}
@@ -384,10 +388,13 @@ def _compare(entries: list[dict[str, Any]], known: dict[str, str]
              ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Split a delta page against the in-memory snapshots: (entries to queue, snapshots to write now).
 
-    Changed users are queued with `oldUpn`; deleted users are queued as they are; unchanged users are
-    dropped; new users (no snapshot) and case-only changes are written here, as the processor would
-    (no flag either way). `known` is updated, so a user seen twice in one run is compared with its
-    latest UPN."""
+    Changed users are queued with `oldUpn` and, when the snapshot kept it, `oldUpnSeenAt` (so the processor
+    need not read the snapshot again); deleted users are queued as they are; unchanged users are dropped;
+    new users (no snapshot) and case-only changes are written here, as the processor would (no flag either
+    way). `known` holds stored snapshot values (`load_all_snapshots(raw=True)`) and is updated, so a user
+    seen twice in one run is compared with its latest UPN."""
+    from shared.state.store import snapshot_upn, split_snapshot
+
     out: list[dict[str, Any]] = []
     fresh: dict[str, str] = {}
     for entry in entries:
@@ -396,12 +403,14 @@ def _compare(entries: list[dict[str, Any]], known: dict[str, str]
             out.append(entry)
             continue
         uid = str(entry["id"]).lower()
-        old = known.get(uid)
+        stored = known.get(uid)
+        old = None if stored is None else snapshot_upn(stored)
         if old is None or same_upn(old, upn):
             if old != upn:
                 fresh[uid] = upn
         else:
-            out.append({**entry, "oldUpn": old})
+            _, seen = split_snapshot(stored or "")
+            out.append({**entry, "oldUpn": old, **({"oldUpnSeenAt": _iso(seen)} if seen else {})})
         known[uid] = upn
     return out, fresh
 
@@ -435,7 +444,7 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     etag = etag or ABSENT
     # Not seeding: every snapshot in memory (one query per partition), so unchanged users cost nothing,
     # new users are recorded here, and only changed users are queued, each with its old UPN.
-    known = None if state.get("seeding") else await services.store.load_all_snapshots(tenant)
+    known = None if state.get("seeding") else await services.store.load_all_snapshots(tenant, raw=True)
     held = _SweepBuffer(services.store.snapshot_buckets)
     fetch: str = state["nextLink"]
     links: dict[int, str] = {}  # page number -> the link it was read from (the resume point while held)
@@ -469,7 +478,7 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
             await services.store.put_snapshots(tenant, upns, dict.fromkeys(upns, read_at))
         else:
             if known is None:  # a resync that started while seeding, then finished seeding: compare from here
-                known = await services.store.load_all_snapshots(tenant)
+                known = await services.store.load_all_snapshots(tenant, raw=True)
             entries, fresh = _compare(entries, known)
             if fresh:
                 await services.store.put_snapshots(tenant, fresh, dict.fromkeys(fresh, read_at))

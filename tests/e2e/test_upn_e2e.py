@@ -285,6 +285,8 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         assert result["resyncs"] == 1 and result["complete"]
         entries = [u for m in sent for u in m["users"]]
         assert all(entry.pop("seenAt").endswith("Z") for entry in entries)  # when the sweep read that UPN
+        # and when the snapshot had last seen the old one, so the processor need not read the row again
+        assert all(entry.pop("oldUpnSeenAt").endswith("Z") for entry in entries)
         assert sorted(entries, key=lambda e: e["id"]) == [
             {"id": uid(n), "upn": f"user{n}@fabrikam.example", "oldUpn": f"user{n}@contoso.example"} for n in (3, 5)]
         assert await stack.services.store.get_snapshots(stack.tenant_id, [uid(7)]) == {uid(7): "user7@contoso.example"}
