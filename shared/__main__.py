@@ -106,8 +106,7 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
     from shared.actors import SIGNED_IN_ADMINISTRATOR, describe_run_actor
     from shared.policy import service as policy
     from shared.services import get_services
-    from shared.upn import drain
-    from shared.upn import service as upn
+    from shared.upn import drain, flag_views, subscriptions, sweep, tracker
 
     services = get_services(administrator=True)  # the administrator's own sign-in, not the app's
     me = SIGNED_IN_ADMINISTRATOR  # runs record the administrator the Graph token names
@@ -136,7 +135,7 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             text = f"Run {result['runId']}: {result['result']} (rollback of run {args.run_id})\n\n{result['table']}"
             return result, text, EXIT_FINDINGS if result["kept"] else EXIT_OK  # kept objects need a person
         if args.command == "sweep":
-            result = await upn.sweep(services, trigger="cli")
+            result = await sweep.sweep(services, trigger="cli")
             text = " ".join(f"{k}={v}" for k, v in result.items())
             if not args.process:
                 return result, text, EXIT_OK
@@ -146,10 +145,10 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             drained = await drain.process_queue(services)
             return drained, drain.summary(drained), _drained_exit(drained)
         if args.command == "track":
-            result = await upn.track_flags(services)
+            result = await tracker.track_flags(services)
             return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
         if args.command == "flags" and args.action == "approve-removal":
-            result = await upn.approve_removals(services, _approval_ids(args), by="cli")
+            result = await tracker.approve_removals(services, _approval_ids(args), by="cli")
             text = (f"approved: {', '.join(result['approved']) or 'none'}; "
                     f"already approved: {', '.join(result['alreadyApproved']) or 'none'}")
             return result, text, EXIT_OK
@@ -157,12 +156,12 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             if args.user_ids or args.all_waiting:
                 raise InputError("USER_ID and --all-waiting go with the approve-removal action")
             if args.csv:
-                text = await upn.flags_csv(services, status=args.status)
+                text = await flag_views.flags_csv(services, status=args.status)
                 return {"csv": text}, text, EXIT_OK
             flags: list[dict[str, Any]] = []
             token = None
             while True:
-                page = await upn.list_flags(services, status=args.status, limit=1000, page_token=token)
+                page = await flag_views.list_flags(services, status=args.status, limit=1000, page_token=token)
                 flags += page["value"]
                 token = page["nextPageToken"]
                 if not token:
@@ -175,7 +174,7 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
             lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
                      for r in result["value"]]
             return result, "\n".join(lines) or "no runs", EXIT_OK
-        result = await upn.ensure_subscription(services)
+        result = await subscriptions.ensure_subscription(services)
         return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", 0
     finally:
         await services.close()
