@@ -1,5 +1,9 @@
 """The `flags` table: one row per user holding that user's latest UPN-change case.
 
+The table persists and enforces ETags; it never decides what a flag becomes. Creating meets an
+existing row: nothing is written (the caller merges with `shared.upn.decide.merge_flag` and updates
+under the ETag it read).
+
 PartitionKey `tenant|bNN` (`crc32(user id) % FLAG_BUCKETS`, the snapshot's bucket too), RowKey the user
 id. Listing merges the buckets in user-id order (a k-way merge), so pages are stable across buckets.
 """
@@ -11,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
@@ -22,7 +27,6 @@ from shared.state.tables import (
     MAX_PAGE,
     Tables,
     check_limit,
-    create_or_take_over,
     etag_of,
     get_entity,
     page_after,
@@ -34,8 +38,6 @@ log = logging.getLogger(__name__)
 
 FLAG_BUCKETS = 16
 FLAG_STATUS_OPEN = "pending"
-#: How many superseded cases a flag row keeps in its `previous` list (newest first).
-MAX_PREVIOUS_CASES = 5
 
 
 def flag_to_entity(tenant_id: str, flag: Mapping[str, Any], buckets: int) -> dict[str, Any]:
@@ -77,22 +79,17 @@ class FlagTable:
         return await self._tables.op(FLAGS, "reading a flag", lambda c: get_entity(c, pk, rk))
 
     async def create(self, tenant_id: str, flags: Iterable[Mapping[str, Any]], *,
-                     only_new: bool = False) -> list[str]:
-        """Record UPN-change cases; returns the user ids that got a new case, in input order.
+                     only_new: bool = True) -> list[str]:
+        """Create a row for each flag whose user has none yet; returns those user ids, in input order.
 
-        `only_new=True`: create rows that don't exist yet and touch nothing else; a transaction that
-        meets an existing row creates none of its rows (their ids are left out of the answer), so the
-        caller can merge those users with what is stored. That is the bulk path's first try: in a
-        mass change nearly every flag is new, and no read precedes the write.
-
-        One row per user holds the latest case. Same user and same `newUpn` (case-insensitive) as the
-        stored row: no-op, whatever its status, so replays and re-sweeps never duplicate or reopen a
-        case. A different `newUpn`: the new case replaces the row and the old one moves to `previous`
-        (newest first, at most 5). Defaults: `status` "open", `detected_at` now. Within one call the
-        last flag of a user wins. Transactions of <= 100 per partition; when one fails because a row
-        exists, that chunk's rows are read, the missing ones created in one transaction and the
-        existing ones handled one by one with their ETag, so one existing row never blocks the others.
+        An existing row is never touched: what a flag becomes is `shared.upn.decide.merge_flag`'s
+        decision, so the caller reads the stored flag, merges, and writes with `update` under its ETag.
+        Defaults: `status` "pending", `detectedAt` now. Within one call the last flag of a user wins.
+        Transactions of <= 100 per partition and no read first (in a mass change nearly every flag is
+        new); a transaction that meets an existing row is retried row by row, so one existing row never
+        blocks the others. `only_new` is accepted for callers of the old signature and means nothing.
         """
+        del only_new
         docs = self._new_docs(flags)
         entities = [flag_to_entity(tenant_id, d, self.buckets) for d in docs.values()]
         for entity in entities:
@@ -101,7 +98,9 @@ class FlagTable:
         async def chunk_of(chunk: list[Mapping[str, Any]]) -> list[str]:
             if await self._create_batch(chunk):
                 return [str(e["userId"]) for e in chunk]
-            return [] if only_new else await self._create_one_by_one(tenant_id, chunk, docs)
+            log.debug("flag batch of %d hit existing rows; creating one by one", len(chunk))
+            made = await self._tables.gather(self._create_one(e) for e in chunk)
+            return [str(e["userId"]) for e, ok in zip(chunk, made, strict=True) if ok]
 
         results = await self._tables.gather(chunk_of(c) for c in chunk_operations(entities))
         created = {uid for ids in results for uid in ids}
@@ -129,45 +128,14 @@ class FlagTable:
         except ConcurrencyError:
             return False
 
-    async def _create_one_by_one(self, tenant_id: str, chunk: list[Mapping[str, Any]],
-                                 docs: Mapping[str, dict[str, Any]]) -> list[str]:
-        """A chunk whose transaction met existing rows (a replay, a re-sweep): read them all, batch-create
-        the missing ones, and handle existing rows one by one (no-op, or supersede with their ETag)."""
-        log.debug("flag batch of %d hit existing rows; reading them", len(chunk))
-        current = await self._tables.gather(self._read(e["PartitionKey"], e["RowKey"]) for e in chunk)
-        missing = [e for e, row in zip(chunk, current, strict=True) if row is None]
-        made: list[str] = []
-        pending: list[tuple[Mapping[str, Any], TableEntity | None]] = list(zip(chunk, current, strict=True))
-        if missing and await self._create_batch(missing):
-            made += [str(e["userId"]) for e in missing]
-            pending = [(e, row) for e, row in pending if row is not None]
-        outcomes = await self._tables.gather(self._create_one(tenant_id, docs[str(e["userId"])], row)
-                                             for e, row in pending)
-        made += [str(e["userId"]) for (e, _), ok in zip(pending, outcomes, strict=True) if ok]
-        return made
-
-    async def _create_one(self, tenant_id: str, doc: dict[str, Any], current: TableEntity | None = None) -> bool:
-        """One flag with the `create` semantics: True when a new case was written.
-
-        `current` is the row as last read (None: believed absent, so try to create it first).
-        """
-        entity = flag_to_entity(tenant_id, doc, self.buckets)
-
-        def supersede(row: TableEntity) -> dict[str, Any] | None:
-            if str(row.get("newUpn", "")).lower() == str(doc["newUpn"]).lower():
-                return None
-            old = decode_document(row)
-            history = old.pop("previous", None) or []
-            replacement = flag_to_entity(tenant_id, {**doc, "previous": [old, *history][:MAX_PREVIOUS_CASES]},
-                                         self.buckets)
-            check_entity(replacement)
-            return replacement
-
+    async def _create_one(self, entity: Mapping[str, Any]) -> bool:
+        """Create one flag row; False when the user already has one."""
         async def work(client: TableClient) -> bool:
-            written = await create_or_take_over(client, entity, supersede, current=current, attempts=5)
-            if written is None:
-                raise ConcurrencyError(f"flag for user {doc['userId']!r} kept changing under us")
-            return written
+            try:
+                await client.create_entity(entity)
+                return True
+            except ResourceExistsError:
+                return False
 
         return await self._tables.op(FLAGS, "creating a flag", work)
 

@@ -191,8 +191,9 @@ class StateStore:
         return await self.flags.get(tenant_id, user_id)
 
     async def create_flags(self, tenant_id: str, flags: Iterable[Mapping[str, Any]], *,
-                           only_new: bool = False) -> list[str]:
-        """Record UPN-change cases; returns the user ids that got a new case (see `FlagTable.create`)."""
+                           only_new: bool = True) -> list[str]:
+        """Create the flags of users who have none; returns their ids (an existing row is never touched:
+        see `FlagTable.create`)."""
         return await self.flags.create(tenant_id, flags, only_new=only_new)
 
     async def update_flag(self, tenant_id: str, flag: Mapping[str, Any], etag: str) -> str:

@@ -94,7 +94,6 @@ async def stored_flag(store: StateStore, tenant: str) -> Flag:
     return flag_from_dict(doc)
 
 
-@pytest.mark.xfail(strict=True, reason="race test written before the fix: the store still decides")
 async def test_a_flag_appearing_between_read_and_create_is_merged_not_replaced(
         store: StateStore, other_store: StateStore, tenant: str) -> None:
     """Another processor stores A->B between our read (nothing) and our create of B->C: the row ends as
@@ -110,7 +109,6 @@ async def test_a_flag_appearing_between_read_and_create_is_merged_not_replaced(
     assert await stored_flag(other_store, tenant) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="race test written before the fix: the store still decides")
 async def test_two_processors_saving_at_once_end_with_the_merge_of_both(
         store: StateStore, other_store: StateStore, tenant: str) -> None:
     """Two processors both read "no flag" and both create: one create wins, and the other's detection is
