@@ -18,19 +18,20 @@
   Access policy that ends `enabled` with no excluded user or group, its name goes to `unexcluded_ca` and
   the plan `requires_emergency_acceptance`: a separate, explicit acceptance of that plan.
 
-Writes, in the order they must run (`path` is relative to the Graph v1.0 base URL):
+Writes, in the order they must run, say what they do and to which object, never where it lives in Graph
+(`shared/graph/policy_paths.py` turns a write into its request; `plan_to_json` shows people that method and
+path beside each write):
 
-    {"op": "patch_fido2", "method": "PATCH", "path": FIDO2_PATH, "target": "fido2", "body": {...}}
-    {"op": "create_strength", "method": "POST", "path": STRENGTHS_PATH, "target": <displayName>, "body": {...}}
-    {"op": "update_strength", "method": "PATCH", "path": STRENGTHS_PATH + "/<id>", ...}
-    {"op": "update_strength_combinations", "method": "POST", "path": ".../<id>/updateAllowedCombinations", ...}
-    {"op": "create_combination_configuration", "method": "POST", "path": ".../<id>/combinationConfigurations", ...}
-    {"op": "update_combination_configuration", "method": "PATCH",
-     "path": ".../<id>/combinationConfigurations/<cid>", ...}
-    {"op": "create_ca_policy", "method": "POST", "path": CA_PATH, ...}
-    {"op": "update_ca_policy", "method": "PATCH", "path": CA_PATH + "/<id>", ...}
+    {"op": "patch_fido2", "target": "fido2", "body": {...}}
+    {"op": "create_strength", "target": <displayName>, "body": {...}}
+    {"op": "update_strength", "target": <displayName>, "strengthId": <id>, "body": {...}}
+    {"op": "update_strength_combinations", "target": ..., "strengthId": <id>, "body": {"allowedCombinations": [...]}}
+    {"op": "create_combination_configuration", "target": ..., "strengthId": <id>, "body": {...}}
+    {"op": "update_combination_configuration", "target": ..., "strengthId": <id>, "configurationId": <cid>, ...}
+    {"op": "create_ca_policy", "target": <displayName>, "body": {...}}
+    {"op": "update_ca_policy", "target": <displayName>, "policyId": <id>, "body": {...}}
 
-When the strength does not exist yet its id is unknown: paths and bodies then hold the placeholder
+When the strength does not exist yet its id is unknown: ids and bodies then hold the placeholder
 `STRENGTH_ID_PLACEHOLDER` (`{{strength.id}}`), and the applier, after running `create_strength`, calls
 `fill_strength_id(writes, new_id)` on the remaining writes.
 """
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import InputError
+from shared.graph.policy_paths import write_request
 from shared.policy.aaguids import (
     AUTHENTICATOR_AAGUIDS,
     aaguid_key,
@@ -85,9 +87,6 @@ log = logging.getLogger(__name__)
 MANY_TARGETS = 10
 #: Stands for the id of a strength that `create_strength` has yet to create.
 STRENGTH_ID_PLACEHOLDER = "{{strength.id}}"
-FIDO2_PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
-STRENGTHS_PATH = "/policies/authenticationStrengthPolicies"
-CA_PATH = "/identity/conditionalAccess/policies"
 PLAN_FORMAT_VERSION = 1
 
 AREA_METHOD = "passkeyMethod"
@@ -216,8 +215,9 @@ def merge_aaguids(current: Sequence[str], wanted: Sequence[str], remove: Sequenc
     return dedupe_aaguids([a for a in (*current, *wanted) if aaguid_key(a) not in gone])
 
 
-def _write(op: str, method: str, path: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
-    return {"op": op, "method": method, "path": path, "target": target, "body": body}
+def _write(op: str, target: str, body: dict[str, Any], **ids: str) -> dict[str, Any]:
+    """A planned write: what it does, to which object (display name and ids), and the body to send."""
+    return {"op": op, "target": target, **ids, "body": body}
 
 
 def _same_set(a: Iterable[str], b: Iterable[str]) -> bool:
@@ -246,6 +246,23 @@ def state_hash(desired: DesiredState, fido2_raw: Mapping[str, Any], strengths_ra
                      ca_policies_named(ca_raw, desired.conditional_access.display_name)),
                     key=lambda p: str(p.get("id", "")))
     return canonical_sha256({"fido2": strip_volatile(dict(fido2_raw)), "strengths": strengths, "ca": ca})
+
+
+def names_to_read(desired: DesiredState, ca_raw: object) -> tuple[list[str], list[str], list[str]]:
+    """(users, applications, groups) whose names a plan shows: those the CA section names by id, and those
+    the tenant's policy of that name covers today (`ca_raw`). Groups the document targets are left out
+    (they are read anyway, for the target check); so is anything that is not a GUID (`All`, `None`…)."""
+    ca = desired.conditional_access
+    if ca is None:
+        return [], [], []
+    users, apps, groups = [*ca.include_users, *ca.exclude_users], [*ca.include_applications], []
+    for policy in ca_policies_named(ca_raw or [], ca.display_name):
+        users += [*policy.include_users, *policy.exclude_users]
+        groups += [*policy.include_groups, *policy.exclude_groups]
+        apps += policy.include_applications
+    known_groups = {g.lower() for g in desired.group_ids()}
+    return ([u for u in dict.fromkeys(users) if is_guid(u)], [a for a in dict.fromkeys(apps) if is_guid(a)],
+            [g for g in dict.fromkeys(groups) if is_guid(g) and g.lower() not in known_groups])
 
 
 # --- the builder --------------------------------------------------------------------------------------
@@ -404,7 +421,7 @@ class _Builder:
             profiles[view.profile_index] = profile
             body["passkeyProfiles"] = profiles
         if body:
-            self.writes.append(_write("patch_fido2", "PATCH", FIDO2_PATH, "fido2",
+            self.writes.append(_write("patch_fido2", "fido2",
                                       {"@odata.type": FIDO2_ODATA_TYPE, **body}))
 
     @staticmethod
@@ -595,19 +612,19 @@ class _Builder:
         body: dict[str, Any] = {"displayName": spec.display_name, "allowedCombinations": ["fido2"]}
         if spec.description is not None:
             body["description"] = spec.description
-        self.writes.append(_write("create_strength", "POST", STRENGTHS_PATH, spec.display_name, body))
+        self.writes.append(_write("create_strength", spec.display_name, body))
         self.change(AREA_STRENGTH, "displayName", None, spec.display_name, "new custom authentication strength")
         self.change(AREA_STRENGTH, "allowedCombinations", None, ["fido2"])
         self.writes.append(_write(
-            "create_combination_configuration", "POST",
-            f"{STRENGTHS_PATH}/{STRENGTH_ID_PLACEHOLDER}/combinationConfigurations", spec.display_name,
-            {"@odata.type": COMBINATION_ODATA_TYPE, "appliesToCombinations": ["fido2"], "allowedAAGUIDs": want}))
+            "create_combination_configuration", spec.display_name,
+            {"@odata.type": COMBINATION_ODATA_TYPE, "appliesToCombinations": ["fido2"], "allowedAAGUIDs": want},
+            strengthId=STRENGTH_ID_PLACEHOLDER))
         self.change(AREA_STRENGTH, "combinationConfigurations[fido2].allowedAAGUIDs", None, want)
         self.labels[STRENGTH_ID_PLACEHOLDER] = f"the new strength {spec.display_name!r}"
         return STRENGTH_ID_PLACEHOLDER
 
     def update_strength(self, spec: StrengthSpec, current: StrengthView, want: list[str]) -> None:
-        path = f"{STRENGTHS_PATH}/{current.id}"
+        sid = current.id
         combos = list(current.allowed_combinations)
         accepts_fido2 = "fido2" in combos
         self.strength_before = {"acceptsFido2": accepts_fido2, "allowedAaguids": current.allowed_aaguids}
@@ -619,10 +636,10 @@ class _Builder:
             body["description"] = spec.description
             self.change(AREA_STRENGTH, "description", current.description, spec.description)
         if body:
-            self.writes.append(_write("update_strength", "PATCH", path, spec.display_name, body))
+            self.writes.append(_write("update_strength", spec.display_name, body, strengthId=sid))
         if combos != ["fido2"]:
-            self.writes.append(_write("update_strength_combinations", "POST", f"{path}/updateAllowedCombinations",
-                                      spec.display_name, {"allowedCombinations": ["fido2"]}))
+            self.writes.append(_write("update_strength_combinations", spec.display_name,
+                                      {"allowedCombinations": ["fido2"]}, strengthId=sid))
             others = [c for c in combos if c != "fido2"]
             self.change(AREA_STRENGTH, "allowedCombinations", combos, ["fido2"],
                         "only passkeys (FIDO2) will satisfy the strength" if others else "")
@@ -636,8 +653,9 @@ class _Builder:
                       "only the first is managed")
         if not configs:
             self.writes.append(_write(
-                "create_combination_configuration", "POST", f"{path}/combinationConfigurations", spec.display_name,
-                {"@odata.type": COMBINATION_ODATA_TYPE, "appliesToCombinations": ["fido2"], "allowedAAGUIDs": want}))
+                "create_combination_configuration", spec.display_name,
+                {"@odata.type": COMBINATION_ODATA_TYPE, "appliesToCombinations": ["fido2"], "allowedAAGUIDs": want},
+                strengthId=sid))
             self.change(AREA_STRENGTH, "combinationConfigurations[fido2].allowedAAGUIDs", None, want,
                         "until now any passkey satisfied the strength" if accepts_fido2 else "")
             if accepts_fido2:
@@ -664,9 +682,8 @@ class _Builder:
                         config.get("appliesToCombinations"), ["fido2"])
         if body:
             self.writes.append(_write(
-                "update_combination_configuration", "PATCH",
-                f"{path}/combinationConfigurations/{config.get('id', '')}", spec.display_name,
-                {"@odata.type": COMBINATION_ODATA_TYPE, **body}))
+                "update_combination_configuration", spec.display_name, {"@odata.type": COMBINATION_ODATA_TYPE, **body},
+                strengthId=sid, configurationId=str(config.get("id", ""))))
 
     # Conditional Access ----------------------------------------------------------------------------
     def conditional_access(self, ca_raw: object, strength_ref: str | None) -> None:
@@ -704,7 +721,7 @@ class _Builder:
             },
             "grantControls": {"operator": "OR", "authenticationStrength": {"id": strength_ref}},
         }
-        self.writes.append(_write("create_ca_policy", "POST", CA_PATH, spec.display_name, body))
+        self.writes.append(_write("create_ca_policy", spec.display_name, body))
         self.change(AREA_CA, "displayName", None, spec.display_name, "new Conditional Access policy")
         self.change(AREA_CA, "state", None, spec.state)
         self.change(AREA_CA, "grantControls.authenticationStrength.id", None, strength_ref)
@@ -764,8 +781,7 @@ class _Builder:
                 self.change(AREA_CA, "grantControls.authenticationStrength.id", current.strength_id, strength_ref)
             body["grantControls"] = grant
         if body:
-            self.writes.append(_write("update_ca_policy", "PATCH", f"{CA_PATH}/{current.id}", spec.display_name,
-                                      body))
+            self.writes.append(_write("update_ca_policy", spec.display_name, body, policyId=current.id))
         if spec.state == "enabled" and (current.state != "enabled" or conditions_changed or grant_changed):
             self.narrowing.append(Narrowing(
                 "ca_enforced", f"CA policy {spec.display_name!r} is enforced with new settings: users without an "
@@ -895,6 +911,19 @@ def fill_strength_id(writes: Sequence[Mapping[str, Any]], strength_id: str) -> l
 
 
 # --- stored plans -----------------------------------------------------------------------------------
+def write_to_json(write: Mapping[str, Any]) -> dict[str, Any]:
+    """A planned write as stored and shown: its method and path (from shared/graph/policy_paths.py) beside
+    what it does, so people see where it goes."""
+    method, path = write_request(write)
+    return {"op": write["op"], "method": method, "path": path,
+            **copy.deepcopy({k: v for k, v in write.items() if k != "op"})}
+
+
+def write_from_json(write: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored write back as the plan holds it: the method and path are derived, so they are dropped."""
+    return copy.deepcopy({k: v for k, v in write.items() if k not in ("method", "path")})
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data (camelCase keys, `version` for future readers)."""
     return {
@@ -904,7 +933,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "desiredHash": plan.desired_hash,
         "changes": [{"area": c.area, "field": c.field, "before": c.before, "after": c.after, "note": c.note}
                     for c in plan.changes],
-        "writes": copy.deepcopy(plan.writes),
+        "writes": [write_to_json(w) for w in plan.writes],
         "warnings": [{"code": i.code, "message": i.message} for i in plan.warnings],
         "errors": [{"code": i.code, "message": i.message} for i in plan.errors],
         "narrowing": [{"kind": n.kind, "detail": n.detail, "aaguids": list(n.aaguids), "evaluable": n.evaluable}
@@ -970,8 +999,8 @@ def plan_from_json(doc: object) -> Plan:
     for i, w in enumerate(writes):
         if w.get("op") not in WRITE_OPS:
             raise bad(f"writes[{i}].op", f"unknown op {w.get('op')!r}")
-        if not isinstance(w.get("path"), str) or not isinstance(w.get("body"), dict):
-            raise bad(f"writes[{i}]", "needs a string path and an object body")
+        if not isinstance(w.get("body"), dict):
+            raise bad(f"writes[{i}]", "needs an object body")
     names = doc.get("aaguidNames", {})
     if not isinstance(names, dict):
         raise bad("aaguidNames", "must be an object")
@@ -982,7 +1011,7 @@ def plan_from_json(doc: object) -> Plan:
         mode=text("mode"), state_hash=text("stateHash"), desired_hash=text("desiredHash"),
         changes=rows("changes", lambda c: ChangeRow(str(c["area"]), str(c["field"]), c.get("before"),
                                                     c.get("after"), str(c.get("note", "")))),
-        writes=copy.deepcopy(writes),
+        writes=[write_from_json(w) for w in writes],
         warnings=rows("warnings", lambda i: Issue(str(i["code"]), str(i["message"]))),
         errors=rows("errors", lambda i: Issue(str(i["code"]), str(i["message"]))),
         narrowing=rows("narrowing", lambda n: Narrowing(
@@ -1116,8 +1145,8 @@ def render_plan_table(plan: Plan) -> str:
 
 
 __all__ = [
-    "CA_PATH", "FIDO2_PATH", "MANY_TARGETS", "STRENGTHS_PATH", "STRENGTH_ID_PLACEHOLDER", "WRITE_OPS", "ChangeRow",
-    "Issue", "LockoutRow", "Narrowing", "Plan", "apply_patch_locally", "attach_lockout", "build_plan", "drift",
-    "fill_strength_id", "format_value", "human_value", "lockout_impact", "merge_aaguids", "plan_from_json",
-    "plan_to_json", "render_plan_table", "render_table", "state_hash",
+    "MANY_TARGETS", "STRENGTH_ID_PLACEHOLDER", "WRITE_OPS", "ChangeRow", "Issue", "LockoutRow", "Narrowing", "Plan",
+    "apply_patch_locally", "attach_lockout", "build_plan", "drift", "fill_strength_id", "format_value", "human_value",
+    "lockout_impact", "merge_aaguids", "names_to_read", "plan_from_json", "plan_to_json", "render_plan_table",
+    "render_table", "state_hash",
 ]

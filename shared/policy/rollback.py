@@ -37,9 +37,6 @@ from shared.policy.current import (
 )
 from shared.policy.document import canonical_sha256
 from shared.policy.plan import (
-    CA_PATH,
-    FIDO2_PATH,
-    STRENGTHS_PATH,
     Issue,
     Narrowing,
     Plan,
@@ -56,6 +53,7 @@ CA_FIELDS = ("displayName", "state", "conditions", "grantControls", "sessionCont
 STRENGTH_OPS = ("create_strength", "update_strength", "update_strength_combinations",
                 "create_combination_configuration", "update_combination_configuration")
 CA_OPS = ("create_ca_policy", "update_ca_policy")
+ID_FIELDS = ("strengthId", "configurationId", "policyId")
 DELETED = "(deleted)"
 
 
@@ -143,12 +141,16 @@ def _name(*objs: Mapping[str, Any] | None) -> str:
 
 
 def _touched(writes: Sequence[Mapping[str, Any]], ops: Sequence[str]) -> tuple[set[str], set[str]]:
-    """Display names (casefolded) and path ids the run's writes of these kinds aimed at."""
+    """Display names (casefolded) and ids the run's writes of these kinds aimed at.
+
+    Ids come from the write's `strengthId`/`configurationId`/`policyId`, and from the segments of its `path`,
+    which is all that run records from before those fields existed carry."""
     names: set[str] = set()
     ids: set[str] = set()
     for w in writes:
         if w.get("op") in ops:
             names.add(str(w.get("target", "")).casefold())
+            ids.update(str(w[key]).lower() for key in ID_FIELDS if w.get(key))
             ids.update(part.lower() for part in str(w.get("path", "")).split("/") if part)
             if w.get("createdId"):
                 ids.add(str(w["createdId"]).lower())
@@ -204,7 +206,7 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             continue
         if then is None:
             deleted_ca.add(oid)
-            _delete(out, AREA_CA, name, "delete_ca_policy", f"{CA_PATH}/{now['id']}", f"exists ({now.get('state')})")
+            _delete(out, AREA_CA, name, "delete_ca_policy", {"policyId": now["id"]}, f"exists ({now.get('state')})")
             if now.get("state") == "enabled":
                 out.plan.warnings.append(Issue("ca_enforcement_removed", f"the rollback deletes enforced CA "
                                                f"policy {name!r}: its requirement stops applying"))
@@ -232,7 +234,7 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
                 out.kept.append(KeptRow(AREA_STRENGTH, name, "still referenced by Conditional Access polic(ies) "
                                         f"{', '.join(sorted(users))}; not deleted"))
                 continue
-            _delete(out, AREA_STRENGTH, name, "delete_strength", f"{STRENGTHS_PATH}/{now['id']}", "exists")
+            _delete(out, AREA_STRENGTH, name, "delete_strength", {"strengthId": now["id"]}, "exists")
             continue
         if left is None:
             out.kept.append(KeptRow(AREA_STRENGTH, name, "the run deleted it; a rollback cannot recreate it"))
@@ -245,8 +247,8 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
     return out
 
 
-def _delete(out: RollbackPlan, area: str, name: str, op: str, path: str, was: Any) -> None:
-    out.plan.writes.append({"op": op, "method": "DELETE", "path": path, "target": name, "body": {}})
+def _delete(out: RollbackPlan, area: str, name: str, op: str, ids: dict[str, str], was: Any) -> None:
+    out.plan.writes.append({"op": op, "target": name, **ids, "body": {}})
     out.changed.append(RollbackRow(area, name, "(policy)", was, DELETED))
 
 
@@ -255,8 +257,7 @@ def _restore_ca(out: RollbackPlan, name: str, now: Mapping[str, Any], then: Mapp
     body = {k: copy.deepcopy(want[k]) for k in CA_FIELDS if want.get(k) != have.get(k) and want.get(k) is not None}
     if not body:
         return
-    out.plan.writes.append({"op": "update_ca_policy", "method": "PATCH", "path": f"{CA_PATH}/{now['id']}",
-                            "target": name, "body": body})
+    out.plan.writes.append({"op": "update_ca_policy", "target": name, "policyId": now["id"], "body": body})
     for key in body:
         out.changed.append(RollbackRow(AREA_CA, name, key, have.get(key), want[key]))
     if want.get("state") == "enabled":
@@ -267,11 +268,10 @@ def _restore_ca(out: RollbackPlan, name: str, now: Mapping[str, Any], then: Mapp
 
 def _restore_strength(out: RollbackPlan, name: str, now: Mapping[str, Any], then: Mapping[str, Any]) -> None:
     want, have = strength_fields(then) or {}, strength_fields(now) or {}
-    path = f"{STRENGTHS_PATH}/{now['id']}"
+    sid = now["id"]
     body = {k: want[k] for k in ("displayName", "description") if want[k] != have[k] and want[k] is not None}
     if body:
-        out.plan.writes.append({"op": "update_strength", "method": "PATCH", "path": path, "target": name,
-                                "body": body})
+        out.plan.writes.append({"op": "update_strength", "target": name, "strengthId": sid, "body": body})
     for key in body:
         out.changed.append(RollbackRow(AREA_STRENGTH, name, key, have[key], want[key]))
     then_configs = {c["id"]: c for c in want["combinationConfigurations"]}
@@ -279,21 +279,18 @@ def _restore_strength(out: RollbackPlan, name: str, now: Mapping[str, Any], then
         earlier = then_configs.get(config["id"])
         field_ = "combinationConfigurations[fido2].allowedAAGUIDs"
         if earlier is None:
-            out.plan.writes.append({"op": "delete_combination_configuration", "method": "DELETE",
-                                    "path": f"{path}/combinationConfigurations/{config['id']}", "target": name,
-                                    "body": {}})
+            out.plan.writes.append({"op": "delete_combination_configuration", "target": name, "strengthId": sid,
+                                    "configurationId": config["id"], "body": {}})
             out.changed.append(RollbackRow(AREA_STRENGTH, name, field_, config["allowedAAGUIDs"], DELETED))
         elif earlier["allowedAAGUIDs"] != config["allowedAAGUIDs"]:
-            out.plan.writes.append({"op": "update_combination_configuration", "method": "PATCH",
-                                    "path": f"{path}/combinationConfigurations/{config['id']}", "target": name,
-                                    "body": {"@odata.type": COMBINATION_ODATA_TYPE,
+            out.plan.writes.append({"op": "update_combination_configuration", "target": name, "strengthId": sid,
+                                    "configurationId": config["id"], "body": {"@odata.type": COMBINATION_ODATA_TYPE,
                                              "allowedAAGUIDs": earlier["allowedAAGUIDs"]}})
             out.changed.append(RollbackRow(AREA_STRENGTH, name, field_, config["allowedAAGUIDs"],
                                            earlier["allowedAAGUIDs"]))
     if want["allowedCombinations"] != have["allowedCombinations"]:
         raw = [str(c) for c in then.get("allowedCombinations") or []]
-        out.plan.writes.append({"op": "update_strength_combinations", "method": "POST",
-                                "path": f"{path}/updateAllowedCombinations", "target": name,
+        out.plan.writes.append({"op": "update_strength_combinations", "target": name, "strengthId": sid,
                                 "body": {"allowedCombinations": raw}})
         out.changed.append(RollbackRow(AREA_STRENGTH, name, "allowedCombinations", have["allowedCombinations"], raw))
     now_view, then_view = StrengthView.from_raw(now), StrengthView.from_raw(then)
@@ -323,8 +320,7 @@ def _restore_fido2(out: RollbackPlan, then: Mapping[str, Any], left: Mapping[str
         if have.get(key) != value:
             body[key] = copy.deepcopy(value)
             out.changed.append(RollbackRow(AREA_METHOD, "fido2", key, have.get(key), value))
-    out.plan.writes.append({"op": "patch_fido2", "method": "PATCH", "path": FIDO2_PATH, "target": "fido2",
-                            "body": body})
+    out.plan.writes.append({"op": "patch_fido2", "target": "fido2", "body": body})
     now_view, then_view = read_fido2(now), read_fido2(apply_patch_locally(now, body))
     lost = sorted(set(effective_allowed_aaguids(now_view) or []) - set(effective_allowed_aaguids(then_view) or []))
     if lost:

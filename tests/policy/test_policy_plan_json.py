@@ -49,6 +49,20 @@ def test_round_trip_of_an_empty_plan() -> None:
     assert again.empty and again == plan
 
 
+def test_stored_writes_show_the_request_each_write_becomes() -> None:
+    """Each stored write names its Graph method and path (derived, not held by the plan); loading drops them."""
+    state = desired(conditionalAccess=ca_section(excludeUsers=[]))
+    plan = build_plan(state, legacy_fido2(aaguids=[YUBIKEY], mode="allow"), [], [], {})
+    shown = [(w["op"], w["method"], w["path"]) for w in plan_to_json(plan)["writes"]]
+    strengths = "/policies/authenticationStrengthPolicies"
+    assert shown == [
+        ("patch_fido2", "PATCH", "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"),
+        ("create_strength", "POST", strengths),
+        ("create_combination_configuration", "POST", f"{strengths}/{{{{strength.id}}}}/combinationConfigurations"),
+        ("create_ca_policy", "POST", "/identity/conditionalAccess/policies")]
+    assert all("path" not in w and "method" not in w for w in plan_from_json(plan_to_json(plan)).writes)
+
+
 @pytest.mark.parametrize(("mutate", "field"), [
     (lambda d: d.update(version=99), "version"),
     (lambda d: d.update(writes=[{"op": "delete_everything", "path": "/", "body": {}}]), "writes[0].op"),

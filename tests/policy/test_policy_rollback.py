@@ -76,7 +76,7 @@ def test_an_updated_ca_policy_is_restored_and_enforcing_it_again_needs_acceptanc
     rec = run([], [], [then], [left], [("update_ca_policy", "Require passkey")])
     made = build_rollback(rec, rec["after"]["fido2"], [], [copy.deepcopy(left)])
     (write,) = made.plan.writes
-    assert write["op"] == "update_ca_policy" and write["path"].endswith(PID)
+    assert write["op"] == "update_ca_policy" and write["policyId"] == PID
     assert write["body"] == {"state": "enabled", "grantControls": {"operator": "OR", "builtInControls": ["mfa"]}}
     assert made.plan.requires_acceptance
     assert {(r.object, r.field) for r in made.changed} == {("Require passkey", "state"),
