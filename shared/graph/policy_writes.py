@@ -1,4 +1,4 @@
-"""Writes of the tenant's policy objects: one planned write (shared/policy/plan.py) becomes one Graph request.
+"""Writes of the tenant's policy objects: one planned write (shared/policy/plan_model.py) becomes one Graph request.
 
 A planned write says what it does (`op`), which object (`strengthId`, `configurationId`, `policyId`) and
 the body; the method and path come from `policy_paths.write_request`. Every body is the plan's own, built

@@ -36,16 +36,9 @@ from shared.policy.current import (
     strip_volatile,
 )
 from shared.policy.document import canonical_sha256
-from shared.policy.plan import (
-    Issue,
-    Narrowing,
-    Plan,
-    apply_patch_locally,
-    format_value,
-    render_table,
-)
+from shared.policy.plan import apply_patch_locally
+from shared.policy.plan_model import AREA_CA, AREA_METHOD, AREA_STRENGTH, Issue, Narrowing, Plan
 
-AREA_METHOD, AREA_STRENGTH, AREA_CA = "passkeyMethod", "authenticationStrength", "conditionalAccess"
 FIDO2_FIELDS = ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced", "keyRestrictions",
                 "includeTargets", "excludeTargets", "passkeyProfiles", "defaultPasskeyProfile")
 STRENGTH_FIELDS = ("displayName", "description", "allowedCombinations", "combinationConfigurations")
@@ -190,10 +183,24 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
     out = RollbackPlan(plan=Plan(mode="rollback", state_hash="", desired_hash="rollback"))
     if not isinstance(run.get("after"), dict):
         return out  # the run finished before writing anything (no-op, queued, refused): nothing to undo
-    current_ca, current_strengths = _by_id(ca_now), _by_id(strengths_now)
+    current_ca = _by_id(ca_now)
+    deleted_ca, restored_refs = _roll_back_ca(out, before, after, writes, current_ca)
+    _roll_back_strengths(out, before, after, writes, _by_id(strengths_now),
+                         {pid: restored_refs.get(pid, _strength_ref(ca_fields(p)))
+                          for pid, p in current_ca.items() if pid not in deleted_ca}, current_ca)
+    fido2_then = before.get("fido2")
+    if isinstance(fido2_then, dict) and any(w.get("op") == "patch_fido2" for w in writes):
+        _restore_fido2(out, fido2_then, after.get("fido2"), fido2_now)
+    return out
+
+
+def _roll_back_ca(out: RollbackPlan, before: Mapping[str, Any], after: Mapping[str, Any],
+                  writes: Sequence[Mapping[str, Any]], current_ca: Mapping[str, dict[str, Any]]
+                  ) -> tuple[set[str], dict[str, str | None]]:
+    """Each CA policy the run changed: deleted, restored or kept. Returns the ids deleted and, for each
+    policy restored, the strength it references afterwards."""
     deleted_ca: set[str] = set()
     restored_refs: dict[str, str | None] = {}
-
     for oid, then, left in _candidates(before.get("conditionalAccess"), after.get("conditionalAccess"), writes,
                                        CA_OPS, ca_fields):
         now = current_ca.get(oid)
@@ -216,7 +223,14 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             continue
         restored_refs[oid] = _strength_ref(ca_fields(then))
         _restore_ca(out, name, now, then)
+    return deleted_ca, restored_refs
 
+
+def _roll_back_strengths(out: RollbackPlan, before: Mapping[str, Any], after: Mapping[str, Any],
+                         writes: Sequence[Mapping[str, Any]], current_strengths: Mapping[str, dict[str, Any]],
+                         refs_after: Mapping[str, str | None], current_ca: Mapping[str, dict[str, Any]]) -> None:
+    """Each strength the run changed: deleted (unless a CA policy still references it after the rollback,
+    `refs_after`: policy id -> strength id), restored or kept."""
     for oid, then, left in _candidates(before.get("strengths"), after.get("strengths"), writes, STRENGTH_OPS,
                                        strength_fields):
         now = current_strengths.get(oid)
@@ -228,8 +242,7 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             out.kept.append(KeptRow(AREA_STRENGTH, name, f"changed since the run ({moved}); not rolled back"))
             continue
         if then is None:
-            users = [_name(p) for pid, p in current_ca.items() if pid not in deleted_ca
-                     and restored_refs.get(pid, _strength_ref(ca_fields(p))) == oid]
+            users = [_name(current_ca[pid]) for pid, ref in refs_after.items() if ref == oid]
             if users:
                 out.kept.append(KeptRow(AREA_STRENGTH, name, "still referenced by Conditional Access polic(ies) "
                                         f"{', '.join(sorted(users))}; not deleted"))
@@ -240,11 +253,6 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             out.kept.append(KeptRow(AREA_STRENGTH, name, "the run deleted it; a rollback cannot recreate it"))
             continue
         _restore_strength(out, name, now, then)
-
-    fido2_then = before.get("fido2")
-    if isinstance(fido2_then, dict) and any(w.get("op") == "patch_fido2" for w in writes):
-        _restore_fido2(out, fido2_then, after.get("fido2"), fido2_now)
-    return out
 
 
 def _delete(out: RollbackPlan, area: str, name: str, op: str, ids: dict[str, str], was: Any) -> None:
@@ -343,27 +351,3 @@ def rollback_to_json(made: RollbackPlan) -> dict[str, Any]:
     return {"changed": [{"area": r.area, "object": r.object, "field": r.field, "before": r.before, "after": r.after}
                         for r in made.changed],
             "kept": [{"area": k.area, "object": k.object, "reason": k.reason} for k in made.kept]}
-
-
-def render_rollback_table(made: RollbackPlan, run_id: str) -> str:
-    """What the rollback changes (AREA, OBJECT, FIELD, BEFORE, AFTER), then what it keeps and why."""
-    names = made.plan.aaguid_names
-    parts = [f"Rollback of run {run_id}: {len(made.changed)} change(s), {len(made.plan.writes)} write(s), "
-             f"{len(made.kept)} object(s) kept"]
-    if made.changed:
-        rows = [[[r.area], [r.object], [r.field], format_value(r.before, names), format_value(r.after, names)]
-                for r in made.changed]
-        parts.append(render_table(["AREA", "OBJECT", "FIELD", "BEFORE", "AFTER"], rows))
-    elif not made.kept:
-        parts.append("Nothing to roll back: everything the run changed is already as it was before the run.")
-    if made.kept:
-        parts.append("KEPT (changed since the run, or still needed; not rolled back):\n" + "\n".join(
-            f"  - [{k.area}] {k.object}: {k.reason}" for k in made.kept))
-    for title, issues in (("WARNINGS", made.plan.warnings),):
-        if issues:
-            parts.append(title + ":\n" + "\n".join(f"  - [{i.code}] {i.message}" for i in issues))
-    if made.plan.narrowing:
-        parts.append("NARROWING (what shrinks):\n" + "\n".join(
-            f"  - [{n.kind}] {n.detail}" + ("" if n.evaluable else " (impact cannot be evaluated)")
-            for n in made.plan.narrowing))
-    return "\n\n".join(parts) + "\n"

@@ -45,26 +45,18 @@ from shared.graph.policy_reads import (
 from shared.policy.checks import build_check_context, run_checks
 from shared.policy.current import effective_allowed_aaguids, read_fido2
 from shared.policy.document import DesiredState, desired_to_json, parse_document, validate_document
-from shared.policy.plan import (
-    Plan,
-    attach_lockout,
-    build_plan,
-    fill_strength_id,
-    names_to_read,
-    plan_from_json,
-    plan_to_json,
+from shared.policy.lockout import attach_lockout
+from shared.policy.plan import build_plan, fill_strength_id, names_to_read, state_hash
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.plan_model import Plan
+from shared.policy.render import (
+    plan_to_markdown,
     render_plan_table,
-    state_hash,
-)
-from shared.policy.report import plan_to_markdown, report_to_json, report_to_markdown
-from shared.policy.rollback import (
-    RollbackPlan,
-    build_rollback,
     render_rollback_table,
-    rollback_to_json,
-    state_hash_of,
-    strengths_touched,
+    report_to_json,
+    report_to_markdown,
 )
+from shared.policy.rollback import RollbackPlan, build_rollback, rollback_to_json, state_hash_of, strengths_touched
 from shared.services import Services
 
 log = logging.getLogger(__name__)

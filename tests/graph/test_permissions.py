@@ -17,7 +17,7 @@ from shared.graph.permissions import (
     token_claims,
 )
 from shared.graph.policy_paths import CA_PATH, FIDO2_PATH, STRENGTHS_PATH
-from shared.policy.plan import WRITE_OPS
+from shared.policy.plan_model import WRITE_OPS
 
 ROOT = Path(__file__).resolve().parents[2]
 PERMISSIONS = json.loads((ROOT / "infra" / "graph-permissions.json").read_text())

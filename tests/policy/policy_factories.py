@@ -11,7 +11,8 @@ from typing import Any
 from shared.errors import InputError
 from shared.policy.aaguids import AUTHENTICATOR_ANDROID, AUTHENTICATOR_IOS
 from shared.policy.document import DesiredState, validate_document
-from shared.policy.plan import STRENGTH_ID_PLACEHOLDER, apply_patch_locally, fill_strength_id
+from shared.policy.plan import apply_patch_locally, fill_strength_id
+from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER
 
 ANDROID = AUTHENTICATOR_ANDROID
 IOS = AUTHENTICATOR_IOS

@@ -5,15 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from shared.policy.plan import (
-    MANY_TARGETS,
-    STRENGTH_ID_PLACEHOLDER,
-    Plan,
-    build_plan,
-    fill_strength_id,
-    merge_aaguids,
-    state_hash,
-)
+from shared.policy.plan import build_plan, fill_strength_id, state_hash
+from shared.policy.plan_method import MANY_TARGETS, merge_aaguids
+from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER, Plan
 from tests.policy.policy_factories import (
     ANDROID,
     APP,

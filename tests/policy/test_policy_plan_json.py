@@ -6,8 +6,11 @@ import json
 import pytest
 
 from shared.errors import InputError
-from shared.policy.plan import Plan, attach_lockout, build_plan, plan_from_json, plan_to_json, render_plan_table
-from shared.policy.report import plan_to_markdown
+from shared.policy.lockout import attach_lockout
+from shared.policy.plan import build_plan
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.plan_model import Plan
+from shared.policy.render import plan_to_markdown, render_plan_table
 from tests.policy.policy_factories import (
     ANDROID,
     IOS,
