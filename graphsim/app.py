@@ -104,6 +104,7 @@ def build_control_router() -> Router:
     r.add("GET", "state", c.get_state)
     r.add("POST", "delta/invalidate", c.invalidate_delta)
     r.add("POST", "throttle/reset", c.reset_throttle)
+    r.add("POST", "throttle/clock", c.throttle_clock)
     r.add("POST", "notifications/flush", c.flush_notifications)
     r.add("POST", "users/bulk_rename", c.bulk_rename)
     r.add("POST", "users/{id}/fido2Methods", c.register_passkey)

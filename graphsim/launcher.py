@@ -104,6 +104,13 @@ class Simulator:
         """`PATCH /_sim/config` with the given knobs; returns all knobs."""
         return self.control("PATCH", "config", knobs)
 
+    def throttle_clock(self, *, frozen: bool | None = None, advance: float = 0.0) -> dict[str, Any]:
+        """`POST /_sim/throttle/clock`: freeze or release the throttle's clock and move it by `advance` s."""
+        body: dict[str, Any] = {"advance": advance}
+        if frozen is not None:
+            body["frozen"] = frozen
+        return self.control("POST", "throttle/clock", body)
+
     def state(self, *, users: bool = True) -> dict[str, Any]:
         """`GET /_sim/state`: the tenant as the simulator holds it."""
         return self.control("GET", "state" if users else "state?users=false")

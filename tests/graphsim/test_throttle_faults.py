@@ -12,7 +12,15 @@ from msgraph import GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from graphsim.launcher import Simulator
-from tests.graphsim.conftest import base_tenant, no_retry, raw, start, uid
+from tests.graphsim.conftest import (
+    base_tenant,
+    frozen_throttle_clock,
+    no_retry,
+    raw,
+    sdk_backoff_moves_the_clock,
+    start,
+    uid,
+)
 
 TENANT_ID = "11111111-1111-4111-8111-111111111111"
 DEFAULTS = {"throttle_enabled": True, "throttle_capacity_ru": 8000, "throttle_refill_ru_per_s": 800,
@@ -28,9 +36,11 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture(autouse=True)
 def reset(sim: Simulator) -> Iterator[None]:
-    """Every test starts and ends with Graph's default limits, no faults and full buckets."""
+    """Every test starts and ends with Graph's default limits, no faults and full buckets, on a frozen
+    throttle clock: buckets refill only when a test (or the SDK's retry sleep) moves it."""
     sim.configure(**DEFAULTS)
-    yield
+    with frozen_throttle_clock(sim):
+        yield
     sim.configure(**DEFAULTS)
 
 
@@ -82,9 +92,10 @@ def test_write_limit_is_separate(sim: Simulator) -> None:
     assert raw(sim, "GET", f"/users/{uid(2)}").status == 200      # reads still pass
 
 
-async def test_sdk_retry_handler_honours_retry_after_and_succeeds(client: GraphServiceClient,
-                                                                   sim: Simulator) -> None:
+async def test_sdk_retry_handler_honours_retry_after_and_succeeds(client: GraphServiceClient, sim: Simulator,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """With Retry-After: 1 the SDK's retry handler waits and its retry succeeds."""
+    slept = sdk_backoff_moves_the_clock(sim, monkeypatch)
     sim.configure(throttle_capacity_ru=1, throttle_refill_ru_per_s=2)
     assert raw(sim, "GET", f"/users/{uid(3)}").status == 200
     sim.reset_stats()
@@ -93,6 +104,7 @@ async def test_sdk_retry_handler_honours_retry_after_and_succeeds(client: GraphS
     assert got.id == uid(3)
     stats = sim.stats()
     assert stats["calls"]["by_status"].get("429", 0) >= 1 and stats["calls"]["by_status"]["200"] == 1
+    assert slept and all(seconds == 1 for seconds in slept)  # it waited what Retry-After said
 
 
 async def test_sdk_without_retries_surfaces_429(client: GraphServiceClient, sim: Simulator) -> None:
