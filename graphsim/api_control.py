@@ -36,7 +36,8 @@ def get_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimRe
 
 
 def patch_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """Change knobs; throttle knobs refill the buckets, unpausing notifications flushes the queue."""
+    """Change knobs; throttle knobs refill the buckets, unpausing notifications flushes the queue, unpausing
+    Graph lets the held requests on."""
     try:
         changed = sim.config.update(req.json_object())
     except ValueError as exc:
@@ -47,13 +48,16 @@ def patch_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> Sim
         sim.faults.reseed()
     if "notify_paused" in changed:
         sim.notifier.kick()
+    if "graph_paused" in changed:
+        sim.pause_changed()
     return SimResponse(200, sim.config.as_dict())
 
 
 def get_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """Counters plus bucket levels and queued notifications."""
+    """Counters plus bucket levels, queued notifications and Graph requests held by `graph_paused`."""
     return SimResponse(200, sim.stats.as_dict({"ru_levels": sim.throttle.levels(),
-                                               "notifications_pending": len(sim.notifier.pending)}))
+                                               "notifications_pending": len(sim.notifier.pending),
+                                               "graph_held": sim.held}))
 
 
 def reset_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
