@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from shared.errors import ConfigError, SecretUnavailable
+from shared.ids import is_guid
 
 # --- the app-setting names (the same names Bicep writes) ------------------------------------------
 TENANT_ID = "TENANT_ID"
@@ -87,7 +87,6 @@ SECRET_PLACEHOLDERS = frozenset({
     "replace_me", "secret", "password", "todo", "xxx",
 })
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LOOPBACK_HOSTS = {"localhost"}
 
 
@@ -194,7 +193,7 @@ class Settings:
         tenant = get(TENANT_ID)
         if tenant is None:
             raise ConfigError(f"setting {TENANT_ID} is missing: set it to the Entra tenant id (a GUID)")
-        if not _GUID.match(tenant):
+        if not is_guid(tenant):
             raise ConfigError(f"setting {TENANT_ID} is malformed: expected a GUID, got {len(tenant)} characters")
 
         graph = get(GRAPH_BASE_URL) or DEFAULT_GRAPH_BASE_URL

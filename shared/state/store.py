@@ -44,6 +44,7 @@ from azure.data.tables.aio import TableClient
 
 from shared.config import POLICY_JOBS_QUEUE, Settings, StorageSettings
 from shared.errors import ConcurrencyError, InputError, NotFound, PasskeyGuardError, StateError
+from shared.ids import is_guid
 from shared.state import fastpath
 from shared.state.clients import StorageClients
 from shared.state.codec import (
@@ -78,7 +79,6 @@ SNAPSHOT_BUCKETS = FLAG_BUCKETS  # the same bucket for a user's flag and snapsho
 #: rows ~135); a row holds at most MAX_CUSTOM_PROPERTIES users (Table Storage's limit), so ~190k users.
 SNAPSHOT_GROUPS = 64
 MAX_PROPERTY_NAME = 255
-_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: `put_checkpoint(..., etag=ABSENT)` creates the row only if it does not exist yet.
 ABSENT = "absent"
 FLAG_STATUS_OPEN = "pending"
@@ -208,7 +208,7 @@ def snapshot_property(user_id: str) -> str:
     UTF-8 bytes (a valid property name whatever the id holds; at most 255 characters, so 127 bytes)."""
     if not isinstance(user_id, str) or not user_id:
         raise InputError("user id must be a non-empty string")
-    if _GUID.fullmatch(user_id):
+    if is_guid(user_id) and user_id == user_id.lower():
         return "u" + user_id.replace("-", "")
     try:
         raw = user_id.encode("utf-8")
