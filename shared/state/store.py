@@ -592,7 +592,7 @@ class StateStore:
         One row per user holds the latest case. Same user and same `newUpn` (case-insensitive) as the
         stored row: no-op, whatever its status, so replays and re-sweeps never duplicate or reopen a
         case. A different `newUpn`: the new case replaces the row and the old one moves to `previous`
-        (newest first, at most 5). Defaults: `status` "open", `detected_at` now. Within one call the
+        (newest first, at most 5). Defaults: `status` "pending", `detected_at` now. Within one call the
         last flag of a user wins. Transactions of <= 100 per partition; when one fails because a row
         exists, that chunk's rows are read, the missing ones created in one transaction and the
         existing ones handled one by one with their ETag, so one existing row never blocks the others.
