@@ -17,6 +17,7 @@ from typing import Any
 from azure.data.tables.aio import TableClient
 
 from shared.errors import InputError, StateError
+from shared.ids import is_guid
 from shared.state import fastpath
 from shared.state.codec import MAX_CUSTOM_PROPERTIES, check_entity, chunk_operations
 from shared.state.keys import bucket_partition
@@ -27,7 +28,6 @@ SNAPSHOT_BUCKETS = 16  # the same bucket for a user's flag and snapshot (flags.F
 #: rows ~135); a row holds at most MAX_CUSTOM_PROPERTIES users (Table Storage's limit), so ~190k users.
 SNAPSHOT_GROUPS = 64
 MAX_PROPERTY_NAME = 255
-_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MAX_SELECT = 40  # more properties than this: read the whole row (the URL stays short)
 _SEEN_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -39,7 +39,7 @@ def snapshot_property(user_id: str) -> str:
     UTF-8 bytes (a valid property name whatever the id holds; at most 255 characters, so 127 bytes)."""
     if not isinstance(user_id, str) or not user_id:
         raise InputError("user id must be a non-empty string")
-    if _GUID.fullmatch(user_id):
+    if is_guid(user_id) and user_id == user_id.lower():
         return "u" + user_id.replace("-", "")
     try:
         raw = user_id.encode("utf-8")

@@ -22,7 +22,7 @@ from shared.config import StorageSettings
 from shared.services import Services
 from shared.state import StateStore
 from shared.upn.decide import Flag, decide_change, flag_from_dict, merge_flag
-from shared.upn.service import _save_flag
+from shared.upn.processor import _save_flag
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
