@@ -25,7 +25,8 @@ is a partition scan on Azure (and a table scan on Azurite), not a lookup.
 
 Conventions: datetimes are timezone-aware `datetime` (Edm.DateTime, returned in UTC); documents
 follow `shared.state.codec` (large JSON split/compressed transparently; `None` is not stored).
-Rows that callers update with optimistic concurrency come back with an `"etag"` key.
+Rows that callers update with optimistic concurrency come back with their ETag: plans as an `"etag"`
+key, checkpoints as `(value, etag)`, flags as `StoredFlag` records.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from shared.state.checkpoints import ABSENT, CheckpointTable
 from shared.state.clients import StorageClients
 from shared.state.errors import storage_errors
 from shared.state.events import EventTable
-from shared.state.flags import FLAG_BUCKETS, FlagTable, flag_to_entity
+from shared.state.flags import FLAG_BUCKETS, FlagTable, StoredFlag
 from shared.state.plans import PlanTable
 from shared.state.queue import ChangeQueue
 from shared.state.runs import RunTable
@@ -49,19 +50,19 @@ from shared.state.snapshots import (
     SNAPSHOT_BUCKETS,
     SNAPSHOT_GROUPS,
     SnapshotTable,
-    snapshot_to_entity,
     snapshot_upn,
     split_snapshot,
 )
 from shared.state.tables import CHECKPOINTS, EVENTS, FLAGS, PLANS, RUNS, SNAPSHOTS, TABLES, Tables, utcnow
+from shared.upn.flag import Flag
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ABSENT", "CHECKPOINTS", "EVENTS", "FLAGS", "FLAG_BUCKETS", "PLANS", "RUNS", "SNAPSHOTS", "SNAPSHOT_BUCKETS",
-    "TABLES", "StateStore",
-    # still imported from here by shared.upn and bench/state_writes.py; their home is the table module
-    "flag_to_entity", "snapshot_to_entity", "snapshot_upn", "split_snapshot",
+    "TABLES", "StateStore", "StoredFlag",
+    # still imported from here by shared.upn.sweep; their home is shared.state.snapshots
+    "snapshot_upn", "split_snapshot",
 ]
 
 
@@ -186,26 +187,26 @@ class StateStore:
         return await self.plans.mark_applied(tenant_id, plan_id, etag, run_id=run_id)
 
     # --- flags (shared.state.flags) -----------------------------------------------------------------
-    async def get_flag(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
-        """The user's flag (with `etag`), or None."""
+    async def get_flag(self, tenant_id: str, user_id: str) -> StoredFlag | None:
+        """The user's flag with its ETag, or None."""
         return await self.flags.get(tenant_id, user_id)
 
-    async def create_flags(self, tenant_id: str, flags: Iterable[Mapping[str, Any]], *,
-                           only_new: bool = True) -> list[str]:
+    async def create_flags(self, tenant_id: str, flags: Iterable[Flag]) -> list[str]:
         """Create the flags of users who have none; returns their ids (an existing row is never touched:
         see `FlagTable.create`)."""
-        return await self.flags.create(tenant_id, flags, only_new=only_new)
+        return await self.flags.create(tenant_id, flags)
 
-    async def update_flag(self, tenant_id: str, flag: Mapping[str, Any], etag: str) -> str:
+    async def update_flag(self, tenant_id: str, flag: Flag, etag: str, *,
+                          created_at: dt.datetime | None = None) -> str:
         """Replace a flag if it still has `etag` (ConcurrencyError otherwise, NotFound if gone); new ETag."""
-        return await self.flags.update(tenant_id, flag, etag)
+        return await self.flags.update(tenant_id, flag, etag, created_at=created_at)
 
     async def list_flags(self, tenant_id: str, status: str | None = None, limit: int = 100,
-                         page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+                         page_token: str | None = None) -> tuple[list[StoredFlag], str | None]:
         """Flags ordered by user id across all buckets, optionally of one `status`; stable opaque paging."""
         return await self.flags.page(tenant_id, status, limit, page_token)
 
-    def iter_flags(self, tenant_id: str, status: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    def iter_flags(self, tenant_id: str, status: str | None = None) -> AsyncIterator[StoredFlag]:
         """Every flag (optionally of one `status`), ordered by user id, fetched page by page."""
         return self.flags.every(tenant_id, status)
 

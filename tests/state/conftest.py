@@ -5,12 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from devhost.azurite import Azurite, start_azurite
 from shared.config import StorageSettings
 from shared.state import StateStore
+from shared.upn.flag import Flag, PasskeyRef
+
+DETECTED = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def make_flag(user_id: str, new_upn: str | None = None, **changes: Any) -> Flag:
+    """A pending flag of `user_id` (old UPN `<id>@old.example`, one passkey); `changes` set other fields."""
+    return Flag(user_id=user_id, old_upn=f"{user_id}@old.example", new_upn=new_upn or f"{user_id}@new.example",
+                detected_at=DETECTED, source="sweep", passkeys=(PasskeyRef("p1"),), **changes)
 
 
 class FakeClock:

@@ -10,6 +10,7 @@ import pytest
 from devhost.azurite import AsyncDevStorageCredential, Azurite, DevStorageCredential
 from shared.config import Settings, StorageSettings
 from shared.state import StateAuthError, StateStore, StateUnavailable
+from tests.state.conftest import make_flag
 
 TENANT = "8d3f2c1a-0000-4000-8000-00000000abcd"
 
@@ -27,9 +28,9 @@ async def test_store_with_token_credential_writes_and_reads_a_flag(azurite_oauth
     store = StateStore.from_settings(settings, credential=credential, connection_verify=str(azurite_oauth.cert_path),
                                      retry_total=0)
     try:
-        assert await store.create_flags(TENANT, [{"userId": "u1", "newUpn": "n@x.example"}]) == ["u1"]
+        assert await store.create_flags(TENANT, [make_flag("u1")]) == ["u1"]
         got = await store.get_flag(TENANT, "u1")
-        assert got is not None and got["newUpn"] == "n@x.example"
+        assert got is not None and got.flag.new_upn == "u1@new.example"
         await store.queue.send([{"tenant": TENANT, "user_ids": ["u1"]}])
         assert await store.queue.peek_count() >= 1
         assert await store.ping() is True

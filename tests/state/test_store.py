@@ -9,6 +9,7 @@ from typing import Any
 from devhost.azurite import Azurite
 from shared.config import StorageSettings
 from shared.state import TABLES, StateStore
+from tests.state.conftest import make_flag
 
 WEIRD_IDS = ["a/b", "c#d", "e?f", "g\\h", "tab\tid", "ü/ñ", "p|q", "~x"]
 
@@ -55,12 +56,12 @@ async def test_ping_reports_up_and_down(store: StateStore) -> None:
 
 async def test_row_key_encoding_of_forbidden_characters(store: StateStore, tenant: str) -> None:
     """User, run, plan and checkpoint ids with / # ? \\ and controls are stored and listed verbatim."""
-    created = await store.create_flags(tenant, [flag(u) for u in WEIRD_IDS])
+    created = await store.create_flags(tenant, [make_flag(u) for u in WEIRD_IDS])
     assert created == WEIRD_IDS
     for user_id in WEIRD_IDS:
         got = await store.get_flag(tenant, user_id)
-        assert got is not None and got["userId"] == user_id
-    listed = [f["userId"] async for f in store.iter_flags(tenant)]
+        assert got is not None and got.flag.user_id == user_id
+    listed = [f.flag.user_id async for f in store.iter_flags(tenant)]
     assert sorted(listed) == sorted(WEIRD_IDS)
     await store.put_run(tenant, run("r/1#?\\", dt.datetime.now(dt.UTC)))
     assert (await store.get_run(tenant, "r/1#?\\"))["id"] == "r/1#?\\"

@@ -9,6 +9,7 @@ from azure.data.tables.aio import TableClient
 from shared.errors import StateError
 from shared.state import MAX_BATCH_OPERATIONS, StateStore
 from shared.state.snapshots import snapshot_row
+from tests.state.conftest import make_flag
 
 
 def flag(user_id: str, new_upn: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -28,7 +29,7 @@ async def test_transactions_never_exceed_100_operations(store: StateStore, tenan
         await real(client, operations)
 
     monkeypatch.setattr(store._tables, "submit_transaction", spy)
-    assert len(await store.create_flags(tenant, [flag(f"u{i}") for i in range(250)])) == 250
+    assert len(await store.create_flags(tenant, [make_flag(f"u{i}") for i in range(250)])) == 250
     assert sorted(sizes) == [50, 100, 100]
     sizes.clear()
     store.snapshot_groups = 1000  # ~220 distinct snapshot rows in the one partition: one MERGE per row

@@ -21,7 +21,7 @@ from devhost.azurite import Azurite
 from shared.config import StorageSettings
 from shared.services import Services
 from shared.state import StateStore
-from shared.upn.decide import Flag, decide_change, flag_from_dict, merge_flag
+from shared.upn.decide import Flag, decide_change, merge_flag
 from shared.upn.processor import _save_flag
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -89,9 +89,9 @@ def after_first_read(store: StateStore, meanwhile: Callable[[], Awaitable[object
 
 
 async def stored_flag(store: StateStore, tenant: str) -> Flag:
-    doc = await store.get_flag(tenant, USER)
-    assert doc is not None
-    return flag_from_dict(doc)
+    stored = await store.get_flag(tenant, USER)
+    assert stored is not None
+    return stored.flag
 
 
 async def test_a_flag_appearing_between_read_and_create_is_merged_not_replaced(
