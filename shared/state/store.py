@@ -1,4 +1,5 @@
-"""StateStore: everything Passkey Guard keeps in Table Storage, behind plain dicts and our error tree.
+"""StateStore: everything Passkey Guard keeps in Table Storage, behind plain values, typed flag records and our
+error tree.
 
 The facade the rest of the app uses; each table lives in its own module, the shared plumbing in
 `shared.state.tables`:
