@@ -46,7 +46,7 @@ async def run(count: int) -> dict[str, Any]:
     from shared.state.snapshots import snapshot_to_entity
 
     with start_azurite() as azurite:
-        store = StateStore(StorageSettings(connection_string=azurite.connection_string))
+        store = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id="bench")
         try:
             await store.ensure()
             half = count // 2

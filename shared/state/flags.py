@@ -28,6 +28,7 @@ from shared.state.keys import bucket_of, bucket_partition, decode_page_token, en
 from shared.state.tables import (
     FLAGS,
     MAX_PAGE,
+    Layout,
     Tables,
     check_limit,
     etag_of,
@@ -38,8 +39,6 @@ from shared.state.tables import (
 from shared.upn.flag import Flag, flag_from_dict, flag_to_dict
 
 log = logging.getLogger(__name__)
-
-FLAG_BUCKETS = 16
 
 
 @dataclass(frozen=True)
@@ -71,28 +70,32 @@ def flag_from_entity(entity: TableEntity) -> StoredFlag:
 
 
 class FlagTable:
-    """Flags of a tenant: read, create, update with the ETag read, list across buckets."""
+    """The flags of one tenant: read, create, update with the ETag read, list across buckets."""
 
-    def __init__(self, tables: Tables, buckets: int = FLAG_BUCKETS) -> None:
-        """`buckets` exists for tests only and must never change for stored data."""
+    def __init__(self, tables: Tables, tenant_id: str, layout: Layout | None = None) -> None:
         self._tables = tables
-        self.buckets = buckets
+        self.tenant_id = tenant_id
+        self.layout = layout or Layout()
 
-    def _keys(self, tenant_id: str, user_id: str) -> tuple[str, str]:
+    @property
+    def buckets(self) -> int:
+        return self.layout.flag_buckets
+
+    def _keys(self, user_id: str) -> tuple[str, str]:
         if not isinstance(user_id, str) or not user_id:
             raise InputError("user id must be a non-empty string")
-        return bucket_partition(tenant_id, bucket_of(user_id, self.buckets)), safe_key(user_id, what="user id")
+        return bucket_partition(self.tenant_id, bucket_of(user_id, self.buckets)), safe_key(user_id, what="user id")
 
-    async def get(self, tenant_id: str, user_id: str) -> StoredFlag | None:
+    async def get(self, user_id: str) -> StoredFlag | None:
         """The user's flag, or None."""
-        pk, rk = self._keys(tenant_id, user_id)
+        pk, rk = self._keys(user_id)
         entity = await self._read(pk, rk)
         return flag_from_entity(entity) if entity is not None else None
 
     async def _read(self, pk: str, rk: str) -> TableEntity | None:
         return await self._tables.op(FLAGS, "reading a flag", lambda c: get_entity(c, pk, rk))
 
-    async def create(self, tenant_id: str, flags: Iterable[Flag]) -> list[str]:
+    async def create(self, flags: Iterable[Flag]) -> list[str]:
         """Create a row for each flag whose user has none yet; returns those user ids, in input order.
 
         An existing row is never touched: what a flag becomes is `shared.upn.decide.merge_flag`'s
@@ -103,7 +106,7 @@ class FlagTable:
         """
         now = self._tables.now()
         latest = {flag.user_id: flag for flag in flags}
-        entities = [flag_to_entity(tenant_id, f, self.buckets, created_at=now, updated_at=now)
+        entities = [flag_to_entity(self.tenant_id, f, self.buckets, created_at=now, updated_at=now)
                     for f in latest.values()]
         for entity in entities:
             check_entity(entity)
@@ -138,10 +141,11 @@ class FlagTable:
 
         return await self._tables.op(FLAGS, "creating a flag", work)
 
-    async def update(self, tenant_id: str, flag: Flag, etag: str, *, created_at: dt.datetime | None = None) -> str:
+    async def update(self, flag: Flag, etag: str, *, created_at: dt.datetime | None = None) -> str:
         """Replace a flag if it still has `etag` (ConcurrencyError otherwise, NotFound if gone); new ETag.
         `created_at`: the row's creation time to keep (a `StoredFlag`'s), else it is not recorded."""
-        entity = flag_to_entity(tenant_id, flag, self.buckets, created_at=created_at, updated_at=self._tables.now())
+        entity = flag_to_entity(self.tenant_id, flag, self.buckets, created_at=created_at,
+                                updated_at=self._tables.now())
         check_entity(entity)
 
         async def work(client: TableClient) -> str:
@@ -150,13 +154,13 @@ class FlagTable:
 
         return await self._tables.op(FLAGS, "updating a flag", work)
 
-    async def _merged(self, client: TableClient, tenant_id: str, status: str | None, after: str | None,
+    async def _merged(self, client: TableClient, status: str | None, after: str | None,
                       page_size: int) -> AsyncIterator[TableEntity]:
         """All flags of a tenant in RowKey (encoded user id) order: a k-way merge over the buckets."""
         iterators = []
         for bucket in range(self.buckets):
             query = "PartitionKey eq @pk"
-            params: dict[str, Any] = {"pk": bucket_partition(tenant_id, bucket)}
+            params: dict[str, Any] = {"pk": bucket_partition(self.tenant_id, bucket)}
             if after is not None:
                 query += " and RowKey gt @after"
                 params["after"] = after
@@ -181,7 +185,7 @@ class FlagTable:
             if following is not None:
                 heapq.heappush(heap, (str(following["RowKey"]), index, following))
 
-    async def page(self, tenant_id: str, status: str | None = None, limit: int = 100,
+    async def page(self, status: str | None = None, limit: int = 100,
                    page_token: str | None = None) -> tuple[list[StoredFlag], str | None]:
         """Flags ordered by user id across all buckets, optionally of one `status`; stable opaque paging.
 
@@ -198,7 +202,7 @@ class FlagTable:
 
         async def work(client: TableClient) -> list[TableEntity]:
             rows: list[TableEntity] = []
-            async for entity in self._merged(client, tenant_id, status, after, per_bucket):
+            async for entity in self._merged(client, status, after, per_bucket):
                 rows.append(entity)
                 if len(rows) > limit:
                     break
@@ -210,11 +214,11 @@ class FlagTable:
             token = encode_page_token(FLAGS, {"after": rows[limit - 1]["RowKey"], "status": status})
         return [flag_from_entity(e) for e in rows[:limit]], token
 
-    async def every(self, tenant_id: str, status: str | None = None) -> AsyncIterator[StoredFlag]:
+    async def every(self, status: str | None = None) -> AsyncIterator[StoredFlag]:
         """Every flag (optionally of one `status`), ordered by user id, fetched page by page."""
         token: str | None = None
         while True:
-            page, token = await self.page(tenant_id, status=status, limit=MAX_PAGE, page_token=token)
+            page, token = await self.page(status=status, limit=MAX_PAGE, page_token=token)
             for flag in page:
                 yield flag
             if token is None:

@@ -68,9 +68,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(azurite: Azurite, clock: FakeClock) -> AsyncIterator[StateStore]:
+async def store(azurite: Azurite, clock: FakeClock, tenant: str) -> AsyncIterator[StateStore]:
     """A StateStore on the session Azurite (connection string), no SDK retries, with the fake clock."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0, clock=clock)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0, clock=clock)
     try:
         yield instance
     finally:
@@ -78,9 +79,10 @@ async def store(azurite: Azurite, clock: FakeClock) -> AsyncIterator[StateStore]
 
 
 @pytest.fixture
-async def other_store(azurite: Azurite, clock: FakeClock) -> AsyncIterator[StateStore]:
+async def other_store(azurite: Azurite, clock: FakeClock, tenant: str) -> AsyncIterator[StateStore]:
     """A second, independent StateStore on the same account: the "other writer"."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0, clock=clock)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0, clock=clock)
     try:
         yield instance
     finally:

@@ -48,7 +48,7 @@ def test_connection_string_names_our_ports_and_account(azurite: Azurite) -> None
 async def test_restart_with_location_keeps_data_and_ports(tmp_path: Path) -> None:
     """With --location, data written before restart() is there afterwards, on the same ports, under a new PID."""
     with start_azurite(location=tmp_path / "data", workdir=tmp_path / "work") as az:
-        store = StateStore(StorageSettings(connection_string=az.connection_string), retry_total=0)
+        store = StateStore(StorageSettings(connection_string=az.connection_string), tenant_id=TENANT, retry_total=0)
         try:
             await store.create_flags(TENANT, [make_flag("kept")])
             ports, pid = az.ports, az.pid
@@ -66,7 +66,7 @@ async def test_restart_with_location_keeps_data_and_ports(tmp_path: Path) -> Non
 async def test_kill_then_restart_in_memory_loses_data_and_recovers(tmp_path: Path) -> None:
     """A killed Azurite gives StateUnavailable; after restart() the store recreates its tables by itself."""
     az = start_azurite()
-    store = StateStore(StorageSettings(connection_string=az.connection_string), retry_total=0)
+    store = StateStore(StorageSettings(connection_string=az.connection_string), tenant_id=TENANT, retry_total=0)
     try:
         await store.create_flags(TENANT, [make_flag("lost")])
         az.kill()
@@ -128,5 +128,5 @@ def test_state_error_for_a_store_without_tables_or_uris() -> None:
     from shared.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        StateStore(StorageSettings(table_uri="https://127.0.0.1:1/devstoreaccount1"))
+        StateStore(StorageSettings(table_uri="https://127.0.0.1:1/devstoreaccount1"), tenant_id=TENANT)
     assert not issubclass(ConfigError, StateError)

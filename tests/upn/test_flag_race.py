@@ -48,9 +48,10 @@ def tenant() -> str:
 
 
 @pytest.fixture
-async def store(azurite: Azurite) -> AsyncIterator[StateStore]:
+async def store(azurite: Azurite, tenant: str) -> AsyncIterator[StateStore]:
     """Our processor's store."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0)
     try:
         yield instance
     finally:
@@ -58,9 +59,10 @@ async def store(azurite: Azurite) -> AsyncIterator[StateStore]:
 
 
 @pytest.fixture
-async def other_store(azurite: Azurite) -> AsyncIterator[StateStore]:
+async def other_store(azurite: Azurite, tenant: str) -> AsyncIterator[StateStore]:
     """The other processor's store (another instance of the app)."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0)
     try:
         yield instance
     finally:
