@@ -25,11 +25,8 @@ from shared.upn.clock import now as _now
 from shared.upn.decide import (
     DecisionKind,
     Flag,
-    FlagStatus,
     decide_change,
     dismiss,
-    flag_from_dict,
-    flag_to_dict,
     merge_flag,
     parse_aware_time,
     same_upn,
@@ -38,26 +35,20 @@ from shared.upn.decide import (
 log = logging.getLogger(__name__)
 
 
-def _flag_doc(flag: Flag) -> dict[str, Any]:
-    return flag_to_dict(flag)
-
-
 async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
     """Merge `candidate` into the stored flag and write it with ETag concurrency; None: nothing new."""
     tenant = services.settings.tenant_id
     for _ in range(5):
         stored = await services.store.get_flag(tenant, candidate.user_id)
-        existing = flag_from_dict(stored) if stored else None
-        merged = merge_flag(existing, candidate)
+        merged = merge_flag(stored.flag if stored else None, candidate)
         if merged is None:
             return None
         try:
             if stored is None:
-                created = await services.store.create_flags(tenant, [_flag_doc(merged)])
-                if created:
+                if await services.store.create_flags(tenant, [merged]):
                     return merged
                 continue  # somebody created it first: merge with theirs
-            await services.store.update_flag(tenant, _flag_doc(merged), stored["etag"])
+            await services.store.update_flag(tenant, merged, stored.etag, created_at=stored.created_at)
             return merged
         except ConcurrencyError:
             continue
@@ -66,12 +57,12 @@ async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
 
 async def _save_flags(services: Services, candidates: list[Flag]) -> list[Flag]:
     """`_save_flag` for many users at once. First try: create them all as new cases, one transaction
-    per bucket and no read (`merge_flag` with nothing stored is the candidate itself); users whose
-    transaction met an existing row go through `_save_flag` (read, merge, create or ETag-update)."""
+    per bucket and no read (`merge_flag` with nothing stored is the candidate itself); users who already
+    have a flag go through `_save_flag` (read, merge, create or ETag-update)."""
     if not candidates:
         return []
     tenant = services.settings.tenant_id
-    created = set(await services.store.create_flags(tenant, [_flag_doc(c) for c in candidates], only_new=True))
+    created = set(await services.store.create_flags(tenant, candidates))
     written = [c for c in candidates if c.user_id in created]
     again = [c for c in candidates if c.user_id not in created]
     if again:
@@ -170,10 +161,10 @@ async def _forget_users(services: Services, user_ids: list[str], now: datetime) 
     tenant = services.settings.tenant_id
     for uid in user_ids:
         stored = await services.store.get_flag(tenant, uid)
-        if stored and FlagStatus(stored["status"]).is_open:
-            flag = dismiss(flag_from_dict(stored), at=now, note="user deleted")
+        if stored and stored.flag.status.is_open:
+            flag = dismiss(stored.flag, at=now, note="user deleted")
             try:
-                await services.store.update_flag(tenant, _flag_doc(flag), stored["etag"])
+                await services.store.update_flag(tenant, flag, stored.etag, created_at=stored.created_at)
             except ConcurrencyError:
                 log.info("flag of %s changed while dismissing; the tracker will see it", uid)
     await services.store.delete_snapshots(tenant, user_ids)

@@ -5,7 +5,7 @@ above which an administrator approves (`approve_removals`).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConcurrencyError, RemovalNotWaiting
 from shared.graph.passkeys import delete_passkeys, read_passkeys
@@ -14,14 +14,13 @@ from shared.services import Services
 from shared.upn.clock import now as _now
 from shared.upn.decide import (
     APPROVAL_REQUIRED,
+    APPROVED,
     HOLD_AUDIT_MODE,
     HOLD_USER_NOT_FOUND,
     Flag,
     FlagStatus,
     approve_removal,
     dismiss,
-    flag_from_dict,
-    flag_to_dict,
     hold_removal,
     mark_removed,
     needs_approval,
@@ -31,6 +30,9 @@ from shared.upn.decide import (
     track,
 )
 from shared.upn.messages import USERS_PER_MESSAGE
+
+if TYPE_CHECKING:
+    from shared.state import StoredFlag
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +56,21 @@ async def track_flags(services: Services) -> dict[str, Any]:
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     settings = services.settings
-    open_flags: list[dict[str, Any]] = []
+    open_flags: list[StoredFlag] = []
     for status in (FlagStatus.PENDING, FlagStatus.REMOVED):
-        async for doc in services.store.iter_flags(tenant, status.value):
-            open_flags.append(doc)
+        async for stored in services.store.iter_flags(tenant, status.value):
+            open_flags.append(stored)
     counts: dict[str, Any] = {"checked": 0, "changed": 0, "removedPasskeys": 0, "awaitingApproval": 0,
                               "removalHeld": {}}
     budget = settings.stale_passkey_removal_max_per_run
     for start in range(0, len(open_flags), USERS_PER_MESSAGE):
         chunk = open_flags[start:start + USERS_PER_MESSAGE]
-        current = await read_passkeys(services.graph, [d["userId"] for d in chunk])
+        current = await read_passkeys(services.graph, [s.flag.user_id for s in chunk])
         flags: dict[str, Flag] = {}
         planned: dict[str, list[str]] = {}
-        for doc in chunk:
+        for stored in chunk:
             counts["checked"] += 1
-            flag = flag_from_dict(doc)
+            flag = stored.flag
             if settings.remove_stale_passkeys and flag.status == FlagStatus.PENDING:
                 flag, ids = _plan_removal(flag, current.get(flag.user_id, []), settings.enforcement_mode,
                                           budget, settings.stale_passkey_removal_max_per_run)
@@ -83,12 +85,12 @@ async def track_flags(services: Services) -> dict[str, Any]:
             flags[flag.user_id] = flag
         if planned:
             counts["removedPasskeys"] += await _remove_planned(services, planned, flags, current, counts)
-        for doc in chunk:
-            flag = flags[flag_from_dict(doc).user_id]
+        for stored in chunk:
+            flag = flags[stored.flag.user_id]
             result = track(flag, current.get(flag.user_id, []), _now())
-            if result.flag != flag_from_dict(doc):
+            if result.flag != stored.flag:
                 try:
-                    await services.store.update_flag(tenant, flag_to_dict(result.flag), doc["etag"])
+                    await services.store.update_flag(tenant, result.flag, stored.etag, created_at=stored.created_at)
                     counts["changed"] += 1
                 except ConcurrencyError:
                     log.info("flag of %s changed meanwhile; next round", flag.user_id)
@@ -143,26 +145,26 @@ async def approve_removals(services: Services, user_ids: list[str] | None, *, by
     approved: a replay changes nothing); otherwise RemovalNotWaiting names them and nothing is written."""
     tenant = services.settings.tenant_id
     if user_ids is None:
-        docs = [d async for d in services.store.iter_flags(tenant, FlagStatus.PENDING.value)
-                if d.get("removalApproval") == APPROVAL_REQUIRED]
+        docs = [s async for s in services.store.iter_flags(tenant, FlagStatus.PENDING.value)
+                if s.flag.removal_approval == APPROVAL_REQUIRED]
     else:
         ids = list(dict.fromkeys(u.lower() for u in user_ids))
         found = [await services.store.get_flag(tenant, uid) for uid in ids]
         refused = [uid for uid, doc in zip(ids, found, strict=True)
-                   if doc is None or doc.get("status") != FlagStatus.PENDING.value
-                   or doc.get("removalApproval") not in (APPROVAL_REQUIRED, "approved")]
+                   if doc is None or doc.flag.status != FlagStatus.PENDING
+                   or doc.flag.removal_approval not in (APPROVAL_REQUIRED, APPROVED)]
         if refused:
             raise RemovalNotWaiting(f"userIds: no flag waiting for a removal approval: {', '.join(refused)}")
         docs = [d for d in found if d is not None]
     approved: list[str] = []
     already: list[str] = []
     for doc in docs:
-        flag = flag_from_dict(doc)
+        flag = doc.flag
         updated = approve_removal(flag, at=_now(), by=by)
         if updated is flag:
             already.append(flag.user_id)
             continue
-        await services.store.update_flag(tenant, flag_to_dict(updated), doc["etag"])
+        await services.store.update_flag(tenant, updated, doc.etag, created_at=doc.created_at)
         approved.append(flag.user_id)
     return {"approved": approved, "alreadyApproved": already}
 
@@ -172,9 +174,9 @@ async def track_flags_of(services: Services, user_ids: list[str]) -> None:
     tenant = services.settings.tenant_id
     current = await read_passkeys(services.graph, user_ids)
     for uid in user_ids:
-        doc = await services.store.get_flag(tenant, uid.lower())
-        if not doc or not FlagStatus(doc["status"]).is_open:
+        stored = await services.store.get_flag(tenant, uid.lower())
+        if not stored or not stored.flag.status.is_open:
             continue
-        result = track(flag_from_dict(doc), current.get(uid, []), _now())
+        result = track(stored.flag, current.get(uid, []), _now())
         if result.changed:
-            await services.store.update_flag(tenant, flag_to_dict(result.flag), doc["etag"])
+            await services.store.update_flag(tenant, result.flag, stored.etag, created_at=stored.created_at)

@@ -92,10 +92,17 @@ class Stack:
             return resp.status, await resp.text(), dict(resp.headers)
 
     async def flag(self, user_id: str) -> dict[str, Any] | None:
-        return await self.services.store.get_flag(self.tenant_id, user_id)
+        """The user's stored flag as the API shows it, or None."""
+        from shared.upn.flag_views import public_flag
+
+        stored = await self.services.store.get_flag(self.tenant_id, user_id)
+        return public_flag(stored) if stored else None
 
     async def all_flags(self) -> list[dict[str, Any]]:
-        return [f async for f in self.services.store.iter_flags(self.tenant_id)]
+        """Every stored flag as the API shows it."""
+        from shared.upn.flag_views import public_flag
+
+        return [public_flag(f) async for f in self.services.store.iter_flags(self.tenant_id)]
 
 
 def _with_principal(headers: dict[str, str] | None, principal: str | None) -> dict[str, str]:
