@@ -182,7 +182,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
     No Graph call happens here: Graph wants an answer within 3 s, and slow endpoints lose notifications.
     """
     from shared.telemetry import bind_run
-    from shared.upn.intake import parse_change_notifications, validation_token
+    from shared.upn.graph_notifications import parse_change_notifications, validation_token
     from shared.upn.service import enqueue_notices
 
     token = validation_token(req.params)
@@ -202,7 +202,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
 
 async def graph_lifecycle(services: Services, req: Request) -> Answer:
     """Graph lifecycle notifications: handshake, clientState, then queue the work and answer 202."""
-    from shared.upn.intake import parse_lifecycle_notifications, validation_token
+    from shared.upn.graph_notifications import parse_lifecycle_notifications, validation_token
     from shared.upn.service import enqueue_lifecycle
 
     token = validation_token(req.params)
@@ -221,8 +221,8 @@ async def tickets(services: Services, req: Request) -> Answer:
     event id: `upn_changed` and `recheck_user` answer with the user's flag, `verify_policy` with the report."""
     from datetime import UTC, datetime
 
-    from shared.upn.intake import verify_ticket
     from shared.upn.service import ticket_action
+    from shared.upn.ticket_webhook import verify_ticket
 
     settings = services.settings
     event = verify_ticket(req.body, req.headers,

@@ -73,7 +73,7 @@ def refuse_declared_oversize(handler_name: str, headers: Mapping[str, str]) -> N
         raise InputError("Content-Length header: expected a whole number of bytes")
     limit = MAX_BODY_BYTES
     if handler_name == "tickets":
-        from shared.upn.intake import MAX_TICKET_BYTES
+        from shared.upn.ticket_webhook import MAX_TICKET_BYTES
 
         limit = MAX_TICKET_BYTES
     if len(declared.lstrip("0")) > 15 or int(declared) > limit:
