@@ -81,6 +81,13 @@ def _standard(kind: str, value: Any, ctx: dict[str, Any]) -> str:
         return "must not be empty" if least == 1 else f"needs at least {least} entries"
     if kind == "too_long":
         return f"must have at most {ctx.get('max_length')} entries"
+    if kind == "string_too_short":
+        least = ctx.get("min_length", 1)
+        return "must not be empty" if least == 1 else f"must be at least {least} characters"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "greater_than_equal":
+        return f"must be {ctx.get('ge')} or more"
     if kind == "literal_error":
         return "must be one of: " + str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
     return "is not valid"
