@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS, is_guid
+from shared.ids import GUID, is_guid
+from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS
 from shared.policy.document import (
     ALL_USERS,
     CA_ALL,
@@ -40,7 +41,8 @@ from shared.policy.document import (
 from shared.schemas.base import StrictModel, drop_nulls
 from shared.schemas.problems import problem, type_name
 
-GUID_RE = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+#: The GUID shape (shared.ids), unanchored, for the patterns that also allow keywords.
+GUID_RE = GUID.pattern
 _NON_BLANK = re.compile(r"\S")
 
 

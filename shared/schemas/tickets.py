@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeAlias
 
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
-from shared.policy.aaguids import is_guid
+from shared.ids import is_guid
 from shared.schemas.base import StrictModel, drop_nulls
 from shared.schemas.document import GUID_RE
 from shared.schemas.problems import problem

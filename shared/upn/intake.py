@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.errors import AuthError, ConfigError, InputError
-from shared.policy.aaguids import is_guid
+from shared.ids import is_guid
 
 #: The largest Graph notification or lifecycle POST we read (Graph publishes no maximum).
 MAX_BODY_BYTES = 1024 * 1024
