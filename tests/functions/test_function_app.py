@@ -63,20 +63,6 @@ def _trigger(fn) -> dict:
     return next(b for b in fn.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
 
 
-def test_routes_and_auth_levels(functions):
-    """No route needs a function key: App Service Authentication and the app roles protect the admin routes
-    (tests/functions/test_route_access.py); Graph's webhooks and the ticket hook authenticate themselves."""
-    routes = {name: _trigger(fn) for name, fn in functions.items() if _trigger(fn)["type"] == "httpTrigger"}
-    anonymous = {n for n, t in routes.items() if str(getattr(t["authLevel"], "value", t["authLevel"])) == "anonymous"}
-    assert anonymous == set(routes)
-    assert {n: t["route"] for n, t in routes.items()} == {
-        "health": "health", "health_details": "health/details", "runs_list": "runs",
-        "policy_verify": "policy/verify", "policy_plan": "policy/plan",
-        "policy_apply": "policy/apply", "run_get": "runs/{runId}", "graph_notifications": "graph/notifications",
-        "graph_lifecycle": "graph/lifecycle", "tickets": "tickets", "flags_list": "flags",
-        "flags_export": "flags/export", "flags_approve_removal": "flags/approve-removal"}
-
-
 def test_timers_read_their_schedule_from_app_settings(functions):
     """Every timer's schedule is a %SETTING% that the app settings (and so Bicep) define."""
     timers = {n: _trigger(fn) for n, fn in functions.items() if _trigger(fn)["type"] == "timerTrigger"}
