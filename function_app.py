@@ -180,6 +180,15 @@ async def reregistration_tracker(timer: func.TimerRequest) -> None:
     log.info("reregistration_tracker: %s", await track_flags(get_services()))
 
 
+@app.timer_trigger(schedule="%EVENTS_PURGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def events_purge(timer: func.TimerRequest) -> None:
+    """Deletes expired idempotency keys (ticket and policy-job claims): Table Storage has no TTL."""
+    from shared.events_purge import purge_expired_events
+    from shared.services import get_services
+
+    log.info("events_purge: %s", await purge_expired_events(get_services()))
+
+
 @app.timer_trigger(schedule="%SUBSCRIPTION_SCHEDULE%", arg_name="timer", run_on_startup=True, use_monitor=True)
 async def subscription_manager(timer: func.TimerRequest) -> None:
     """Creates the /users change-notification subscription and renews it well before it expires.

@@ -18,7 +18,7 @@ EXPECTED = {
     "health", "health_details", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
     "graph_notifications", "graph_lifecycle", "tickets", "flags_list", "flags_export", "upn_events",
     "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager", "flags_approve_removal",
-    "run_get", "policy_jobs",
+    "run_get", "policy_jobs", "events_purge",
 }
 
 
@@ -66,7 +66,8 @@ def _trigger(fn) -> dict:
 def test_timers_read_their_schedule_from_app_settings(functions):
     """Every timer's schedule is a %SETTING% that the app settings (and so Bicep) define."""
     timers = {n: _trigger(fn) for n, fn in functions.items() if _trigger(fn)["type"] == "timerTrigger"}
-    assert set(timers) == {"policy_enforcement", "delta_sweep", "reregistration_tracker", "subscription_manager"}
+    assert set(timers) == {"policy_enforcement", "delta_sweep", "reregistration_tracker", "subscription_manager",
+                           "events_purge"}
     for function, trigger in timers.items():
         name = re.fullmatch(r"%(\w+)%", trigger["schedule"])
         assert name and name.group(1) in APP_SETTINGS
