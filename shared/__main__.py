@@ -155,10 +155,9 @@ async def _rollback(services: Services, args: argparse.Namespace) -> Outcome:
 
 
 async def _sweep(services: Services, args: argparse.Namespace) -> Outcome:
-    from shared.upn import drain
-    from shared.upn import service as upn
+    from shared.upn import drain, sweep
 
-    result = await upn.sweep(services, trigger="cli")
+    result = await sweep.sweep(services, trigger="cli")
     text = " ".join(f"{k}={v}" for k, v in result.items())
     if not args.process:
         return result, text, EXIT_OK
@@ -174,29 +173,29 @@ async def _process_queue(services: Services, args: argparse.Namespace) -> Outcom
 
 
 async def _track(services: Services, args: argparse.Namespace) -> Outcome:
-    from shared.upn import service as upn
+    from shared.upn import tracker
 
-    result = await upn.track_flags(services)
+    result = await tracker.track_flags(services)
     return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
 
 
 async def _flags(services: Services, args: argparse.Namespace) -> Outcome:
-    from shared.upn import service as upn
+    from shared.upn import flag_views, tracker
 
     if args.action == "approve-removal":
-        result = await upn.approve_removals(services, _approval_ids(args), by="cli")
+        result = await tracker.approve_removals(services, _approval_ids(args), by="cli")
         text = (f"approved: {', '.join(result['approved']) or 'none'}; "
                 f"already approved: {', '.join(result['alreadyApproved']) or 'none'}")
         return result, text, EXIT_OK
     if args.user_ids or args.all_waiting:
         raise InputError("USER_ID and --all-waiting go with the approve-removal action")
     if args.csv:
-        text = await upn.flags_csv(services, status=args.status)
+        text = await flag_views.flags_csv(services, status=args.status)
         return {"csv": text}, text, EXIT_OK
     flags: list[dict[str, Any]] = []
     token = None
     while True:
-        page = await upn.list_flags(services, status=args.status, limit=1000, page_token=token)
+        page = await flag_views.list_flags(services, status=args.status, limit=1000, page_token=token)
         flags += page["value"]
         token = page["nextPageToken"]
         if not token:
@@ -217,9 +216,9 @@ async def _runs(services: Services, args: argparse.Namespace) -> Outcome:
 
 
 async def _subscribe(services: Services, args: argparse.Namespace) -> Outcome:
-    from shared.upn import service as upn
+    from shared.upn import subscriptions
 
-    result = await upn.ensure_subscription(services)
+    result = await subscriptions.ensure_subscription(services)
     return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", EXIT_OK
 
 
