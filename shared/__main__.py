@@ -104,7 +104,7 @@ def _approval_ids(args: argparse.Namespace) -> list[str] | None:
 async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
     """Run the command; returns (JSON result, text for people, exit code)."""
     from shared.actors import SIGNED_IN_ADMINISTRATOR, describe_run_actor
-    from shared.policy import service as policy
+    from shared.policy import apply, planning, rollback, runs, verify
     from shared.services import get_services
     from shared.upn import drain
     from shared.upn import service as upn
@@ -113,25 +113,25 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
     me = SIGNED_IN_ADMINISTRATOR  # runs record the administrator the Graph token names
     try:
         if args.command == "verify":
-            result = await policy.verify(services, trigger="cli", document=_document(args.document), actor=me)
+            result = await verify.verify(services, trigger="cli", document=_document(args.document), actor=me)
             return result, result["markdown"], EXIT_OK if result["passed"] else EXIT_FINDINGS
         if args.command == "plan":
-            result = await policy.plan(services, trigger="cli", document=_document(args.document), actor=me)
+            result = await planning.plan(services, trigger="cli", document=_document(args.document), actor=me)
             text = f"Plan {result['planId']}\n\n{result['table']}"
             needs_person = result["blocked"] or result["requiresAcceptance"]
             return result, text, EXIT_FINDINGS if needs_person else EXIT_OK
         if args.command == "apply":
             if args.plan_id:
-                result = await policy.apply_stored_plan(
+                result = await apply.apply_stored_plan(
                     services, args.plan_id, accept_lockout=args.accept_lockout, trigger="cli",
                     accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=me)
             else:
-                result = await policy.apply_document(
+                result = await apply.apply_document(
                     services, trigger="cli", document=_document(args.document), accept_lockout=args.accept_lockout,
                     accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=me)
             return result, f"Run {result['runId']}: {result['result']}\n\n{result['table']}", EXIT_OK
         if args.command == "rollback":
-            result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli",
+            result = await rollback.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli",
                                            actor=me)
             text = f"Run {result['runId']}: {result['result']} (rollback of run {args.run_id})\n\n{result['table']}"
             return result, text, EXIT_FINDINGS if result["kept"] else EXIT_OK  # kept objects need a person
@@ -171,7 +171,7 @@ async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
                      f"({len(f.get('passkeys', []))} passkey(s), since {f['detectedAt']})" for f in flags]
             return {"value": flags}, "\n".join(lines) or "no flags", EXIT_OK
         if args.command == "runs":
-            result = await policy.list_runs(services, limit=20)
+            result = await runs.list_runs(services, limit=20)
             lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
                      for r in result["value"]]
             return result, "\n".join(lines) or "no runs", EXIT_OK

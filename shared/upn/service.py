@@ -881,7 +881,7 @@ async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
     from urllib.parse import quote
 
     if event.action == "verify_policy":
-        from shared.policy.service import verify
+        from shared.policy.verify import verify
 
         return {"report": await verify(services, trigger="ticket")}
     user_id = event.user_id
