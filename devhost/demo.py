@@ -49,7 +49,10 @@ async def demo() -> int:
     from shared.policy.planning import plan
     from shared.policy.verify import verify
     from shared.services import Services, use_services
-    from shared.upn.service import ensure_subscription, list_flags, sweep, track_flags
+    from shared.upn.flag_views import list_flags
+    from shared.upn.subscriptions import ensure_subscription
+    from shared.upn.sweep import sweep
+    from shared.upn.tracker import track_flags
 
     tenant_id = json.loads(TENANT_FILE.read_text())["tenantId"]
     workdir = Path(tempfile.mkdtemp(prefix="passkey-guard-demo-"))

@@ -5,7 +5,9 @@ import json
 import time
 
 from shared.upn.intake import sign_ticket
-from shared.upn.service import ensure_subscription, sweep, track_flags
+from shared.upn.subscriptions import ensure_subscription
+from shared.upn.sweep import sweep
+from shared.upn.tracker import track_flags
 from tests import payloads
 from tests.conftest import CLIENT_STATE, TICKET_SECRET
 from tests.e2e.stack import YUBI, eventually, running_stack, tenant, uid, user
@@ -151,7 +153,7 @@ async def test_a_crash_mid_sweep_resumes_without_missing_anyone(azurite):
         async def all_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(n) for n in renamed}
 
-        await eventually(all_flagged, timeout=30)
+        await eventually(all_flagged)
         assert first["pages"] + rest["pages"] <= 6  # nothing was read twice but the page in flight
 
 
@@ -254,10 +256,10 @@ async def test_flags_are_listed_paged_and_exported_as_csv(azurite):
 
 def _capture_messages(monkeypatch, *, fail_on_call: int | None = None) -> list[dict]:
     """Record every users message the sweep queues; optionally die (like a killed process) on one send."""
-    import shared.upn.service as service
+    import shared.upn.sweep as sweep_module
 
     sent: list[dict] = []
-    real = service.send_messages
+    real = sweep_module.send_messages
     calls = {"n": 0}
 
     async def spy(services, messages, *, delay=0):
@@ -267,7 +269,7 @@ def _capture_messages(monkeypatch, *, fail_on_call: int | None = None) -> list[d
         sent.extend(messages)
         await real(services, messages, delay=delay)
 
-    monkeypatch.setattr(service, "send_messages", spy)
+    monkeypatch.setattr(sweep_module, "send_messages", spy)
     return sent
 
 
@@ -294,7 +296,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         async def both_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(3), uid(5)}
 
-        await eventually(both_flagged, timeout=30)
+        await eventually(both_flagged)
         flag = await stack.flag(uid(3))
         assert flag["oldUpn"] == "user3@contoso.example" and flag["newUpn"] == "user3@fabrikam.example"
         snaps = await stack.services.store.get_snapshots(stack.tenant_id, [uid(3), uid(5), uid(1)])
@@ -330,7 +332,7 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
         async def all_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(n) for n in renamed}
 
-        await eventually(all_flagged, timeout=30)
+        await eventually(all_flagged)
         assert len(await stack.all_flags()) == len(renamed)
         snaps = await stack.services.store.load_all_snapshots(stack.tenant_id)
         assert snaps == {uid(n): f"user{n}@{'fabrikam' if n in renamed else 'contoso'}.example" for n in range(1, 61)}
