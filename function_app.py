@@ -89,7 +89,7 @@ async def policy_apply(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(schedule="%POLICY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def policy_enforcement(timer: func.TimerRequest) -> None:
     """Scheduled compliance: verify in audit mode; plan and apply when safe in enforce mode."""
-    from shared.policy.service import scheduled_run
+    from shared.policy.scheduled import scheduled_run
     from shared.services import get_services
 
     result = await scheduled_run(get_services(), past_due=timer.past_due)

@@ -45,7 +45,9 @@ async def demo() -> int:
     from devhost.host import DevHost
     from graphsim.launcher import start_simulator
     from shared.config import Settings
-    from shared.policy.service import apply_document, plan, verify
+    from shared.policy.apply import apply_document
+    from shared.policy.planning import plan
+    from shared.policy.verify import verify
     from shared.services import Services, use_services
     from shared.upn.flag_views import list_flags
     from shared.upn.subscriptions import ensure_subscription

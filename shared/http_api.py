@@ -102,7 +102,7 @@ async def health_details(services: Services, req: Request) -> Answer:
 async def runs_list(services: Services, req: Request) -> Answer:
     """Run history, newest first, paged with an opaque token."""
     refuse_unknown_params(req.params, "limit", "pageToken")
-    from shared.policy.service import list_runs
+    from shared.policy.runs import list_runs
 
     limit = _int_param(req, "limit", 20, low=1, high=100)
     return ok(await list_runs(services, limit=limit, page_token=req.params.get("pageToken") or None))
@@ -134,7 +134,7 @@ async def run_get(services: Services, req: Request) -> Answer:
 async def policy_verify(services: Services, req: Request) -> Answer:
     """Run the compliance checks now; the report comes as JSON, with Markdown beside it."""
     from shared.policy.jobs import refuse_adhoc_document
-    from shared.policy.service import verify
+    from shared.policy.verify import verify
     from shared.schemas.bodies import DocumentBody
 
     body = read_body(req.body, DocumentBody)  # {"document": ...} only with ALLOW_ADHOC_DOCUMENTS

@@ -60,7 +60,7 @@ def refuse_adhoc_document(services: Services, document: Any) -> None:
 
 def public_run(run: dict[str, Any]) -> dict[str, Any]:
     """A run for GET /api/runs/{runId}: `status` queued, running or done, beside the run's fields."""
-    from shared.policy.service import _public_run
+    from shared.policy.runs import public_run as _public_run
 
     out = _public_run(run)
     out.pop("request", None)
@@ -86,7 +86,7 @@ async def _enqueue(services: Services, kind: str, request: dict[str, Any], actor
 
 async def submit_plan(services: Services, document: Any = None, *, actor: Actor = THE_APP) -> dict[str, Any]:
     """Check the desired state now (a bad document is a 400 here), then queue the plan."""
-    from shared.policy.service import load_desired
+    from shared.policy.inputs import load_desired
 
     refuse_adhoc_document(services, document)
     desired = load_desired(services, document)
@@ -105,7 +105,9 @@ async def submit_apply(services: Services, plan_id: str, *, accept_lockout: dict
                        actor: Actor = THE_APP) -> dict[str, Any]:
     """Refuse at once what the stored plan already tells (audit mode, unknown, applied, blocked, stale,
     acceptance missing or not matching this plan and its number of users); queue the apply otherwise."""
-    from shared.policy.service import _check_safe, lockout_user_count, read_state
+    from shared.policy.apply import check_safe as _check_safe
+    from shared.policy.apply import lockout_user_count
+    from shared.policy.inputs import read_state
 
     refuse_in_audit_mode(services, "apply policy plans")
     stored = await services.store.get_plan(services.settings.tenant_id, plan_id)
@@ -147,7 +149,8 @@ def _parse_message(body: bytes) -> PolicyJob | None:
 
 async def run_job(services: Services, body: bytes) -> dict[str, Any]:
     """The queue trigger's use case: run one queued plan or apply once, and record how it ended."""
-    from shared.policy.service import apply_stored_plan, plan
+    from shared.policy.apply import apply_stored_plan
+    from shared.policy.planning import plan
 
     tenant = services.settings.tenant_id
     message = _parse_message(body)

@@ -17,7 +17,7 @@ from shared.upn.tracker import track_flags_of
 async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
     """Carry out one verified ticket event inline (one user, so within the webhook's time)."""
     if event.action == "verify_policy":
-        from shared.policy.service import verify
+        from shared.policy.verify import verify
 
         return {"report": await verify(services, trigger="ticket")}
     user_id = event.user_id

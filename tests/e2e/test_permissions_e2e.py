@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from shared.errors import MissingGraphPermission
-from shared.policy.service import apply_document, apply_stored_plan, plan, rollback, verify
+from shared.policy.apply import apply_document, apply_stored_plan
+from shared.policy.planning import plan
+from shared.policy.rollback import rollback
+from shared.policy.verify import verify
 from shared.web import error_answer
 from tests.e2e.stack import running_stack
 from tests.e2e.test_policy_e2e import BREAK_GLASS, PILOT, doc_with, legacy_tenant
