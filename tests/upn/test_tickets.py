@@ -1,0 +1,69 @@
+"""Ticket events carried out by the tickets use case: a recheck re-evaluates the user's flag with the tracker's
+own rule, so it does what the timer would do for that user."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from shared.upn.intake import sign_ticket
+from shared.upn.sweep import sweep
+from shared.upn.tracker import track_flags
+from tests.conftest import TICKET_SECRET
+from tests.e2e.stack import Stack, eventually, running_stack, tenant, uid, user
+
+ENFORCE = {"ENFORCEMENT_MODE": "enforce", "REMOVE_STALE_PASSKEYS": "true"}
+
+
+async def _rename(stack: Stack, n: int, new_upn: str) -> None:
+    from msgraph.generated.models.user import User
+
+    await stack.services.graph.client.users.by_user_id(uid(n)).patch(User(user_principal_name=new_upn))
+
+
+def _keys(stack: Stack, n: int) -> list[dict[str, Any]]:
+    """The user's passkeys as the simulator holds them (ground truth)."""
+    me = next(u for u in stack.sim.state()["users"] if u["id"] == uid(n))
+    return list(me.get("authentication", {}).get("fido2Methods", []))
+
+
+async def _post_ticket(stack: Stack, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    body = json.dumps(payload).encode()
+    status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, TICKET_SECRET, int(time.time())))
+    return status, json.loads(text)
+
+
+def _outcome(flag: dict[str, Any]) -> tuple[Any, ...]:
+    """What the tracker decided for a flag, without the user-specific ids and times."""
+    return (flag["status"], len(flag["removedPasskeys"]), flag.get("removalHold"), flag.get("removalApproval"),
+            [h["status"] for h in flag["history"]])
+
+
+async def test_a_recheck_ticket_removes_stale_passkeys_as_the_timer_does(azurite):
+    """A recheck of a user whose flag qualifies for stale-passkey removal deletes the pre-change passkey and
+    records it, exactly as the tracker's timer run does for a user in the same state."""
+    async with running_stack(azurite, tenant([user(1), user(2)]), **ENFORCE) as stack:
+        await sweep(stack.services)
+        for n in (1, 2):
+            await _rename(stack, n, f"user{n}@fabrikam.example")
+        await sweep(stack.services)
+
+        async def flagged() -> bool:
+            return {f["userId"] for f in await stack.all_flags()} >= {uid(1), uid(2)}
+
+        await eventually(flagged)
+        old_key = _keys(stack, 1)[0]["id"]
+
+        status, answer = await _post_ticket(stack, {"eventId": "evt-r1", "action": "recheck_user",
+                                                    "userId": uid(1), "ticketId": "INC-7"})
+        assert status == 200, answer
+        assert _keys(stack, 1) == []  # the recheck deleted the pre-change passkey
+        assert answer["flag"]["status"] == "removed" and answer["flag"]["removedPasskeys"] == [old_key]
+        assert len(_keys(stack, 2)) == 1  # nobody else's passkeys are touched by a recheck
+
+        timer = await track_flags(stack.services)
+        assert timer["removedPasskeys"] == 1  # user 2's; user 1's are already gone
+        assert _keys(stack, 2) == []
+        by_ticket, by_timer = await stack.flag(uid(1)), await stack.flag(uid(2))
+        assert by_ticket is not None and by_timer is not None
+        assert _outcome(by_ticket) == _outcome(by_timer)
