@@ -1,13 +1,18 @@
-"""Ticket events carried out by the tickets use case: a recheck re-evaluates the user's flag with the tracker's
-own rule, so it does what the timer would do for that user."""
+"""Ticket events carried out by the tickets use case: once per event id whoever calls, and a recheck
+re-evaluates the user's flag with the tracker's own rule, so it does what the timer would do for that user."""
 from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.upn.intake import sign_ticket
+import pytest
+
+from shared.errors import InputError
+from shared.upn.intake import TicketEvent, sign_ticket
 from shared.upn.sweep import sweep
+from shared.upn.tickets import ticket_action
 from shared.upn.tracker import track_flags
 from tests.conftest import TICKET_SECRET
 from tests.e2e.stack import Stack, eventually, running_stack, tenant, uid, user
@@ -67,3 +72,31 @@ async def test_a_recheck_ticket_removes_stale_passkeys_as_the_timer_does(azurite
         by_ticket, by_timer = await stack.flag(uid(1)), await stack.flag(uid(2))
         assert by_ticket is not None and by_timer is not None
         assert _outcome(by_ticket) == _outcome(by_timer)
+
+
+async def test_an_event_id_is_carried_out_once_whoever_calls(azurite):
+    """The use case itself claims the event id: a second call with the same id answers `duplicate` and does
+    nothing again, without the HTTP layer in between."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        await sweep(stack.services)
+        await _rename(stack, 1, "user1@fabrikam.example")
+        event = TicketEvent(event_id="evt-once", action="upn_changed", timestamp=datetime.now(UTC), user_id=uid(1),
+                            ticket_id="INC-1")
+        first = await ticket_action(stack.services, event)
+        assert first["duplicate"] is False and first["flag"]["status"] == "pending"
+        second = await ticket_action(stack.services, event)
+        assert second == {"eventId": "evt-once", "duplicate": True,
+                          "message": "this event id was already handled; nothing was done again"}
+        flag = await stack.flag(uid(1))
+        assert flag is not None and len(flag["history"]) == 1
+
+
+async def test_a_failed_event_is_forgotten_so_a_retry_runs_it_again(azurite):
+    """An event whose action failed is not remembered: the ticketing system's retry is carried out, not
+    answered `duplicate`."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        event = TicketEvent(event_id="evt-retry", action="recheck_user", timestamp=datetime.now(UTC),
+                            user_principal_name="nobody@contoso.example")
+        for _ in range(2):
+            with pytest.raises(InputError, match="userPrincipalName: no user"):
+                await ticket_action(stack.services, event)
