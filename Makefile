@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 AZURITE := tools/node_modules/.bin/azurite
 
-.PHONY: all deps demo test lint bench soak clean lock
+.PHONY: all deps demo test test-under-load lint bench soak clean lock
 
 all: deps
 
@@ -54,6 +54,13 @@ demo: $(VENV)/.installed $(AZURITE)
 
 test: deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The suite RUNS times in a row (stopping at the first failure) while one CPU burner per core loads the machine;
+# PYTEST_ARGS narrows it (e.g. PYTEST_ARGS=tests/graphsim). Report: .reliability/under-load.json.
+RUNS ?= 10
+PYTEST_ARGS ?=
+test-under-load: deps
+	$(BIN)/python -m bench.suite_under_load --runs $(RUNS) -- $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

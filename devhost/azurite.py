@@ -47,7 +47,7 @@ HOST = "127.0.0.1"
 #: Where the lead's Makefile installs Azurite with npm; `AZURITE_BIN` overrides it.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BINARY = REPO_ROOT / "tools" / "node_modules" / ".bin" / "azurite"
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 90.0  # bounds a failure only: a loaded machine starts node slowly
 STOP_TIMEOUT = 10.0
 STORAGE_AUDIENCE = "https://storage.azure.com"
 DEV_TENANT_ID = "00000000-0000-0000-0000-0000000000a1"

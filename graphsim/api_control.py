@@ -2,7 +2,8 @@
 
 No bearer token, never throttled, faulted or counted. Endpoints:
 `GET|PATCH /_sim/config`, `GET /_sim/stats`, `POST /_sim/stats/reset`, `GET /_sim/state[?users=false]`,
-`POST /_sim/delta/invalidate`, `POST /_sim/throttle/reset`, `POST /_sim/notifications/flush`,
+`POST /_sim/delta/invalidate`, `POST /_sim/throttle/reset`, `POST /_sim/throttle/clock`,
+`POST /_sim/notifications/flush`,
 `POST /_sim/users/{id}/fido2Methods` (register a passkey), `POST /_sim/users/bulk_rename`,
 `POST /_sim/subscriptions/{id}/lifecycle`, `GET /_sim/health`.
 """
@@ -35,7 +36,8 @@ def get_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimRe
 
 
 def patch_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """Change knobs; throttle knobs refill the buckets, unpausing notifications flushes the queue."""
+    """Change knobs; throttle knobs refill the buckets, unpausing notifications flushes the queue, unpausing
+    Graph lets the held requests on."""
     try:
         changed = sim.config.update(req.json_object())
     except ValueError as exc:
@@ -46,13 +48,16 @@ def patch_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> Sim
         sim.faults.reseed()
     if "notify_paused" in changed:
         sim.notifier.kick()
+    if "graph_paused" in changed:
+        sim.pause_changed()
     return SimResponse(200, sim.config.as_dict())
 
 
 def get_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """Counters plus bucket levels and queued notifications."""
+    """Counters plus bucket levels, queued notifications and Graph requests held by `graph_paused`."""
     return SimResponse(200, sim.stats.as_dict({"ru_levels": sim.throttle.levels(),
-                                               "notifications_pending": len(sim.notifier.pending)}))
+                                               "notifications_pending": len(sim.notifier.pending),
+                                               "graph_held": sim.held}))
 
 
 def reset_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
@@ -76,6 +81,20 @@ def reset_throttle(sim: SimServer, req: SimRequest, params: dict[str, str]) -> S
     """Refill every bucket and forget the last CA call."""
     sim.throttle.reset()
     return SimResponse(200, {"ok": True})
+
+
+def throttle_clock(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
+    """`{"frozen": bool, "advance": seconds}` (both optional): freeze or release the throttle's clock, then
+    move it forward; answers with the clock's state."""
+    body = req.json_object()
+    clock = sim.throttle.clock
+    try:
+        if "frozen" in body:
+            clock.freeze(bool(body["frozen"]))
+        clock.advance(float(body.get("advance", 0.0)))
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"advance: {exc}") from None
+    return SimResponse(200, {"frozen": clock.frozen is not None, "now": clock.now()})
 
 
 def flush_notifications(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:

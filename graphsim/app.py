@@ -104,6 +104,7 @@ def build_control_router() -> Router:
     r.add("GET", "state", c.get_state)
     r.add("POST", "delta/invalidate", c.invalidate_delta)
     r.add("POST", "throttle/reset", c.reset_throttle)
+    r.add("POST", "throttle/clock", c.throttle_clock)
     r.add("POST", "notifications/flush", c.flush_notifications)
     r.add("POST", "users/bulk_rename", c.bulk_rename)
     r.add("POST", "users/{id}/fido2Methods", c.register_passkey)
@@ -140,6 +141,24 @@ class SimServer:
         self.control = build_control_router()
         self.batch_rng = random.Random()
         self._apps: dict[str, str] = {}
+        self.held = 0  # Graph requests waiting for `graph_paused` to clear
+        self._resumed = asyncio.Event()
+        self.pause_changed()
+
+    def pause_changed(self) -> None:
+        """Follow the `graph_paused` knob: clearing it lets every held request on."""
+        if self.config.graph_paused:
+            self._resumed.clear()
+        else:
+            self._resumed.set()
+
+    async def hold(self) -> None:
+        """Keep a Graph request waiting while `graph_paused` is on (counted in `/_sim/stats` as `graph_held`)."""
+        self.held += 1
+        try:
+            await self._resumed.wait()
+        finally:
+            self.held -= 1
 
     async def dispatch(self, req: SimRequest) -> SimResponse:
         """Run one Graph call through the pipeline; always returns a response (errors included)."""
@@ -244,6 +263,8 @@ def make_app(sim: SimServer) -> web.Application:
         delay = sim.faults.latency_s()
         if delay > 0:
             await asyncio.sleep(delay)
+        if sim.config.graph_paused:
+            await sim.hold()
         if sim.faults.drop():
             sim.stats.faults["drop"] += 1
             if request.transport is not None:

@@ -28,6 +28,7 @@ class SimConfig:
     # Injected faults (0..1 rates), never on /_sim/*.
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    graph_paused: bool = False               # hold every Graph request until unpaused (a stall of no set length)
     fault_429_rate: float = 0.0
     fault_429_retry_after_s: int = 1
     fault_503_rate: float = 0.0

@@ -6,6 +6,9 @@ for benchmarks: a client that spends faster than the refill rate gets a 429 whos
 time until the bucket again holds the request's cost. Throttled requests are still charged when
 `throttle_charge_rejected` is on (Graph: "usage still counts while throttled"), with the debt capped at
 one bucket so a hammering client can always recover.
+
+The clock is a `ThrottleClock`: the monotonic clock unless a test freezes it and moves it by hand
+(`POST /_sim/throttle/clock`), so a test of a time window never depends on how fast the machine is.
 """
 from __future__ import annotations
 
@@ -14,6 +17,35 @@ import time
 from dataclasses import dataclass
 
 from graphsim.config import SimConfig
+
+
+class ThrottleClock:
+    """Monotonic seconds, or a frozen reading that only `advance` moves (for tests of time windows)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.frozen: float | None = None
+
+    def now(self) -> float:
+        """The throttle's current time in seconds."""
+        return self.frozen if self.frozen is not None else time.monotonic() + self.offset
+
+    def freeze(self, frozen: bool) -> None:
+        """Stop the clock at its current reading, or let it run on from where it stands."""
+        if frozen and self.frozen is None:
+            self.frozen = self.now()
+        elif not frozen and self.frozen is not None:
+            self.offset = self.frozen - time.monotonic()
+            self.frozen = None
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by `seconds` (frozen or running)."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        if self.frozen is not None:
+            self.frozen += seconds
+        else:
+            self.offset += seconds
 
 
 class TokenBucket:
@@ -51,6 +83,7 @@ class Throttle:
         self.ru: dict[str, TokenBucket] = {}
         self.writes: dict[str, TokenBucket] = {}
         self.ca_last: float | None = None
+        self.clock = ThrottleClock()
 
     def reset(self) -> None:
         """Refill every bucket (used by `/_sim/throttle/reset` and when limits change)."""
@@ -69,7 +102,7 @@ class Throttle:
         if not self.config.throttle_enabled:
             return Verdict(True, ru)
         cap, rate, wcap, wrate = self._limits()
-        now = time.monotonic()
+        now = self.clock.now()
         bucket = self.ru.get(app)
         if bucket is None:
             bucket = self.ru[app] = TokenBucket(cap, now)
@@ -103,7 +136,7 @@ class Throttle:
         rate = self.config.ca_requests_per_second
         if rate <= 0 or not self.config.throttle_enabled:
             return True
-        now = time.monotonic()
+        now = self.clock.now()
         if self.ca_last is not None and now - self.ca_last < 1.0 / rate:
             return False
         self.ca_last = now
@@ -112,7 +145,7 @@ class Throttle:
     def levels(self) -> dict[str, float]:
         """Current RU level per app (after refill), for `/_sim/stats`."""
         cap, rate, _, _ = self._limits()
-        now = time.monotonic()
+        now = self.clock.now()
         out = {}
         for app, bucket in self.ru.items():
             bucket.refill(cap, rate, now)

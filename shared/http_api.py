@@ -62,7 +62,7 @@ def _int_param(req: Request, name: str, default: int, *, low: int, high: int) ->
 
 async def _probe_health(services: Services) -> HealthResult:
     """Whether Graph and storage answer, from the process's cache (at most one probe per TTL)."""
-    from shared.policy.reader import read_fido2_raw
+    from shared.graph.policy_reads import read_fido2_raw
 
     graph = services.graph  # the first probe is the tenant check itself (one Graph request, wrongTenant degrades)
     return await services.health.get(

@@ -3,6 +3,9 @@ to build the product's own Services against a simulator and a fresh tenant parti
 
 Each test that needs state gets its own tenant id, so tests share one Azurite without sharing rows
 (every storage key starts with the tenant id).
+
+No test may depend on the wall clock, so hypothesis runs without its per-example deadline and without the
+"too slow" health check: both time the machine, and a loaded machine would fail a correct property.
 """
 from __future__ import annotations
 
@@ -11,11 +14,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from devhost.azurite import Azurite, start_azurite
 from graphsim.launcher import Simulator
 from shared.config import Settings
 from shared.services import Services, use_services
+
+settings.register_profile("no-wall-clock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("no-wall-clock")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_demo_runs_end_to_end():
     """The demo verifies, plans, applies, flags renamed users and stops what it started."""
     done = subprocess.run([sys.executable, "-m", "devhost.demo"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "NOT COMPLIANT" in out and "COMPLIANT: 13 passed, 0 failed" in out

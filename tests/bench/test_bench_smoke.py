@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_bench(module: str, *args: str) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", f"bench.{module}", "--json", "--smoke", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, done.stdout[-2000:]

@@ -37,7 +37,7 @@ async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     """Run `python -m shared ARGS` from the repo root, as an administrator would; (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared", *args, cwd=ROOT, env=env,
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=600)
     return subprocess.CompletedProcess(list(args), int(proc.returncode or 0), out.decode(), err.decode())
 
 

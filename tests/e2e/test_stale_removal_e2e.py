@@ -147,7 +147,7 @@ async def test_the_cli_approves_every_waiting_flag(azurite):
                     "GRAPH_DEV_TOKEN": "test-token", "STATE_STORAGE": azurite.connection_string})
         proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared", "flags", "approve-removal",
                                                         "--all-waiting", "--json"],
-                                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         assert sorted(json.loads(proc.stdout)["approved"]) == sorted([uid(1), uid(2)])
         result = await track_flags(stack.services)

@@ -153,7 +153,7 @@ async def test_a_crash_mid_sweep_resumes_without_missing_anyone(azurite):
         async def all_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(n) for n in renamed}
 
-        await eventually(all_flagged, timeout=30)
+        await eventually(all_flagged)
         assert first["pages"] + rest["pages"] <= 6  # nothing was read twice but the page in flight
 
 
@@ -296,7 +296,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         async def both_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(3), uid(5)}
 
-        await eventually(both_flagged, timeout=30)
+        await eventually(both_flagged)
         flag = await stack.flag(uid(3))
         assert flag["oldUpn"] == "user3@contoso.example" and flag["newUpn"] == "user3@fabrikam.example"
         snaps = await stack.services.store.get_snapshots(stack.tenant_id, [uid(3), uid(5), uid(1)])
@@ -332,7 +332,7 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
         async def all_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(n) for n in renamed}
 
-        await eventually(all_flagged, timeout=30)
+        await eventually(all_flagged)
         assert len(await stack.all_flags()) == len(renamed)
         snaps = await stack.services.store.load_all_snapshots(stack.tenant_id)
         assert snaps == {uid(n): f"user{n}@{'fabrikam' if n in renamed else 'contoso'}.example" for n in range(1, 61)}

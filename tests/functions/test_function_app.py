@@ -25,7 +25,7 @@ EXPECTED = {
 def worker_index(app_dir: Path) -> tuple[int, dict]:
     assert INDEX_PYTHON.exists(), "run `make test` (it builds .venv-index with azure-functions-runtime)"
     done = subprocess.run([str(INDEX_PYTHON), str(INDEXER), str(app_dir)], capture_output=True, text=True,
-                          timeout=120, cwd=app_dir)
+                          timeout=600, cwd=app_dir)
     last = (done.stdout.strip().splitlines() or ["{}"])[-1]
     return done.returncode, json.loads(last)
 
@@ -107,6 +107,6 @@ def test_importing_the_app_builds_no_clients():
     code = ("import sys, function_app; "
             "print(sorted(m for m in ('msgraph', 'azure.data.tables', 'azure.identity') if m in sys.modules))")
     done = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+                          cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

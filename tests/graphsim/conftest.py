@@ -7,11 +7,14 @@ module's simulator. Fast tests switch the SDK's retries off with `no_retry()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from kiota_abstractions.authentication.base_bearer_token_authentication_provider
     BaseBearerTokenAuthenticationProvider,
 )
 from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_http.middleware import retry_handler
 from kiota_http.middleware.options import RetryHandlerOption
 from msgraph import GraphRequestAdapter, GraphServiceClient
 
@@ -146,6 +150,30 @@ def graph_client() -> GraphServiceClient:
     return GraphServiceClient(request_adapter=adapter)
 
 
+@contextlib.contextmanager
+def frozen_throttle_clock(sim: Simulator, *, past: float = 0.0) -> Iterator[None]:
+    """Freeze the simulator's throttle clock (moved `past` seconds on first, beyond any earlier call), so
+    buckets and the CA window only change when a test moves the clock, never with the machine's speed."""
+    sim.throttle_clock(frozen=True, advance=past)
+    try:
+        yield
+    finally:
+        sim.throttle_clock(frozen=False)
+
+
+def sdk_backoff_moves_the_clock(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Make the SDK retry handler's sleep move the simulator's throttle clock instead of waiting; returns
+    the list of the delays it asked for (a test of its backoff sees each one)."""
+    slept: list[float] = []
+
+    async def backoff(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.to_thread(sim.throttle_clock, advance=seconds)
+
+    monkeypatch.setattr(retry_handler, "asyncio", SimpleNamespace(sleep=backoff))
+    return slept
+
+
 def start(tenant: dict[str, Any]) -> Iterator[Simulator]:
     """Run a simulator for the duration of a fixture."""
     sim = start_simulator(tenant)
@@ -179,13 +207,20 @@ class Receiver:
         return [n for body in self.received for n in body.get("value", [])
                 if all(n.get(k) == v for k, v in match.items())]
 
-    async def wait_for(self, count: int = 1, within: float = 10.0, **match: Any) -> list[dict[str, Any]]:
+    async def wait_for(self, count: int = 1, within: float = 30.0, **match: Any) -> list[dict[str, Any]]:
         """Poll until `count` matching notifications arrived (or `within` seconds passed); returns them."""
-        for _ in range(int(within / 0.02)):
-            if len(self.notifications(**match)) >= count:
-                break
-            await asyncio.sleep(0.02)
+        await self.wait_until(lambda: len(self.notifications(**match)) >= count, within=within, fail=False)
         return self.notifications(**match)
+
+    async def wait_until(self, condition: Callable[[], bool], *, within: float = 30.0, fail: bool = True) -> None:
+        """Poll `condition` until it holds; `within` seconds only bound a failure (an AssertionError when
+        `fail`, else a plain return so the caller's own assertion says what is missing)."""
+        deadline = time.monotonic() + within
+        while not condition():
+            if time.monotonic() > deadline:
+                assert not fail, f"condition not met within {within} s"
+                return
+            await asyncio.sleep(0.02)
 
 
 @pytest.fixture()

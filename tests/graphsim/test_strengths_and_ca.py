@@ -1,8 +1,6 @@
 """Authentication strengths, FIDO2 combination configurations and Conditional Access policies."""
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +28,16 @@ from msgraph.generated.policies.authentication_strength_policies.item.update_all
 
 from graphsim.config import SimConfig
 from graphsim.launcher import Simulator
-from tests.graphsim.conftest import ANDROID, YUBI, base_tenant, no_retry, raw, start
+from tests.graphsim.conftest import (
+    ANDROID,
+    YUBI,
+    base_tenant,
+    frozen_throttle_clock,
+    no_retry,
+    raw,
+    sdk_backoff_moves_the_clock,
+    start,
+)
 
 LEGACY = "cccccccc-0000-4000-8000-000000000001"
 PHISHING_RESISTANT = "00000000-0000-0000-0000-000000000004"
@@ -214,30 +221,38 @@ def test_ca_rate_limit_defaults_to_one_per_second() -> None:
 def test_ca_second_call_within_the_window_is_429_without_retry_after(sim: Simulator) -> None:
     """A second CA call inside the window is a 429 TooManyRequests carrying no Retry-After; later ones pass.
 
-    The window is shortened to 0.2 s with the knob to keep the test fast; the logic is the same at 1 s."""
+    The window is shortened to 0.2 s with the knob and the throttle's clock is frozen and moved by hand, so
+    the machine's speed cannot move a call across the window; the logic is the same at 1 s."""
     sim.configure(ca_requests_per_second=5.0)
     try:
-        time.sleep(0.25)
-        assert raw(sim, "GET", "/identity/conditionalAccess/policies").status == 200
-        second = raw(sim, "GET", "/identity/conditionalAccess/policies")
-        assert second.status == 429 and second.body["error"]["code"] == "TooManyRequests"
-        assert "Retry-After" not in second.headers
-        time.sleep(0.25)
-        assert raw(sim, "GET", "/identity/conditionalAccess/policies").status == 200
+        with frozen_throttle_clock(sim, past=1.0):
+            assert raw(sim, "GET", "/identity/conditionalAccess/policies").status == 200
+            sim.throttle_clock(advance=0.15)
+            second = raw(sim, "GET", "/identity/conditionalAccess/policies")
+            assert second.status == 429 and second.body["error"]["code"] == "TooManyRequests"
+            assert "Retry-After" not in second.headers
+            sim.throttle_clock(advance=0.1)
+            assert raw(sim, "GET", "/identity/conditionalAccess/policies").status == 200
     finally:
         sim.configure(ca_requests_per_second=1000.0)
 
 
-async def test_sdk_retry_handler_backs_off_on_ca_429(client: GraphServiceClient, sim: Simulator) -> None:
-    """Without Retry-After the SDK falls back to its own backoff, and one retry gets through."""
+async def test_sdk_retry_handler_backs_off_on_ca_429(client: GraphServiceClient, sim: Simulator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Retry-After the SDK falls back to its own backoff, and one retry gets through.
+
+    The throttle's clock is frozen and the SDK's backoff sleep moves it instead of waiting, so the retry
+    lands exactly one backoff later on the simulator's clock however loaded the machine is."""
+    slept = sdk_backoff_moves_the_clock(sim, monkeypatch)
     sim.configure(ca_requests_per_second=5.0)
     try:
-        sim.reset_stats()
-        await asyncio.sleep(0.25)
-        assert raw(sim, "GET", "/identity/conditionalAccess/policies").status == 200
-        one_retry = RequestConfiguration(options=[RetryHandlerOption(max_retries=1, delay=0)])
-        listed = await client.identity.conditional_access.policies.get(request_configuration=one_retry)
-        assert listed.value is not None
-        assert sim.stats()["throttled"]["ca"] == 1
+        with frozen_throttle_clock(sim, past=1.0):
+            sim.reset_stats()
+            assert raw(sim, "GET", "/identity/conditionalAccess/policies").status == 200
+            one_retry = RequestConfiguration(options=[RetryHandlerOption(max_retries=1, delay=0)])
+            listed = await client.identity.conditional_access.policies.get(request_configuration=one_retry)
+            assert listed.value is not None
+            assert sim.stats()["throttled"]["ca"] == 1
+            assert len(slept) == 1 and slept[0] >= 0.2  # the SDK's own backoff outlasted the window
     finally:
         sim.configure(ca_requests_per_second=1000.0)

@@ -121,14 +121,17 @@ async def test_single_user_resource_and_deleted_change_type(client: GraphService
         change_type="updated,deleted", notification_url=receiver.url, resource=f"users/{uid(20)}",
         expiration_date_time=datetime.now(UTC) + timedelta(hours=2), client_state=SECRET))
     try:
+        sim.configure(notify_paused=True)  # held, then sent together: their order cannot race across POSTs
         await araw(sim, "PATCH", f"/users/{uid(21)}", {"displayName": "Someone else"})
         await araw(sim, "DELETE", f"/users/{uid(20)}")
         await araw(sim, "DELETE", f"/directory/deletedItems/{uid(20)}")
+        sim.configure(notify_paused=False)
         await receiver.wait_for(changeType="deleted")
         notes = receiver.notifications(subscriptionId=made.id)
         assert [(n["resourceData"]["id"], n["changeType"]) for n in notes] == [(uid(20), "updated"),
                                                                                 (uid(20), "deleted")]
     finally:
+        sim.configure(notify_paused=False)
         await client.subscriptions.by_subscription_id(made.id).delete(request_configuration=no_retry())
 
 
@@ -184,13 +187,15 @@ async def test_drop_pause_and_retry_knobs(client: GraphServiceClient, sim: Simul
         await araw(sim, "PATCH", f"/users/{uid(22)}", {"displayName": "Lost"})
         sim.configure(notify_drop_rate=0.0, notify_paused=True)
         await araw(sim, "PATCH", f"/users/{uid(23)}", {"displayName": "Held"})
-        await asyncio.sleep(0.3)
+        # Both changes are settled when the PATCHes return: the first dropped, the second queued and held.
+        stats = await asyncio.to_thread(sim.stats)
+        assert stats["notifications"]["dropped"] >= 1 and stats["notifications_pending"] == 1
         assert receiver.notifications(subscriptionId=made.id) == []
         receiver.status = 503
         sim.configure(notify_paused=False, notify_retry_backoff_s=0.2, notify_retry_count=6)
-        await asyncio.sleep(0.3)
+        await receiver.wait_until(lambda: receiver.rejected >= 1)  # the first delivery met the failing endpoint
         receiver.status = 202
-        notes = await receiver.wait_for(subscriptionId=made.id)
+        notes = await receiver.wait_for(subscriptionId=made.id, within=30.0)
         assert [n["resourceData"]["id"] for n in notes] == [uid(23)]
         stats = sim.stats()["notifications"]
         assert stats["dropped"] >= 1 and stats["retries"] >= 1 and receiver.rejected >= 1

@@ -1,7 +1,9 @@
 """Resource-unit and write throttling, the SDK's retry on 429, and injected faults."""
 from __future__ import annotations
 
+import asyncio
 import http.client
+import time
 import urllib.error
 from collections.abc import Iterator
 
@@ -12,12 +14,22 @@ from msgraph import GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from graphsim.launcher import Simulator
-from tests.graphsim.conftest import base_tenant, no_retry, raw, start, uid
+from tests.graphsim.conftest import (
+    araw,
+    base_tenant,
+    frozen_throttle_clock,
+    no_retry,
+    raw,
+    sdk_backoff_moves_the_clock,
+    start,
+    uid,
+)
 
 TENANT_ID = "11111111-1111-4111-8111-111111111111"
 DEFAULTS = {"throttle_enabled": True, "throttle_capacity_ru": 8000, "throttle_refill_ru_per_s": 800,
             "throttle_scale": 1.0, "throttle_charge_rejected": True, "write_capacity": 3000, "write_refill_per_s": 20,
-            "fault_429_rate": 0, "fault_503_rate": 0, "fault_504_rate": 0, "fault_drop_rate": 0}
+            "fault_429_rate": 0, "fault_503_rate": 0, "fault_504_rate": 0, "fault_drop_rate": 0,
+            "graph_paused": False}
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +40,11 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture(autouse=True)
 def reset(sim: Simulator) -> Iterator[None]:
-    """Every test starts and ends with Graph's default limits, no faults and full buckets."""
+    """Every test starts and ends with Graph's default limits, no faults and full buckets, on a frozen
+    throttle clock: buckets refill only when a test (or the SDK's retry sleep) moves it."""
     sim.configure(**DEFAULTS)
-    yield
+    with frozen_throttle_clock(sim):
+        yield
     sim.configure(**DEFAULTS)
 
 
@@ -82,9 +96,10 @@ def test_write_limit_is_separate(sim: Simulator) -> None:
     assert raw(sim, "GET", f"/users/{uid(2)}").status == 200      # reads still pass
 
 
-async def test_sdk_retry_handler_honours_retry_after_and_succeeds(client: GraphServiceClient,
-                                                                   sim: Simulator) -> None:
+async def test_sdk_retry_handler_honours_retry_after_and_succeeds(client: GraphServiceClient, sim: Simulator,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """With Retry-After: 1 the SDK's retry handler waits and its retry succeeds."""
+    slept = sdk_backoff_moves_the_clock(sim, monkeypatch)
     sim.configure(throttle_capacity_ru=1, throttle_refill_ru_per_s=2)
     assert raw(sim, "GET", f"/users/{uid(3)}").status == 200
     sim.reset_stats()
@@ -93,6 +108,7 @@ async def test_sdk_retry_handler_honours_retry_after_and_succeeds(client: GraphS
     assert got.id == uid(3)
     stats = sim.stats()
     assert stats["calls"]["by_status"].get("429", 0) >= 1 and stats["calls"]["by_status"]["200"] == 1
+    assert slept and all(seconds == 1 for seconds in slept)  # it waited what Retry-After said
 
 
 async def test_sdk_without_retries_surfaces_429(client: GraphServiceClient, sim: Simulator) -> None:
@@ -115,6 +131,20 @@ def test_injected_status_faults(sim: Simulator, knob: str, status: int, code: st
     if status == 429:
         assert resp.headers["Retry-After"] == "7"
     assert sim.stats()["faults"][str(status)] >= 1
+
+
+async def test_graph_paused_holds_requests_until_unpaused(sim: Simulator) -> None:
+    """graph_paused holds every Graph call (counted as graph_held) while /_sim answers; unpausing lets them on."""
+    sim.configure(graph_paused=True)
+    held = asyncio.create_task(araw(sim, "GET", f"/users/{uid(1)}"))
+    deadline = time.monotonic() + 30
+    while (await asyncio.to_thread(sim.stats))["graph_held"] < 1:
+        assert time.monotonic() < deadline, "the call was never held"
+        await asyncio.sleep(0.02)
+    assert not held.done()
+    sim.configure(graph_paused=False)
+    assert (await held).status == 200
+    assert sim.stats()["graph_held"] == 0
 
 
 def test_dropped_connections_and_control_paths_are_exempt(sim: Simulator) -> None:

@@ -116,6 +116,24 @@ def test_scale_and_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not denied.allowed and denied.information == "WriteLimitExceeded"
 
 
+def test_frozen_throttle_clock_moves_only_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen clock ignores real time and moves by `advance`; released, it runs on from where it stood."""
+    clock = FakeClock()
+    monkeypatch.setattr(throttle_module.time, "monotonic", clock)
+    t = Throttle(SimConfig(ca_requests_per_second=5.0))
+    t.clock.freeze(True)
+    assert t.ca_allowed()
+    clock.now += 10.0                                      # real time passes; the frozen clock does not
+    assert not t.ca_allowed()
+    t.clock.advance(0.25)
+    assert t.ca_allowed()
+    t.clock.freeze(False)
+    clock.now += 0.1
+    assert t.clock.now() == pytest.approx(100.35) and not t.ca_allowed()
+    with pytest.raises(ValueError):
+        t.clock.advance(-1.0)
+
+
 def test_latency_is_fixed_plus_jitter() -> None:
     """Latency draws stay within [latency_ms, latency_ms + jitter] and a seed repeats the sequence."""
     cfg = SimConfig(latency_ms=50, latency_jitter_ms=20, fault_seed=3)

@@ -208,7 +208,7 @@ async def test_no_secret_or_token_reaches_the_logs(azurite, functions, caplog):
 
         from tests.e2e.stack import eventually
 
-        await eventually(flagged, timeout=20)
+        await eventually(flagged)
         body = json.dumps({"eventId": "log-1", "action": "recheck_user", "userId": uid(1)}).encode()
         assert (await stack.post("tickets", body, headers=sign_ticket(body, secrets["TICKET_WEBHOOK_SECRET"],
                                                                       int(time.time()))))[0] == 200
@@ -222,10 +222,10 @@ async def test_no_secret_or_token_reaches_the_logs(azurite, functions, caplog):
             run = json.loads((await stack.get(f"runs/{run_id}"))[1])
             return run if run["status"] == "done" else None
 
-        plan_id = (await eventually(lambda: finished(json.loads(text)["runId"]), timeout=30))["planId"]
+        plan_id = (await eventually(lambda: finished(json.loads(text)["runId"])))["planId"]
         status, text, _ = await stack.post("policy/apply", json.dumps({"planId": plan_id}))
         assert status == 202, text
-        assert (await eventually(lambda: finished(json.loads(text)["runId"]), timeout=30))["result"] == "applied"
+        assert (await eventually(lambda: finished(json.loads(text)["runId"])))["result"] == "applied"
         assert (await stack.post("policy/verify", ""))[0] == 200
         assert (await stack.get("flags/export"))[0] == 200
         assert (await stack.get("runs"))[0] == 200

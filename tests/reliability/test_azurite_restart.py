@@ -6,15 +6,19 @@ Azurite with `--location` saves its databases every 5 s (LokiJS autosave) and on
 SIGKILL loses the writes of the last few seconds, writes it had acknowledged. Azure Storage never does
 that, so a lost write there is not a fault of ours to survive. The test therefore uses both ways in:
 `restart()` (SIGTERM, data saved) at random points with writes in flight, and `kill()` (SIGKILL) at a
-moment when Azurite has saved everything, the runs being stalled on Graph; the kill outlasts the stall,
-so the runs' next writes meet a dead storage endpoint.
+moment when Azurite has saved everything, the runs being held on Graph; Graph is released only after the
+kill and storage comes back only once the sweep has met the dead endpoint.
+
+Every step waits on what it needs, never on a fixed time: Graph is held (`graph_paused`) rather than slowed
+for a set time, the kill waits until a run is held and the table database has gone two autosave periods
+without a save (every acknowledged write is on disk), and the restart waits for the sweep's failure.
 """
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,9 +32,26 @@ from tests.reliability.helpers import drain, judge, poison_count
 from tests.reliability.summary import record, soak_factor
 
 AUTOSAVE_SECONDS = 5.0  # Azurite's LokiJS autosave interval
-STALL_MS = 6500.0        # Graph latency while the kill happens (longer than the autosave)
-DOWN_AFTER_STALL = 3.5   # storage stays down this long after Graph answers again (past the table retries)
-PAGE_MS = 120.0          # Graph latency otherwise: a sweep of ~20 pages takes a few seconds
+PAGE_MS = 120.0          # Graph latency: a sweep of ~20 pages takes a few seconds
+WITHIN = 180.0           # bounds a wait that fails; never reached when things work
+TABLE_DB = "__azurite_db_table__.json"  # what LokiJS autosave rewrites under `--location`
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll `condition` until it holds; WITHIN seconds only bound a failure, which names `what`."""
+    deadline = time.monotonic() + WITHIN
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {WITHIN} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+def saved_at(az: Azurite) -> float:
+    """When Azurite last wrote its table database to disk (0 before the first save)."""
+    assert az.location is not None
+    try:
+        return (az.location / TABLE_DB).stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 @pytest.fixture
@@ -41,6 +62,10 @@ def persistent_azurite(tmp_path: Path) -> Iterator[Azurite]:
         yield instance
     finally:
         instance.stop()
+
+
+async def _positive(count: Awaitable[int]) -> bool:
+    return await count > 0
 
 
 def clear_state_error(exc: BaseException) -> bool:
@@ -94,9 +119,21 @@ async def test_azurite_restarted_and_killed_during_a_sweep_and_processing(persis
         stack.sim.configure(latency_ms=PAGE_MS)
         stack.sim.reset_stats()
 
+        async def stat(name: str) -> int:
+            return int((await asyncio.to_thread(stack.sim.stats))[name])
+
         async def pages_read(at_least: int) -> None:
-            while (await asyncio.to_thread(stack.sim.stats))["delta_pages"] < at_least:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            async def enough() -> bool:
+                return await stat("delta_pages") >= at_least
+            await wait_until(enough, f"{at_least} delta pages read")
+
+        async def table_db_quiet() -> bool:
+            """Two autosave periods without a table save: nothing was dirty, every acknowledged write is on
+            disk (a busy machine only makes this wait longer)."""
+            return time.time() - saved_at(az) > 2 * AUTOSAVE_SECONDS
+
+        async def sweep_met_dead_storage(failures: int) -> bool:
+            return sweeper.done or len(sweeper.outcomes) > failures
 
         async def outages_during_the_run() -> None:
             pages = sorted(rng.sample(range(3, 12), 2))
@@ -104,17 +141,19 @@ async def test_azurite_restarted_and_killed_during_a_sweep_and_processing(persis
                 await pages_read(at)
                 await asyncio.to_thread(az.restart)
                 outages["restart"] += 1
-            # A SIGKILL once everything is saved: stall Graph, wait out Azurite's autosave, kill, and
-            # stay down past the stall and the SDKs' retries, so the runs' next writes fail.
+            # A SIGKILL once everything is saved: hold Graph until a run waits on it and the table database
+            # has gone quiet and saved, kill, release Graph, and stay down until the sweep has met the dead
+            # endpoint (past the SDKs' retries), so the runs' next writes fail.
             await pages_read(pages[-1] + 2)
-            stack.sim.configure(latency_ms=STALL_MS)
-            stalled = time.monotonic()
-            await asyncio.sleep(AUTOSAVE_SECONDS + 0.8)
+            stack.sim.configure(graph_paused=True)
+            await wait_until(lambda: _positive(stat("graph_held")), "a run held on Graph")
+            await wait_until(table_db_quiet, "Azurite's table database saved and quiet")
             await asyncio.to_thread(az.kill)
             outages["kill"] += 1
             outages["sweepRunningAtKill"] = int(not sweeper.done)
-            stack.sim.configure(latency_ms=PAGE_MS)
-            await asyncio.sleep(max(0.0, stalled + STALL_MS / 1000 + DOWN_AFTER_STALL - time.monotonic()))
+            failures = len(sweeper.outcomes)
+            stack.sim.configure(graph_paused=False)
+            await wait_until(lambda: sweep_met_dead_storage(failures), "the sweep failing on dead storage")
             await asyncio.to_thread(az.restart)
 
         chaos = asyncio.create_task(outages_during_the_run())

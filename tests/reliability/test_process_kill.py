@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.reliability.summary import record, soak_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 5
+WITHIN = 300.0  # bounds a run that hangs; never reached when things work
 
 
 def sweep_env(stack: Any, connection_string: str) -> dict[str, str]:
@@ -30,26 +32,38 @@ def sweep_env(stack: Any, connection_string: str) -> dict[str, str]:
     return env
 
 
-async def run_sweep_process(env: dict[str, str], kill_after: float | None) -> tuple[str, int | None, str]:
-    """Start `python -m shared sweep --json`; SIGKILL it after `kill_after` s if it is still running.
+async def run_sweep_process(env: dict[str, str], kill_when: Callable[[], Awaitable[bool]] | None,
+                            ) -> tuple[str, int | None, str]:
+    """Start `python -m shared sweep --json`; SIGKILL it as soon as `kill_when()` holds if it is still running
+    (a point of its progress, not of the clock, so a busy machine moves the kill nowhere).
 
     Returns ("killed" | "exited", exit code, stderr tail)."""
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared", "sweep", "--json", cwd=ROOT, env=env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        if kill_after is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=kill_after)
-            except TimeoutError:
-                proc.send_signal(signal.SIGKILL)
-                _, err = await proc.communicate()
-                return "killed", proc.returncode, err.decode(errors="replace")[-2000:]
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        if kill_when is not None:
+            exited = asyncio.ensure_future(proc.wait())
+            while not exited.done():
+                if await kill_when():
+                    proc.send_signal(signal.SIGKILL)
+                    _, err = await proc.communicate()
+                    return "killed", proc.returncode, err.decode(errors="replace")[-2000:]
+                await asyncio.wait({exited}, timeout=0.02)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=WITHIN)
         return "exited", proc.returncode, err.decode(errors="replace")[-2000:]
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def pages_past(sim: Any, more: int) -> Callable[[], Awaitable[bool]]:
+    """A condition: the simulator has served `more` delta pages beyond what it had served when this was made."""
+    target = sim.stats()["delta_pages"] + more
+
+    async def reached() -> bool:
+        return int((await asyncio.to_thread(sim.stats))["delta_pages"]) >= target
+    return reached
 
 
 async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite, processor):
@@ -73,13 +87,14 @@ async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite
         runs: list[dict[str, Any]] = []
         kills = 0
         for _ in range(KILLS * soak_factor()):
-            outcome, code, err = await run_sweep_process(env, kill_after=rng.uniform(0.5, 1.3))
+            # at a random page of the run: runs of at most 6 pages cannot finish the sweep (~38 pages per soak unit)
+            outcome, code, err = await run_sweep_process(env, kill_when=pages_past(stack.sim, rng.randint(1, 6)))
             pages = stack.sim.stats()["delta_pages"]
             runs.append({"outcome": outcome, "exit": code, "pagesSoFar": pages})
             kills += outcome == "killed"
             assert outcome == "killed" or code == 0, err
         started = time.monotonic()
-        outcome, code, err = await run_sweep_process(env, kill_after=None)
+        outcome, code, err = await run_sweep_process(env, kill_when=None)
         runs.append({"outcome": outcome, "exit": code, "pagesSoFar": stack.sim.stats()["delta_pages"]})
         checkpoint, _ = await stack.services.store.get_checkpoint(stack.tenant_id, "delta")
         drained = await drain(conn, processor, within=90)
