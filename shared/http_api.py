@@ -228,15 +228,7 @@ async def tickets(services: Services, req: Request) -> Answer:
     event = verify_ticket(req.body, req.headers,
                           secret=settings.secret("ticket_webhook_secret"),
                           now=datetime.now(UTC))
-    if not await services.store.claim_event(settings.tenant_id, f"ticket:{event.event_id}", ttl_seconds=7 * 86400):
-        return ok({"eventId": event.event_id, "duplicate": True,
-                   "message": "this event id was already handled; nothing was done again"})
-    try:
-        result = await ticket_action(services, event)
-    except Exception:
-        await services.store.forget_event(settings.tenant_id, f"ticket:{event.event_id}")  # let a retry work
-        raise
-    return ok({"eventId": event.event_id, "action": event.action, "duplicate": False, **result})
+    return ok(await ticket_action(services, event))
 
 
 async def flags_list(services: Services, req: Request) -> Answer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -70,37 +71,56 @@ async def _save_flags(services: Services, candidates: list[Flag]) -> list[Flag]:
     return written
 
 
+@dataclass
+class _Users:
+    """A message's users: those to compare (current UPN, or None until read from Graph) and those deleted."""
+
+    current: dict[str, str | None] = field(default_factory=dict)
+    seen: dict[str, datetime] = field(default_factory=dict)  # when each current UPN was read from Graph
+    removed: list[str] = field(default_factory=list)
+    known: dict[str, str] = field(default_factory=dict)  # old UPNs the message carries (the sweep compared)
+    known_seen: dict[str, datetime] = field(default_factory=dict)  # and when the snapshot had last seen them
+
+
+def _message_users(users: list[dict[str, Any]]) -> _Users:
+    """The message's entries (`{"id", "upn"?, "oldUpn"?, "oldUpnSeenAt"?, "seenAt"?, "removed"?}`), by user."""
+    out = _Users()
+    for entry in users:
+        uid = str(entry["id"]).lower()
+        if entry.get("removed"):
+            out.removed.append(uid)
+            continue
+        out.current[uid] = entry.get("upn")
+        if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
+            out.known[uid] = entry["oldUpn"]
+            if (was := parse_aware_time(entry.get("oldUpnSeenAt"))) is not None:
+                out.known_seen[uid] = was
+        if entry.get("upn") and (at := parse_aware_time(entry.get("seenAt"))) is not None:
+            out.seen[uid] = at
+    return out
+
+
+async def _read_missing_upns(services: Services, users: _Users, now: datetime) -> None:
+    """Read from Graph the current UPN of users the message names by id only; a 404 means deleted."""
+    unknown = [uid for uid, upn in users.current.items() if not upn]
+    if unknown:
+        for uid, upn in (await current_upns(services.graph, unknown)).items():
+            if upn is None:
+                users.removed.append(uid)
+                users.current.pop(uid, None)
+            else:
+                users.current[uid] = upn
+                users.seen[uid] = now
+
+
 async def process_users(services: Services, users: list[dict[str, Any]], *, source: str,
                         ticket_id: str | None = None, old_upn_hint: str | None = None) -> dict[str, Any]:
     """Compare each user's UPN with the snapshot and flag those who changed and hold passkeys."""
     tenant = services.settings.tenant_id
     now = _now()  # taken before any read: a UPN read below was current at this moment or later
-    current: dict[str, str | None] = {}
-    seen: dict[str, datetime] = {}  # when each current UPN was read from Graph (sweep: its page; else now)
-    removed: list[str] = []
-    known: dict[str, str] = {}  # old UPNs the message carries (the sweep compared with the snapshot)
-    known_seen: dict[str, datetime] = {}  # and when the snapshot had last seen them
-    for entry in users:
-        uid = str(entry["id"]).lower()
-        if entry.get("removed"):
-            removed.append(uid)
-        else:
-            current[uid] = entry.get("upn")
-            if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
-                known[uid] = entry["oldUpn"]
-                if (was := parse_aware_time(entry.get("oldUpnSeenAt"))) is not None:
-                    known_seen[uid] = was
-            if entry.get("upn") and (at := parse_aware_time(entry.get("seenAt"))) is not None:
-                seen[uid] = at
-    unknown = [uid for uid, upn in current.items() if not upn]
-    if unknown:
-        for uid, upn in (await current_upns(services.graph, unknown)).items():
-            if upn is None:
-                removed.append(uid)
-                current.pop(uid, None)
-            else:
-                current[uid] = upn
-                seen[uid] = now
+    message = _message_users(users)
+    await _read_missing_upns(services, message, now)
+    current, seen, removed, known = message.current, message.seen, message.removed, message.known
 
     unread = [uid for uid in current if uid not in known]
     stored = await services.store.get_snapshots_seen(tenant, unread) if unread else {}
@@ -113,7 +133,7 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
             snapshots[uid] = old_upn_hint  # a ticket may tell us the old UPN we never saw
             origins[uid] = "ticket"
     changed = [uid for uid, upn in current.items() if snapshots.get(uid) and not same_upn(snapshots[uid], upn)]
-    old_seen = await _old_upn_seen(services, changed, snapshots, stored, origins, known_seen)
+    old_seen = await _old_upn_seen(services, changed, snapshots, stored, origins, message.known_seen)
     passkeys = await read_passkeys(services.graph, changed)
 
     outcome: dict[str, list[str]] = {k.value: [] for k in DecisionKind}
