@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import base_parser, emit, loopback_stack, machine, peak_rss_mb, settings_env, tenant_doc
+from bench.common import BENCH_SETTINGS, base_parser, emit, machine, peak_rss_mb, tenant_doc
 
 log = logging.getLogger(__name__)
 
@@ -112,58 +112,51 @@ def expected_flags(sim: Any) -> tuple[int, list[str]]:
 
 
 async def run(users: int, scale: float, sample: int) -> dict[str, Any]:
-    from shared.config import Settings
-    from shared.services import Services, use_services
+    from devhost.stack import local_stack
     from shared.upn.service import sweep
 
     doc = tenant_doc(users=users, simulator={
         "throttle_capacity_ru": CAPACITY_RU, "throttle_refill_ru_per_s": REFILL_RU_PER_S,
         "throttle_scale": scale, "notify_paused": True})
-    with loopback_stack(doc) as (azurite, sim):
-        env = settings_env(azurite, sim, doc["tenantId"], GRAPH_RU_PER_10S=str(round(CAPACITY_RU * scale)))
-        services = Services.from_settings(Settings.from_env(env))
-        use_services(services)
-        try:
-            await services.store.ensure()
-            seeded = await sweep(services, trigger="bench-seed")
-            assert seeded["seeded"] and seeded["complete"], seeded
-            renamed = sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
-                                                                "to_domain": "fabrikam.example", "notify": False},
-                                  timeout=600)
-            flags_expected, sample_ids = await asyncio.to_thread(expected_flags, sim)
-            # Both buckets full again: the simulator's and ours (it tracks Graph's from our side).
-            await asyncio.sleep(0)
-            sim.control("POST", "throttle/reset")
-            services.graph.budget.reset()
-            sim.reset_stats()
+    settings = {**BENCH_SETTINGS, "GRAPH_RU_PER_10S": str(round(CAPACITY_RU * scale))}
+    async with local_stack(doc, settings=settings, serve=False, ensure_store=True) as stack:
+        sim, services = stack.sim, stack.services
+        seeded = await sweep(services, trigger="bench-seed")
+        assert seeded["seeded"] and seeded["complete"], seeded
+        renamed = sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
+                                                            "to_domain": "fabrikam.example", "notify": False},
+                              timeout=600)
+        flags_expected, sample_ids = await asyncio.to_thread(expected_flags, sim)
+        # Both buckets full again: the simulator's and ours (it tracks Graph's from our side).
+        await asyncio.sleep(0)
+        sim.control("POST", "throttle/reset")
+        services.graph.budget.reset()
+        sim.reset_stats()
 
-            sweep_done = asyncio.Event()
-            counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
-            cpu0, t0 = time.process_time(), time.monotonic()
+        sweep_done = asyncio.Event()
+        counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
+        cpu0, t0 = time.process_time(), time.monotonic()
 
-            async def sweeper() -> dict[str, Any]:
-                try:
-                    return await sweep(services, trigger="bench")
-                finally:
-                    sweep_done.set()
+        async def sweeper() -> dict[str, Any]:
+            try:
+                return await sweep(services, trigger="bench")
+            finally:
+                sweep_done.set()
 
-            swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
-            t1 = counters["last_done"] or time.monotonic()
-            cpu = time.process_time() - cpu0
-            seconds = t1 - t0
-            rss = peak_rss_mb()
-            stats = sim.stats()
+        swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
+        t1 = counters["last_done"] or time.monotonic()
+        cpu = time.process_time() - cpu0
+        seconds = t1 - t0
+        rss = peak_rss_mb()
+        stats = sim.stats()
 
-            flags_written = 0
-            async for _ in services.store.iter_flags(services.settings.tenant_id):
-                flags_written += 1
+        flags_written = 0
+        async for _ in services.store.iter_flags(services.settings.tenant_id):
+            flags_written += 1
 
-            base_ids = sample_ids[:sample]
-            sim.configure(throttle_enabled=False)
-            per_user = await baseline(services, base_ids) if base_ids else 0.0
-        finally:
-            use_services(None)
-            await services.close()
+        base_ids = sample_ids[:sample]
+        sim.configure(throttle_enabled=False)
+        per_user = await baseline(services, base_ids) if base_ids else 0.0
 
     changed = int(renamed.get("renamed", users)) or users
     throttled_ru = int(stats.get("throttled", {}).get("ru", 0))  # each throttled call here costs 1 RU
