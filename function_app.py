@@ -141,8 +141,8 @@ async def upn_events(event: func.CloudEvent) -> None:
     """Graph user events delivered through an Event Grid partner topic (CloudEvents schema: the library
     hands a func.CloudEvent, or a func.EventGridEvent for an Event Grid schema delivery)."""
     from shared.services import get_services
+    from shared.upn.event_grid import intake_event_grid
     from shared.upn.intake import event_grid_trigger_values
-    from shared.upn.service import intake_event_grid
 
     await intake_event_grid(get_services(), **event_grid_trigger_values(event))
 
@@ -151,7 +151,7 @@ async def upn_events(event: func.CloudEvent) -> None:
 async def upn_processor(msg: func.QueueMessage) -> None:
     """One message of up to 20 users (or lifecycle work): the idempotent processor."""
     from shared.services import get_services
-    from shared.upn.service import handle_message
+    from shared.upn.dispatch import handle_message
 
     result = await handle_message(get_services(), msg.get_body(), dequeue_count=msg.dequeue_count or 1)
     log.info("upn_processor: %s", {k: v for k, v in result.items() if k != "decisions"})
@@ -161,7 +161,7 @@ async def upn_processor(msg: func.QueueMessage) -> None:
 async def delta_sweep(timer: func.TimerRequest) -> None:
     """The backstop for lost notifications: users/delta from the stored link, checkpointed per page."""
     from shared.services import get_services
-    from shared.upn.service import sweep
+    from shared.upn.sweep import sweep
 
     result = await sweep(get_services(), trigger="timer")
     log.info("delta_sweep: %s", result)
@@ -171,7 +171,7 @@ async def delta_sweep(timer: func.TimerRequest) -> None:
 async def reregistration_tracker(timer: func.TimerRequest) -> None:
     """Moves open UPN-change flags on once users have re-registered their passkey."""
     from shared.services import get_services
-    from shared.upn.service import track_flags
+    from shared.upn.tracker import track_flags
 
     log.info("reregistration_tracker: %s", await track_flags(get_services()))
 
@@ -185,7 +185,7 @@ async def subscription_manager(timer: func.TimerRequest) -> None:
     """
     from shared.errors import ConflictError
     from shared.services import get_services
-    from shared.upn.service import ensure_subscription
+    from shared.upn.subscriptions import ensure_subscription
 
     try:
         result = await ensure_subscription(get_services())

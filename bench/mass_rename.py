@@ -44,7 +44,7 @@ MAX_POLL_S = 2.0  # host.json queues.maxPollingInterval
 async def consume(services: Any, sweep_done: asyncio.Event, stats: dict[str, Any]) -> None:
     """Pull messages like the queue trigger (16 at a time, refill at <= 8 in flight) until the sweep is
     done and the queue is empty; record when the last message finished."""
-    from shared.upn.service import handle_message
+    from shared.upn.dispatch import handle_message
 
     queue = services.store.queue
     in_flight: set[asyncio.Task[None]] = set()
@@ -113,7 +113,7 @@ def expected_flags(sim: Any) -> tuple[int, list[str]]:
 
 async def run(users: int, scale: float, sample: int) -> dict[str, Any]:
     from devhost.stack import local_stack
-    from shared.upn.service import sweep
+    from shared.upn.sweep import sweep
 
     doc = tenant_doc(users=users, simulator={
         "throttle_capacity_ru": CAPACITY_RU, "throttle_refill_ru_per_s": REFILL_RU_PER_S,

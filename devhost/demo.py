@@ -90,7 +90,10 @@ async def _show(stack: LocalStack) -> int:
 
     from msgraph.generated.models.user import User
 
-    from shared.upn.service import ensure_subscription, list_flags, sweep, track_flags
+    from shared.upn.flag_views import list_flags
+    from shared.upn.subscriptions import ensure_subscription
+    from shared.upn.sweep import sweep
+    from shared.upn.tracker import track_flags
 
     sim, services, host = stack.sim, stack.services, stack.host
     assert host is not None

@@ -27,8 +27,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from shared.errors import (
     ConfigError,
@@ -39,6 +40,9 @@ from shared.errors import (
     NotFound,
     PasskeyGuardError,
 )
+
+if TYPE_CHECKING:
+    from shared.services import Services
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT, EXIT_FAILED = 0, 1, 2, 3
 
@@ -101,82 +105,138 @@ def _approval_ids(args: argparse.Namespace) -> list[str] | None:
     return None if args.all_waiting else list(args.user_ids)
 
 
-async def _run(args: argparse.Namespace) -> tuple[Any, str, int]:
-    """Run the command; returns (JSON result, text for people, exit code)."""
-    from shared.actors import SIGNED_IN_ADMINISTRATOR, describe_run_actor
-    from shared.policy import service as policy
-    from shared.services import get_services
-    from shared.upn import drain
-    from shared.upn import service as upn
+#: What a command returns: the JSON result, the text for people, the exit code.
+Outcome = tuple[Any, str, int]
 
-    services = get_services(administrator=True)  # the administrator's own sign-in, not the app's
-    me = SIGNED_IN_ADMINISTRATOR  # runs record the administrator the Graph token names
+
+async def _verify(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.actors import SIGNED_IN_ADMINISTRATOR
+    from shared.policy import service as policy
+
+    result = await policy.verify(services, trigger="cli", document=_document(args.document),
+                                 actor=SIGNED_IN_ADMINISTRATOR)
+    return result, result["markdown"], EXIT_OK if result["passed"] else EXIT_FINDINGS
+
+
+async def _plan(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.actors import SIGNED_IN_ADMINISTRATOR
+    from shared.policy import service as policy
+
+    result = await policy.plan(services, trigger="cli", document=_document(args.document),
+                               actor=SIGNED_IN_ADMINISTRATOR)
+    text = f"Plan {result['planId']}\n\n{result['table']}"
+    needs_person = result["blocked"] or result["requiresAcceptance"]
+    return result, text, EXIT_FINDINGS if needs_person else EXIT_OK
+
+
+async def _apply(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.actors import SIGNED_IN_ADMINISTRATOR
+    from shared.policy import service as policy
+
+    if args.plan_id:
+        result = await policy.apply_stored_plan(
+            services, args.plan_id, accept_lockout=args.accept_lockout, trigger="cli",
+            accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=SIGNED_IN_ADMINISTRATOR)
+    else:
+        result = await policy.apply_document(
+            services, trigger="cli", document=_document(args.document), accept_lockout=args.accept_lockout,
+            accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=SIGNED_IN_ADMINISTRATOR)
+    return result, f"Run {result['runId']}: {result['result']}\n\n{result['table']}", EXIT_OK
+
+
+async def _rollback(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.actors import SIGNED_IN_ADMINISTRATOR
+    from shared.policy import service as policy
+
+    result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli",
+                                   actor=SIGNED_IN_ADMINISTRATOR)
+    text = f"Run {result['runId']}: {result['result']} (rollback of run {args.run_id})\n\n{result['table']}"
+    return result, text, EXIT_FINDINGS if result["kept"] else EXIT_OK  # kept objects need a person
+
+
+async def _sweep(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.upn import drain, sweep
+
+    result = await sweep.sweep(services, trigger="cli")
+    text = " ".join(f"{k}={v}" for k, v in result.items())
+    if not args.process:
+        return result, text, EXIT_OK
+    drained = await drain.process_queue(services)
+    return {"sweep": result, "queue": drained}, f"{text}\n{drain.summary(drained)}", _drained_exit(drained)
+
+
+async def _process_queue(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.upn import drain
+
+    drained = await drain.process_queue(services)
+    return drained, drain.summary(drained), _drained_exit(drained)
+
+
+async def _track(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.upn import tracker
+
+    result = await tracker.track_flags(services)
+    return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
+
+
+async def _flags(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.upn import flag_views, tracker
+
+    if args.action == "approve-removal":
+        result = await tracker.approve_removals(services, _approval_ids(args), by="cli")
+        text = (f"approved: {', '.join(result['approved']) or 'none'}; "
+                f"already approved: {', '.join(result['alreadyApproved']) or 'none'}")
+        return result, text, EXIT_OK
+    if args.user_ids or args.all_waiting:
+        raise InputError("USER_ID and --all-waiting go with the approve-removal action")
+    if args.csv:
+        text = await flag_views.flags_csv(services, status=args.status)
+        return {"csv": text}, text, EXIT_OK
+    flags: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = await flag_views.list_flags(services, status=args.status, limit=1000, page_token=token)
+        flags += page["value"]
+        token = page["nextPageToken"]
+        if not token:
+            break
+    lines = [f"{f['status']:<9} {f['userId']}  {f['oldUpn']} -> {f['newUpn']}  "
+             f"({len(f.get('passkeys', []))} passkey(s), since {f['detectedAt']})" for f in flags]
+    return {"value": flags}, "\n".join(lines) or "no flags", EXIT_OK
+
+
+async def _runs(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.actors import describe_run_actor
+    from shared.policy import service as policy
+
+    result = await policy.list_runs(services, limit=20)
+    lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
+             for r in result["value"]]
+    return result, "\n".join(lines) or "no runs", EXIT_OK
+
+
+async def _subscribe(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.upn import subscriptions
+
+    result = await subscriptions.ensure_subscription(services)
+    return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", EXIT_OK
+
+
+#: Each subcommand of _parser() and the function that runs it.
+COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[Outcome]]] = {
+    "verify": _verify, "plan": _plan, "apply": _apply, "rollback": _rollback, "sweep": _sweep,
+    "process-queue": _process_queue, "track": _track, "flags": _flags, "runs": _runs, "subscribe": _subscribe,
+}
+
+
+async def _run(args: argparse.Namespace) -> Outcome:
+    """Run the command with the administrator's own sign-in (not the app's); runs record the administrator
+    the Graph token names. Returns (JSON result, text for people, exit code)."""
+    from shared.services import get_services
+
+    services = get_services(administrator=True)
     try:
-        if args.command == "verify":
-            result = await policy.verify(services, trigger="cli", document=_document(args.document), actor=me)
-            return result, result["markdown"], EXIT_OK if result["passed"] else EXIT_FINDINGS
-        if args.command == "plan":
-            result = await policy.plan(services, trigger="cli", document=_document(args.document), actor=me)
-            text = f"Plan {result['planId']}\n\n{result['table']}"
-            needs_person = result["blocked"] or result["requiresAcceptance"]
-            return result, text, EXIT_FINDINGS if needs_person else EXIT_OK
-        if args.command == "apply":
-            if args.plan_id:
-                result = await policy.apply_stored_plan(
-                    services, args.plan_id, accept_lockout=args.accept_lockout, trigger="cli",
-                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=me)
-            else:
-                result = await policy.apply_document(
-                    services, trigger="cli", document=_document(args.document), accept_lockout=args.accept_lockout,
-                    accept_no_emergency_exclusion=args.accept_no_emergency_exclusion, actor=me)
-            return result, f"Run {result['runId']}: {result['result']}\n\n{result['table']}", EXIT_OK
-        if args.command == "rollback":
-            result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli",
-                                           actor=me)
-            text = f"Run {result['runId']}: {result['result']} (rollback of run {args.run_id})\n\n{result['table']}"
-            return result, text, EXIT_FINDINGS if result["kept"] else EXIT_OK  # kept objects need a person
-        if args.command == "sweep":
-            result = await upn.sweep(services, trigger="cli")
-            text = " ".join(f"{k}={v}" for k, v in result.items())
-            if not args.process:
-                return result, text, EXIT_OK
-            drained = await drain.process_queue(services)
-            return {"sweep": result, "queue": drained}, f"{text}\n{drain.summary(drained)}", _drained_exit(drained)
-        if args.command == "process-queue":
-            drained = await drain.process_queue(services)
-            return drained, drain.summary(drained), _drained_exit(drained)
-        if args.command == "track":
-            result = await upn.track_flags(services)
-            return result, " ".join(f"{k}={v}" for k, v in result.items()), EXIT_OK
-        if args.command == "flags" and args.action == "approve-removal":
-            result = await upn.approve_removals(services, _approval_ids(args), by="cli")
-            text = (f"approved: {', '.join(result['approved']) or 'none'}; "
-                    f"already approved: {', '.join(result['alreadyApproved']) or 'none'}")
-            return result, text, EXIT_OK
-        if args.command == "flags":
-            if args.user_ids or args.all_waiting:
-                raise InputError("USER_ID and --all-waiting go with the approve-removal action")
-            if args.csv:
-                text = await upn.flags_csv(services, status=args.status)
-                return {"csv": text}, text, EXIT_OK
-            flags: list[dict[str, Any]] = []
-            token = None
-            while True:
-                page = await upn.list_flags(services, status=args.status, limit=1000, page_token=token)
-                flags += page["value"]
-                token = page["nextPageToken"]
-                if not token:
-                    break
-            lines = [f"{f['status']:<9} {f['userId']}  {f['oldUpn']} -> {f['newUpn']}  "
-                     f"({len(f.get('passkeys', []))} passkey(s), since {f['detectedAt']})" for f in flags]
-            return {"value": flags}, "\n".join(lines) or "no flags", EXIT_OK
-        if args.command == "runs":
-            result = await policy.list_runs(services, limit=20)
-            lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
-                     for r in result["value"]]
-            return result, "\n".join(lines) or "no runs", EXIT_OK
-        result = await upn.ensure_subscription(services)
-        return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", 0
+        return await COMMANDS[args.command](services, args)
     finally:
         await services.close()
 

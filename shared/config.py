@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from shared.errors import ConfigError, SecretUnavailable
+from shared.ids import is_guid
 
 # --- the app-setting names (the same names Bicep writes) ------------------------------------------
 TENANT_ID = "TENANT_ID"
@@ -87,7 +87,6 @@ SECRET_PLACEHOLDERS = frozenset({
     "replace_me", "secret", "password", "todo", "xxx",
 })
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LOOPBACK_HOSTS = {"localhost"}
 
 
@@ -184,54 +183,28 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, base_dir: Path | None = None) -> Settings:
-        """Read and validate the settings; a missing or malformed one raises ConfigError naming it."""
+        """Read and validate the settings; a missing or malformed one raises ConfigError naming it.
+
+        Checked in this order, so the first problem reported stays the same: tenant, Graph URL, storage,
+        mode, the two switches, the two whole numbers, the clientState's length."""
         env = os.environ if env is None else env
 
         def get(name: str) -> str | None:
             value = env.get(name)
             return value.strip() if value and value.strip() else None
 
-        tenant = get(TENANT_ID)
-        if tenant is None:
-            raise ConfigError(f"setting {TENANT_ID} is missing: set it to the Entra tenant id (a GUID)")
-        if not _GUID.match(tenant):
-            raise ConfigError(f"setting {TENANT_ID} is malformed: expected a GUID, got {len(tenant)} characters")
-
-        graph = get(GRAPH_BASE_URL) or DEFAULT_GRAPH_BASE_URL
-        parsed = urlparse(graph)
-        if parsed.scheme not in ("https", "http") or not parsed.hostname:
-            raise ConfigError(f"setting {GRAPH_BASE_URL} is malformed: expected an absolute URL")
-        if parsed.scheme == "http" and not is_loopback_url(graph):
-            raise ConfigError(f"setting {GRAPH_BASE_URL} must use https (plain http only on loopback)")
-
-        storage = StorageSettings(
-            connection_string=get(STATE_STORAGE),
-            table_uri=get(STATE_STORAGE_TABLE_URI),
-            queue_uri=get(STATE_STORAGE_QUEUE_URI),
-            client_id=get(STATE_STORAGE_CLIENT_ID),
-        )
-        if storage.connection_string is None and storage.table_uri is None:
-            raise ConfigError(f"setting {STATE_STORAGE} is missing: set a connection string, or "
-                              f"{STATE_STORAGE_TABLE_URI} and {STATE_STORAGE_QUEUE_URI} for a managed identity")
-        if storage.connection_string is None and storage.queue_uri is None:
-            raise ConfigError(f"setting {STATE_STORAGE_QUEUE_URI} is missing (needed with {STATE_STORAGE_TABLE_URI})")
-
+        tenant = _tenant_id(get)
+        graph = _graph_base_url(get)
+        storage = _storage(get)
         mode = (get(ENFORCEMENT_MODE) or "audit").lower()
         if mode not in ENFORCEMENT_MODES:
             raise ConfigError(f"setting {ENFORCEMENT_MODE} is malformed: expected audit or enforce, got {mode!r}")
-
-        remove = (get(REMOVE_STALE_PASSKEYS) or "false").lower()
-        if remove not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"setting {REMOVE_STALE_PASSKEYS} is malformed: expected true or false")
-
-        adhoc = (get(ALLOW_ADHOC_DOCUMENTS) or "false").lower()
-        if adhoc not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"setting {ALLOW_ADHOC_DOCUMENTS} is malformed: expected true or false")
+        remove = _switch(get, REMOVE_STALE_PASSKEYS)
+        adhoc = _switch(get, ALLOW_ADHOC_DOCUMENTS)
 
         budget_text = get(GRAPH_RU_PER_10S) or str(DEFAULT_RU_PER_10S)
         if not budget_text.isdigit() or int(budget_text) <= 0:
             raise ConfigError(f"setting {GRAPH_RU_PER_10S} is malformed: expected a positive whole number")
-
         cap_text = get(STALE_PASSKEY_REMOVAL_MAX_PER_RUN) or str(DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN)
         if not (cap_text.isascii() and cap_text.isdigit() and len(cap_text) <= 9):
             raise ConfigError(f"setting {STALE_PASSKEY_REMOVAL_MAX_PER_RUN} is malformed: expected a whole number "
@@ -257,9 +230,55 @@ class Settings:
             lifecycle_notification_url=get(LIFECYCLE_NOTIFICATION_URL),
             notification_client_state=client_state,
             ticket_webhook_secret=get(TICKET_WEBHOOK_SECRET),
-            remove_stale_passkeys=remove in ("true", "1", "yes"),
+            remove_stale_passkeys=remove,
             graph_ru_per_10s=int(budget_text),
             stale_passkey_removal_max_per_run=int(cap_text),
-            allow_adhoc_documents=adhoc in ("true", "1", "yes"),
+            allow_adhoc_documents=adhoc,
             auth_enabled=(get(WEBSITE_AUTH_ENABLED) or "").lower() == "true",
         )
+
+
+#: Reads one setting: its stripped value, or None when unset or blank.
+_Getter = Callable[[str], str | None]
+
+
+def _tenant_id(get: _Getter) -> str:
+    tenant = get(TENANT_ID)
+    if tenant is None:
+        raise ConfigError(f"setting {TENANT_ID} is missing: set it to the Entra tenant id (a GUID)")
+    if not is_guid(tenant):
+        raise ConfigError(f"setting {TENANT_ID} is malformed: expected a GUID, got {len(tenant)} characters")
+    return tenant
+
+
+def _graph_base_url(get: _Getter) -> str:
+    graph = get(GRAPH_BASE_URL) or DEFAULT_GRAPH_BASE_URL
+    parsed = urlparse(graph)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ConfigError(f"setting {GRAPH_BASE_URL} is malformed: expected an absolute URL")
+    if parsed.scheme == "http" and not is_loopback_url(graph):
+        raise ConfigError(f"setting {GRAPH_BASE_URL} must use https (plain http only on loopback)")
+    return graph
+
+
+def _storage(get: _Getter) -> StorageSettings:
+    storage = StorageSettings(
+        connection_string=get(STATE_STORAGE),
+        table_uri=get(STATE_STORAGE_TABLE_URI),
+        queue_uri=get(STATE_STORAGE_QUEUE_URI),
+        client_id=get(STATE_STORAGE_CLIENT_ID),
+    )
+    if storage.connection_string is None and storage.table_uri is None:
+        raise ConfigError(f"setting {STATE_STORAGE} is missing: set a connection string, or "
+                          f"{STATE_STORAGE_TABLE_URI} and {STATE_STORAGE_QUEUE_URI} for a managed identity")
+    if storage.connection_string is None and storage.queue_uri is None:
+        raise ConfigError(f"setting {STATE_STORAGE_QUEUE_URI} is missing (needed with {STATE_STORAGE_TABLE_URI})")
+    return storage
+
+
+def _switch(get: _Getter, name: str) -> bool:
+    """An on/off setting (false when unset): true/false, 1/0 or yes/no, in any case."""
+    value = (get(name) or "false").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"setting {name} is malformed: expected true or false")
+    return value in ("true", "1", "yes")

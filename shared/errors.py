@@ -5,11 +5,12 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
 
     PasskeyGuardError                  base; `code` is the stable machine-readable name
     ├── ConfigError                    a setting is missing or malformed (names the setting)
-    │   └── SecretUnavailable          a secret setting is unset, an unresolved Key Vault reference, short or a
-    │                                  placeholder (503: names the setting, never its value)
+    │   ├── SecretUnavailable          a secret setting is unset, an unresolved Key Vault reference, short or a
+    │   │                              placeholder (503: names the setting, never its value)
     │   └── WrongTenant                Graph or the token answers for another tenant than TENANT_ID (names both)
     ├── InputError                     bad input from a caller: document, request body, CLI argument (400)
-    │   └── PayloadTooLarge            a request body over the size limit (413)
+    │   ├── PayloadTooLarge            a request body over the size limit (413)
+    │   └── PlanBlocked *              the plan has errors: fix the document or the tenant first (400)
     ├── AuthError                      wrong signature, clientState, tenant or timestamp (401)
     │   └── Unauthenticated            an admin route without a signed-in Entra principal (401)
     ├── Forbidden                      the principal lacks the app role the route needs (403)
@@ -24,13 +25,18 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     ├── AdhocDocumentRefused           a request document while ALLOW_ADHOC_DOCUMENTS is off (403)
     ├── LockoutRefused                 a plan would lock users out and acceptance was not given (409)
     │   └── EmergencyExclusionRefused  an enforced CA policy excludes no emergency access, not accepted
-    ├── GraphError                     Microsoft Graph answered with an error we cannot recover from
-    │   ├── GraphThrottled             429 after our retries; `retry_after` seconds when Graph said
-    │   ├── GraphUnavailable           Graph did not answer (connection, 5xx after retries)
-    │   └── GraphSignInFailed          no token for Graph: the credential could not sign in
-    ├── StateError                     Table or Queue storage failed
-    │   └── ConcurrencyError           an ETag no longer matches: somebody else wrote first
+    ├── GraphError                     Microsoft Graph answered with an error we cannot recover from (502)
+    │   ├── GraphThrottled             429 after our retries; `retry_after` seconds when Graph said (503)
+    │   ├── GraphUnavailable           Graph did not answer (connection, 5xx after retries) (503)
+    │   └── GraphSignInFailed          no token for Graph: the credential could not sign in (503)
+    ├── StateError                     Table or Queue storage failed (503)
+    │   ├── ConcurrencyError           an ETag no longer matches: somebody else wrote first (409)
+    │   ├── StateAuthError *           storage refused our identity (audience, role assignment, key)
+    │   └── StateUnavailable *         storage did not answer: worth retrying later
     └── VerificationFailed             the read-back after an apply does not match what was written
+
+A `*` marks a class defined beside the code that raises it rather than here. The status in brackets is the
+HTTP status the class answers with; `tests/test_errors.py` keeps this drawing and the classes in step.
 """
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def _int_param(req: Request, name: str, default: int, *, low: int, high: int) ->
 
 async def _probe_health(services: Services) -> HealthResult:
     """Whether Graph and storage answer, from the process's cache (at most one probe per TTL)."""
-    from shared.policy.reader import read_fido2_raw
+    from shared.graph.policy_reads import read_fido2_raw
 
     graph = services.graph  # the first probe is the tenant check itself (one Graph request, wrongTenant degrades)
     return await services.health.get(
@@ -184,7 +184,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
     """
     from shared.telemetry import bind_run
     from shared.upn.intake import parse_change_notifications, validation_token
-    from shared.upn.service import enqueue_notices
+    from shared.upn.messages import enqueue_notices
 
     token = validation_token(req.params)
     if token is not None:
@@ -204,7 +204,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
 async def graph_lifecycle(services: Services, req: Request) -> Answer:
     """Graph lifecycle notifications: handshake, clientState, then queue the work and answer 202."""
     from shared.upn.intake import parse_lifecycle_notifications, validation_token
-    from shared.upn.service import enqueue_lifecycle
+    from shared.upn.messages import enqueue_lifecycle
 
     token = validation_token(req.params)
     if token is not None:
@@ -223,7 +223,7 @@ async def tickets(services: Services, req: Request) -> Answer:
     from datetime import UTC, datetime
 
     from shared.upn.intake import verify_ticket
-    from shared.upn.service import ticket_action
+    from shared.upn.tickets import ticket_action
 
     settings = services.settings
     event = verify_ticket(req.body, req.headers,
@@ -243,7 +243,7 @@ async def tickets(services: Services, req: Request) -> Answer:
 async def flags_list(services: Services, req: Request) -> Answer:
     """UPN-change cases, optionally of one status, paged."""
     refuse_unknown_params(req.params, "status", "limit", "pageToken")
-    from shared.upn.service import list_flags
+    from shared.upn.flag_views import list_flags
 
     limit = _int_param(req, "limit", 100, low=1, high=1000)
     return ok(await list_flags(services, status=req.params.get("status") or None, limit=limit,
@@ -253,7 +253,7 @@ async def flags_list(services: Services, req: Request) -> Answer:
 async def flags_export(services: Services, req: Request) -> Answer:
     """Every flag as CSV for the helpdesk."""
     refuse_unknown_params(req.params, "status")
-    from shared.upn.service import flags_csv
+    from shared.upn.flag_views import flags_csv
 
     text = await flags_csv(services, status=req.params.get("status") or None)
     return Answer(status=200, text=text, mimetype="text/csv",
@@ -266,7 +266,7 @@ MAX_APPROVALS = 1000  # user ids per approval request
 async def flags_approve_removal(services: Services, req: Request) -> Answer:
     """An administrator approves the stale-passkey removal of flags waiting above the per-run cap; the next
     tracker run deletes them. Strict body `{"userIds": [...]}`: anything else is a 400 naming the field."""
-    from shared.upn.service import approve_removals
+    from shared.upn.tracker import approve_removals
 
     ids = read_strict_object(req.body, APPROVAL_BODY)["userIds"]
     if not 1 <= len(ids) <= MAX_APPROVALS or not all(isinstance(u, str) and 0 < len(u) <= 128 for u in ids):

@@ -144,3 +144,11 @@ async def test_the_cli_reaches_identity_based_storage_with_the_administrators_si
             assert "https://storage.azure.com" in log.read_text()
     finally:
         await asyncio.to_thread(secured.stop)
+
+
+def test_every_subcommand_runs_its_own_function() -> None:
+    """Each subcommand the parser offers has exactly one function in COMMANDS, so none falls through to another."""
+    from shared.__main__ import COMMANDS, _parser
+
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    assert set(sub.choices or ()) == set(COMMANDS)

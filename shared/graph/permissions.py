@@ -22,11 +22,11 @@ import base64
 import binascii
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import MissingGraphPermission
+from shared.ids import is_guid
 
 if TYPE_CHECKING:
     from shared.graph.gateway import GraphGateway
@@ -65,7 +65,6 @@ HOW_TO_GRANT: dict[str, str] = {
                       "conditionalAccess.includeApplications",
     "UserAuthMethod-Passkey.ReadWrite.All": "deploy with removeStalePasskeys=true",
 }
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _names_applications(body: Mapping[str, Any]) -> bool:
@@ -75,7 +74,7 @@ def _names_applications(body: Mapping[str, Any]) -> bool:
     if not isinstance(apps, Mapping):
         return False
     values = [*(apps.get("includeApplications") or []), *(apps.get("excludeApplications") or [])]
-    return any(isinstance(v, str) and _GUID.fullmatch(v) for v in values)
+    return any(is_guid(v) for v in values)
 
 
 def required_roles(writes: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -1,6 +1,6 @@
 """Policy as code, the pure core: the desired-state document, the current-state views, the plan (diff,
 merge, lockout impact), compliance checks and reports. No I/O here: callers read Graph and storage,
-hand plain JSON in, and send the plan's `writes` out (see `shared.policy.plan` for their format).
+hand plain JSON in, and send the plan's `writes` out (see `shared.policy.plan_model` for their format).
 """
 from __future__ import annotations
 
@@ -31,24 +31,11 @@ from shared.policy.document import (
     parse_document,
     validate_document,
 )
-from shared.policy.plan import (
-    STRENGTH_ID_PLACEHOLDER,
-    ChangeRow,
-    Issue,
-    LockoutRow,
-    Narrowing,
-    Plan,
-    apply_patch_locally,
-    attach_lockout,
-    build_plan,
-    fill_strength_id,
-    lockout_impact,
-    plan_from_json,
-    plan_to_json,
-    render_plan_table,
-    state_hash,
-)
-from shared.policy.report import plan_to_markdown, report_to_json, report_to_markdown
+from shared.policy.lockout import attach_lockout, lockout_impact
+from shared.policy.plan import apply_patch_locally, build_plan, fill_strength_id, state_hash
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER, ChangeRow, Issue, LockoutRow, Narrowing, Plan
+from shared.policy.render import plan_to_markdown, render_plan_table, report_to_json, report_to_markdown
 
 __all__ = [
     "AUTHENTICATOR_AAGUIDS", "CHECKS", "CHECKS_BY_ID", "STRENGTH_ID_PLACEHOLDER", "CaPolicyView", "ChangeRow",

@@ -7,10 +7,11 @@ security decision: an unknown AAGUID is shown bare.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
+
+from shared.ids import is_guid  # here too: document, plan and reader import it from this module
 
 #: Microsoft Authenticator on Android (from the seed procedure).
 AUTHENTICATOR_ANDROID = "de1e552d-db1d-4423-a619-566b625cdc84"
@@ -19,15 +20,7 @@ AUTHENTICATOR_IOS = "90a3ccdf-635c-4729-a248-9b709135078f"
 #: Both Authenticator AAGUIDs, Android first (the seed lists them in this order).
 AUTHENTICATOR_AAGUIDS: tuple[str, str] = (AUTHENTICATOR_ANDROID, AUTHENTICATOR_IOS)
 
-GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
 _NAMES_FILE = Path(__file__).resolve().parent.parent / "data" / "aaguid-names.json"
-
-
-def is_guid(value: object) -> bool:
-    """True when `value` is a string in the 8-4-4-4-12 hex form (any case, nothing around it)."""
-    return isinstance(value, str) and _GUID.fullmatch(value) is not None
 
 
 def normalise_aaguid(value: str) -> str:

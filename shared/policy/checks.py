@@ -28,7 +28,8 @@ from shared.policy.current import (
     strengths_named,
 )
 from shared.policy.document import DesiredState
-from shared.policy.plan import ChangeRow, drift
+from shared.policy.plan import drift
+from shared.policy.plan_model import ChangeRow
 
 log = logging.getLogger(__name__)
 

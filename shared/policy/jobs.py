@@ -31,7 +31,8 @@ from shared.errors import (
     PasskeyGuardError,
 )
 from shared.policy.document import desired_to_json, validate_document
-from shared.policy.plan import plan_from_json, state_hash
+from shared.policy.plan import state_hash
+from shared.policy.plan_codec import plan_from_json
 from shared.services import Services
 
 log = logging.getLogger(__name__)

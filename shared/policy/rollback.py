@@ -36,19 +36,9 @@ from shared.policy.current import (
     strip_volatile,
 )
 from shared.policy.document import canonical_sha256
-from shared.policy.plan import (
-    CA_PATH,
-    FIDO2_PATH,
-    STRENGTHS_PATH,
-    Issue,
-    Narrowing,
-    Plan,
-    apply_patch_locally,
-    format_value,
-    render_table,
-)
+from shared.policy.plan import apply_patch_locally
+from shared.policy.plan_model import AREA_CA, AREA_METHOD, AREA_STRENGTH, Issue, Narrowing, Plan
 
-AREA_METHOD, AREA_STRENGTH, AREA_CA = "passkeyMethod", "authenticationStrength", "conditionalAccess"
 FIDO2_FIELDS = ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced", "keyRestrictions",
                 "includeTargets", "excludeTargets", "passkeyProfiles", "defaultPasskeyProfile")
 STRENGTH_FIELDS = ("displayName", "description", "allowedCombinations", "combinationConfigurations")
@@ -56,6 +46,7 @@ CA_FIELDS = ("displayName", "state", "conditions", "grantControls", "sessionCont
 STRENGTH_OPS = ("create_strength", "update_strength", "update_strength_combinations",
                 "create_combination_configuration", "update_combination_configuration")
 CA_OPS = ("create_ca_policy", "update_ca_policy")
+ID_FIELDS = ("strengthId", "configurationId", "policyId")
 DELETED = "(deleted)"
 
 
@@ -143,12 +134,16 @@ def _name(*objs: Mapping[str, Any] | None) -> str:
 
 
 def _touched(writes: Sequence[Mapping[str, Any]], ops: Sequence[str]) -> tuple[set[str], set[str]]:
-    """Display names (casefolded) and path ids the run's writes of these kinds aimed at."""
+    """Display names (casefolded) and ids the run's writes of these kinds aimed at.
+
+    Ids come from the write's `strengthId`/`configurationId`/`policyId`, and from the segments of its `path`,
+    which is all that run records from before those fields existed carry."""
     names: set[str] = set()
     ids: set[str] = set()
     for w in writes:
         if w.get("op") in ops:
             names.add(str(w.get("target", "")).casefold())
+            ids.update(str(w[key]).lower() for key in ID_FIELDS if w.get(key))
             ids.update(part.lower() for part in str(w.get("path", "")).split("/") if part)
             if w.get("createdId"):
                 ids.add(str(w["createdId"]).lower())
@@ -188,10 +183,24 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
     out = RollbackPlan(plan=Plan(mode="rollback", state_hash="", desired_hash="rollback"))
     if not isinstance(run.get("after"), dict):
         return out  # the run finished before writing anything (no-op, queued, refused): nothing to undo
-    current_ca, current_strengths = _by_id(ca_now), _by_id(strengths_now)
+    current_ca = _by_id(ca_now)
+    deleted_ca, restored_refs = _roll_back_ca(out, before, after, writes, current_ca)
+    _roll_back_strengths(out, before, after, writes, _by_id(strengths_now),
+                         {pid: restored_refs.get(pid, _strength_ref(ca_fields(p)))
+                          for pid, p in current_ca.items() if pid not in deleted_ca}, current_ca)
+    fido2_then = before.get("fido2")
+    if isinstance(fido2_then, dict) and any(w.get("op") == "patch_fido2" for w in writes):
+        _restore_fido2(out, fido2_then, after.get("fido2"), fido2_now)
+    return out
+
+
+def _roll_back_ca(out: RollbackPlan, before: Mapping[str, Any], after: Mapping[str, Any],
+                  writes: Sequence[Mapping[str, Any]], current_ca: Mapping[str, dict[str, Any]]
+                  ) -> tuple[set[str], dict[str, str | None]]:
+    """Each CA policy the run changed: deleted, restored or kept. Returns the ids deleted and, for each
+    policy restored, the strength it references afterwards."""
     deleted_ca: set[str] = set()
     restored_refs: dict[str, str | None] = {}
-
     for oid, then, left in _candidates(before.get("conditionalAccess"), after.get("conditionalAccess"), writes,
                                        CA_OPS, ca_fields):
         now = current_ca.get(oid)
@@ -204,7 +213,7 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             continue
         if then is None:
             deleted_ca.add(oid)
-            _delete(out, AREA_CA, name, "delete_ca_policy", f"{CA_PATH}/{now['id']}", f"exists ({now.get('state')})")
+            _delete(out, AREA_CA, name, "delete_ca_policy", {"policyId": now["id"]}, f"exists ({now.get('state')})")
             if now.get("state") == "enabled":
                 out.plan.warnings.append(Issue("ca_enforcement_removed", f"the rollback deletes enforced CA "
                                                f"policy {name!r}: its requirement stops applying"))
@@ -214,7 +223,14 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             continue
         restored_refs[oid] = _strength_ref(ca_fields(then))
         _restore_ca(out, name, now, then)
+    return deleted_ca, restored_refs
 
+
+def _roll_back_strengths(out: RollbackPlan, before: Mapping[str, Any], after: Mapping[str, Any],
+                         writes: Sequence[Mapping[str, Any]], current_strengths: Mapping[str, dict[str, Any]],
+                         refs_after: Mapping[str, str | None], current_ca: Mapping[str, dict[str, Any]]) -> None:
+    """Each strength the run changed: deleted (unless a CA policy still references it after the rollback,
+    `refs_after`: policy id -> strength id), restored or kept."""
     for oid, then, left in _candidates(before.get("strengths"), after.get("strengths"), writes, STRENGTH_OPS,
                                        strength_fields):
         now = current_strengths.get(oid)
@@ -226,27 +242,21 @@ def build_rollback(run: Mapping[str, Any], fido2_now: Mapping[str, Any], strengt
             out.kept.append(KeptRow(AREA_STRENGTH, name, f"changed since the run ({moved}); not rolled back"))
             continue
         if then is None:
-            users = [_name(p) for pid, p in current_ca.items() if pid not in deleted_ca
-                     and restored_refs.get(pid, _strength_ref(ca_fields(p))) == oid]
+            users = [_name(current_ca[pid]) for pid, ref in refs_after.items() if ref == oid]
             if users:
                 out.kept.append(KeptRow(AREA_STRENGTH, name, "still referenced by Conditional Access polic(ies) "
                                         f"{', '.join(sorted(users))}; not deleted"))
                 continue
-            _delete(out, AREA_STRENGTH, name, "delete_strength", f"{STRENGTHS_PATH}/{now['id']}", "exists")
+            _delete(out, AREA_STRENGTH, name, "delete_strength", {"strengthId": now["id"]}, "exists")
             continue
         if left is None:
             out.kept.append(KeptRow(AREA_STRENGTH, name, "the run deleted it; a rollback cannot recreate it"))
             continue
         _restore_strength(out, name, now, then)
 
-    fido2_then = before.get("fido2")
-    if isinstance(fido2_then, dict) and any(w.get("op") == "patch_fido2" for w in writes):
-        _restore_fido2(out, fido2_then, after.get("fido2"), fido2_now)
-    return out
 
-
-def _delete(out: RollbackPlan, area: str, name: str, op: str, path: str, was: Any) -> None:
-    out.plan.writes.append({"op": op, "method": "DELETE", "path": path, "target": name, "body": {}})
+def _delete(out: RollbackPlan, area: str, name: str, op: str, ids: dict[str, str], was: Any) -> None:
+    out.plan.writes.append({"op": op, "target": name, **ids, "body": {}})
     out.changed.append(RollbackRow(area, name, "(policy)", was, DELETED))
 
 
@@ -255,8 +265,7 @@ def _restore_ca(out: RollbackPlan, name: str, now: Mapping[str, Any], then: Mapp
     body = {k: copy.deepcopy(want[k]) for k in CA_FIELDS if want.get(k) != have.get(k) and want.get(k) is not None}
     if not body:
         return
-    out.plan.writes.append({"op": "update_ca_policy", "method": "PATCH", "path": f"{CA_PATH}/{now['id']}",
-                            "target": name, "body": body})
+    out.plan.writes.append({"op": "update_ca_policy", "target": name, "policyId": now["id"], "body": body})
     for key in body:
         out.changed.append(RollbackRow(AREA_CA, name, key, have.get(key), want[key]))
     if want.get("state") == "enabled":
@@ -267,11 +276,10 @@ def _restore_ca(out: RollbackPlan, name: str, now: Mapping[str, Any], then: Mapp
 
 def _restore_strength(out: RollbackPlan, name: str, now: Mapping[str, Any], then: Mapping[str, Any]) -> None:
     want, have = strength_fields(then) or {}, strength_fields(now) or {}
-    path = f"{STRENGTHS_PATH}/{now['id']}"
+    sid = now["id"]
     body = {k: want[k] for k in ("displayName", "description") if want[k] != have[k] and want[k] is not None}
     if body:
-        out.plan.writes.append({"op": "update_strength", "method": "PATCH", "path": path, "target": name,
-                                "body": body})
+        out.plan.writes.append({"op": "update_strength", "target": name, "strengthId": sid, "body": body})
     for key in body:
         out.changed.append(RollbackRow(AREA_STRENGTH, name, key, have[key], want[key]))
     then_configs = {c["id"]: c for c in want["combinationConfigurations"]}
@@ -279,21 +287,18 @@ def _restore_strength(out: RollbackPlan, name: str, now: Mapping[str, Any], then
         earlier = then_configs.get(config["id"])
         field_ = "combinationConfigurations[fido2].allowedAAGUIDs"
         if earlier is None:
-            out.plan.writes.append({"op": "delete_combination_configuration", "method": "DELETE",
-                                    "path": f"{path}/combinationConfigurations/{config['id']}", "target": name,
-                                    "body": {}})
+            out.plan.writes.append({"op": "delete_combination_configuration", "target": name, "strengthId": sid,
+                                    "configurationId": config["id"], "body": {}})
             out.changed.append(RollbackRow(AREA_STRENGTH, name, field_, config["allowedAAGUIDs"], DELETED))
         elif earlier["allowedAAGUIDs"] != config["allowedAAGUIDs"]:
-            out.plan.writes.append({"op": "update_combination_configuration", "method": "PATCH",
-                                    "path": f"{path}/combinationConfigurations/{config['id']}", "target": name,
-                                    "body": {"@odata.type": COMBINATION_ODATA_TYPE,
+            out.plan.writes.append({"op": "update_combination_configuration", "target": name, "strengthId": sid,
+                                    "configurationId": config["id"], "body": {"@odata.type": COMBINATION_ODATA_TYPE,
                                              "allowedAAGUIDs": earlier["allowedAAGUIDs"]}})
             out.changed.append(RollbackRow(AREA_STRENGTH, name, field_, config["allowedAAGUIDs"],
                                            earlier["allowedAAGUIDs"]))
     if want["allowedCombinations"] != have["allowedCombinations"]:
         raw = [str(c) for c in then.get("allowedCombinations") or []]
-        out.plan.writes.append({"op": "update_strength_combinations", "method": "POST",
-                                "path": f"{path}/updateAllowedCombinations", "target": name,
+        out.plan.writes.append({"op": "update_strength_combinations", "target": name, "strengthId": sid,
                                 "body": {"allowedCombinations": raw}})
         out.changed.append(RollbackRow(AREA_STRENGTH, name, "allowedCombinations", have["allowedCombinations"], raw))
     now_view, then_view = StrengthView.from_raw(now), StrengthView.from_raw(then)
@@ -323,8 +328,7 @@ def _restore_fido2(out: RollbackPlan, then: Mapping[str, Any], left: Mapping[str
         if have.get(key) != value:
             body[key] = copy.deepcopy(value)
             out.changed.append(RollbackRow(AREA_METHOD, "fido2", key, have.get(key), value))
-    out.plan.writes.append({"op": "patch_fido2", "method": "PATCH", "path": FIDO2_PATH, "target": "fido2",
-                            "body": body})
+    out.plan.writes.append({"op": "patch_fido2", "target": "fido2", "body": body})
     now_view, then_view = read_fido2(now), read_fido2(apply_patch_locally(now, body))
     lost = sorted(set(effective_allowed_aaguids(now_view) or []) - set(effective_allowed_aaguids(then_view) or []))
     if lost:
@@ -347,27 +351,3 @@ def rollback_to_json(made: RollbackPlan) -> dict[str, Any]:
     return {"changed": [{"area": r.area, "object": r.object, "field": r.field, "before": r.before, "after": r.after}
                         for r in made.changed],
             "kept": [{"area": k.area, "object": k.object, "reason": k.reason} for k in made.kept]}
-
-
-def render_rollback_table(made: RollbackPlan, run_id: str) -> str:
-    """What the rollback changes (AREA, OBJECT, FIELD, BEFORE, AFTER), then what it keeps and why."""
-    names = made.plan.aaguid_names
-    parts = [f"Rollback of run {run_id}: {len(made.changed)} change(s), {len(made.plan.writes)} write(s), "
-             f"{len(made.kept)} object(s) kept"]
-    if made.changed:
-        rows = [[[r.area], [r.object], [r.field], format_value(r.before, names), format_value(r.after, names)]
-                for r in made.changed]
-        parts.append(render_table(["AREA", "OBJECT", "FIELD", "BEFORE", "AFTER"], rows))
-    elif not made.kept:
-        parts.append("Nothing to roll back: everything the run changed is already as it was before the run.")
-    if made.kept:
-        parts.append("KEPT (changed since the run, or still needed; not rolled back):\n" + "\n".join(
-            f"  - [{k.area}] {k.object}: {k.reason}" for k in made.kept))
-    for title, issues in (("WARNINGS", made.plan.warnings),):
-        if issues:
-            parts.append(title + ":\n" + "\n".join(f"  - [{i.code}] {i.message}" for i in issues))
-    if made.plan.narrowing:
-        parts.append("NARROWING (what shrinks):\n" + "\n".join(
-            f"  - [{n.kind}] {n.detail}" + ("" if n.evaluable else " (impact cannot be evaluated)")
-            for n in made.plan.narrowing))
-    return "\n\n".join(parts) + "\n"

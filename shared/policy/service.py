@@ -1,13 +1,8 @@
 """Policy use cases: verify, plan, apply (fresh or stored), rollback and the scheduled run.
 
-Reads come from `reader.py` as raw JSON; decisions come from the pure core (`plan.py`, `checks.py`);
-writes happen here, in the order the plan lists them, each with a body built fresh from the plan:
-
-- the FIDO2 configuration and Conditional Access policies are sent as the plan's JSON through the
-  SDK's own request adapter, because the SDK models drop a multi-value `passkeyTypes` and unknown
-  fields of profiles and CA conditions (graph-contract pitfalls 1-3);
-- strengths and their combination configurations go through the SDK's typed models, which carry
-  everything they need.
+Reads come from `shared/graph/policy_reads.py` as raw JSON; decisions come from the pure core (`plan.py`,
+`checks.py`); the plan's writes are sent in the order the plan lists them by `shared/graph/policy_writes.py`,
+each with a body built fresh from the plan, fenced on the apply lease.
 
 After writing, the state is read back and planned again: anything still different fails the run.
 Every run (verify, plan, apply, rollback) is recorded in the `runs` table.
@@ -36,45 +31,38 @@ from shared.errors import (
     PasskeyGuardError,
     VerificationFailed,
 )
+from shared.graph import policy_writes
 from shared.graph.permissions import require_write_roles
-from shared.policy.checks import build_check_context, run_checks
-from shared.policy.current import effective_allowed_aaguids, read_fido2
-from shared.policy.document import DesiredState, desired_to_json, parse_document, validate_document
-from shared.policy.plan import (
-    Plan,
-    attach_lockout,
-    build_plan,
-    fill_strength_id,
-    plan_from_json,
-    plan_to_json,
-    render_plan_table,
-    state_hash,
-)
-from shared.policy.reader import (
-    STRENGTHS_PATH,
-    read_ca_names,
+from shared.graph.policy_reads import (
     read_ca_policies_raw,
+    read_combination_configurations,
+    read_directory_names,
     read_fido2_raw,
     read_groups,
     read_strengths_raw,
     read_users_with_passkeys,
 )
-from shared.policy.report import plan_to_markdown, report_to_json, report_to_markdown
-from shared.policy.rollback import (
-    RollbackPlan,
-    build_rollback,
+from shared.policy.checks import build_check_context, run_checks
+from shared.policy.current import effective_allowed_aaguids, read_fido2
+from shared.policy.document import DesiredState, desired_to_json, parse_document, validate_document
+from shared.policy.lockout import attach_lockout
+from shared.policy.plan import build_plan, fill_strength_id, names_to_read, state_hash
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.plan_model import Plan
+from shared.policy.render import (
+    plan_to_markdown,
+    render_plan_table,
     render_rollback_table,
-    rollback_to_json,
-    state_hash_of,
-    strengths_touched,
+    report_to_json,
+    report_to_markdown,
 )
+from shared.policy.rollback import RollbackPlan, build_rollback, rollback_to_json, state_hash_of, strengths_touched
 from shared.services import Services
 
 log = logging.getLogger(__name__)
 POLICY_CHECKPOINT = "policy"
 APPLY_LEASE = "policy-apply"
 APPLY_LEASE_SECONDS = 300
-CA_MIN_INTERVAL = 1.05  # Conditional Access allows one request per second per tenant, with no Retry-After
 
 
 def _now() -> datetime:
@@ -208,7 +196,8 @@ async def _remember_allowed(services: Services, fido2: dict[str, Any], desired: 
 async def make_plan(services: Services, desired: DesiredState) -> tuple[Plan, TenantState]:
     """Plan against the live tenant, with the lockout impact read when the plan narrows anything."""
     state = await read_state(services, desired)
-    names = await read_ca_names(services.graph, desired, state.ca)  # only for people: who the CA policy covers
+    users, apps, groups = names_to_read(desired, state.ca)  # only for people: who the CA policy covers
+    names = await read_directory_names(services.graph, users=users, applications=apps, groups=groups)
     plan = build_plan(desired, state.fido2, state.strengths, state.ca, state.groups, names)
     if plan.needs_lockout_evaluation and not plan.blocked:
         passkeys, upns = await read_users_with_passkeys(services.graph)
@@ -278,84 +267,6 @@ def _check_safe(made: Plan, *, accept_lockout: bool, lockout_users: int | None =
             detail={"policies": list(made.unexcluded_ca)})
 
 
-class _CaPacer:
-    """Spaces Conditional Access calls at least a second apart (CA answers 429 with no Retry-After)."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-
-    async def turn(self) -> None:
-        wait = self._last + CA_MIN_INTERVAL - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._last = time.monotonic()
-
-
-async def _send_write(services: Services, write: dict[str, Any], ca: _CaPacer) -> str | None:
-    """Send one planned write; returns the id of a created object, when Graph gives one."""
-    from msgraph.generated.models.authentication_method_modes import AuthenticationMethodModes
-    from msgraph.generated.models.authentication_strength_policy import AuthenticationStrengthPolicy
-    from msgraph.generated.models.fido2_combination_configuration import Fido2CombinationConfiguration
-    from msgraph.generated.policies.authentication_strength_policies.item.update_allowed_combinations.update_allowed_combinations_post_request_body import (  # noqa: E501
-        UpdateAllowedCombinationsPostRequestBody,
-    )
-
-    graph, op, body = services.graph, write["op"], write.get("body") or {}
-    strengths = graph.client.policies.authentication_strength_policies
-    parts = write["path"].strip("/").split("/")
-
-    def modes(values: list[str]) -> list[AuthenticationMethodModes]:
-        return [AuthenticationMethodModes(v) for v in values]
-
-    if op == "patch_fido2":
-        await graph.send_raw("PATCH", write["path"], body, what="update the passkey (FIDO2) policy")
-        return None
-    if op in ("create_ca_policy", "update_ca_policy"):
-        await ca.turn()
-        result, _ = await graph.send_raw(write["method"], write["path"], body, what=f"{op.replace('_', ' ')}")
-        return (result or {}).get("id")
-    if op == "delete_ca_policy":  # a rollback's: Entra keeps the policy restorable from deleted items
-        await ca.turn()
-        await graph.send_raw("DELETE", write["path"], what="delete the Conditional Access policy")
-        return None
-    if op == "create_strength":
-        created = await graph.call("POST", lambda: strengths.post(AuthenticationStrengthPolicy(
-            display_name=body["displayName"], description=body.get("description"),
-            allowed_combinations=modes(body.get("allowedCombinations", ["fido2"])))),
-            what="create the authentication strength")
-        return created.id if created else None
-    item = strengths.by_authentication_strength_policy_id(parts[2])
-    if op == "delete_strength":
-        await graph.call("DELETE", lambda: item.delete(), what="delete the authentication strength")
-    elif op == "delete_combination_configuration":
-        config = item.combination_configurations.by_authentication_combination_configuration_id(parts[4])
-        await graph.call("DELETE", lambda: config.delete(), what="delete the strength's FIDO2 key restriction")
-    elif op == "update_strength_combinations" and any("," in c for c in body["allowedCombinations"]):
-        # A rollback may restore multi-method combinations, which the SDK's enum cannot write (pitfall 3)
-        await graph.send_raw("POST", write["path"], body, what="restore the strength's allowed combinations")
-    elif op == "update_strength":
-        await graph.call("PATCH", lambda: item.patch(AuthenticationStrengthPolicy(
-            display_name=body.get("displayName"), description=body.get("description"))),
-            what="update the authentication strength")
-    elif op == "update_strength_combinations":
-        await graph.call("POST", lambda: item.update_allowed_combinations.post(
-            UpdateAllowedCombinationsPostRequestBody(allowed_combinations=modes(body["allowedCombinations"]))),
-            what="update the strength's allowed combinations")
-    elif op == "create_combination_configuration":
-        await graph.call("POST", lambda: item.combination_configurations.post(Fido2CombinationConfiguration(
-            applies_to_combinations=modes(body.get("appliesToCombinations", ["fido2"])),
-            allowed_a_a_g_u_i_ds=list(body["allowedAAGUIDs"]))), what="add the strength's FIDO2 key restriction")
-    elif op == "update_combination_configuration":
-        config = item.combination_configurations.by_authentication_combination_configuration_id(parts[4])
-        await graph.call("PATCH", lambda: config.patch(Fido2CombinationConfiguration(
-            applies_to_combinations=modes(body["appliesToCombinations"]) if "appliesToCombinations" in body
-            else None, allowed_a_a_g_u_i_ds=list(body["allowedAAGUIDs"]))),
-            what="update the strength's FIDO2 key restriction")
-    else:
-        raise ValueError(f"unknown planned write {op!r}")
-    return None
-
-
 async def _hold_lease(services: Services, owner: str, before: str) -> None:
     """Renew the apply lease for another full term, or stop: the fence every write passes first.
 
@@ -372,12 +283,12 @@ async def _execute(services: Services, made: Plan, lease_owner: str) -> list[dic
     await require_write_roles(services.graph, made.writes)  # every role the writes need, before the first one
     writes = [dict(w) for w in made.writes]
     done: list[dict[str, Any]] = []
-    ca = _CaPacer()
+    ca = policy_writes.CaPacer()
     while writes:
         write = writes.pop(0)
         await _hold_lease(services, lease_owner, f"write {len(done) + 1} of {len(done) + 1 + len(writes)} "
                                                  f"({write['op']})")
-        created = await _send_write(services, write, ca)
+        created = await policy_writes.send_write(services.graph, write, ca)
         done.append({"op": write["op"], "target": write.get("target"), **({"createdId": created} if created else {})})
         if write["op"] == "create_strength" and created:
             writes = fill_strength_id(writes, created)
@@ -483,12 +394,7 @@ async def _read_for_rollback(services: Services, run: dict[str, Any]
     ours = ids | {str(s.get("id", "")).lower() for part in ("before", "after")
                   for s in ((run.get(part) or {}).get("strengths") or [])
                   if isinstance(s, dict) and str(s.get("displayName", "")).casefold() in names}
-    for strength in strengths:
-        if str(strength.get("id", "")).lower() in ours and strength.get("policyType") == "custom":
-            configs = await graph.get_all(f"{STRENGTHS_PATH}/{strength['id']}/combinationConfigurations",
-                                          what="read the strength's combination configurations")
-            strength["combinationConfigurations"] = [{k: v for k, v in c.items() if "@odata.context" not in k}
-                                                     for c in configs]
+    await read_combination_configurations(graph, [s for s in strengths if str(s.get("id", "")).lower() in ours])
     return fido2, strengths, ca
 
 

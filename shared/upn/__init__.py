@@ -1,5 +1,7 @@
-"""UPN-change detection: the pure core (intake parsers and decisions) and, around it, the processor,
-sweep and re-registration tracker that do the I/O."""
+"""UPN-change detection: the pure core (`intake` parsers, `decide` decisions) and, around it, one module
+per use case doing the I/O: `messages` (the queue's messages), `dispatch` (the queue trigger's work),
+`processor`, `sweep`, `tracker` (re-registration and stale-passkey removal), `subscriptions`, `tickets`,
+`event_grid` and `flag_views` (the flag list and CSV export); `drain` runs the queue for the CLI."""
 from __future__ import annotations
 
 from shared.upn.decide import (

@@ -18,7 +18,7 @@ from typing import Any
 from shared.errors import InputError
 from shared.services import Services
 from shared.state.queue import QueuedMessage
-from shared.upn.service import handle_message
+from shared.upn.dispatch import handle_message
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared.errors import AuthError, ConfigError, InputError, PayloadTooLarge
+from shared.ids import is_guid
 
 #: The largest Graph notification or lifecycle POST we read (Graph publishes no maximum).
 MAX_BODY_BYTES = 1024 * 1024
@@ -72,7 +73,6 @@ EVENT_GRID_USER_TYPES = {
 }
 EVENT_GRID_REAUTHORIZE_TYPE = "microsoft.graph.subscriptionreauthorizationrequired"
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _USERS_PATH = re.compile(r"/?users/(?P<id>[^/()']+)|/?users\('(?P<quoted>[^/()']+)'\)", re.IGNORECASE)
 #: Graph's CloudEvents ``source``: ``/tenants/{tenantId}/applications/{appId}``.
 _SOURCE_TENANT = re.compile(r"/tenants/(?P<id>[^/]+)/applications/[^/]+", re.IGNORECASE)
@@ -230,11 +230,6 @@ def _require_tenant(tenant_id: str) -> str:
     if not isinstance(tenant_id, str) or not tenant_id.strip():
         raise ConfigError("tenant_id is empty")
     return tenant_id.strip().lower()
-
-
-def is_guid(value: object) -> bool:
-    """True for an Entra object id: a GUID in its 8-4-4-4-12 form."""
-    return isinstance(value, str) and _GUID.fullmatch(value) is not None
 
 
 def _user_id_from_path(text: str) -> str | None:

@@ -18,7 +18,7 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 from azure.storage.queue.aio import QueueClient
 
 from shared.config import QUEUE_NAME
-from shared.upn.service import send_messages
+from shared.upn.messages import send_messages
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, poison_count
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import csv
 import io
 
-from shared.upn.service import flags_csv, sweep
+from shared.upn.flag_views import flags_csv
+from shared.upn.sweep import sweep
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
 
 HOSTILE = ("=HYPERLINK(\"http://evil.example\",\"open\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)*cmd",
@@ -44,7 +45,7 @@ async def test_the_csv_export_escapes_every_cell_a_spreadsheet_would_run(azurite
 
 def test_each_formula_trigger_character_is_prefixed_with_a_quote():
     """Every OWASP trigger (=, +, -, @, tab, carriage return) at the start of a cell gets a leading quote."""
-    from shared.upn.service import csv_cell
+    from shared.upn.flag_views import csv_cell
 
     for text in HOSTILE:
         assert csv_cell(text) == "'" + text

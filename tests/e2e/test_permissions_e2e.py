@@ -107,7 +107,8 @@ def test_the_e2e_tokens_follow_the_documented_roles() -> None:
 async def test_the_tracker_deletes_no_passkey_without_the_passkey_write_role(azurite):
     """REMOVE_STALE_PASSKEYS on but only UserAuthMethod-Passkey.Read.All granted: the tracker refuses, naming
     UserAuthMethod-Passkey.ReadWrite.All, and no passkey is deleted."""
-    from shared.upn.service import sweep, track_flags
+    from shared.upn.sweep import sweep
+    from shared.upn.tracker import track_flags
     from tests.e2e.stack import eventually, uid
     from tests.e2e.test_upn_e2e import _rename
 

@@ -15,7 +15,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from shared.errors import ConflictError, EmergencyExclusionRefused
-from shared.policy import service as policy_service
+from shared.graph import policy_writes
 from shared.policy.service import APPLY_LEASE, apply_document, scheduled_run
 from shared.services import Services, use_services
 from shared.state import StateStore
@@ -329,18 +329,18 @@ async def test_an_apply_that_loses_its_lease_mid_way_writes_nothing_more(azurite
     doc = document(conditionalAccess={"displayName": "Require Authenticator passkey", "includeGroups": [PILOT],
                                       "excludeGroups": [BREAK_GLASS], "includeApplications": ["All"]})
     async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
-        real_send = policy_service._send_write
+        real_send = policy_writes.send_write
         later = StateStore.from_settings(stack.services.settings,
                                          clock=lambda: datetime.now(UTC) + timedelta(hours=1))
         stolen: list[bool] = []
 
-        async def send_then_lose_the_lease(services: Any, write: Any, ca: Any) -> Any:
-            created = await real_send(services, write, ca)
+        async def send_then_lose_the_lease(graph: Any, write: Any, ca: Any) -> Any:
+            created = await real_send(graph, write, ca)
             if not stolen:  # an hour later for the other holder: our lease looks expired to it
                 stolen.append(await later.acquire_lease(stack.tenant_id, APPLY_LEASE, "other-holder", 300))
             return created
 
-        monkeypatch.setattr(policy_service, "_send_write", send_then_lose_the_lease)
+        monkeypatch.setattr(policy_writes, "send_write", send_then_lose_the_lease)
         try:
             stack.sim.reset_stats()
             with pytest.raises(ConflictError) as lost:

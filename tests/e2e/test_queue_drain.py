@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 from shared.upn import drain
-from shared.upn.service import SUBSCRIPTION_CHECKPOINT, send_messages, sweep
+from shared.upn.messages import send_messages
+from shared.upn.subscriptions import SUBSCRIPTION_CHECKPOINT
+from shared.upn.sweep import sweep
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, poison_count
 

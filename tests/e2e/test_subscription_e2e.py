@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.errors import AuthError
-from shared.upn.service import SUBSCRIPTION_CHECKPOINT, ensure_subscription, sweep
+from shared.upn.subscriptions import SUBSCRIPTION_CHECKPOINT, ensure_subscription
+from shared.upn.sweep import sweep
 from tests import payloads
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
 from tests.e2e.test_upn_e2e import _rename, _subscribe

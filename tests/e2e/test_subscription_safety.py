@@ -11,7 +11,7 @@ from azure.functions.timer import TimerRequest
 
 from shared.errors import SecretUnavailable
 from shared.services import Services
-from shared.upn.service import SUBSCRIPTION_CHECKPOINT, ensure_subscription
+from shared.upn.subscriptions import SUBSCRIPTION_CHECKPOINT, ensure_subscription
 from tests.conftest import CLIENT_STATE, make_settings
 from tests.e2e.stack import running_stack, tenant, user
 from tests.e2e.test_upn_e2e import _notification, _subscribe

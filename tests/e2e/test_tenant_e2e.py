@@ -12,14 +12,11 @@ from shared.__main__ import exit_code_of
 from shared.errors import WrongTenant
 from shared.policy.jobs import submit_plan
 from shared.policy.service import APPLY_LEASE, apply_document, plan, rollback, verify
-from shared.upn.service import (
-    SUBSCRIPTION_LEASE,
-    ensure_subscription,
-    handle_message,
-    sweep,
-    track_flags,
-    users_message,
-)
+from shared.upn.dispatch import handle_message
+from shared.upn.messages import users_message
+from shared.upn.subscriptions import SUBSCRIPTION_LEASE, ensure_subscription
+from shared.upn.sweep import sweep
+from shared.upn.tracker import track_flags
 from shared.web import error_answer
 from tests.e2e.stack import Stack, running_stack, uid
 from tests.e2e.test_permissions_e2e import ENFORCE, write_routes

@@ -5,7 +5,9 @@ import json
 import time
 
 from shared.upn.intake import sign_ticket
-from shared.upn.service import ensure_subscription, sweep, track_flags
+from shared.upn.subscriptions import ensure_subscription
+from shared.upn.sweep import sweep
+from shared.upn.tracker import track_flags
 from tests import payloads
 from tests.conftest import CLIENT_STATE, TICKET_SECRET
 from tests.e2e.stack import YUBI, eventually, running_stack, tenant, uid, user
@@ -254,10 +256,10 @@ async def test_flags_are_listed_paged_and_exported_as_csv(azurite):
 
 def _capture_messages(monkeypatch, *, fail_on_call: int | None = None) -> list[dict]:
     """Record every users message the sweep queues; optionally die (like a killed process) on one send."""
-    import shared.upn.service as service
+    import shared.upn.sweep as sweep_module
 
     sent: list[dict] = []
-    real = service.send_messages
+    real = sweep_module.send_messages
     calls = {"n": 0}
 
     async def spy(services, messages, *, delay=0):
@@ -267,7 +269,7 @@ def _capture_messages(monkeypatch, *, fail_on_call: int | None = None) -> list[d
         sent.extend(messages)
         await real(services, messages, delay=delay)
 
-    monkeypatch.setattr(service, "send_messages", spy)
+    monkeypatch.setattr(sweep_module, "send_messages", spy)
     return sent
 
 

@@ -6,7 +6,7 @@ import json
 import time
 
 from shared.upn.intake import sign_ticket
-from shared.upn.service import sweep
+from shared.upn.sweep import sweep
 from tests import payloads
 from tests.e2e.stack import running_stack, tenant, uid, user
 

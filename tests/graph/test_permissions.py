@@ -16,7 +16,8 @@ from shared.graph.permissions import (
     required_roles,
     token_claims,
 )
-from shared.policy.plan import CA_PATH, FIDO2_PATH, STRENGTHS_PATH, WRITE_OPS
+from shared.graph.policy_paths import CA_PATH, FIDO2_PATH, STRENGTHS_PATH
+from shared.policy.plan_model import WRITE_OPS
 
 ROOT = Path(__file__).resolve().parents[2]
 PERMISSIONS = json.loads((ROOT / "infra" / "graph-permissions.json").read_text())

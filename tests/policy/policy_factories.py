@@ -11,7 +11,8 @@ from typing import Any
 from shared.errors import InputError
 from shared.policy.aaguids import AUTHENTICATOR_ANDROID, AUTHENTICATOR_IOS
 from shared.policy.document import DesiredState, validate_document
-from shared.policy.plan import STRENGTH_ID_PLACEHOLDER, apply_patch_locally, fill_strength_id
+from shared.policy.plan import apply_patch_locally, fill_strength_id
+from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER
 
 ANDROID = AUTHENTICATOR_ANDROID
 IOS = AUTHENTICATOR_IOS
@@ -191,8 +192,8 @@ def simulate_apply(fido2: dict[str, Any], strengths: list[dict[str, Any]], cas: 
     pending = [copy.deepcopy(w) for w in writes]
     while pending:
         w = pending.pop(0)
-        op, body, path = w["op"], w["body"], w["path"]
-        assert STRENGTH_ID_PLACEHOLDER not in path or op == "create_combination_configuration"
+        op, body = w["op"], w["body"]
+        assert STRENGTH_ID_PLACEHOLDER != w.get("strengthId") or op == "create_combination_configuration"
         if op == "patch_fido2":
             fido2 = apply_patch_locally(fido2, body)
         elif op == "create_strength":
@@ -201,7 +202,7 @@ def simulate_apply(fido2: dict[str, Any], strengths: list[dict[str, Any]], cas: 
             pending = fill_strength_id(pending, new_id)
         elif op in ("update_strength", "update_strength_combinations", "create_combination_configuration",
                     "update_combination_configuration"):
-            sid = path.split("/")[3]
+            sid = w["strengthId"]
             target = next(s for s in strengths if s["id"] == sid)
             if op == "update_strength":
                 target.update(body)
@@ -210,13 +211,13 @@ def simulate_apply(fido2: dict[str, Any], strengths: list[dict[str, Any]], cas: 
             elif op == "create_combination_configuration":
                 target.setdefault("combinationConfigurations", []).append({"id": f"c-new-{next(ids)}", **body})
             else:
-                cid = path.split("/")[-1]
+                cid = w["configurationId"]
                 config = next(c for c in target["combinationConfigurations"] if c["id"] == cid)
                 config.update(body)
         elif op == "create_ca_policy":
             cas.append({"id": f"ca-new-{next(ids)}", **body})
         elif op == "update_ca_policy":
-            cid = path.split("/")[-1]
+            cid = w["policyId"]
             target = next(p for p in cas if p["id"] == cid)
             target.update(copy.deepcopy(body))
         else:  # pragma: no cover - a new op the simulation does not know is a test bug

@@ -1,7 +1,9 @@
 """An enforced Conditional Access policy without an emergency-access exclusion needs its own acceptance."""
 from __future__ import annotations
 
-from shared.policy.plan import build_plan, plan_from_json, plan_to_json, render_plan_table
+from shared.policy.plan import build_plan
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.render import render_plan_table
 from tests.policy.policy_factories import (
     ANDROID,
     IOS,

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.policy.plan import LockoutRow, Plan, attach_lockout, build_plan, lockout_impact
+from shared.policy.lockout import attach_lockout, lockout_impact
+from shared.policy.plan import build_plan
+from shared.policy.plan_model import LockoutRow, Plan
 from tests.policy.policy_factories import (
     ANDROID,
     IOS,

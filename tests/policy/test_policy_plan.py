@@ -5,18 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from shared.policy.plan import (
-    CA_PATH,
-    FIDO2_PATH,
-    MANY_TARGETS,
-    STRENGTH_ID_PLACEHOLDER,
-    STRENGTHS_PATH,
-    Plan,
-    build_plan,
-    fill_strength_id,
-    merge_aaguids,
-    state_hash,
-)
+from shared.policy.plan import build_plan, fill_strength_id, state_hash
+from shared.policy.plan_method import MANY_TARGETS, merge_aaguids
+from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER, Plan
 from tests.policy.policy_factories import (
     ANDROID,
     APP,
@@ -63,7 +54,7 @@ def writes_of(plan: Plan, op: str) -> list[dict[str, Any]]:
 def fido2_body(plan: Plan) -> dict[str, Any]:
     """The single patch_fido2 body."""
     (write,) = writes_of(plan, "patch_fido2")
-    assert write["method"] == "PATCH" and write["path"] == FIDO2_PATH
+    assert write["target"] == "fido2" and set(write) == {"op", "target", "body"}
     return write["body"]
 
 
@@ -325,25 +316,24 @@ def test_missing_strength_is_created_with_placeholder() -> None:
     """A missing strength: create it (fido2 only), then its combination configuration via the placeholder."""
     plan = plan_for(strengths=OTHER_STRENGTHS)
     create, config = plan.writes
-    assert create == {"op": "create_strength", "method": "POST", "path": STRENGTHS_PATH,
-                      "target": "Authenticator passkey",
+    assert create == {"op": "create_strength", "target": "Authenticator passkey",
                       "body": {"displayName": "Authenticator passkey", "description": "Managed",
                                "allowedCombinations": ["fido2"]}}
     assert config["op"] == "create_combination_configuration"
-    assert config["path"] == f"{STRENGTHS_PATH}/{STRENGTH_ID_PLACEHOLDER}/combinationConfigurations"
+    assert config["strengthId"] == STRENGTH_ID_PLACEHOLDER
     assert config["body"] == {"@odata.type": "#microsoft.graph.fido2CombinationConfiguration",
                               "appliesToCombinations": ["fido2"], "allowedAAGUIDs": [ANDROID, IOS]}
     filled = fill_strength_id([config], "abc")
-    assert filled[0]["path"] == f"{STRENGTHS_PATH}/abc/combinationConfigurations"
-    assert config["path"].count(STRENGTH_ID_PLACEHOLDER) == 1  # the plan itself is untouched
+    assert filled[0]["strengthId"] == "abc"
+    assert config["strengthId"] == STRENGTH_ID_PLACEHOLDER  # the plan itself is untouched
 
 
 def test_strength_aaguid_change_updates_the_configuration() -> None:
     """Different AAGUIDs: update the existing configuration by id; dropping some narrows the strength."""
     plan = plan_for(strengths=[*OTHER_STRENGTHS, strength(aaguids=[ANDROID, YUBIKEY], config_id="cfg-9")])
     (write,) = plan.writes
-    assert write["op"] == "update_combination_configuration" and write["method"] == "PATCH"
-    assert write["path"] == f"{STRENGTHS_PATH}/s-ours/combinationConfigurations/cfg-9"
+    assert write["op"] == "update_combination_configuration"
+    assert (write["strengthId"], write["configurationId"]) == ("s-ours", "cfg-9")
     assert write["body"] == {"@odata.type": "#microsoft.graph.fido2CombinationConfiguration",
                              "allowedAAGUIDs": [ANDROID, IOS]}
     assert [(n.kind, n.aaguids) for n in plan.narrowing] == [("strength_aaguids_removed", (YUBIKEY,))]
@@ -358,8 +348,7 @@ def test_multi_method_strength_is_narrowed_to_fido2() -> None:
     """A strength of ours with "password,sms" is moved to fido2 only; that narrowing cannot be evaluated."""
     plan = plan_for(strengths=[strength(combos=["password,sms", "fido2"], aaguids=[ANDROID, IOS])])
     (write,) = plan.writes
-    assert write == {"op": "update_strength_combinations", "method": "POST",
-                     "path": f"{STRENGTHS_PATH}/s-ours/updateAllowedCombinations", "target": "Authenticator passkey",
+    assert write == {"op": "update_strength_combinations", "target": "Authenticator passkey", "strengthId": "s-ours",
                      "body": {"allowedCombinations": ["fido2"]}}
     (narrow,) = plan.narrowing
     assert narrow.kind == "strength_methods_narrowed" and not narrow.evaluable and "password,sms" in narrow.detail
@@ -370,15 +359,15 @@ def test_strength_without_configuration_gets_one() -> None:
     plan = plan_for(strengths=[strength()])
     (write,) = plan.writes
     assert write["op"] == "create_combination_configuration"
-    assert write["path"] == f"{STRENGTHS_PATH}/s-ours/combinationConfigurations"
+    assert write["strengthId"] == "s-ours"
     assert [n.kind for n in plan.narrowing] == ["strength_restricted"]
 
 
 def test_strength_description_update() -> None:
     """A different description is a PATCH of the description only."""
     plan = plan_for(strengths=[strength(aaguids=[ANDROID, IOS], description="old")])
-    assert plan.writes == [{"op": "update_strength", "method": "PATCH", "path": f"{STRENGTHS_PATH}/s-ours",
-                            "target": "Authenticator passkey", "body": {"description": "Managed"}}]
+    assert plan.writes == [{"op": "update_strength", "target": "Authenticator passkey", "strengthId": "s-ours",
+                            "body": {"description": "Managed"}}]
 
 
 def test_builtin_or_ambiguous_strength_is_an_error() -> None:
@@ -402,7 +391,7 @@ def test_ca_created_with_strength_reference() -> None:
     """A missing CA policy is created report-only with the strength as grant control."""
     plan = plan_for(desired(conditionalAccess=ca_section()))
     (write,) = plan.writes
-    assert write["op"] == "create_ca_policy" and write["path"] == CA_PATH
+    assert write["op"] == "create_ca_policy" and "policyId" not in write
     assert write["body"] == {
         "displayName": "Require Authenticator passkey", "state": "enabledForReportingButNotEnforced",
         "conditions": {"clientAppTypes": ["all"], "applications": {"includeApplications": [APP]},
@@ -424,7 +413,7 @@ def test_ca_enforced_is_narrowing() -> None:
     """Creating or switching the CA policy to enabled needs acceptance."""
     plan = plan_for(desired(conditionalAccess=ca_section(state="enabled")), cas=[ca_policy()])
     (write,) = plan.writes
-    assert write["op"] == "update_ca_policy" and write["path"] == f"{CA_PATH}/ca-1"
+    assert write["op"] == "update_ca_policy" and write["policyId"] == "ca-1"
     assert write["body"] == {"state": "enabled"}
     (narrow,) = plan.narrowing
     assert narrow.kind == "ca_enforced" and not narrow.evaluable and plan.requires_acceptance

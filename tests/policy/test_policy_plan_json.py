@@ -6,8 +6,11 @@ import json
 import pytest
 
 from shared.errors import InputError
-from shared.policy.plan import Plan, attach_lockout, build_plan, plan_from_json, plan_to_json, render_plan_table
-from shared.policy.report import plan_to_markdown
+from shared.policy.lockout import attach_lockout
+from shared.policy.plan import build_plan
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.plan_model import Plan
+from shared.policy.render import plan_to_markdown, render_plan_table
 from tests.policy.policy_factories import (
     ANDROID,
     IOS,
@@ -47,6 +50,20 @@ def test_round_trip_of_an_empty_plan() -> None:
     plan = build_plan(desired(), legacy_fido2(), [strength(aaguids=[ANDROID, IOS])], [], {})
     again = plan_from_json(plan_to_json(plan))
     assert again.empty and again == plan
+
+
+def test_stored_writes_show_the_request_each_write_becomes() -> None:
+    """Each stored write names its Graph method and path (derived, not held by the plan); loading drops them."""
+    state = desired(conditionalAccess=ca_section(excludeUsers=[]))
+    plan = build_plan(state, legacy_fido2(aaguids=[YUBIKEY], mode="allow"), [], [], {})
+    shown = [(w["op"], w["method"], w["path"]) for w in plan_to_json(plan)["writes"]]
+    strengths = "/policies/authenticationStrengthPolicies"
+    assert shown == [
+        ("patch_fido2", "PATCH", "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"),
+        ("create_strength", "POST", strengths),
+        ("create_combination_configuration", "POST", f"{strengths}/{{{{strength.id}}}}/combinationConfigurations"),
+        ("create_ca_policy", "POST", "/identity/conditionalAccess/policies")]
+    assert all("path" not in w and "method" not in w for w in plan_from_json(plan_to_json(plan)).writes)
 
 
 @pytest.mark.parametrize(("mutate", "field"), [

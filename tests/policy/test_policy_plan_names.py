@@ -3,15 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.policy.plan import (
-    STRENGTH_ID_PLACEHOLDER,
-    Plan,
-    build_plan,
-    plan_from_json,
-    plan_to_json,
-    render_plan_table,
-)
-from shared.policy.report import plan_to_markdown
+from shared.policy.plan import build_plan
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER, Plan
+from shared.policy.render import plan_to_markdown, render_plan_table
 from tests.policy.policy_factories import (
     APP,
     BREAK_GLASS,

@@ -13,16 +13,12 @@ from hypothesis import strategies as st
 from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS
 from shared.policy.current import aaguid_allowed, read_fido2, strip_volatile
 from shared.policy.document import DesiredState, validate_document
-from shared.policy.plan import (
-    Plan,
-    build_plan,
-    lockout_impact,
-    merge_aaguids,
-    plan_from_json,
-    plan_to_json,
-    render_plan_table,
-)
-from shared.policy.report import plan_to_markdown
+from shared.policy.lockout import lockout_impact
+from shared.policy.plan import build_plan
+from shared.policy.plan_codec import plan_from_json, plan_to_json
+from shared.policy.plan_method import merge_aaguids
+from shared.policy.plan_model import Plan
+from shared.policy.render import plan_to_markdown, render_plan_table
 from tests.policy.policy_factories import (
     ANDROID,
     APP,

@@ -5,7 +5,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 from shared.policy.checks import Report, build_check_context, run_checks
-from shared.policy.report import report_to_json, report_to_markdown
+from shared.policy.render import report_to_json, report_to_markdown
 from tests.policy.policy_factories import ANDROID, IOS, ONEPASSWORD, desired, legacy_fido2, strength
 
 WHEN = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 
 from shared.graph.permissions import required_roles
-from shared.policy.rollback import build_rollback, render_rollback_table
+from shared.policy.render import render_rollback_table
+from shared.policy.rollback import build_rollback
 
 A1, A2, A3 = ("de1e552d-db1d-4423-a619-566b625cdc84", "90a3ccdf-635c-4729-a248-9b709135078f",
               "cb69481e-8ff7-4039-93ec-0a2729a154a8")
@@ -76,7 +77,7 @@ def test_an_updated_ca_policy_is_restored_and_enforcing_it_again_needs_acceptanc
     rec = run([], [], [then], [left], [("update_ca_policy", "Require passkey")])
     made = build_rollback(rec, rec["after"]["fido2"], [], [copy.deepcopy(left)])
     (write,) = made.plan.writes
-    assert write["op"] == "update_ca_policy" and write["path"].endswith(PID)
+    assert write["op"] == "update_ca_policy" and write["policyId"] == PID
     assert write["body"] == {"state": "enabled", "grantControls": {"operator": "OR", "builtInControls": ["mfa"]}}
     assert made.plan.requires_acceptance
     assert {(r.object, r.field) for r in made.changed} == {("Require passkey", "state"),

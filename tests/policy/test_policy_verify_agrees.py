@@ -11,7 +11,7 @@ from hypothesis import given
 
 from shared.policy.checks import build_check_context, run_checks
 from shared.policy.document import DesiredState
-from shared.policy.plan import Plan
+from shared.policy.plan_model import Plan
 from tests.policy.policy_factories import (
     ANDROID,
     APP,

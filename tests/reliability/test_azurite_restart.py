@@ -26,7 +26,7 @@ import pytest
 from devhost.azurite import Azurite, start_azurite
 from shared.errors import PasskeyGuardError, StateError
 from shared.policy.service import list_runs, verify
-from shared.upn.service import sweep
+from shared.upn.sweep import sweep
 from tests.e2e.stack import YUBI, running_stack, tenant, user
 from tests.reliability.helpers import drain, judge, poison_count
 from tests.reliability.summary import record, soak_factor

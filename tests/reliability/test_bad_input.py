@@ -39,7 +39,7 @@ from shared.upn.intake import (
     validation_token,
     verify_ticket,
 )
-from shared.upn.service import sweep
+from shared.upn.sweep import sweep
 from shared.web import read_json_object
 from tests import payloads
 from tests.conftest import CLIENT_STATE
@@ -225,7 +225,7 @@ queue_bodies = (st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v
 async def test_queue_messages_are_refused_clearly_before_any_io(body: bytes) -> None:
     """A queue message is dispatched, dropped (another tenant) or refused with an InputError; only a
     well-formed message reaches Graph or storage."""
-    from shared.upn.service import handle_message
+    from shared.upn.dispatch import handle_message
 
     counter = tally("queueMessage")
     counter.tried += 1

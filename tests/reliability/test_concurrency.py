@@ -14,7 +14,7 @@ from shared.errors import ConflictError
 from shared.policy.service import apply_document
 from shared.services import Services
 from shared.upn.intake import sign_ticket
-from shared.upn.service import sweep
+from shared.upn.sweep import sweep
 from tests.conftest import TICKET_SECRET, make_settings
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.summary import record
@@ -115,7 +115,7 @@ async def test_processors_racing_on_the_same_users_make_one_flag_each(azurite, p
         stack.sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
                                                         "to_domain": "fabrikam.example", "notify": False})
         others = await _instances(azurite, stack, 2)
-        from shared.upn.service import handle_message
+        from shared.upn.dispatch import handle_message
 
         def message(source: str, with_upn: bool) -> bytes:
             entries = [{"id": uid(n), **({"upn": f"user{n}@fabrikam.example"} if with_upn else {})}

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 
 from shared.principal import PRINCIPAL_HEADER
-from shared.upn.service import sweep
+from shared.upn.sweep import sweep
 from tests.e2e.stack import ADMIN_PRINCIPAL, running_stack, tenant, uid, user
 from tests.functions.test_route_access import ROUTE_ACCESS
 from tests.reliability.helpers import snapshot_storage, storage_diff
@@ -227,7 +227,7 @@ async def test_schemathesis_finds_no_5xx_no_spec_breach_and_no_write_by_a_refuse
         stack.sim.control("POST", "users/bulk_rename", {"notify": False, "users": [
             {"id": uid(n), "userPrincipalName": f"user{n}@fabrikam.example"} for n in (1, 2)]})
         await sweep(stack.services)
-        from shared.upn.service import process_users
+        from shared.upn.processor import process_users
 
         await process_users(stack.services, [{"id": uid(1)}, {"id": uid(2)}], source="sweep")  # flags to list
         fuzz = Fuzz(stack, azurite.connection_string, asyncio.get_running_loop())

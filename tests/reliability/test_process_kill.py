@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from shared.upn.service import sweep
+from shared.upn.sweep import sweep
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, drain, judge, poison_count
 from tests.reliability.summary import record, soak_factor

@@ -85,7 +85,7 @@ async def test_health_names_the_unavailable_secrets_without_their_values(azurite
 async def test_event_grid_refuses_when_the_configured_client_state_is_unusable(azurite):
     """An Event Grid user event is not queued against an unresolved clientState reference (Event Grid retries)."""
     from shared.errors import SecretUnavailable
-    from shared.upn.service import intake_event_grid
+    from shared.upn.event_grid import intake_event_grid
 
     async with running_stack(azurite, tenant([user(1)]), drain=False, NOTIFICATION_CLIENT_STATE=KV_STATE) as stack:
         before = await snapshot_storage(azurite.connection_string, stack.tenant_id)

@@ -11,7 +11,8 @@ from typing import Any
 
 from shared.errors import PasskeyGuardError
 from shared.policy.service import apply_document, verify
-from shared.upn.service import ensure_subscription, sweep
+from shared.upn.subscriptions import ensure_subscription
+from shared.upn.sweep import sweep
 from tests.e2e.stack import ANDROID, IOS, YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import Storm, clear_queue, drain, judge, poison_count, policy_document, policy_tenant
 from tests.reliability.summary import record, soak_factor
@@ -139,7 +140,7 @@ async def test_policy_apply_survives_an_error_storm(azurite):
 async def test_a_dropped_batch_connection_does_not_fail_the_message(azurite):
     """Connections dropped under a `$batch` of idempotent reads are retried inside the message: the
     processing succeeds instead of burning one of the message's five deliveries (then the poison queue)."""
-    from shared.upn.service import process_users
+    from shared.upn.processor import process_users
 
     users = [user(n) for n in range(1, 101)]
     async with running_stack(azurite, tenant(users), drain=False) as stack:

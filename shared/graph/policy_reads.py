@@ -1,4 +1,7 @@
-"""Reads of the tenant's current policy state, as raw Graph JSON.
+"""Reads of the tenant's policy state, as raw Graph JSON: the FIDO2 method configuration, authentication
+strengths and their combination configurations, Conditional Access policies, the groups a document
+targets, the names of the users, applications and groups a CA policy covers, and the users (with their
+passkeys) a lockout check looks at.
 
 Raw JSON, not SDK models: the models drop a multi-value `passkeyTypes` ("deviceBound,synced") and parse
 multi-method `allowedCombinations` ("password,sms") as None (graph-contract pitfalls 2, 3 and 6).
@@ -7,20 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from shared.errors import GraphError, NotFound
 from shared.graph.gateway import GraphGateway
 from shared.graph.passkeys import read_passkeys
-from shared.policy.aaguids import is_guid
-from shared.policy.current import ca_policies_named
-from shared.policy.document import DesiredState
+from shared.graph.policy_paths import CA_PATH, FIDO2_PATH, STRENGTHS_PATH, configurations_path
 
 log = logging.getLogger(__name__)
 
-FIDO2_PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
-STRENGTHS_PATH = "/policies/authenticationStrengthPolicies"
-CA_PATH = "/identity/conditionalAccess/policies"
 #: Volatile or read-only fields that are never part of a comparison or a write.
 READ_ONLY_FIELDS = ("@odata.context", "@odata.etag")
 
@@ -39,13 +38,20 @@ async def read_strengths_raw(graph: GraphGateway, *, with_configurations_for: st
     """All authentication strength policies; the one named `with_configurations_for` (custom only)
     also gets its `combinationConfigurations` read from their own collection."""
     strengths = [_clean(s) for s in await graph.get_all(STRENGTHS_PATH, what="list authentication strengths")]
+    if with_configurations_for is not None:
+        await read_combination_configurations(
+            graph, [s for s in strengths if s.get("displayName") == with_configurations_for])
+    return strengths
+
+
+async def read_combination_configurations(graph: GraphGateway, strengths: Iterable[dict[str, Any]]) -> None:
+    """Fill in `combinationConfigurations` of each custom strength given, read from their own collection
+    (the strengths' list does not carry them); built-in strengths are left as they are."""
     for strength in strengths:
-        if (with_configurations_for is not None and strength.get("displayName") == with_configurations_for
-                and strength.get("policyType") == "custom"):
-            configs = await graph.get_all(f"{STRENGTHS_PATH}/{strength['id']}/combinationConfigurations",
+        if strength.get("policyType") == "custom":
+            configs = await graph.get_all(configurations_path(str(strength["id"])),
                                           what="read the strength's combination configurations")
             strength["combinationConfigurations"] = [_clean(c) for c in configs]
-    return strengths
 
 
 async def read_ca_policies_raw(graph: GraphGateway) -> list[dict[str, Any]]:
@@ -68,28 +74,15 @@ async def read_groups(graph: GraphGateway, group_ids: list[str]) -> dict[str, di
     return dict(await asyncio.gather(*(one(g) for g in dict.fromkeys(group_ids))))
 
 
-async def read_ca_names(graph: GraphGateway, desired: DesiredState, ca_raw: object = None
-                        ) -> dict[str, dict[str, Any] | None]:
-    """The users and applications the CA section names by id, and the users, groups and applications the
-    tenant's policy of that name covers today (`ca_raw`), so a plan can show them by name.
+async def read_directory_names(graph: GraphGateway, *, users: Iterable[str] = (), applications: Iterable[str] = (),
+                               groups: Iterable[str] = ()) -> dict[str, dict[str, Any] | None]:
+    """The display names of users, applications (by appId) and groups, so a plan can show them by name.
 
     Users: `GET /users/{id}` (User.Read.All). Applications: `GET /servicePrincipals(appId='{id}')`, which
     needs Application.Read.All (opt-in, `grantApplicationRead`). None for an id Graph does not know; an id
     whose read failed (no permission, any Graph error) is left out and shown as "name not readable".
     Never raises for a name: names only inform people, they decide nothing.
     """
-    ca = desired.conditional_access
-    if ca is None:
-        return {}
-    users, apps, groups = [*ca.include_users, *ca.exclude_users], [*ca.include_applications], []
-    for policy in ca_policies_named(ca_raw or [], ca.display_name):
-        users += [*policy.include_users, *policy.exclude_users]
-        groups += [*policy.include_groups, *policy.exclude_groups]
-        apps += policy.include_applications
-    known_groups = {g.lower() for g in desired.group_ids()}
-    users = [u for u in dict.fromkeys(users) if is_guid(u)]
-    apps = [a for a in dict.fromkeys(apps) if is_guid(a)]
-    groups = [g for g in dict.fromkeys(groups) if is_guid(g) and g.lower() not in known_groups]
 
     async def one(oid: str, path: str, what: str) -> tuple[str, dict[str, Any] | None] | None:
         try:
@@ -103,9 +96,18 @@ async def read_ca_names(graph: GraphGateway, desired: DesiredState, ca_raw: obje
     found = await asyncio.gather(
         *(one(u, f"/users/{u}?$select=id,displayName,userPrincipalName", "read a CA user's name") for u in users),
         *(one(a, f"/servicePrincipals(appId='{a}')?$select=appId,displayName", "read a CA application's name")
-          for a in apps),
+          for a in applications),
         *(one(g, f"/groups/{g}?$select=id,displayName", "read a CA group's name") for g in groups))
     return dict(pair for pair in found if pair is not None)
+
+
+async def list_user_upns(graph: GraphGateway) -> dict[str, str]:
+    """Every user's UPN by user id, read page by page."""
+    upns: dict[str, str] = {}
+    async for page in graph.get_pages("/users?$select=id,userPrincipalName&$top=999", what="list users"):
+        for user in page.get("value", []):
+            upns[user["id"]] = user.get("userPrincipalName", "")
+    return upns
 
 
 async def read_users_with_passkeys(graph: GraphGateway, user_ids: list[str] | None = None
@@ -116,9 +118,7 @@ async def read_users_with_passkeys(graph: GraphGateway, user_ids: list[str] | No
     """
     upns: dict[str, str] = {}
     if user_ids is None:
-        async for page in graph.get_pages("/users?$select=id,userPrincipalName&$top=999", what="list users"):
-            for user in page.get("value", []):
-                upns[user["id"]] = user.get("userPrincipalName", "")
+        upns = await list_user_upns(graph)
         user_ids = list(upns)
     passkeys = {uid: keys for uid, keys in (await read_passkeys(graph, user_ids)).items() if keys}
     return passkeys, upns

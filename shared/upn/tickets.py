@@ -1,0 +1,39 @@
+"""The ticketing system's events, carried out inline (one user, so within the webhook's time):
+`upn_changed` tells us a user's old UPN, `recheck_user` re-reads a user and re-evaluates their flag now,
+`verify_policy` runs a policy verification. The event's signature and timestamp are checked before
+(`intake.verify_ticket`)."""
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import InputError, NotFound
+from shared.graph.users import user_by_upn
+from shared.services import Services
+from shared.upn.flag_views import public_flag
+from shared.upn.processor import process_users
+from shared.upn.tracker import track_flags_of
+
+
+async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
+    """Carry out one verified ticket event inline (one user, so within the webhook's time)."""
+    if event.action == "verify_policy":
+        from shared.policy.service import verify
+
+        return {"report": await verify(services, trigger="ticket")}
+    user_id = event.user_id
+    if user_id is None:
+        try:
+            user = await user_by_upn(services.graph, event.user_principal_name, what="find the ticket's user")
+        except NotFound:
+            raise InputError(f"userPrincipalName: no user {event.user_principal_name} in the tenant") from None
+        user_id = user["id"]
+    source = "ticket" if event.action == "upn_changed" else "recheck"
+    result = await process_users(services, [{"id": user_id}], source=source, ticket_id=event.ticket_id,
+                                 old_upn_hint=event.old_upn)
+    if result["removed"]:
+        raise InputError(f"userId: user {user_id} does not exist in the tenant")
+    if event.action == "recheck_user":
+        await track_flags_of(services, [user_id])
+    stored = await services.store.get_flag(services.settings.tenant_id, user_id.lower())
+    return {"userId": user_id.lower(), "decision": next(iter(result["decisions"]), "none"),
+            "flag": public_flag(stored) if stored else None}
