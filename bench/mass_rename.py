@@ -8,8 +8,8 @@ stats are reset and its RU bucket refilled (Graph's large-tenant budget: 8,000 R
 full, times `--throttle-scale`).
 
 Measured: from the start of `sweep()` until the last queue message is handled, i.e. every flag is
-written. The sweep enqueues to Azurite; in-process consumers pull messages with `store.queue.receive`
-and run `handle_message`, like the Functions host's queue trigger (batchSize 16, a new batch once
+written. The sweep enqueues to Azurite; the product's in-process drain (`shared.upn.drain`) pulls messages
+and runs `handle_message`, like the Functions host's queue trigger (batchSize 16, a new batch once
 8 or fewer are in flight). Graph requests and resource units come from the simulator's own accounting.
 
 The optimum: Graph's bucket starts full, so no client can finish before
@@ -36,54 +36,22 @@ log = logging.getLogger(__name__)
 
 CAPACITY_RU = 8000  # Graph, large tenant: 8,000 RU per 10 s (platform-limits.md)
 REFILL_RU_PER_S = 800
-BATCH_SIZE = 16  # host.json queues.batchSize
-NEW_BATCH_THRESHOLD = 8  # host.json queues.newBatchThreshold
-MAX_POLL_S = 2.0  # host.json queues.maxPollingInterval
 
 
 async def consume(services: Any, sweep_done: asyncio.Event, stats: dict[str, Any]) -> None:
-    """Pull messages like the queue trigger (16 at a time, refill at <= 8 in flight) until the sweep is
-    done and the queue is empty; record when the last message finished."""
-    from shared.upn.dispatch import handle_message
+    """The product's in-process drain (host.json's rules: 16 at a time, refill at <= 8 in flight) until the
+    sweep is done and the queue is empty; record when the last message finished."""
+    from shared.upn.drain import process_queue
 
-    queue = services.store.queue
-    in_flight: set[asyncio.Task[None]] = set()
-    poll = 0.05
-
-    async def run(msg: Any) -> None:
-        result = await handle_message(services, msg.text, dequeue_count=msg.dequeue_count)
-        await queue.delete(msg)
-        stats["messages"] += 1
-        stats["flagged"] += len(result.get("flagged", ()))
-        if result.get("requeued"):
-            stats["requeued"] += 1
+    def delivered() -> None:
         stats["last_done"] = time.monotonic()
 
-    while True:
-        if len(in_flight) > NEW_BATCH_THRESHOLD:
-            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            in_flight -= done
-            continue
-        finished_sweep = sweep_done.is_set()
-        batch = await queue.receive(BATCH_SIZE, visibility_timeout=60)
-        if batch:
-            poll = 0.05
-            for msg in batch:
-                task = asyncio.create_task(run(msg))
-                in_flight.add(task)
-            continue
-        if in_flight:
-            done, _ = await asyncio.wait(in_flight, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            in_flight -= done
-            continue
-        if finished_sweep and await queue.peek_count() == 0:
-            return
-        await asyncio.sleep(poll)
-        poll = min(MAX_POLL_S, poll * 2)
+    totals = await process_queue(services, until=sweep_done.is_set, on_delivered=delivered)
+    if totals["failed"] or totals["poisoned"] or totals["remaining"]:
+        raise RuntimeError(f"the queue did not drain cleanly: {totals}")
+    stats["messages"] += totals["messages"]
+    stats["flagged"] += len(totals["flagged"])
+    stats["requeued"] += totals["requeued"]
 
 
 async def baseline(services: Any, user_ids: list[str]) -> float:
