@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import time
 
-from shared.upn.intake import sign_ticket
 from shared.upn.subscriptions import ensure_subscription
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import sign_ticket
 from shared.upn.tracker import track_flags
 from tests import payloads
 from tests.conftest import CLIENT_STATE, TICKET_SECRET

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from shared.upn.intake import sign_ticket
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import sign_ticket
 from tests import payloads
 from tests.e2e.stack import running_stack, tenant, uid, user
 
