@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.errors import InputError
-from shared.upn.intake import TicketEvent, sign_ticket
+from shared.upn.ticket_webhook import TicketEvent, sign_ticket
 from shared.upn.sweep import sweep
 from shared.upn.tickets import ticket_action
 from shared.upn.tracker import track_flags
