@@ -135,7 +135,7 @@ async def run_get(services: Services, req: Request) -> Answer:
     run_id = req.route_params.get("runId", "")
     if not (len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)):
         raise InputError("runId must be a run id (32 lowercase hex digits), as POST /api/policy/plan|apply return")
-    return ok(public_run(await services.store.get_run(services.settings.tenant_id, run_id)))
+    return ok(public_run(await services.store.runs.get(run_id)))
 
 
 async def policy_verify(services: Services, req: Request) -> Answer:
@@ -229,13 +229,13 @@ async def tickets(services: Services, req: Request) -> Answer:
     event = verify_ticket(req.body, req.headers,
                           secret=settings.secret("ticket_webhook_secret"),
                           now=datetime.now(UTC))
-    if not await services.store.claim_event(settings.tenant_id, f"ticket:{event.event_id}", ttl_seconds=7 * 86400):
+    if not await services.store.events.claim(f"ticket:{event.event_id}", ttl_seconds=7 * 86400):
         return ok({"eventId": event.event_id, "duplicate": True,
                    "message": "this event id was already handled; nothing was done again"})
     try:
         result = await ticket_action(services, event)
     except Exception:
-        await services.store.forget_event(settings.tenant_id, f"ticket:{event.event_id}")  # let a retry work
+        await services.store.events.forget(f"ticket:{event.event_id}")  # let a retry work
         raise
     return ok({"eventId": event.event_id, "action": event.action, "duplicate": False, **result})
 

@@ -138,7 +138,7 @@ class RunRecorder:
         self.run["result"] = result
         self.run["graphCalls"] = self.services.graph.counters.requests - self._calls0
         self.run["durationMs"] = round((time.monotonic() - self._t0) * 1000)
-        await self.services.store.put_run(self.services.settings.tenant_id, self.run)
+        await self.services.store.runs.put(self.run)
         return self.run
 
 
@@ -156,7 +156,7 @@ async def verify(services: Services, *, trigger: str, document: Any = None,
     desired = load_desired(services, document)
     state = await read_state(services, desired)
     tenant = services.settings.tenant_id
-    last, etag = await services.store.get_checkpoint(tenant, POLICY_CHECKPOINT)
+    last, etag = await services.store.checkpoints.get(POLICY_CHECKPOINT)
     last_allowed = (last or {}).get("allowedAaguids")
     report = run_checks(build_check_context(desired, state.fido2, state.strengths, state.ca, last_allowed))
     now = _now()
@@ -185,9 +185,9 @@ async def _remember_allowed(services: Services, fido2: dict[str, Any], desired: 
     from shared.state import ABSENT
 
     try:
-        await services.store.put_checkpoint(services.settings.tenant_id, POLICY_CHECKPOINT,
-                                            {"allowedAaguids": allowed, "at": _now().isoformat()},
-                                            None if not only_if_superset else (etag or ABSENT))
+        await services.store.checkpoints.put(POLICY_CHECKPOINT,
+                                             {"allowedAaguids": allowed, "at": _now().isoformat()},
+                                             None if not only_if_superset else (etag or ABSENT))
     except ConcurrencyError:
         log.info("the policy checkpoint moved meanwhile; keeping the other run's value")
 
@@ -219,8 +219,8 @@ async def plan(services: Services, *, trigger: str, document: Any = None,
     desired = load_desired(services, document)
     made, state = await make_plan(services, desired)
     plan_id = uuid.uuid4().hex
-    await services.store.put_plan(services.settings.tenant_id, plan_id,
-                                  {"plan": plan_to_json(made), "desired": desired_to_json(desired)}, made.state_hash)
+    await services.store.plans.put(plan_id,
+                                   {"plan": plan_to_json(made), "desired": desired_to_json(desired)}, made.state_hash)
     await recorder.finish("planned", planId=plan_id, plan=plan_to_json(made), before=state.snapshot())
     return {"runId": recorder.id, **plan_view(made, tenant_id=services.settings.tenant_id, plan_id=plan_id)}
 
@@ -273,7 +273,7 @@ async def _hold_lease(services: Services, owner: str, before: str) -> None:
     A renewal only succeeds while the row still names `owner`, and it gives APPLY_LEASE_SECONDS from now,
     so the one write that follows runs under a lease nobody else can take meanwhile.
     """
-    if not await services.store.renew_lease(services.settings.tenant_id, APPLY_LEASE, owner, APPLY_LEASE_SECONDS):
+    if not await services.store.checkpoints.renew_lease(APPLY_LEASE, owner, APPLY_LEASE_SECONDS):
         raise LeaseLost(f"the apply lease was lost (another run holds it now); stopped before {before}, "
                         "which was not sent")
 
@@ -310,8 +310,7 @@ async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout:
 
     `lockout_users` (HTTP): the exact number of users accepted; the lockout read again now must match it.
     """
-    tenant = services.settings.tenant_id
-    stored = await services.store.get_plan(tenant, plan_id)
+    stored = await services.store.plans.get(plan_id)
     if stored.get("applied"):
         raise ConflictError(f"plan {plan_id} was already applied")
     desired = validate_document(stored["plan"]["desired"])
@@ -328,7 +327,7 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     recorder = RunRecorder(services, "apply", trigger, run, actor)
-    if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
+    if not await services.store.checkpoints.acquire_lease(APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; this one yielded and wrote nothing")
     try:
         made, before = await make_plan(services, desired)
@@ -363,7 +362,7 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
                                              for c in remaining.changes])
         if stored is not None:
             try:
-                await services.store.mark_plan_applied(tenant, stored["id"], stored["etag"], run_id=recorder.id)
+                await services.store.plans.mark_applied(stored["id"], stored["etag"], run_id=recorder.id)
             except ConcurrencyError:
                 raise ConflictError(f"plan {stored['id']} was applied by another request") from None
         await _remember_allowed(services, after.fido2, desired, None, None, only_if_superset=False)
@@ -371,7 +370,7 @@ async def _apply(services: Services, desired: DesiredState, *, trigger: str, acc
                                     after=after.snapshot())
         return {"runId": run["id"], "result": "applied", "writes": done, **plan_view(made, tenant_id=tenant)}
     finally:
-        await services.store.release_lease(tenant, APPLY_LEASE, recorder.id)
+        await services.store.checkpoints.release_lease(APPLY_LEASE, recorder.id)
 
 
 # ------------------------------------------------------------------------------------------ rollback
@@ -428,13 +427,12 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
     changed since is kept and named. Same lease, permission pre-check and lockout safety as an apply.
     """
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
-    tenant = services.settings.tenant_id
-    source = await services.store.get_run(tenant, run_id)
+    source = await services.store.runs.get(run_id)
     if source.get("kind") != "apply":
         raise InputError(f"run {run_id} is a {source.get('kind')} run, which the rollback does not undo; "
                          "name the apply run that made the change (python -m shared runs)")
     recorder = RunRecorder(services, "rollback", trigger, actor=actor)
-    if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
+    if not await services.store.checkpoints.acquire_lease(APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; the rollback yielded and wrote nothing")
     try:
         fido2, strengths, ca = await _read_for_rollback(services, source)
@@ -461,7 +459,7 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
         return {"runId": run["id"], "result": run["result"], "rolledBack": run_id, "plan": plan_to_json(made.plan),
                 **shown, "table": table}
     finally:
-        await services.store.release_lease(tenant, APPLY_LEASE, recorder.id)
+        await services.store.checkpoints.release_lease(APPLY_LEASE, recorder.id)
 
 
 # ------------------------------------------------------------------------------------------ timer
@@ -481,5 +479,5 @@ async def scheduled_run(services: Services, *, past_due: bool = False) -> dict[s
 
 
 async def list_runs(services: Services, *, limit: int = 20, page_token: str | None = None) -> dict[str, Any]:
-    runs, token = await services.store.list_runs(services.settings.tenant_id, limit=limit, page_token=page_token)
+    runs, token = await services.store.runs.page(limit=limit, page_token=page_token)
     return {"value": [_public_run(r) for r in runs], "nextPageToken": token}

@@ -24,20 +24,20 @@ async def test_the_subscription_is_created_once_renewed_late_and_recreated_when_
         created = await _subscribe(stack)
         assert created["action"] == "created"
         assert (await ensure_subscription(stack.services))["action"] == "none"
-        stored, etag = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, etag = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         soon = (datetime.now(UTC) + timedelta(days=5)).isoformat()  # as if 24 days had passed
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT,
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT,
                                                   {**stored, "expirationDateTime": soon}, etag)
         renewed = await ensure_subscription(stack.services)
         assert renewed["action"] == "renewed" and renewed["id"] == created["id"]
         assert datetime.fromisoformat(renewed["expirationDateTime"]) > datetime.now(UTC) + timedelta(days=28)
         await stack.services.graph.send_raw("DELETE", f"/subscriptions/{created['id']}")
-        stored, etag = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT,
+        stored, etag = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT,
                                                   {**stored, "expirationDateTime": soon}, etag)
         recreated = await ensure_subscription(stack.services)  # the renewal gets 404: create a new one
         assert recreated["action"] == "created" and recreated["id"] != created["id"]
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["id"] == recreated["id"]
         assert [s["id"] for s in _subscriptions(stack)] == [recreated["id"]]
 
@@ -62,7 +62,7 @@ async def test_lifecycle_events_reauthorize_recreate_and_sweep(azurite):
         stack.sim.lifecycle(created["id"], "subscriptionRemoved")
 
         async def replaced() -> str | None:
-            stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+            stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
             return stored["id"] if stored and stored["id"] != created["id"] else None
 
         new_id = await eventually(replaced)
@@ -106,7 +106,7 @@ async def test_lifecycle_events_for_another_subscription_change_nothing(azurite,
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
         await sweep(stack.services)
         created = await _subscribe(stack)
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         await stack.services.store.queue.clear()
         before = dict(stack.sim.stats()["calls"]["by_route"])
         stranger = str(uuid.uuid4())
@@ -118,7 +118,7 @@ async def test_lifecycle_events_for_another_subscription_change_nothing(azurite,
         assert await stack.host.drain_once() == 3
         after = dict(stack.sim.stats()["calls"]["by_route"])
         assert after == before
-        assert (await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT))[0] == stored
+        assert (await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT))[0] == stored
         assert [s["id"] for s in _subscriptions(stack)] == [created["id"]]
         assert sum(stranger in r.getMessage() for r in caplog.records) == 3
 
@@ -134,7 +134,7 @@ async def test_a_subscription_made_before_deleted_was_asked_for_is_replaced(azur
             client_state=stack.services.settings.notification_client_state,
             expiration_date_time=datetime.now(UTC) + timedelta(days=20)))
         assert old is not None and old.expiration_date_time is not None
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, {
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, {
             "id": old.id, "expirationDateTime": old.expiration_date_time.isoformat(), "createdAt": "2026-01-01Z"})
         result = await _subscribe(stack)
         assert result["action"] == "recreated" and result["id"] != old.id

@@ -42,14 +42,14 @@ async def test_an_unusable_client_state_is_never_registered(azurite, value):
         assert "NOTIFICATION_CLIENT_STATE" in info.value.message and value not in info.value.message
         assert stack.sim.stats()["http_requests"] == 0
         assert _subscriptions(stack) == []
-        assert await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT) == (None, None)
+        assert await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT) == (None, None)
 
 
 async def test_a_rotated_client_state_recreates_the_subscription(azurite):
     """The record keeps a keyed fingerprint, not the value; a new clientState deletes and recreates."""
     async with running_stack(azurite, tenant([user(1)])) as stack:
         first = await _subscribe(stack)
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["clientStateFingerprint"] and CLIENT_STATE not in json.dumps(stored)
         assert (await ensure_subscription(stack.services))["action"] == "none"
 
@@ -58,7 +58,7 @@ async def test_a_rotated_client_state_recreates_the_subscription(azurite):
         assert rotated["action"] == "recreated" and rotated["id"] != first["id"]
         live = _subscriptions(stack)
         assert [(s["id"], s["clientState"]) for s in live] == [(rotated["id"], ROTATED)]
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["id"] == rotated["id"] and ROTATED not in json.dumps(stored)
         assert stored["clientStateFingerprint"] != first["clientStateFingerprint"]
         assert (await ensure_subscription(stack.services))["action"] == "none"
@@ -74,9 +74,9 @@ async def test_a_record_without_a_fingerprint_is_recreated_once(azurite):
     """A subscription stored before fingerprints existed cannot be vouched for, so it is replaced once."""
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
         first = await _subscribe(stack)
-        stored, etag = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, etag = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         legacy = {k: v for k, v in stored.items() if k != "clientStateFingerprint"}
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, legacy, etag)
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, legacy, etag)
         again = await ensure_subscription(stack.services)
         assert again["action"] == "recreated" and [s["id"] for s in _subscriptions(stack)] == [again["id"]]
         assert again["id"] != first["id"]
@@ -108,7 +108,7 @@ async def test_instances_starting_together_create_one_subscription(azurite, func
         live = _subscriptions(stack)
         assert len(live) == 1, live
         assert not [r for r in results if isinstance(r, BaseException) and not _yielded(r)], results
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["id"] == live[0]["id"]
 
 

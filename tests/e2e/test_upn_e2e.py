@@ -61,7 +61,7 @@ async def test_a_renamed_user_without_a_passkey_gets_no_flag(azurite):
         await eventually(lambda: stack.flag(uid(1)))
 
         async def snapshot_moved() -> bool:
-            snaps = await stack.services.store.get_snapshots(stack.tenant_id, [uid(2)])
+            snaps = await stack.services.store.snapshots.get([uid(2)])
             return snaps.get(uid(2)) == "user2@fabrikam.example"
 
         await eventually(snapshot_moved)
@@ -210,7 +210,7 @@ async def test_a_ticket_with_a_bad_signature_or_old_timestamp_gets_401_and_write
             assert status == 401, text
         assert await stack.services.store.queue.peek_count() == 0
         assert await stack.flag(uid(1)) is None
-        assert await stack.services.store.claim_event(stack.tenant_id, "ticket:evt-1", 60)  # never claimed
+        assert await stack.services.store.events.claim("ticket:evt-1", 60)  # never claimed
 
 
 async def test_a_signed_ticket_flags_the_user_once(azurite):
@@ -280,7 +280,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         await sweep(stack.services)
         for n in (3, 5):
             await _rename(stack, n, f"user{n}@fabrikam.example")
-        await stack.services.store.delete_snapshots(stack.tenant_id, [uid(7)])  # never seen before
+        await stack.services.store.snapshots.delete([uid(7)])  # never seen before
         stack.sim.invalidate_delta()  # the next sweep reads every user again
         sent = _capture_messages(monkeypatch)
         result = await sweep(stack.services)
@@ -291,7 +291,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         assert all(entry.pop("oldUpnSeenAt").endswith("Z") for entry in entries)
         assert sorted(entries, key=lambda e: e["id"]) == [
             {"id": uid(n), "upn": f"user{n}@fabrikam.example", "oldUpn": f"user{n}@contoso.example"} for n in (3, 5)]
-        assert await stack.services.store.get_snapshots(stack.tenant_id, [uid(7)]) == {uid(7): "user7@contoso.example"}
+        assert await stack.services.store.snapshots.get([uid(7)]) == {uid(7): "user7@contoso.example"}
 
         async def both_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(3), uid(5)}
@@ -299,7 +299,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         await eventually(both_flagged)
         flag = await stack.flag(uid(3))
         assert flag["oldUpn"] == "user3@contoso.example" and flag["newUpn"] == "user3@fabrikam.example"
-        snaps = await stack.services.store.get_snapshots(stack.tenant_id, [uid(3), uid(5), uid(1)])
+        snaps = await stack.services.store.snapshots.get([uid(3), uid(5), uid(1)])
         assert snaps == {uid(3): "user3@fabrikam.example", uid(5): "user5@fabrikam.example",
                          uid(1): "user1@contoso.example"}
 
@@ -316,7 +316,7 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
         renamed = list(range(1, 61, 3))
         for n in renamed:
             await _rename(stack, n, f"user{n}@fabrikam.example")
-        await stack.services.store.delete_snapshots(stack.tenant_id, [uid(2), uid(59)])
+        await stack.services.store.snapshots.delete([uid(2), uid(59)])
         stack.sim.invalidate_delta()
         sent = _capture_messages(monkeypatch, fail_on_call=2)
         try:
@@ -334,7 +334,7 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
 
         await eventually(all_flagged)
         assert len(await stack.all_flags()) == len(renamed)
-        snaps = await stack.services.store.load_all_snapshots(stack.tenant_id)
+        snaps = await stack.services.store.snapshots.load_all()
         assert snaps == {uid(n): f"user{n}@{'fabrikam' if n in renamed else 'contoso'}.example" for n in range(1, 61)}
 
 
@@ -361,7 +361,7 @@ async def test_a_deleted_notification_for_a_user_graph_still_has_forgets_nothing
         await functions["upn_events"].get_user_function()(payloads.event_grid_event(payloads.load(
             "eventgrid-user-deleted", tenant_id=stack.tenant_id, user_id=uid(1), client_state=CLIENT_STATE)))
         assert await stack.host.drain_once() == 2
-        snapshots = await stack.services.store.get_snapshots(stack.tenant_id, [uid(1)])
+        snapshots = await stack.services.store.snapshots.get([uid(1)])
         assert snapshots == {uid(1): "user1@fabrikam.example"}
         flag = await stack.flag(uid(1))
         assert flag["status"] == "pending" and len(flag["history"]) == 1
@@ -379,7 +379,7 @@ async def test_a_user_deleted_for_good_is_forgotten_once_graph_says_404(azurite)
         await stack.services.graph.send_raw("DELETE", f"/directory/deletedItems/{uid(1)}")
 
         async def forgotten() -> bool:
-            snapshots = await stack.services.store.get_snapshots(stack.tenant_id, [uid(1), uid(2)])
+            snapshots = await stack.services.store.snapshots.get([uid(1), uid(2)])
             flag = await stack.flag(uid(1))
             return uid(1) not in snapshots and uid(2) in snapshots and flag["status"] == "dismissed"
 
