@@ -111,7 +111,7 @@ Outcome = tuple[Any, str, int]
 
 async def _verify(services: Services, args: argparse.Namespace) -> Outcome:
     from shared.actors import SIGNED_IN_ADMINISTRATOR
-    from shared.policy import service as policy
+    from shared.policy import verify as policy
 
     result = await policy.verify(services, trigger="cli", document=_document(args.document),
                                  actor=SIGNED_IN_ADMINISTRATOR)
@@ -120,7 +120,7 @@ async def _verify(services: Services, args: argparse.Namespace) -> Outcome:
 
 async def _plan(services: Services, args: argparse.Namespace) -> Outcome:
     from shared.actors import SIGNED_IN_ADMINISTRATOR
-    from shared.policy import service as policy
+    from shared.policy import planning as policy
 
     result = await policy.plan(services, trigger="cli", document=_document(args.document),
                                actor=SIGNED_IN_ADMINISTRATOR)
@@ -131,7 +131,7 @@ async def _plan(services: Services, args: argparse.Namespace) -> Outcome:
 
 async def _apply(services: Services, args: argparse.Namespace) -> Outcome:
     from shared.actors import SIGNED_IN_ADMINISTRATOR
-    from shared.policy import service as policy
+    from shared.policy import apply as policy
 
     if args.plan_id:
         result = await policy.apply_stored_plan(
@@ -146,7 +146,7 @@ async def _apply(services: Services, args: argparse.Namespace) -> Outcome:
 
 async def _rollback(services: Services, args: argparse.Namespace) -> Outcome:
     from shared.actors import SIGNED_IN_ADMINISTRATOR
-    from shared.policy import service as policy
+    from shared.policy import rollback as policy
 
     result = await policy.rollback(services, args.run_id, accept_lockout=args.accept_lockout, trigger="cli",
                                    actor=SIGNED_IN_ADMINISTRATOR)
@@ -207,7 +207,7 @@ async def _flags(services: Services, args: argparse.Namespace) -> Outcome:
 
 async def _runs(services: Services, args: argparse.Namespace) -> Outcome:
     from shared.actors import describe_run_actor
-    from shared.policy import service as policy
+    from shared.policy import runs as policy
 
     result = await policy.list_runs(services, limit=20)
     lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"

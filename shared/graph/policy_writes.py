@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from shared.graph.gateway import GraphGateway
@@ -35,16 +36,23 @@ RAW_OPS = ("patch_fido2", *CA_OPS)
 
 
 class CaPacer:
-    """Spaces Conditional Access calls at least CA_MIN_INTERVAL apart (CA answers 429 with no Retry-After)."""
+    """Spaces Conditional Access calls at least CA_MIN_INTERVAL apart (CA answers 429 with no Retry-After).
 
-    def __init__(self) -> None:
-        self._last = 0.0
+    `clock` and `sleep` are the monotonic clock and the wait it uses (tests pass a simulated pair)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._last: float | None = None
+        self._clock = clock
+        self._sleep = sleep
 
     async def turn(self) -> None:
-        wait = self._last + CA_MIN_INTERVAL - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._last = time.monotonic()
+        """Wait until CA_MIN_INTERVAL has passed since the previous turn (the first turn does not wait)."""
+        if self._last is not None:
+            wait = self._last + CA_MIN_INTERVAL - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+        self._last = self._clock()
 
 
 async def send_write(graph: GraphGateway, write: dict[str, Any], ca: CaPacer) -> str | None:

@@ -1,6 +1,11 @@
-"""Policy as code, the pure core: the desired-state document, the current-state views, the plan (diff,
-merge, lockout impact), compliance checks and reports. No I/O here: callers read Graph and storage,
-hand plain JSON in, and send the plan's `writes` out (see `shared.policy.plan_model` for their format).
+"""Policy as code. The pure core (no I/O): the desired-state document (`document`), the current-state views
+(`current`), the plan (`plan_model`, `plan_method`, `plan`, `lockout`, `plan_codec`), the rollback plan
+(`rollback_plan`), compliance checks (`checks`) and everything people read (`render`). Callers read Graph and
+storage, hand plain JSON in, and send the plan's `writes` out (see `shared.policy.plan_model` for their format).
+
+The use cases, one per module, do the I/O through `shared.graph` and `shared.state`: `verify`, `planning`,
+`apply`, `rollback`, `scheduled` (the timer), `runs` (recording and listing runs) and `jobs` (HTTP plan and
+apply as queued jobs); `inputs` reads what they all start from.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import Any
 from shared.policy.aaguids import is_guid, label_of
 from shared.policy.checks import Report
 from shared.policy.plan_model import AREA_CA, ChangeRow, Plan
-from shared.policy.rollback import RollbackPlan
+from shared.policy.rollback_plan import RollbackPlan
 
 
 def format_value(value: Any, names: Mapping[str, str] | None = None) -> list[str]:

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from shared.errors import MissingGraphPermission
-from shared.policy.service import apply_document, apply_stored_plan, plan, rollback, verify
+from shared.policy.apply import apply_document, apply_stored_plan
+from shared.policy.planning import plan
+from shared.policy.rollback import rollback
+from shared.policy.verify import verify
 from shared.web import error_answer
 from tests.e2e.stack import running_stack
 from tests.e2e.test_policy_e2e import BREAK_GLASS, PILOT, doc_with, legacy_tenant
@@ -110,7 +113,7 @@ async def test_the_tracker_deletes_no_passkey_without_the_passkey_write_role(azu
     from shared.upn.sweep import sweep
     from shared.upn.tracker import track_flags
     from tests.e2e.stack import eventually, uid
-    from tests.e2e.test_upn_e2e import _rename
+    from tests.upn.stack_steps import rename as _rename
 
     async with running_stack(azurite, legacy_tenant(), GRAPH_DEV_TOKEN=token(AUDIT), ENFORCEMENT_MODE="enforce",
                              REMOVE_STALE_PASSKEYS="true") as stack:

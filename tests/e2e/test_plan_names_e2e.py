@@ -1,7 +1,8 @@
 """A plan for a new CA policy names who and what it covers, read through the simulator (Graph) and Azurite."""
 from __future__ import annotations
 
-from shared.policy.service import apply_document, plan
+from shared.policy.apply import apply_document
+from shared.policy.planning import plan
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.e2e.test_policy_e2e import BREAK_GLASS, GROUPS, PILOT, doc_with
 

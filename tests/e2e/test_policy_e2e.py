@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from shared.errors import InputError, LockoutRefused
-from shared.policy.service import apply_document, plan, rollback, scheduled_run, verify
+from shared.policy.apply import apply_document
+from shared.policy.planning import plan
+from shared.policy.rollback import rollback
+from shared.policy.scheduled import scheduled_run
+from shared.policy.verify import verify
 from tests.e2e.stack import ANDROID, IOS, YUBI, running_stack, tenant, uid, user
 
 ROOT = Path(__file__).resolve().parents[2]

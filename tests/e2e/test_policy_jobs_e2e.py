@@ -16,7 +16,8 @@ from azure.functions.queue import QueueMessage
 
 from shared.errors import ConflictError, EmergencyExclusionRefused
 from shared.graph import policy_writes
-from shared.policy.service import APPLY_LEASE, apply_document, scheduled_run
+from shared.policy.apply import APPLY_LEASE, apply_document
+from shared.policy.scheduled import scheduled_run
 from shared.services import Services, use_services
 from shared.state import StateStore
 from tests.conftest import make_settings

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from shared.errors import LockoutRefused
-from shared.policy.service import apply_document, rollback
+from shared.policy.apply import apply_document
+from shared.policy.rollback import rollback
 from tests.e2e.stack import ANDROID, running_stack, uid
 from tests.e2e.test_cli import cli, cli_env
 from tests.e2e.test_policy_e2e import BREAK_GLASS, PILOT, doc_with, fido2_of, legacy_tenant
@@ -118,7 +119,7 @@ async def test_the_cli_prints_what_the_rollback_changed(azurite):
 async def test_only_an_apply_run_can_be_rolled_back(azurite):
     """Rolling back a plan run (which wrote nothing) is bad input naming the kind, and writes nothing."""
     from shared.errors import InputError
-    from shared.policy.service import plan
+    from shared.policy.planning import plan
 
     async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
         planned = await plan(stack.services, trigger="test", document=ca_doc())

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.policy.service import scheduled_run
+from shared.policy.scheduled import scheduled_run
 from tests.e2e.stack import running_stack
 from tests.e2e.test_cli import cli, cli_env
 from tests.e2e.test_permissions_e2e import ENFORCE

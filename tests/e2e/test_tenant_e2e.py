@@ -10,8 +10,11 @@ import pytest
 
 from shared.__main__ import exit_code_of
 from shared.errors import WrongTenant
+from shared.policy.apply import APPLY_LEASE, apply_document
 from shared.policy.jobs import submit_plan
-from shared.policy.service import APPLY_LEASE, apply_document, plan, rollback, verify
+from shared.policy.planning import plan
+from shared.policy.rollback import rollback
+from shared.policy.verify import verify
 from shared.upn.dispatch import handle_message
 from shared.upn.messages import users_message
 from shared.upn.subscriptions import SUBSCRIPTION_LEASE, ensure_subscription

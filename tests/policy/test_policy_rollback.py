@@ -6,7 +6,7 @@ import copy
 
 from shared.graph.permissions import required_roles
 from shared.policy.render import render_rollback_table
-from shared.policy.rollback import build_rollback
+from shared.policy.rollback_plan import build_rollback
 
 A1, A2, A3 = ("de1e552d-db1d-4423-a619-566b625cdc84", "90a3ccdf-635c-4729-a248-9b709135078f",
               "cb69481e-8ff7-4039-93ec-0a2729a154a8")

@@ -25,7 +25,8 @@ import pytest
 
 from devhost.azurite import Azurite, start_azurite
 from shared.errors import PasskeyGuardError, StateError
-from shared.policy.service import list_runs, verify
+from shared.policy.runs import list_runs
+from shared.policy.verify import verify
 from shared.upn.sweep import sweep
 from tests.e2e.stack import YUBI, running_stack, tenant, user
 from tests.reliability.helpers import drain, judge, poison_count

@@ -11,7 +11,7 @@ from typing import Any
 from azure.functions.queue import QueueMessage
 
 from shared.errors import ConflictError
-from shared.policy.service import apply_document
+from shared.policy.apply import apply_document
 from shared.services import Services
 from shared.upn.intake import sign_ticket
 from shared.upn.sweep import sweep

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import LockoutRefused
-from shared.policy.service import apply_document
+from shared.policy.apply import apply_document
 from tests.e2e.stack import ANDROID, IOS, YUBI, running_stack, tenant, user
 from tests.reliability.helpers import GROUPS, REPO
 from tests.reliability.summary import record, soak_factor

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import PasskeyGuardError
-from shared.policy.service import apply_document, verify
+from shared.policy.apply import apply_document
+from shared.policy.verify import verify
 from shared.upn.subscriptions import ensure_subscription
 from shared.upn.sweep import sweep
 from tests.e2e.stack import ANDROID, IOS, YUBI, running_stack, tenant, uid, user

@@ -53,11 +53,11 @@ async def test_lease_refuses_second_owner_until_expiry(store: StateStore, tenant
 async def test_racing_lease_acquirers_get_exactly_one_winner(store: StateStore, other_store: StateStore,
                                                              tenant: str, clock: FakeClock) -> None:
     """Five owners racing for a free (then an expired) lease: exactly one wins each time."""
-    results = await asyncio.gather(*(s.acquire_lease(tenant, "policy", f"w{i}", 10)
+    results = await asyncio.gather(*(s.checkpoints.acquire_lease("policy", f"w{i}", 10)
                                      for i, s in enumerate([store, other_store] * 3)))
     assert sum(results) == 1
     clock.advance(11)
-    results = await asyncio.gather(*(s.acquire_lease(tenant, "policy", f"late{i}", 10)
+    results = await asyncio.gather(*(s.checkpoints.acquire_lease("policy", f"late{i}", 10)
                                      for i, s in enumerate([store, other_store] * 3)))
     assert sum(results) == 1
 

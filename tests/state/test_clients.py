@@ -66,7 +66,7 @@ async def test_connection_string_over_https_needs_the_dev_certificate(azurite_oa
                             retry_total=0)
     try:
         with pytest.raises(StateUnavailable):
-            await unverified.claim_event(TENANT, "tls-event-2", 60)
+            await unverified.events.claim("tls-event-2", 60)
     finally:
         await unverified.close()
 

@@ -26,7 +26,7 @@ async def test_claim_event_once_then_false_until_expired_or_forgotten(store: Sta
 
 async def test_concurrent_claims_have_one_winner(store: StateStore, other_store: StateStore, tenant: str) -> None:
     """Eight simultaneous claims of one event id (two processes): exactly one is True."""
-    results = await asyncio.gather(*(s.claim_event(tenant, "evt-1", 60) for s in [store, other_store] * 4))
+    results = await asyncio.gather(*(s.events.claim("evt-1", 60) for s in [store, other_store] * 4))
     assert sum(results) == 1
 
 
