@@ -119,7 +119,7 @@ async def run(users: int, scale: float, sample: int) -> dict[str, Any]:
         stats = sim.stats()
 
         flags_written = 0
-        async for _ in services.store.iter_flags(services.settings.tenant_id):
+        async for _ in services.store.flags.every():
             flags_written += 1
 
         base_ids = sample_ids[:sample]

@@ -54,10 +54,10 @@ async def run(count: int) -> dict[str, Any]:
             snaps = {str(uuid.UUID(int=10**9 + n, version=4)): f"user{n}@fabrikam.example"
                      for n in range(count - half)}
 
-            tenant = str(uuid.uuid4())
+            fresh = store.for_tenant(str(uuid.uuid4()))
             started = time.perf_counter()
-            created = await store.create_flags(tenant, flags)
-            written = await store.put_snapshots(tenant, snaps)
+            created = await fresh.flags.create(flags)
+            written = await fresh.snapshots.put(snaps)
             batched_s = time.perf_counter() - started
             assert len(created) == half and written == count - half, (len(created), written)
 

@@ -15,4 +15,4 @@ async def purge_expired_events(services: Services) -> dict[str, int]:
 
     No Graph call, not even the tenant check: it only deletes expired claims in TENANT_ID's own partition,
     which only runs that confirmed the tenant wrote, so a wrong TENANT_ID finds nothing to delete."""
-    return {"purged": await services.store.purge_events(services.settings.tenant_id)}
+    return {"purged": await services.store.events.purge()}

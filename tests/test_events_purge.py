@@ -21,12 +21,12 @@ async def test_expired_claims_go_and_live_ones_stay(azurite):
     services = Services(settings=settings, graph=GraphGateway(settings),
                         store=StateStore.from_settings(settings, clock=lambda: now[0]))
     try:
-        assert await services.store.claim_event(tenant, "ticket:a", ttl_seconds=10)
-        assert await services.store.claim_event(tenant, "policy-job|b", ttl_seconds=10)
+        assert await services.store.events.claim("ticket:a", ttl_seconds=10)
+        assert await services.store.events.claim("policy-job|b", ttl_seconds=10)
         now[0] += timedelta(seconds=20)
-        assert await services.store.claim_event(tenant, "ticket:c", ttl_seconds=60)
+        assert await services.store.events.claim("ticket:c", ttl_seconds=60)
         assert await purge_expired_events(services) == {"purged": 2}
         assert await purge_expired_events(services) == {"purged": 0}
-        assert await services.store.claim_event(tenant, "ticket:c", ttl_seconds=60) is False
+        assert await services.store.events.claim("ticket:c", ttl_seconds=60) is False
     finally:
         await services.close()

@@ -82,7 +82,7 @@ async def hold_lease(services: Services, owner: str, before: str) -> None:
     A renewal only succeeds while the row still names `owner`, and it gives APPLY_LEASE_SECONDS from now,
     so the one write that follows runs under a lease nobody else can take meanwhile.
     """
-    if not await services.store.renew_lease(services.settings.tenant_id, APPLY_LEASE, owner, APPLY_LEASE_SECONDS):
+    if not await services.store.checkpoints.renew_lease(APPLY_LEASE, owner, APPLY_LEASE_SECONDS):
         raise LeaseLost(f"the apply lease was lost (another run holds it now); stopped before {before}, "
                         "which was not sent")
 
@@ -119,8 +119,7 @@ async def apply_stored_plan(services: Services, plan_id: str, *, accept_lockout:
 
     `lockout_users` (HTTP): the exact number of users accepted; the lockout read again now must match it.
     """
-    tenant = services.settings.tenant_id
-    stored = await services.store.get_plan(tenant, plan_id)
+    stored = await services.store.plans.get(plan_id)
     if stored.get("applied"):
         raise ConflictError(f"plan {plan_id} was already applied")
     desired = validate_document(stored["plan"]["desired"])
@@ -139,7 +138,7 @@ async def apply_desired(services: Services, desired: DesiredState, *, trigger: s
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     tenant = services.settings.tenant_id
     recorder = RunRecorder(services, "apply", trigger, run, actor)
-    if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
+    if not await services.store.checkpoints.acquire_lease(APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; this one yielded and wrote nothing")
     try:
         made, before = await make_plan(services, desired)
@@ -174,7 +173,7 @@ async def apply_desired(services: Services, desired: DesiredState, *, trigger: s
                                              for c in remaining.changes])
         if stored is not None:
             try:
-                await services.store.mark_plan_applied(tenant, stored["id"], stored["etag"], run_id=recorder.id)
+                await services.store.plans.mark_applied(stored["id"], stored["etag"], run_id=recorder.id)
             except ConcurrencyError:
                 raise ConflictError(f"plan {stored['id']} was applied by another request") from None
         await remember_allowed(services, after.fido2, desired, None, None, only_if_superset=False)
@@ -182,4 +181,4 @@ async def apply_desired(services: Services, desired: DesiredState, *, trigger: s
                                     after=after.snapshot())
         return {"runId": run["id"], "result": "applied", "writes": done, **plan_view(made, tenant_id=tenant)}
     finally:
-        await services.store.release_lease(tenant, APPLY_LEASE, recorder.id)
+        await services.store.checkpoints.release_lease(APPLY_LEASE, recorder.id)

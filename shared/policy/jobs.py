@@ -74,11 +74,11 @@ async def _enqueue(services: Services, kind: str, request: dict[str, Any], actor
     run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, **run_fields("http", actor,
                                                                                services.settings.enforcement_mode),
                            "started_at": datetime.now(UTC), "result": QUEUED, "request": request}
-    await services.store.put_run(tenant, run)
+    await services.store.runs.put(run)
     try:
         await services.store.policy_jobs.send([{"runId": run["id"], "tenantId": tenant, "kind": kind}])
     except PasskeyGuardError as exc:
-        await services.store.put_run(tenant, {**run, "result": "failed", "error": exc.to_body()["error"]})
+        await services.store.runs.put({**run, "result": "failed", "error": exc.to_body()["error"]})
         raise
     log.info("policy %s job queued as run %s", kind, run["id"])
     return {"runId": run["id"], "kind": kind, "status": QUEUED}
@@ -110,7 +110,7 @@ async def submit_apply(services: Services, plan_id: str, *, accept_lockout: dict
     from shared.policy.inputs import read_state
 
     refuse_in_audit_mode(services, "apply policy plans")
-    stored = await services.store.get_plan(services.settings.tenant_id, plan_id)
+    stored = await services.store.plans.get(plan_id)
     if stored.get("applied"):
         raise ConflictError(f"plan {plan_id} was already applied")
     expected = plan_from_json(stored["plan"]["plan"])
@@ -161,17 +161,17 @@ async def run_job(services: Services, body: bytes) -> dict[str, Any]:
         log.warning("dropped policy job %s for another tenant", run_id)
         return {"runId": run_id, "result": "dropped"}
     try:
-        queued = await services.store.get_run(tenant, run_id)
+        queued = await services.store.runs.get(run_id)
     except NotFound:
         log.warning("dropped policy job %s: its run row does not exist", run_id)
         return {"runId": run_id, "result": "dropped"}
-    if queued.get("result") != QUEUED or not await services.store.claim_event(
-            tenant, f"policy-job|{run_id}", ttl_seconds=JOB_CLAIM_SECONDS):
+    if queued.get("result") != QUEUED or not await services.store.events.claim(
+            f"policy-job|{run_id}", ttl_seconds=JOB_CLAIM_SECONDS):
         log.info("policy job %s was already run; this delivery does nothing", run_id)
         return {"runId": run_id, "result": "duplicate"}
     request = queued.get("request") or {}
     running = {**queued, "result": RUNNING}
-    await services.store.put_run(tenant, running)
+    await services.store.runs.put(running)
     try:
         if message.kind == "plan":
             result = await plan(services, trigger="http", document=request.get("desired"), run=running)
@@ -199,9 +199,8 @@ async def run_job(services: Services, body: bytes) -> dict[str, Any]:
 
 async def _record_error(services: Services, run_id: str, error: dict[str, Any], result: str) -> None:
     """Put the error on the job's run; a result the run already recorded (failed, verification-failed) stays."""
-    tenant = services.settings.tenant_id
-    run = await services.store.get_run(tenant, run_id)
+    run = await services.store.runs.get(run_id)
     if run.get("result") in (QUEUED, RUNNING):
         run["result"] = result
     run["error"] = error
-    await services.store.put_run(tenant, run)
+    await services.store.runs.put(run)

@@ -44,7 +44,7 @@ async def plan(services: Services, *, trigger: str, document: Any = None,
     desired = load_desired(services, document)
     made, state = await make_plan(services, desired)
     plan_id = uuid.uuid4().hex
-    await services.store.put_plan(services.settings.tenant_id, plan_id,
+    await services.store.plans.put(plan_id,
                                   {"plan": plan_to_json(made), "desired": desired_to_json(desired)}, made.state_hash)
     await recorder.finish("planned", planId=plan_id, plan=plan_to_json(made), before=state.snapshot())
     return {"runId": recorder.id, **plan_view(made, tenant_id=services.settings.tenant_id, plan_id=plan_id)}

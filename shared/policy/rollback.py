@@ -77,13 +77,12 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
     changed since is kept and named. Same lease, permission pre-check and lockout safety as an apply.
     """
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
-    tenant = services.settings.tenant_id
-    source = await services.store.get_run(tenant, run_id)
+    source = await services.store.runs.get(run_id)
     if source.get("kind") != "apply":
         raise InputError(f"run {run_id} is a {source.get('kind')} run, which the rollback does not undo; "
                          "name the apply run that made the change (python -m shared runs)")
     recorder = RunRecorder(services, "rollback", trigger, actor=actor)
-    if not await services.store.acquire_lease(tenant, APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
+    if not await services.store.checkpoints.acquire_lease(APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; the rollback yielded and wrote nothing")
     try:
         fido2, strengths, ca = await _read_for_rollback(services, source)
@@ -110,4 +109,4 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
         return {"runId": run["id"], "result": run["result"], "rolledBack": run_id, "plan": plan_to_json(made.plan),
                 **shown, "table": table}
     finally:
-        await services.store.release_lease(tenant, APPLY_LEASE, recorder.id)
+        await services.store.checkpoints.release_lease(APPLY_LEASE, recorder.id)

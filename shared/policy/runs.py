@@ -47,7 +47,7 @@ class RunRecorder:
         self.run["result"] = result
         self.run["graphCalls"] = self.services.graph.counters.requests - self._calls0
         self.run["durationMs"] = round((time.monotonic() - self._t0) * 1000)
-        await self.services.store.put_run(self.services.settings.tenant_id, self.run)
+        await self.services.store.runs.put(self.run)
         return self.run
 
 
@@ -60,5 +60,5 @@ def public_run(run: dict[str, Any]) -> dict[str, Any]:
 
 async def list_runs(services: Services, *, limit: int = 20, page_token: str | None = None) -> dict[str, Any]:
     """The runs listing use case: the tenant's runs, newest first, a page at a time."""
-    runs, token = await services.store.list_runs(services.settings.tenant_id, limit=limit, page_token=page_token)
+    runs, token = await services.store.runs.page(limit=limit, page_token=page_token)
     return {"value": [public_run(r) for r in runs], "nextPageToken": token}

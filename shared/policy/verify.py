@@ -26,7 +26,7 @@ async def verify(services: Services, *, trigger: str, document: Any = None,
     desired = load_desired(services, document)
     state = await read_state(services, desired)
     tenant = services.settings.tenant_id
-    last, etag = await services.store.get_checkpoint(tenant, POLICY_CHECKPOINT)
+    last, etag = await services.store.checkpoints.get(POLICY_CHECKPOINT)
     last_allowed = (last or {}).get("allowedAaguids")
     report = run_checks(build_check_context(desired, state.fido2, state.strengths, state.ca, last_allowed))
     generated_at = now()
@@ -55,7 +55,7 @@ async def remember_allowed(services: Services, fido2: dict[str, Any], desired: D
     from shared.state import ABSENT
 
     try:
-        await services.store.put_checkpoint(services.settings.tenant_id, POLICY_CHECKPOINT,
+        await services.store.checkpoints.put(POLICY_CHECKPOINT,
                                             {"allowedAaguids": allowed, "at": now().isoformat()},
                                             None if not only_if_superset else (etag or ABSENT))
     except ConcurrencyError:

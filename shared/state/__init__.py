@@ -3,8 +3,8 @@
 
     store = StateStore.from_settings(settings)      # one per process
     await store.ensure()                            # optional: every call ensures lazily
-    created = await store.create_flags(tenant, [flag])     # shared.upn.flag.Flag records
-    stored = await store.get_flag(tenant, user_id)           # StoredFlag(flag, etag, ...) or None
+    created = await store.flags.create([flag])      # bound to settings.tenant_id; Flag records
+    stored = await store.flags.get(user_id)         # StoredFlag(flag, etag, ...) or None
     await store.queue.send([{"tenant": tenant, "user_ids": [...]}])
 """
 from __future__ import annotations

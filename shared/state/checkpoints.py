@@ -31,7 +31,7 @@ from shared.state.tables import (
     update_if_unchanged,
 )
 
-#: `put_checkpoint(..., etag=ABSENT)` creates the row only if it does not exist yet.
+#: `checkpoints.put(..., etag=ABSENT)` creates the row only if it does not exist yet.
 ABSENT = "absent"
 _LEASE = "lease" + SEPARATOR
 

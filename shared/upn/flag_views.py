@@ -34,7 +34,7 @@ async def list_flags(services: Services, *, status: str | None, limit: int = 100
     """One page of flags (optionally of one status) as the API shows them, with the next page's token."""
     if status is not None and status not in FLAG_STATUSES:
         raise InputError(f"status must be one of {', '.join(FLAG_STATUSES)}")
-    flags, token = await services.store.list_flags(services.settings.tenant_id, status=status, limit=limit,
+    flags, token = await services.store.flags.page(status=status, limit=limit,
                                                    page_token=page_token)
     return {"value": [public_flag(f) for f in flags], "nextPageToken": token}
 
@@ -59,7 +59,7 @@ async def flags_csv(services: Services, *, status: str | None) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    async for stored in services.store.iter_flags(services.settings.tenant_id, status):
+    async for stored in services.store.flags.every(status):
         doc = flag_to_dict(stored.flag)
         keys = "; ".join(f"{p.get('displayName') or p.get('model') or 'passkey'} "
                          f"({name_of(p.get('aaGuid') or '') if p.get('aaGuid') else 'unknown'})"

@@ -38,18 +38,17 @@ log = logging.getLogger(__name__)
 
 async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
     """Merge `candidate` into the stored flag and write it with ETag concurrency; None: nothing new."""
-    tenant = services.settings.tenant_id
     for _ in range(5):
-        stored = await services.store.get_flag(tenant, candidate.user_id)
+        stored = await services.store.flags.get(candidate.user_id)
         merged = merge_flag(stored.flag if stored else None, candidate)
         if merged is None:
             return None
         try:
             if stored is None:
-                if await services.store.create_flags(tenant, [merged]):
+                if await services.store.flags.create([merged]):
                     return merged
                 continue  # somebody created it first: merge with theirs
-            await services.store.update_flag(tenant, merged, stored.etag, created_at=stored.created_at)
+            await services.store.flags.update(merged, stored.etag, created_at=stored.created_at)
             return merged
         except ConcurrencyError:
             continue
@@ -62,8 +61,7 @@ async def _save_flags(services: Services, candidates: list[Flag]) -> list[Flag]:
     have a flag go through `_save_flag` (read, merge, create or ETag-update)."""
     if not candidates:
         return []
-    tenant = services.settings.tenant_id
-    created = set(await services.store.create_flags(tenant, candidates))
+    created = set(await services.store.flags.create(candidates))
     written = [c for c in candidates if c.user_id in created]
     again = [c for c in candidates if c.user_id not in created]
     if again:
@@ -116,14 +114,13 @@ async def _read_missing_upns(services: Services, users: _Users, now: datetime) -
 async def process_users(services: Services, users: list[dict[str, Any]], *, source: str,
                         ticket_id: str | None = None, old_upn_hint: str | None = None) -> dict[str, Any]:
     """Compare each user's UPN with the snapshot and flag those who changed and hold passkeys."""
-    tenant = services.settings.tenant_id
     now = _now()  # taken before any read: a UPN read below was current at this moment or later
     message = _message_users(users)
     await _read_missing_upns(services, message, now)
     current, seen, removed, known = message.current, message.seen, message.removed, message.known
 
     unread = [uid for uid in current if uid not in known]
-    stored = await services.store.get_snapshots_seen(tenant, unread) if unread else {}
+    stored = await services.store.snapshots.get_seen(unread) if unread else {}
     snapshots = {uid: upn for uid, (upn, _) in stored.items()}
     snapshots.update((uid, known[uid]) for uid in current if uid in known)
     origins: dict[str, str] = {}
@@ -151,7 +148,7 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
 
     written = await _save_flags(services, flags)
     if snapshot_writes:
-        await services.store.put_snapshots(tenant, snapshot_writes, seen)
+        await services.store.snapshots.put(snapshot_writes, seen)
     if removed:
         await _forget_users(services, removed, now)
     return {"processed": len(current), "removed": len(removed), "flagged": [f.user_id for f in written],
@@ -167,7 +164,7 @@ async def _old_upn_seen(services: Services, changed: list[str], snapshots: Mappi
     stored = {**stored, **{uid: (snapshots[uid], at) for uid, at in carried.items() if uid in snapshots}}
     need = [uid for uid in changed if uid not in stored and origins.get(uid) != "ticket"]
     if need:
-        stored = {**stored, **await services.store.get_snapshots_seen(services.settings.tenant_id, need)}
+        stored = {**stored, **await services.store.snapshots.get_seen(need)}
     out: dict[str, datetime] = {}
     for uid in changed:
         upn, at = stored.get(uid, (None, None))
@@ -178,13 +175,12 @@ async def _old_upn_seen(services: Services, changed: list[str], snapshots: Mappi
 
 async def _forget_users(services: Services, user_ids: list[str], now: datetime) -> None:
     """Deleted users: their open case is dismissed and their snapshot forgotten."""
-    tenant = services.settings.tenant_id
     for uid in user_ids:
-        stored = await services.store.get_flag(tenant, uid)
+        stored = await services.store.flags.get(uid)
         if stored and stored.flag.status.is_open:
             flag = dismiss(stored.flag, at=now, note="user deleted")
             try:
-                await services.store.update_flag(tenant, flag, stored.etag, created_at=stored.created_at)
+                await services.store.flags.update(flag, stored.etag, created_at=stored.created_at)
             except ConcurrencyError:
                 log.info("flag of %s changed while dismissing; the tracker will see it", uid)
-    await services.store.delete_snapshots(tenant, user_ids)
+    await services.store.snapshots.delete(user_ids)

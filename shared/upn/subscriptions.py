@@ -49,16 +49,16 @@ async def ensure_subscription(services: Services, *, now: datetime | None = None
     now = now or _now()
     fingerprint = client_state_fingerprint(tenant, services.settings.secret("notification_client_state"))
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
-    value, _ = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+    value, _ = await services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
     if _is_fresh(value, fingerprint, now):
         return {"action": "none", **(value or {})}
     owner = uuid.uuid4().hex
-    if not await services.store.acquire_lease(tenant, SUBSCRIPTION_LEASE, owner, SUBSCRIPTION_LEASE_SECONDS):
+    if not await services.store.checkpoints.acquire_lease(SUBSCRIPTION_LEASE, owner, SUBSCRIPTION_LEASE_SECONDS):
         raise ConflictError("another instance is creating or renewing the subscription right now")
     try:
         return await _ensure_subscription_leased(services, fingerprint, now)
     finally:
-        await services.store.release_lease(tenant, SUBSCRIPTION_LEASE, owner)
+        await services.store.checkpoints.release_lease(SUBSCRIPTION_LEASE, owner)
 
 
 def client_state_fingerprint(tenant_id: str, client_state: str) -> str:
@@ -90,8 +90,7 @@ def _is_fresh(value: Mapping[str, Any] | None, fingerprint: str, now: datetime) 
 
 async def _ensure_subscription_leased(services: Services, fingerprint: str, now: datetime) -> dict[str, Any]:
     """ensure_subscription's Graph work, under the subscription lease (the checkpoint is read again)."""
-    tenant = services.settings.tenant_id
-    value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+    value, etag = await services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
     if _is_fresh(value, fingerprint, now):
         return {"action": "none", **(value or {})}  # another instance did it just before us
     action = "created"
@@ -106,12 +105,12 @@ async def _ensure_subscription_leased(services: Services, fingerprint: str, now:
         try:
             renewed = await _renew(services, value["id"], now)
             state = {**value, "expirationDateTime": renewed}
-            await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT, state, etag)
+            await services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, state, etag)
             return {"action": "renewed", **state}
         except NotFound:
             log.warning("subscription %s is gone; recreating it", value["id"])
     state = {**await _create_subscription(services, now), "clientStateFingerprint": fingerprint}
-    await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT, state)
+    await services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, state)
     return {"action": action, **state}
 
 
@@ -140,10 +139,9 @@ async def _renew(services: Services, subscription_id: str, now: datetime) -> str
 async def _mark_removed(services: Services) -> None:
     """Note that Graph removed the stored subscription, keeping its id until a new one replaces it: if the
     re-creation fails, the redelivered lifecycle message still names the stored id and is retried."""
-    tenant = services.settings.tenant_id
-    value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+    value, etag = await services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
     if value:
-        await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT, {**value, "removed": True}, etag)
+        await services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, {**value, "removed": True}, etag)
 
 
 async def handle_lifecycle(services: Services, event: str, subscription_id: str | None) -> dict[str, Any]:
@@ -151,8 +149,7 @@ async def handle_lifecycle(services: Services, event: str, subscription_id: str 
 
     Only for the subscription we stored: an event naming any other id (an old subscription, another app's,
     or a forgery that knew the clientState) changes nothing and is logged."""
-    tenant = services.settings.tenant_id
-    stored = (await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT))[0] or {}
+    stored = (await services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT))[0] or {}
     if not subscription_id or str(subscription_id).lower() != str(stored.get("id") or "").lower():
         log.warning("lifecycle event %s names subscription %s, not the stored one (%s): nothing done", event,
                     subscription_id, stored.get("id"))
@@ -164,9 +161,9 @@ async def handle_lifecycle(services: Services, event: str, subscription_id: str 
         except NotFound:
             await _mark_removed(services)
             return {"event": event, **(await ensure_subscription(services))}
-        value, etag = await services.store.get_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT)
+        value, etag = await services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         if value and value.get("id") == subscription_id:
-            await services.store.put_checkpoint(tenant, SUBSCRIPTION_CHECKPOINT,
+            await services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT,
                                                 {**value, "expirationDateTime": expiry}, etag)
         return {"event": event, "action": "reauthorized", "expirationDateTime": expiry}
     if event == "subscriptionRemoved":

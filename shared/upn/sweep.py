@@ -72,7 +72,7 @@ def _compare(entries: list[dict[str, Any]], known: dict[str, str]
     new users (no snapshot) and case-only changes are written here, as the processor would (no flag either
     way). `known` holds stored snapshot values (`load_all_snapshots(raw=True)`) and is updated, so a user
     seen twice in one run is compared with its latest UPN."""
-    from shared.state.store import snapshot_upn, split_snapshot
+    from shared.state.snapshots import snapshot_upn, split_snapshot
 
     out: list[dict[str, Any]] = []
     fresh: dict[str, str] = {}
@@ -101,7 +101,7 @@ class _SweepRun:
     def __init__(self, services: Services, value: dict[str, Any] | None, etag: Any) -> None:
         from shared.state import ABSENT
 
-        self.services, self.tenant = services, services.settings.tenant_id
+        self.services = services
         self.seeded = bool(value is None or value.get("seeding"))
         self.state = dict(value or {})
         if not self.state.get("nextLink"):
@@ -115,7 +115,7 @@ class _SweepRun:
         self.pages = self.users = self.queued = self.resyncs = 0
 
     async def _save(self) -> None:
-        self.etag = await self.services.store.put_checkpoint(self.tenant, DELTA_CHECKPOINT, self.state, self.etag)
+        self.etag = await self.services.store.checkpoints.put(DELTA_CHECKPOINT, self.state, self.etag)
 
     async def restart(self, exc: DeltaExpired) -> None:
         """The delta token expired: start a full resync (every user is read and compared again)."""
@@ -139,13 +139,13 @@ class _SweepRun:
         store = self.services.store
         if self.state.get("seeding"):
             upns = {e["id"].lower(): e["upn"] for e in entries if "upn" in e}
-            await store.put_snapshots(self.tenant, upns, dict.fromkeys(upns, read_at))
+            await store.snapshots.put(upns, dict.fromkeys(upns, read_at))
             return
         if self.known is None:  # first compared page (or a resync that started while seeding finished seeding)
-            self.known = await store.load_all_snapshots(self.tenant, raw=True)
+            self.known = await store.snapshots.load_all(raw=True)
         entries, fresh = _compare(entries, self.known)
         if fresh:
-            await store.put_snapshots(self.tenant, fresh, dict.fromkeys(fresh, read_at))
+            await store.snapshots.put(fresh, dict.fromkeys(fresh, read_at))
         groups = self.held.add(entries, self.pages) + self.held.take(
             None if last else self.pages - SWEEP_HOLD_PAGES + 1)
         await send_messages(self.services, [users_message(g, source="sweep") for g in groups])
@@ -183,11 +183,11 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
 
     bind_run(current_run_id())
     started = time.monotonic()
-    run = _SweepRun(services, *await services.store.get_checkpoint(services.settings.tenant_id, DELTA_CHECKPOINT))
+    run = _SweepRun(services, *await services.store.checkpoints.get(DELTA_CHECKPOINT))
     if not run.state.get("seeding"):
         # Every snapshot in memory (one query per partition), so unchanged users cost nothing, new users are
         # recorded here, and only changed users are queued, each with its old UPN.
-        run.known = await services.store.load_all_snapshots(run.tenant, raw=True)
+        run.known = await services.store.snapshots.load_all(raw=True)
     while True:
         read_at = _now()  # the page's UPNs were current at this moment or later
         try:

@@ -21,14 +21,14 @@ TICKET_EVENT_TTL_SECONDS = 7 * 86400
 async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
     """Carry out one verified ticket event, once per event id: a repeated id answers `duplicate: true` and
     does nothing; an event whose action failed is forgotten, so the ticketing system's retry runs it."""
-    tenant, key = services.settings.tenant_id, f"ticket:{event.event_id}"
-    if not await services.store.claim_event(tenant, key, ttl_seconds=TICKET_EVENT_TTL_SECONDS):
+    key = f"ticket:{event.event_id}"
+    if not await services.store.events.claim(key, ttl_seconds=TICKET_EVENT_TTL_SECONDS):
         return {"eventId": event.event_id, "duplicate": True,
                 "message": "this event id was already handled; nothing was done again"}
     try:
         result = await _carry_out(services, event)
     except Exception:
-        await services.store.forget_event(tenant, key)  # let a retry work
+        await services.store.events.forget(key)  # let a retry work
         raise
     return {"eventId": event.event_id, "action": event.action, "duplicate": False, **result}
 
@@ -53,6 +53,6 @@ async def _carry_out(services: Services, event: Any) -> dict[str, Any]:
         raise InputError(f"userId: user {user_id} does not exist in the tenant")
     if event.action == "recheck_user":
         await track_flags_of(services, [user_id])
-    stored = await services.store.get_flag(services.settings.tenant_id, user_id.lower())
+    stored = await services.store.flags.get(user_id.lower())
     return {"userId": user_id.lower(), "decision": next(iter(result["decisions"]), "none"),
             "flag": public_flag(stored) if stored else None}

@@ -59,7 +59,7 @@ async def track_flags(services: Services) -> dict[str, Any]:
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     open_flags: list[StoredFlag] = []
     for status in (FlagStatus.PENDING, FlagStatus.REMOVED):
-        async for stored in services.store.iter_flags(services.settings.tenant_id, status.value):
+        async for stored in services.store.flags.every(status.value):
             open_flags.append(stored)
     return await _track(services, open_flags)
 
@@ -68,8 +68,7 @@ async def track_flags_of(services: Services, user_ids: list[str]) -> dict[str, A
     """The tracker's run for some users' open flags now (a recheck ticket): the same rule as `track_flags`,
     stale-passkey removal and its guards included, with a cap of its own."""
     await services.graph.confirm_tenant()
-    tenant = services.settings.tenant_id
-    found = [await services.store.get_flag(tenant, uid) for uid in dict.fromkeys(u.lower() for u in user_ids)]
+    found = [await services.store.flags.get(uid) for uid in dict.fromkeys(u.lower() for u in user_ids)]
     return await _track(services, [s for s in found if s is not None and s.flag.status.is_open])
 
 
@@ -113,7 +112,7 @@ async def _track_chunk(services: Services, chunk: list[StoredFlag], budget: int,
         result = track(flags[user_id], current.get(user_id, []), _now())
         if result.flag != stored.flag:
             try:
-                await services.store.update_flag(services.settings.tenant_id, result.flag, stored.etag,
+                await services.store.flags.update(result.flag, stored.etag,
                                                  created_at=stored.created_at)
                 counts["changed"] += 1
             except ConcurrencyError:
@@ -167,13 +166,12 @@ async def approve_removals(services: Services, user_ids: list[str] | None, *, by
     """An administrator's approval: the named flags (or, with None, every waiting one) may have their stale
     passkeys deleted by the next tracker run, whatever the cap. Every named flag must be waiting (or already
     approved: a replay changes nothing); otherwise RemovalNotWaiting names them and nothing is written."""
-    tenant = services.settings.tenant_id
     if user_ids is None:
-        waiting = [s async for s in services.store.iter_flags(tenant, FlagStatus.PENDING.value)
+        waiting = [s async for s in services.store.flags.every(FlagStatus.PENDING.value)
                 if s.flag.removal_approval == APPROVAL_REQUIRED]
     else:
         ids = list(dict.fromkeys(u.lower() for u in user_ids))
-        found = [await services.store.get_flag(tenant, uid) for uid in ids]
+        found = [await services.store.flags.get(uid) for uid in ids]
         refused = [uid for uid, stored in zip(ids, found, strict=True)
                    if stored is None or stored.flag.status != FlagStatus.PENDING
                    or stored.flag.removal_approval not in (APPROVAL_REQUIRED, APPROVED)]
@@ -188,6 +186,6 @@ async def approve_removals(services: Services, user_ids: list[str] | None, *, by
         if updated is flag:
             already.append(flag.user_id)
             continue
-        await services.store.update_flag(tenant, updated, stored.etag, created_at=stored.created_at)
+        await services.store.flags.update(updated, stored.etag, created_at=stored.created_at)
         approved.append(flag.user_id)
     return {"approved": approved, "alreadyApproved": already}

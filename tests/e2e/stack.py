@@ -95,14 +95,14 @@ class Stack:
         """The user's stored flag as the API shows it, or None."""
         from shared.upn.flag_views import public_flag
 
-        stored = await self.services.store.get_flag(self.tenant_id, user_id)
+        stored = await self.services.store.flags.get(user_id)
         return public_flag(stored) if stored else None
 
     async def all_flags(self) -> list[dict[str, Any]]:
         """Every stored flag as the API shows it."""
         from shared.upn.flag_views import public_flag
 
-        return [public_flag(f) async for f in self.services.store.iter_flags(self.tenant_id)]
+        return [public_flag(f) async for f in self.services.store.flags.every()]
 
 
 def _with_principal(headers: dict[str, str] | None, principal: str | None) -> dict[str, str]:

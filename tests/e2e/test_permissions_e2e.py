@@ -62,7 +62,7 @@ async def test_apply_with_audit_roles_is_refused_naming_the_role_and_writes_noth
         assert "Policy.ReadWrite.AuthenticationMethod" in answer.body["error"]["message"]
         stats = stack.sim.stats()
         assert stats["writes"] == 0 and write_routes(stats) == [], stats["calls"]["by_route"]
-        runs = await stack.services.store.list_runs(stack.tenant_id, limit=5)
+        runs = await stack.services.store.runs.page(limit=5)
         assert runs[0][0]["result"] == "failed" and runs[0][0]["error"]["code"] == "missingGraphPermission"
 
 

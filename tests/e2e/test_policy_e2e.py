@@ -268,7 +268,7 @@ async def test_the_timer_verifies_in_audit_and_applies_in_enforce_mode(azurite, 
                              POLICY_FILE=str(ROOT / "policy" / "desired-state.json")) as stack:
         await functions["policy_enforcement"].get_user_function()(TimerRequest(past_due=False))
         assert stack.sim.stats()["writes"] == 0
-        runs, _ = await stack.services.store.list_runs(stack.tenant_id)
+        runs, _ = await stack.services.store.runs.page()
         assert runs[0]["kind"] == "verify" and runs[0]["trigger"] == "timer"
     async with running_stack(azurite, legacy_tenant(), drain=False, ENFORCEMENT_MODE="enforce",
                              POLICY_FILE=str(ROOT / "policy" / "desired-state.json")) as stack:

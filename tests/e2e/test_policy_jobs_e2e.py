@@ -84,7 +84,7 @@ async def planned(stack: Any, body: Any = b"") -> dict[str, Any]:
 
 
 async def run_rows(stack: Any) -> list[dict[str, Any]]:
-    runs, _ = await stack.services.store.list_runs(stack.tenant_id, limit=100)
+    runs, _ = await stack.services.store.runs.page(limit=100)
     return runs
 
 
@@ -338,7 +338,7 @@ async def test_an_apply_that_loses_its_lease_mid_way_writes_nothing_more(azurite
         async def send_then_lose_the_lease(graph: Any, write: Any, ca: Any) -> Any:
             created = await real_send(graph, write, ca)
             if not stolen:  # an hour later for the other holder: our lease looks expired to it
-                stolen.append(await later.acquire_lease(stack.tenant_id, APPLY_LEASE, "other-holder", 300))
+                stolen.append(await later.checkpoints.acquire_lease(APPLY_LEASE, "other-holder", 300))
             return created
 
         monkeypatch.setattr(policy_writes, "send_write", send_then_lose_the_lease)
@@ -348,6 +348,6 @@ async def test_an_apply_that_loses_its_lease_mid_way_writes_nothing_more(azurite
                 await apply_document(stack.services, trigger="cli", document=doc)
             assert stolen == [True] and lost.value.code == "leaseLost", lost.value
             assert stack.sim.stats()["writes"] == 1
-            assert not await later.acquire_lease(stack.tenant_id, APPLY_LEASE, "third-holder", 300)
+            assert not await later.checkpoints.acquire_lease(APPLY_LEASE, "third-holder", 300)
         finally:
             await later.close()

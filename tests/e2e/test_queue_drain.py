@@ -34,7 +34,7 @@ async def test_a_failing_message_is_retried_then_poisoned(azurite):
         await sweep(stack.services)
         await clear_queue(conn)
         # lifecycle events act only on the stored subscription: store it, so its removal must recreate it
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, {
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, {
             "id": "11111111-0000-4000-8000-000000000001", "expirationDateTime": "2030-01-01T00:00:00+00:00"})
         await send_messages(stack.services, [{"kind": "lifecycle", "event": "subscriptionRemoved",
                                               "subscriptionId": "11111111-0000-4000-8000-000000000001"},

@@ -87,7 +87,7 @@ async def test_the_tenant_is_confirmed_before_a_lease_is_taken(azurite, lease):
     doc = legacy_tenant()
     use_case = USE_CASES["apply"] if lease == APPLY_LEASE else MORE_USE_CASES["subscribe"]
     async with running_stack(azurite, doc, drain=False, TENANT_ID=CONFIGURED) as stack:
-        assert await stack.services.store.acquire_lease(CONFIGURED, lease, "someone-else", 60)
+        assert await stack.services.store.checkpoints.acquire_lease(lease, "someone-else", 60)
         await _refuses_and_writes_nothing(stack, use_case, CONFIGURED, doc["tenantId"])
 
 

@@ -87,17 +87,17 @@ async def test_the_events_purge_timer_deletes_expired_claims_from_the_request_th
     two_days_ago = StateStore.from_settings(settings, clock=lambda: datetime.now(UTC) - timedelta(days=2))
     try:
         for i in range(3):  # claimed two days ago for an hour: expired
-            assert await two_days_ago.claim_event(tenant, f"ticket:old-{i}", ttl_seconds=3600)
-        assert await two_days_ago.claim_event(tenant, "policy-job|old", ttl_seconds=3600)
-        assert await two_days_ago.claim_event(other, "ticket:old", ttl_seconds=3600)
-        assert await services.store.claim_event(tenant, "ticket:live", ttl_seconds=7 * 86400)
+            assert await two_days_ago.events.claim(f"ticket:old-{i}", ttl_seconds=3600)
+        assert await two_days_ago.events.claim("policy-job|old", ttl_seconds=3600)
+        assert await two_days_ago.for_tenant(other).events.claim("ticket:old", ttl_seconds=3600)
+        assert await services.store.events.claim("ticket:live", ttl_seconds=7 * 86400)
         use_services(services)
         with caplog.at_level(logging.INFO, logger="shared.function_app"):
             await functions["events_purge"].get_user_function()(payloads.timer_request())
         assert "events_purge: {'purged': 4}" in caplog.text
-        assert await services.store.purge_events(tenant) == 0  # nothing expired is left
-        assert await services.store.claim_event(tenant, "ticket:live", ttl_seconds=60) is False  # still held
-        assert await services.store.purge_events(other) == 1  # the other tenant's row was not touched
+        assert await services.store.events.purge() == 0  # nothing expired is left
+        assert await services.store.events.claim("ticket:live", ttl_seconds=60) is False  # still held
+        assert await services.store.for_tenant(other).events.purge() == 1  # the other tenant's row was not touched
     finally:
         use_services(None)
         await two_days_ago.close()

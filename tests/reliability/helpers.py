@@ -344,12 +344,11 @@ async def judge(services: Any, sim: Simulator, original: Mapping[str, str]) -> V
     """Compare flags and snapshots with `/_sim/state`: every user whose UPN differs from `original`
     and who holds a passkey has exactly one flag (one history entry) naming the old and new UPN; nobody
     else has one; every snapshot holds the user's current UPN."""
-    tenant = services.settings.tenant_id
     truth = {u["id"].lower(): u for u in sim.state()["users"] if not u.get("deletedDateTime")}
     expected = {uid for uid, u in truth.items()
                 if original.get(uid) and original[uid].lower() != u["userPrincipalName"].lower()
                 and (u.get("authentication") or {}).get("fido2Methods")}
-    flags = [flag_to_dict(f.flag) async for f in services.store.iter_flags(tenant)]
+    flags = [flag_to_dict(f.flag) async for f in services.store.flags.every()]
     counted: dict[str, int] = {}
     wrong: set[str] = set()
     duplicates: set[str] = set()
@@ -362,7 +361,7 @@ async def judge(services: Any, sim: Simulator, original: Mapping[str, str]) -> V
         if user is None or flag["newUpn"] != user["userPrincipalName"] or flag["oldUpn"] != original.get(uid):
             wrong.add(uid)
     duplicates |= {uid for uid, n in counted.items() if n > 1}
-    snaps = await services.store.get_snapshots(tenant, list(truth))
+    snaps = await services.store.snapshots.get(list(truth))
     stale = {uid for uid, u in truth.items() if snaps.get(uid) != u["userPrincipalName"]}
     return Verdict(expected=expected, flagged=counted, missed=expected - set(counted),
                    unexpected=set(counted) - expected, duplicates=duplicates, wrong_upn=wrong & expected,

@@ -200,7 +200,7 @@ async def test_a_storage_outage_longer_than_the_retries_is_a_clear_state_error(p
             await sweep(stack.services)
         waited = time.monotonic() - started
         await asyncio.to_thread(az.start)
-        snapshots = await stack.services.store.count_snapshots(stack.tenant_id)
+        snapshots = await stack.services.store.snapshots.count()
         again = await sweep(stack.services)
         record("azurite_down", area="azurite", faults={"azurite_kill": 1}, runs=1,
                survived=int(clear_state_error(failed.value) and again["complete"]), data_lost=10 - snapshots,

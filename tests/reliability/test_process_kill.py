@@ -96,7 +96,7 @@ async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite
         started = time.monotonic()
         outcome, code, err = await run_sweep_process(env, kill_when=None)
         runs.append({"outcome": outcome, "exit": code, "pagesSoFar": stack.sim.stats()["delta_pages"]})
-        checkpoint, _ = await stack.services.store.get_checkpoint(stack.tenant_id, "delta")
+        checkpoint, _ = await stack.services.store.checkpoints.get("delta")
         drained = await drain(conn, processor, within=90)
         verdict = await judge(stack.services, stack.sim, original)
         poisoned = await poison_count(conn)

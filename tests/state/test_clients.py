@@ -28,8 +28,8 @@ async def test_store_with_token_credential_writes_and_reads_a_flag(azurite_oauth
     store = StateStore.from_settings(settings, credential=credential, connection_verify=str(azurite_oauth.cert_path),
                                      retry_total=0)
     try:
-        assert await store.create_flags(TENANT, [make_flag("u1")]) == ["u1"]
-        got = await store.get_flag(TENANT, "u1")
+        assert await store.flags.create([make_flag("u1")]) == ["u1"]
+        got = await store.flags.get("u1")
         assert got is not None and got.flag.new_upn == "u1@new.example"
         await store.queue.send([{"tenant": TENANT, "user_ids": ["u1"]}])
         assert await store.queue.peek_count() >= 1
@@ -46,7 +46,7 @@ async def test_wrong_audience_is_a_clear_auth_error(azurite_oauth: Azurite) -> N
                        connection_verify=str(azurite_oauth.cert_path), retry_total=0)
     try:
         with pytest.raises(StateAuthError) as caught:
-            await store.get_flag(TENANT, "u1")
+            await store.flags.get("u1")
         assert "credentials" in caught.value.message and caught.value.detail == {
             "status": 403, "storageCode": "AuthenticationFailed"}
         assert await store.ping() is False
@@ -59,14 +59,14 @@ async def test_connection_string_over_https_needs_the_dev_certificate(azurite_oa
     store = StateStore(StorageSettings(connection_string=azurite_oauth.connection_string), tenant_id=TENANT,
                        connection_verify=str(azurite_oauth.cert_path), retry_total=0)
     try:
-        assert await store.claim_event(TENANT, "tls-event", 60) is True
+        assert await store.events.claim("tls-event", 60) is True
     finally:
         await store.close()
     unverified = StateStore(StorageSettings(connection_string=azurite_oauth.connection_string), tenant_id=TENANT,
                             retry_total=0)
     try:
         with pytest.raises(StateUnavailable):
-            await unverified.claim_event(TENANT, "tls-event-2", 60)
+            await unverified.events.claim("tls-event-2", 60)
     finally:
         await unverified.close()
 

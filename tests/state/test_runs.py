@@ -22,12 +22,12 @@ async def test_runs_round_trip_and_list_newest_first_with_paging(store: StateSto
     runs = [run(f"run-{i}", base + dt.timedelta(minutes=i), graph_calls=i, result={"ok": i % 2 == 0})
             for i in range(7)]
     for r in runs:
-        await store.put_run(tenant, r)
-    assert await store.get_run(tenant, "run-3") == runs[3]
+        await store.runs.put(r)
+    assert await store.runs.get("run-3") == runs[3]
     seen: list[str] = []
     token = None
     while True:
-        page, token = await store.list_runs(tenant, limit=3, page_token=token)
+        page, token = await store.runs.page(limit=3, page_token=token)
         seen += [r["id"] for r in page]
         if token is None:
             break
@@ -37,21 +37,21 @@ async def test_runs_round_trip_and_list_newest_first_with_paging(store: StateSto
 async def test_run_update_replaces_the_row(store: StateStore, tenant: str) -> None:
     """Putting a run again replaces it; a changed started_at moves it without leaving a duplicate."""
     start = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
-    await store.put_run(tenant, run("r1", start, status="running"))
-    await store.put_run(tenant, run("r1", start, status="done", after={"x": 1}))
-    await store.put_run(tenant, run("r1", start + dt.timedelta(seconds=5), status="done"))
-    page, token = await store.list_runs(tenant)
+    await store.runs.put(run("r1", start, status="running"))
+    await store.runs.put(run("r1", start, status="done", after={"x": 1}))
+    await store.runs.put(run("r1", start + dt.timedelta(seconds=5), status="done"))
+    page, token = await store.runs.page()
     assert [(r["id"], r["status"]) for r in page] == [("r1", "done")] and token is None
-    assert (await store.get_run(tenant, "r1"))["started_at"] == start + dt.timedelta(seconds=5)
+    assert (await store.runs.get("r1"))["started_at"] == start + dt.timedelta(seconds=5)
 
 
 async def test_big_run_payload_round_trips(store: StateStore, tenant: str) -> None:
     """A run whose plan and snapshots exceed 64 KiB (incompressible) is stored and read back intact."""
     r = run("big", dt.datetime.now(dt.UTC), plan={"blob": base64.b64encode(os.urandom(150_000)).decode()},
             before={"users": [f"user-{i}@contoso.com" for i in range(5000)]}, after={"n": 2**40})
-    await store.put_run(tenant, r)
-    assert await store.get_run(tenant, "big") == r
-    page, _ = await store.list_runs(tenant)
+    await store.runs.put(r)
+    assert await store.runs.get("big") == r
+    page, _ = await store.runs.page()
     assert page == [r]
 
 
@@ -59,14 +59,14 @@ async def test_run_over_one_mib_is_refused_before_sending(store: StateStore, ten
     """An entity over 1 MiB raises PayloadTooLarge and nothing is written (Azurite would accept it)."""
     blob = {f"k{i}": base64.b64encode(os.urandom(30_000)).decode() for i in range(40)}
     with pytest.raises(PayloadTooLarge):
-        await store.put_run(tenant, run("huge", dt.datetime.now(dt.UTC), plan=blob))
+        await store.runs.put(run("huge", dt.datetime.now(dt.UTC), plan=blob))
     with pytest.raises(NotFound):
-        await store.get_run(tenant, "huge")
+        await store.runs.get("huge")
 
 
 async def test_get_run_missing_is_not_found(store: StateStore, tenant: str) -> None:
     """An unknown run id raises NotFound; a run without started_at is refused as bad input."""
     with pytest.raises(NotFound):
-        await store.get_run(tenant, "nope")
+        await store.runs.get("nope")
     with pytest.raises(InputError):
-        await store.put_run(tenant, {"id": "x"})
+        await store.runs.put({"id": "x"})

@@ -23,16 +23,16 @@ WEIRD_IDS = ["a/b", "c#d", "e?f", "g\\h", "tab\tid", "ü/ñ", "p|q", "~x"]
 async def test_snapshots_put_get_count_and_delete(store: StateStore, tenant: str) -> None:
     """Snapshots upsert in batches, read 20 at a time (unknown ids absent), count, update and delete."""
     upns = {f"user-{i}": f"user-{i}@contoso.com" for i in range(250)}
-    assert await store.put_snapshots(tenant, upns) == 250
-    assert await store.count_snapshots(tenant) == 250
+    assert await store.snapshots.put(upns) == 250
+    assert await store.snapshots.count() == 250
     wanted = [f"user-{i}" for i in range(0, 200, 10)] + ["never-seen", "also-unknown"]
-    got = await store.get_snapshots(tenant, wanted)
+    got = await store.snapshots.get(wanted)
     assert got == {u: upns[u] for u in wanted if u in upns}
-    await store.put_snapshots(tenant, {"user-0": "renamed@fabrikam.com"})
-    assert (await store.get_snapshots(tenant, ["user-0"])) == {"user-0": "renamed@fabrikam.com"}
-    await store.delete_snapshots(tenant, ["user-0", "user-1", "never-seen"])
-    assert await store.count_snapshots(tenant) == 248
-    assert await store.get_snapshots(tenant, []) == {}
+    await store.snapshots.put({"user-0": "renamed@fabrikam.com"})
+    assert (await store.snapshots.get(["user-0"])) == {"user-0": "renamed@fabrikam.com"}
+    await store.snapshots.delete(["user-0", "user-1", "never-seen"])
+    assert await store.snapshots.count() == 248
+    assert await store.snapshots.get([]) == {}
 
 
 async def _raw_snapshot_rows(azurite: Azurite, tenant: str) -> list[dict[str, Any]]:
@@ -47,7 +47,7 @@ async def test_snapshot_rows_hold_many_users(store: StateStore, tenant: str, azu
     store.snapshot_buckets, store.snapshot_groups = 2, 4
     users = {str(uuid.UUID(int=n, version=4)): f"user{n}@contoso.com" for n in range(300)}
     users["Not-A-Guid/ü"] = "odd@contoso.com"
-    assert await store.put_snapshots(tenant, users) == 301
+    assert await store.snapshots.put(users) == 301
     rows = await _raw_snapshot_rows(azurite, tenant)
     assert len(rows) == 8
     assert {r["PartitionKey"] for r in rows} == {f"{tenant}|b00", f"{tenant}|b01"}
@@ -57,9 +57,9 @@ async def test_snapshot_rows_hold_many_users(store: StateStore, tenant: str, azu
     some = next(iter(users))
     assert props["u" + some.replace("-", "")] == users[some]
     assert props["x" + "Not-A-Guid/ü".encode().hex()] == "odd@contoso.com"
-    assert await store.load_all_snapshots(tenant) == users
+    assert await store.snapshots.load_all() == users
     merged: dict[str, str] = {}
-    async for row in store.iter_snapshot_rows(tenant):
+    async for row in store.snapshots.rows():
         merged.update(row)
     assert merged == users
     reads: list[str] = []
@@ -72,7 +72,7 @@ async def test_snapshot_rows_hold_many_users(store: StateStore, tenant: str, azu
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fastpath, "get", spy)
         wanted = list(users)[:40]
-        assert await store.get_snapshots(tenant, wanted) == {u: users[u] for u in wanted}
+        assert await store.snapshots.get(wanted) == {u: users[u] for u in wanted}
     assert len(reads) == len(set(reads)) <= 8
 
 
@@ -81,11 +81,11 @@ async def test_concurrent_merges_into_one_row_all_land(store: StateStore, tenant
     per property, no read, no ETag), and a later merge of one user leaves the others alone."""
     store.snapshot_buckets, store.snapshot_groups = 1, 1
     users = {f"user-{i}": f"user-{i}@contoso.com" for i in range(40)}
-    await asyncio.gather(*(store.put_snapshots(tenant, {u: upn}) for u, upn in users.items()))
-    assert await store.load_all_snapshots(tenant) == users
-    await asyncio.gather(store.put_snapshots(tenant, {"user-0": "a@contoso.com"}),
-                         store.put_snapshots(tenant, {"user-1": "b@contoso.com"}))
-    assert await store.load_all_snapshots(tenant) == {**users, "user-0": "a@contoso.com", "user-1": "b@contoso.com"}
+    await asyncio.gather(*(store.snapshots.put({u: upn}) for u, upn in users.items()))
+    assert await store.snapshots.load_all() == users
+    await asyncio.gather(store.snapshots.put({"user-0": "a@contoso.com"}),
+                         store.snapshots.put({"user-1": "b@contoso.com"}))
+    assert await store.snapshots.load_all() == {**users, "user-0": "a@contoso.com", "user-1": "b@contoso.com"}
 
 
 async def test_deleted_users_leave_the_grouped_row(store: StateStore, tenant: str) -> None:
@@ -93,14 +93,14 @@ async def test_deleted_users_leave_the_grouped_row(store: StateStore, tenant: st
     same id can come back."""
     store.snapshot_buckets, store.snapshot_groups = 1, 1
     users = {f"user-{i}": f"user-{i}@contoso.com" for i in range(5)}
-    await store.put_snapshots(tenant, users)
-    await store.delete_snapshots(tenant, ["user-0", "never-seen"])
-    assert await store.get_snapshots(tenant, ["user-0", "user-1", "never-seen"]) == {"user-1": users["user-1"]}
-    assert await store.count_snapshots(tenant) == 4
-    assert "user-0" not in await store.load_all_snapshots(tenant)
-    await store.put_snapshots(tenant, {"user-0": "back@contoso.com"})
-    assert (await store.get_snapshots(tenant, ["user-0"])) == {"user-0": "back@contoso.com"}
-    assert await store.count_snapshots(tenant) == 5
+    await store.snapshots.put(users)
+    await store.snapshots.delete(["user-0", "never-seen"])
+    assert await store.snapshots.get(["user-0", "user-1", "never-seen"]) == {"user-1": users["user-1"]}
+    assert await store.snapshots.count() == 4
+    assert "user-0" not in await store.snapshots.load_all()
+    await store.snapshots.put({"user-0": "back@contoso.com"})
+    assert (await store.snapshots.get(["user-0"])) == {"user-0": "back@contoso.com"}
+    assert await store.snapshots.count() == 5
 
 
 async def test_snapshot_rows_never_exceed_the_property_limit(store: StateStore, tenant: str) -> None:
@@ -117,12 +117,12 @@ async def test_snapshot_rows_never_exceed_the_property_limit(store: StateStore, 
     assert max(per_row.values()) <= 160 < MAX_CUSTOM_PROPERTIES
     store.snapshot_buckets, store.snapshot_groups = 1, 1
     with pytest.raises(StateError, match="252"):
-        await store.put_snapshots(tenant, {f"user-{i}": "a@contoso.com" for i in range(MAX_CUSTOM_PROPERTIES + 1)})
-    assert await store.count_snapshots(tenant) == 0
-    await store.put_snapshots(tenant, {f"user-{i}": "a@contoso.com" for i in range(MAX_CUSTOM_PROPERTIES)})
-    await store.put_snapshots(tenant, {"one-too-many": "a@contoso.com"})
+        await store.snapshots.put({f"user-{i}": "a@contoso.com" for i in range(MAX_CUSTOM_PROPERTIES + 1)})
+    assert await store.snapshots.count() == 0
+    await store.snapshots.put({f"user-{i}": "a@contoso.com" for i in range(MAX_CUSTOM_PROPERTIES)})
+    await store.snapshots.put({"one-too-many": "a@contoso.com"})
     with pytest.raises(StateError, match="252"):
-        await store.load_all_snapshots(tenant)
+        await store.snapshots.load_all()
 
 
 def test_snapshot_property_names_are_valid_and_reversible() -> None:
@@ -144,13 +144,13 @@ def test_snapshot_property_names_are_valid_and_reversible() -> None:
 
 async def test_a_snapshot_keeps_its_seen_time_and_readers_still_get_the_upn(store: StateStore, tenant: str) -> None:
     """put with a time -> get_snapshots_seen has it; get_snapshots and load_all_snapshots return the bare UPN."""
-    await store.put_snapshots(tenant, {"u-1": "a@contoso.example", "u-2": "b@contoso.example"}, {"u-1": SEEN})
-    assert await store.get_snapshots_seen(tenant, ["u-1", "u-2", "u-3"]) == {
+    await store.snapshots.put({"u-1": "a@contoso.example", "u-2": "b@contoso.example"}, {"u-1": SEEN})
+    assert await store.snapshots.get_seen(["u-1", "u-2", "u-3"]) == {
         "u-1": ("a@contoso.example", SEEN), "u-2": ("b@contoso.example", None)}
-    assert await store.get_snapshots(tenant, ["u-1", "u-2"]) == {"u-1": "a@contoso.example", "u-2": "b@contoso.example"}
-    assert await store.load_all_snapshots(tenant) == {"u-1": "a@contoso.example", "u-2": "b@contoso.example"}
-    await store.put_snapshots(tenant, {"u-1": "a2@contoso.example"})  # a write without a time forgets the old one
-    assert await store.get_snapshots_seen(tenant, ["u-1"]) == {"u-1": ("a2@contoso.example", None)}
+    assert await store.snapshots.get(["u-1", "u-2"]) == {"u-1": "a@contoso.example", "u-2": "b@contoso.example"}
+    assert await store.snapshots.load_all() == {"u-1": "a@contoso.example", "u-2": "b@contoso.example"}
+    await store.snapshots.put({"u-1": "a2@contoso.example"})  # a write without a time forgets the old one
+    assert await store.snapshots.get_seen(["u-1"]) == {"u-1": ("a2@contoso.example", None)}
 
 
 def test_a_value_without_a_recognisable_time_is_all_upn() -> None:

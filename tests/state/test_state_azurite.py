@@ -50,12 +50,12 @@ async def test_restart_with_location_keeps_data_and_ports(tmp_path: Path) -> Non
     with start_azurite(location=tmp_path / "data", workdir=tmp_path / "work") as az:
         store = StateStore(StorageSettings(connection_string=az.connection_string), tenant_id=TENANT, retry_total=0)
         try:
-            await store.create_flags(TENANT, [make_flag("kept")])
+            await store.flags.create([make_flag("kept")])
             ports, pid = az.ports, az.pid
             az.restart()
             assert az.ports == ports and az.pid != pid and az.alive()
             assert pid is not None and not pid_alive(pid)
-            kept = await store.get_flag(TENANT, "kept")
+            kept = await store.flags.get("kept")
             assert kept is not None and kept.flag.new_upn == "kept@new.example"
         finally:
             await store.close()
@@ -68,13 +68,13 @@ async def test_kill_then_restart_in_memory_loses_data_and_recovers(tmp_path: Pat
     az = start_azurite()
     store = StateStore(StorageSettings(connection_string=az.connection_string), tenant_id=TENANT, retry_total=0)
     try:
-        await store.create_flags(TENANT, [make_flag("lost")])
+        await store.flags.create([make_flag("lost")])
         az.kill()
         with pytest.raises(StateUnavailable):
-            await store.get_flag(TENANT, "lost")
+            await store.flags.get("lost")
         az.restart()
-        assert await store.get_flag(TENANT, "lost") is None
-        assert await store.create_flags(TENANT, [make_flag("new")]) == ["new"]
+        assert await store.flags.get("lost") is None
+        assert await store.flags.create([make_flag("new")]) == ["new"]
     finally:
         await store.close()
         az.stop()

@@ -56,20 +56,20 @@ async def test_ping_reports_up_and_down(store: StateStore) -> None:
 
 async def test_row_key_encoding_of_forbidden_characters(store: StateStore, tenant: str) -> None:
     """User, run, plan and checkpoint ids with / # ? \\ and controls are stored and listed verbatim."""
-    created = await store.create_flags(tenant, [make_flag(u) for u in WEIRD_IDS])
+    created = await store.flags.create([make_flag(u) for u in WEIRD_IDS])
     assert created == WEIRD_IDS
     for user_id in WEIRD_IDS:
-        got = await store.get_flag(tenant, user_id)
+        got = await store.flags.get(user_id)
         assert got is not None and got.flag.user_id == user_id
-    listed = [f.flag.user_id async for f in store.iter_flags(tenant)]
+    listed = [f.flag.user_id async for f in store.flags.every()]
     assert sorted(listed) == sorted(WEIRD_IDS)
-    await store.put_run(tenant, run("r/1#?\\", dt.datetime.now(dt.UTC)))
-    assert (await store.get_run(tenant, "r/1#?\\"))["id"] == "r/1#?\\"
-    await store.put_checkpoint(tenant, "delta/users#1", {"link": "https://graph/?$deltatoken=a#b"})
-    value, _ = await store.get_checkpoint(tenant, "delta/users#1")
+    await store.runs.put(run("r/1#?\\", dt.datetime.now(dt.UTC)))
+    assert (await store.runs.get("r/1#?\\"))["id"] == "r/1#?\\"
+    await store.checkpoints.put("delta/users#1", {"link": "https://graph/?$deltatoken=a#b"})
+    value, _ = await store.checkpoints.get("delta/users#1")
     assert value == {"link": "https://graph/?$deltatoken=a#b"}
-    await store.put_snapshots(tenant, {u: f"{abs(hash(u))}@x.example" for u in WEIRD_IDS})
-    assert set(await store.get_snapshots(tenant, WEIRD_IDS)) == set(WEIRD_IDS)
+    await store.snapshots.put({u: f"{abs(hash(u))}@x.example" for u in WEIRD_IDS})
+    assert set(await store.snapshots.get(WEIRD_IDS)) == set(WEIRD_IDS)
 
 
 async def test_a_store_is_bound_to_its_tenant(store: StateStore, tenant: str) -> None:

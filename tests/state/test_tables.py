@@ -30,16 +30,16 @@ async def test_transactions_never_exceed_100_operations(store: StateStore, tenan
         await real(client, operations)
 
     monkeypatch.setattr(store._tables, "submit_transaction", spy)
-    assert len(await store.create_flags(tenant, [make_flag(f"u{i}") for i in range(250)])) == 250
+    assert len(await store.flags.create([make_flag(f"u{i}") for i in range(250)])) == 250
     assert sorted(sizes) == [50, 100, 100]
     sizes.clear()
     store.snapshot_groups = 1000  # ~220 distinct snapshot rows in the one partition: one MERGE per row
     rows = {snapshot_row(f"u{i}", 1, 1000) for i in range(250)}
     assert len(rows) > 200
-    assert await store.put_snapshots(tenant, {f"u{i}": f"u{i}@x.example" for i in range(250)}) == 250
+    assert await store.snapshots.put({f"u{i}": f"u{i}@x.example" for i in range(250)}) == 250
     assert len(sizes) == 3 and max(sizes) == 100 and sum(sizes) == len(rows)
-    assert await store.count_snapshots(tenant) == 250
-    assert len([f async for f in store.iter_flags(tenant)]) == 250
+    assert await store.snapshots.count() == 250
+    assert len([f async for f in store.flags.every()]) == 250
 
 
 async def test_submit_transaction_refuses_over_100_and_empty(store: StateStore) -> None:

@@ -69,29 +69,29 @@ async def other_store(azurite: Azurite, tenant: str) -> AsyncIterator[StateStore
         await instance.close()
 
 
-def processor(store: StateStore, tenant: str) -> Services:
-    """The part of Services the flag save uses: the store and the tenant id."""
-    return cast(Services, SimpleNamespace(store=store, settings=SimpleNamespace(tenant_id=tenant)))
+def processor(store: StateStore) -> Services:
+    """The part of Services the flag save uses: the store, bound to its tenant."""
+    return cast(Services, SimpleNamespace(store=store, settings=SimpleNamespace(tenant_id=store.tenant_id)))
 
 
 def after_first_read(store: StateStore, meanwhile: Callable[[], Awaitable[object]]) -> None:
-    """Make `store.get_flag` run `meanwhile` right after its first read returns (the race window)."""
-    real = store.get_flag
+    """Make `store.flags.get` run `meanwhile` right after its first read returns (the race window)."""
+    real = store.flags.get
     fired = False
 
-    async def get_flag(tenant_id: str, user_id: str) -> Any:
+    async def get(user_id: str) -> Any:
         nonlocal fired
-        found = await real(tenant_id, user_id)
+        found = await real(user_id)
         if not fired:
             fired = True
             await meanwhile()
         return found
 
-    store.get_flag = get_flag  # type: ignore[method-assign]
+    store.flags.get = get  # type: ignore[method-assign]
 
 
-async def stored_flag(store: StateStore, tenant: str) -> Flag:
-    stored = await store.get_flag(tenant, USER)
+async def stored_flag(store: StateStore) -> Flag:
+    stored = await store.flags.get(USER)
     assert stored is not None
     return stored.flag
 
@@ -102,13 +102,13 @@ async def test_a_flag_appearing_between_read_and_create_is_merged_not_replaced(
     merge_flag(A->B, B->C), one case A->C with both processors' passkeys, not B->C with a `previous`."""
     theirs = detection(A, B, ["p1"], T0)
     ours = detection(B, C, ["p1", "p2"], T0 + timedelta(minutes=5))
-    after_first_read(store, lambda: _save_flag(processor(other_store, tenant), theirs))
+    after_first_read(store, lambda: _save_flag(processor(other_store), theirs))
 
-    await _save_flag(processor(store, tenant), ours)
+    await _save_flag(processor(store), ours)
 
     expected = merge_flag(theirs, ours)
     assert expected is not None and expected.old_upn == A and expected.passkey_ids == ("p1", "p2")
-    assert await stored_flag(other_store, tenant) == expected
+    assert await stored_flag(other_store) == expected
 
 
 async def test_two_processors_saving_at_once_end_with_the_merge_of_both(
@@ -121,7 +121,7 @@ async def test_two_processors_saving_at_once_end_with_the_merge_of_both(
     for instance in (store, other_store):
         after_first_read(instance, both_read.wait)
 
-    await asyncio.gather(_save_flag(processor(store, tenant), first),
-                         _save_flag(processor(other_store, tenant), second))
+    await asyncio.gather(_save_flag(processor(store), first),
+                         _save_flag(processor(other_store), second))
 
-    assert await stored_flag(store, tenant) in (merge_flag(first, second), merge_flag(second, first))
+    assert await stored_flag(store) in (merge_flag(first, second), merge_flag(second, first))

@@ -19,7 +19,7 @@ async def test_a_renamed_user_without_a_passkey_gets_no_flag(azurite):
         await eventually(lambda: stack.flag(uid(1)))
 
         async def snapshot_moved() -> bool:
-            snaps = await stack.services.store.get_snapshots(stack.tenant_id, [uid(2)])
+            snaps = await stack.services.store.snapshots.get([uid(2)])
             return snaps.get(uid(2)) == "user2@fabrikam.example"
 
         await eventually(snapshot_moved)
@@ -61,7 +61,7 @@ async def test_a_deleted_notification_for_a_user_graph_still_has_forgets_nothing
         await functions["upn_events"].get_user_function()(payloads.event_grid_event(payloads.load(
             "eventgrid-user-deleted", tenant_id=stack.tenant_id, user_id=uid(1), client_state=CLIENT_STATE)))
         assert await stack.host.drain_once() == 2
-        snapshots = await stack.services.store.get_snapshots(stack.tenant_id, [uid(1)])
+        snapshots = await stack.services.store.snapshots.get([uid(1)])
         assert snapshots == {uid(1): "user1@fabrikam.example"}
         flag = await stack.flag(uid(1))
         assert flag["status"] == "pending" and len(flag["history"]) == 1
@@ -79,7 +79,7 @@ async def test_a_user_deleted_for_good_is_forgotten_once_graph_says_404(azurite)
         await stack.services.graph.send_raw("DELETE", f"/directory/deletedItems/{uid(1)}")
 
         async def forgotten() -> bool:
-            snapshots = await stack.services.store.get_snapshots(stack.tenant_id, [uid(1), uid(2)])
+            snapshots = await stack.services.store.snapshots.get([uid(1), uid(2)])
             flag = await stack.flag(uid(1))
             return uid(1) not in snapshots and uid(2) in snapshots and flag["status"] == "dismissed"
 

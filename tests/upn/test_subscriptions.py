@@ -34,20 +34,20 @@ async def test_the_subscription_is_created_once_renewed_late_and_recreated_when_
         created = await subscribe(stack)
         assert created["action"] == "created"
         assert (await ensure_subscription(stack.services))["action"] == "none"
-        stored, etag = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, etag = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         soon = (datetime.now(UTC) + timedelta(days=5)).isoformat()  # as if 24 days had passed
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT,
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT,
                                                   {**stored, "expirationDateTime": soon}, etag)
         renewed = await ensure_subscription(stack.services)
         assert renewed["action"] == "renewed" and renewed["id"] == created["id"]
         assert datetime.fromisoformat(renewed["expirationDateTime"]) > datetime.now(UTC) + timedelta(days=28)
         await stack.services.graph.send_raw("DELETE", f"/subscriptions/{created['id']}")
-        stored, etag = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT,
+        stored, etag = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT,
                                                   {**stored, "expirationDateTime": soon}, etag)
         recreated = await ensure_subscription(stack.services)  # the renewal gets 404: create a new one
         assert recreated["action"] == "created" and recreated["id"] != created["id"]
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["id"] == recreated["id"]
         assert [s["id"] for s in _subscriptions(stack)] == [recreated["id"]]
 
@@ -72,7 +72,7 @@ async def test_lifecycle_events_reauthorize_recreate_and_sweep(azurite):
         stack.sim.lifecycle(created["id"], "subscriptionRemoved")
 
         async def replaced() -> str | None:
-            stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+            stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
             return stored["id"] if stored and stored["id"] != created["id"] else None
 
         new_id = await eventually(replaced)
@@ -85,7 +85,7 @@ async def test_lifecycle_events_for_another_subscription_change_nothing(azurite,
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
         await sweep(stack.services)
         created = await subscribe(stack)
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         await stack.services.store.queue.clear()
         before = dict(stack.sim.stats()["calls"]["by_route"])
         stranger = str(uuid.uuid4())
@@ -97,7 +97,7 @@ async def test_lifecycle_events_for_another_subscription_change_nothing(azurite,
         assert await stack.host.drain_once() == 3
         after = dict(stack.sim.stats()["calls"]["by_route"])
         assert after == before
-        assert (await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT))[0] == stored
+        assert (await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT))[0] == stored
         assert [s["id"] for s in _subscriptions(stack)] == [created["id"]]
         assert sum(stranger in r.getMessage() for r in caplog.records) == 3
 
@@ -113,7 +113,7 @@ async def test_a_subscription_made_before_deleted_was_asked_for_is_replaced(azur
             client_state=stack.services.settings.notification_client_state,
             expiration_date_time=datetime.now(UTC) + timedelta(days=20)))
         assert old is not None and old.expiration_date_time is not None
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, {
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, {
             "id": old.id, "expirationDateTime": old.expiration_date_time.isoformat(), "createdAt": "2026-01-01Z"})
         result = await subscribe(stack)
         assert result["action"] == "recreated" and result["id"] != old.id
@@ -147,14 +147,14 @@ async def test_an_unusable_client_state_is_never_registered(azurite, value):
         assert "NOTIFICATION_CLIENT_STATE" in info.value.message and value not in info.value.message
         assert stack.sim.stats()["http_requests"] == 0
         assert _subscriptions(stack) == []
-        assert await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT) == (None, None)
+        assert await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT) == (None, None)
 
 
 async def test_a_rotated_client_state_recreates_the_subscription(azurite):
     """The record keeps a keyed fingerprint, not the value; a new clientState deletes and recreates."""
     async with running_stack(azurite, tenant([user(1)])) as stack:
         first = await subscribe(stack)
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["clientStateFingerprint"] and CLIENT_STATE not in json.dumps(stored)
         assert (await ensure_subscription(stack.services))["action"] == "none"
 
@@ -163,7 +163,7 @@ async def test_a_rotated_client_state_recreates_the_subscription(azurite):
         assert rotated["action"] == "recreated" and rotated["id"] != first["id"]
         live = _subscriptions(stack)
         assert [(s["id"], s["clientState"]) for s in live] == [(rotated["id"], ROTATED)]
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["id"] == rotated["id"] and ROTATED not in json.dumps(stored)
         assert stored["clientStateFingerprint"] != first["clientStateFingerprint"]
         assert (await ensure_subscription(stack.services))["action"] == "none"
@@ -179,9 +179,9 @@ async def test_a_record_without_a_fingerprint_is_recreated_once(azurite):
     """A subscription stored before fingerprints existed cannot be vouched for, so it is replaced once."""
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
         first = await subscribe(stack)
-        stored, etag = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, etag = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         legacy = {k: v for k, v in stored.items() if k != "clientStateFingerprint"}
-        await stack.services.store.put_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT, legacy, etag)
+        await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, legacy, etag)
         again = await ensure_subscription(stack.services)
         assert again["action"] == "recreated" and [s["id"] for s in _subscriptions(stack)] == [again["id"]]
         assert again["id"] != first["id"]
@@ -213,7 +213,7 @@ async def test_instances_starting_together_create_one_subscription(azurite, func
         live = _subscriptions(stack)
         assert len(live) == 1, live
         assert not [r for r in results if isinstance(r, BaseException) and not _yielded(r)], results
-        stored, _ = await stack.services.store.get_checkpoint(stack.tenant_id, SUBSCRIPTION_CHECKPOINT)
+        stored, _ = await stack.services.store.checkpoints.get(SUBSCRIPTION_CHECKPOINT)
         assert stored["id"] == live[0]["id"]
 
 

@@ -76,7 +76,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         await sweep(stack.services)
         for n in (3, 5):
             await rename(stack, n, f"user{n}@fabrikam.example")
-        await stack.services.store.delete_snapshots(stack.tenant_id, [uid(7)])  # never seen before
+        await stack.services.store.snapshots.delete([uid(7)])  # never seen before
         stack.sim.invalidate_delta()  # the next sweep reads every user again
         sent = _capture_messages(monkeypatch)
         result = await sweep(stack.services)
@@ -87,7 +87,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         assert all(entry.pop("oldUpnSeenAt").endswith("Z") for entry in entries)
         assert sorted(entries, key=lambda e: e["id"]) == [
             {"id": uid(n), "upn": f"user{n}@fabrikam.example", "oldUpn": f"user{n}@contoso.example"} for n in (3, 5)]
-        assert await stack.services.store.get_snapshots(stack.tenant_id, [uid(7)]) == {uid(7): "user7@contoso.example"}
+        assert await stack.services.store.snapshots.get([uid(7)]) == {uid(7): "user7@contoso.example"}
 
         async def both_flagged() -> bool:
             return {f["userId"] for f in await stack.all_flags()} == {uid(3), uid(5)}
@@ -95,7 +95,7 @@ async def test_a_full_resync_queues_only_changed_users_with_their_old_upn(azurit
         await eventually(both_flagged)
         flag = await stack.flag(uid(3))
         assert flag["oldUpn"] == "user3@contoso.example" and flag["newUpn"] == "user3@fabrikam.example"
-        snaps = await stack.services.store.get_snapshots(stack.tenant_id, [uid(3), uid(5), uid(1)])
+        snaps = await stack.services.store.snapshots.get([uid(3), uid(5), uid(1)])
         assert snaps == {uid(3): "user3@fabrikam.example", uid(5): "user5@fabrikam.example",
                          uid(1): "user1@contoso.example"}
 
@@ -112,7 +112,7 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
         renamed = list(range(1, 61, 3))
         for n in renamed:
             await rename(stack, n, f"user{n}@fabrikam.example")
-        await stack.services.store.delete_snapshots(stack.tenant_id, [uid(2), uid(59)])
+        await stack.services.store.snapshots.delete([uid(2), uid(59)])
         stack.sim.invalidate_delta()
         sent = _capture_messages(monkeypatch, fail_on_call=2)
         try:
@@ -130,5 +130,5 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
 
         await eventually(all_flagged)
         assert len(await stack.all_flags()) == len(renamed)
-        snaps = await stack.services.store.load_all_snapshots(stack.tenant_id)
+        snaps = await stack.services.store.snapshots.load_all()
         assert snaps == {uid(n): f"user{n}@{'fabrikam' if n in renamed else 'contoso'}.example" for n in range(1, 61)}

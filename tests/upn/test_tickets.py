@@ -105,7 +105,7 @@ async def test_a_ticket_with_a_bad_signature_or_old_timestamp_gets_401_and_write
             assert status == 401, text
         assert await stack.services.store.queue.peek_count() == 0
         assert await stack.flag(uid(1)) is None
-        assert await stack.services.store.claim_event(stack.tenant_id, "ticket:evt-1", 60)  # never claimed
+        assert await stack.services.store.events.claim("ticket:evt-1", 60)  # never claimed
 
 
 async def test_a_signed_ticket_flags_the_user_once(azurite):
