@@ -2,8 +2,8 @@
 
 UPN changes (`upn-changes`), stamped with the tenant (and the run id) when sent:
 
-    {"v": 1, "kind": "users", "source", "users": [{"id", "upn"?, "oldUpn"?, "seenAt"?, "removed"?}], "at",
-     "ticketId"?, "oldUpn"?, "tenant", "runId"?}
+    {"v": 1, "kind": "users", "source", "users": [{"id", "upn"?, "oldUpn"?, "oldUpnSeenAt"?, "seenAt"?,
+     "removed"?}], "at", "ticketId"?, "oldUpn"?, "tenant", "runId"?}
     {"v": 1, "kind": "lifecycle", "event", "subscriptionId", "tenant", "runId"?}
     {"kind": "sweep", "tenant", "runId"?}
 
@@ -40,6 +40,7 @@ class UserEntry(QueueMessage):
     id: NonEmpty
     upn: str | None = None
     oldUpn: str | None = None
+    oldUpnSeenAt: str | None = Field(default=None, description="when the snapshot last read `oldUpn` (ISO 8601)")
     seenAt: str | None = Field(default=None, description="when the sweep read `upn` from Graph (ISO 8601)")
     removed: str | None = Field(default=None, description="why the user is gone (e.g. deleted)")
 
