@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 AZURITE := tools/node_modules/.bin/azurite
 
-.PHONY: all deps demo test test-under-load lint bench soak clean lock
+.PHONY: all deps demo test test-under-load lint bench soak clean lock schemas
 
 all: deps
 
@@ -30,6 +30,11 @@ lock:
 	@test -x $(LOCK_VENV)/bin/uv || { $(PY) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install -q uv==$(UV_VERSION); }
 	$(LOCK) requirements.in -o requirements.txt
 	$(LOCK) requirements-dev.in -o requirements-dev.txt
+
+# The files generated from the pydantic models (shared/schemas): the desired-state JSON Schema and the OpenAPI
+# request-body components. tests/schemas/test_generate.py fails when a committed one is stale.
+schemas: $(VENV)/.installed
+	$(BIN)/python -m shared.schemas
 
 # Azurite from npm, into a git-ignored folder of the repo (3.35: the last release for Node 20).
 $(AZURITE): tools/package.json tools/package-lock.json

@@ -7,11 +7,17 @@ indexing stays fast (the worker has 30 s to start; see bench/cold_start.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
+from shared import http_api
 from shared.principal import Access, authorize
+from shared.services import Services
 from shared.web import Answer, error_answer
+
+#: An HTTP use case of shared.http_api: services and a plain request in, an Answer out.
+Handler = Callable[[Services, http_api.Request], Awaitable[Answer]]
 
 # Callers need no function key: App Service Authentication (infra/app/function.bicep) validates their
 # Entra token and each route declares the app role it needs (`access=`), checked in _serve.
@@ -24,18 +30,16 @@ def _http(answer: Answer) -> func.HttpResponse:
                              mimetype=answer.mimetype)
 
 
-async def _serve(handler_name: str, req: func.HttpRequest, *, access: Access) -> func.HttpResponse:
+async def _serve(handler: Handler, req: func.HttpRequest, *, access: Access) -> func.HttpResponse:
     """Run one HTTP use case from shared.http_api for a caller with `access`; every failure becomes a JSON
     error body (a code only on PUBLIC routes, which anyone can reach)."""
-    from shared import http_api
     from shared.services import get_services
     from shared.web import refuse_declared_oversize
 
+    name = handler.__name__  # the function's name too: logs and the per-route body limit use it
     try:
-        principal = authorize(access, req.headers, auth_enabled=get_services().settings.auth_enabled,
-                              route=handler_name)
-        refuse_declared_oversize(handler_name, req.headers)  # before req.get_body(): the body is never read
-        handler = getattr(http_api, handler_name)
+        principal = authorize(access, req.headers, auth_enabled=get_services().settings.auth_enabled, route=name)
+        refuse_declared_oversize(name, req.headers)  # before req.get_body(): the body is never read
         answer = await handler(get_services(), http_api.Request.from_parts(
             method=req.method, url=req.url, headers=dict(req.headers), params=dict(req.params),
             route_params=dict(req.route_params), body=req.get_body(), principal=principal))
@@ -47,39 +51,39 @@ async def _serve(handler_name: str, req: func.HttpRequest, *, access: Access) ->
 # ----------------------------------------------------------------------------- operations
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("health", req, access=Access.PUBLIC)
+    return await _serve(http_api.health, req, access=Access.PUBLIC)
 
 
 @app.route(route="health/details", methods=["GET"])
 async def health_details(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("health_details", req, access=Access.READER)
+    return await _serve(http_api.health_details, req, access=Access.READER)
 
 
 @app.route(route="runs", methods=["GET"])
 async def runs_list(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("runs_list", req, access=Access.READER)
+    return await _serve(http_api.runs_list, req, access=Access.READER)
 
 
 @app.route(route="runs/{runId}", methods=["GET"])
 async def run_get(req: func.HttpRequest) -> func.HttpResponse:
     """One run: how a queued plan or apply job ended."""
-    return await _serve("run_get", req, access=Access.READER)
+    return await _serve(http_api.run_get, req, access=Access.READER)
 
 
 # ----------------------------------------------------------------------------- policy as code
 @app.route(route="policy/verify", methods=["POST"])
 async def policy_verify(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("policy_verify", req, access=Access.READER)
+    return await _serve(http_api.policy_verify, req, access=Access.READER)
 
 
 @app.route(route="policy/plan", methods=["POST"])
 async def policy_plan(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("policy_plan", req, access=Access.ADMIN)
+    return await _serve(http_api.policy_plan, req, access=Access.ADMIN)
 
 
 @app.route(route="policy/apply", methods=["POST"])
 async def policy_apply(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("policy_apply", req, access=Access.ADMIN)
+    return await _serve(http_api.policy_apply, req, access=Access.ADMIN)
 
 
 @app.timer_trigger(schedule="%POLICY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
@@ -106,34 +110,34 @@ async def policy_jobs(msg: func.QueueMessage) -> None:
 @app.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
     """Graph change notifications (validated by clientState, not by a function key)."""
-    return await _serve("graph_notifications", req, access=Access.PUBLIC)
+    return await _serve(http_api.graph_notifications, req, access=Access.PUBLIC)
 
 
 @app.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("graph_lifecycle", req, access=Access.PUBLIC)
+    return await _serve(http_api.graph_lifecycle, req, access=Access.PUBLIC)
 
 
 @app.route(route="tickets", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def tickets(req: func.HttpRequest) -> func.HttpResponse:
     """The ticketing system's webhook (authenticated by its HMAC signature)."""
-    return await _serve("tickets", req, access=Access.PUBLIC)
+    return await _serve(http_api.tickets, req, access=Access.PUBLIC)
 
 
 @app.route(route="flags", methods=["GET"])
 async def flags_list(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("flags_list", req, access=Access.READER)
+    return await _serve(http_api.flags_list, req, access=Access.READER)
 
 
 @app.route(route="flags/export", methods=["GET"])
 async def flags_export(req: func.HttpRequest) -> func.HttpResponse:
-    return await _serve("flags_export", req, access=Access.READER)
+    return await _serve(http_api.flags_export, req, access=Access.READER)
 
 
 @app.route(route="flags/approve-removal", methods=["POST"])
 async def flags_approve_removal(req: func.HttpRequest) -> func.HttpResponse:
     """Admin: approve the stale-passkey removal of flags waiting above STALE_PASSKEY_REMOVAL_MAX_PER_RUN."""
-    return await _serve("flags_approve_removal", req, access=Access.ADMIN)
+    return await _serve(http_api.flags_approve_removal, req, access=Access.ADMIN)
 
 
 @app.event_grid_trigger(arg_name="event")
@@ -174,6 +178,15 @@ async def reregistration_tracker(timer: func.TimerRequest) -> None:
     from shared.upn.tracker import track_flags
 
     log.info("reregistration_tracker: %s", await track_flags(get_services()))
+
+
+@app.timer_trigger(schedule="%EVENTS_PURGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def events_purge(timer: func.TimerRequest) -> None:
+    """Deletes expired idempotency keys (ticket and policy-job claims): Table Storage has no TTL."""
+    from shared.events_purge import purge_expired_events
+    from shared.services import get_services
+
+    log.info("events_purge: %s", await purge_expired_events(get_services()))
 
 
 @app.timer_trigger(schedule="%SUBSCRIPTION_SCHEDULE%", arg_name="timer", run_on_startup=True, use_monitor=True)

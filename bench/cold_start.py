@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import base_parser, emit, loopback_stack, machine, settings_env
+from bench.common import base_parser, emit, machine, settings_env
+from devhost.stack import loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +71,7 @@ def run(runs: int) -> dict[str, Any]:
         index.append(spawn_seconds(INDEX, env))
     demo = json.loads((ROOT / "graphsim" / "tenants" / "demo.json").read_text(encoding="utf-8"))
     demo.setdefault("simulator", {})["ca_requests_per_second"] = 1000.0
-    with loopback_stack(demo) as (azurite, sim):
+    with loopback(demo) as (azurite, sim):
         # As behind App Service Authentication: the platform's flag, and the reader's principal in VERIFY.
         verify_env = {**env, **settings_env(azurite, sim, demo["tenantId"]), "WEBSITE_AUTH_ENABLED": "True"}
         spawn_seconds(VERIFY, verify_env)  # creates the tables once, like a deployed app's template would

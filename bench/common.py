@@ -1,5 +1,6 @@
-"""What every benchmark shares: the machine it ran on, a loopback stack (Azurite + Graph simulator)
-with the product's own Services, peak RSS, and printing one JSON object.
+"""What every benchmark shares: the machine it ran on, tenant documents and app settings for the local
+stack (`devhost.stack`: Azurite + Graph simulator with the product's own Services), peak RSS, and
+printing one JSON object.
 
 Benchmarks run the product's real code paths against Azurite and the simulator; both are separate
 processes, so `time.process_time()` and `ru_maxrss` here measure our process alone.
@@ -13,8 +14,6 @@ import platform
 import resource
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
@@ -84,19 +83,14 @@ def tenant_doc(*, users: int = 0, explicit_users: list[dict[str, Any]] | None = 
     return doc
 
 
+#: The app settings every benchmark adds to `devhost.stack.stack_settings`.
+BENCH_SETTINGS = {"GRAPH_DEV_TOKEN": "bench-token",
+                  "NOTIFICATION_CLIENT_STATE": "ys1_vU4P5HvCOLXhb5V5giU3Mb1IvTIB4gedHm6u",
+                  "TICKET_WEBHOOK_SECRET": "59zud9TbYTfz0uCUoXem8DrwGejR0SdvqAJQAjBL"}
+
+
 def settings_env(azurite: Any, sim: Any, tenant_id: str, **extra: str) -> dict[str, str]:
     """App settings for the product against this Azurite and simulator."""
-    return {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "bench-token",
-            "STATE_STORAGE": azurite.connection_string,
-            "NOTIFICATION_CLIENT_STATE": "ys1_vU4P5HvCOLXhb5V5giU3Mb1IvTIB4gedHm6u",
-            "TICKET_WEBHOOK_SECRET": "59zud9TbYTfz0uCUoXem8DrwGejR0SdvqAJQAjBL", **extra}
+    from devhost.stack import stack_settings
 
-
-@contextmanager
-def loopback_stack(doc: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
-    """(azurite, simulator) for `doc`, both stopped (by PID) afterwards."""
-    from devhost.azurite import start_azurite
-    from graphsim.launcher import start_simulator
-
-    with start_azurite() as azurite, start_simulator(doc) as sim:
-        yield azurite, sim
+    return stack_settings(azurite, sim, tenant_id, **{**BENCH_SETTINGS, **extra})

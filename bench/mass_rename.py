@@ -8,8 +8,8 @@ stats are reset and its RU bucket refilled (Graph's large-tenant budget: 8,000 R
 full, times `--throttle-scale`).
 
 Measured: from the start of `sweep()` until the last queue message is handled, i.e. every flag is
-written. The sweep enqueues to Azurite; in-process consumers pull messages with `store.queue.receive`
-and run `handle_message`, like the Functions host's queue trigger (batchSize 16, a new batch once
+written. The sweep enqueues to Azurite; the product's in-process drain (`shared.upn.drain`) pulls messages
+and runs `handle_message`, like the Functions host's queue trigger (batchSize 16, a new batch once
 8 or fewer are in flight). Graph requests and resource units come from the simulator's own accounting.
 
 The optimum: Graph's bucket starts full, so no client can finish before
@@ -30,60 +30,28 @@ import sys
 import time
 from typing import Any
 
-from bench.common import base_parser, emit, loopback_stack, machine, peak_rss_mb, settings_env, tenant_doc
+from bench.common import BENCH_SETTINGS, base_parser, emit, machine, peak_rss_mb, tenant_doc
 
 log = logging.getLogger(__name__)
 
 CAPACITY_RU = 8000  # Graph, large tenant: 8,000 RU per 10 s (platform-limits.md)
 REFILL_RU_PER_S = 800
-BATCH_SIZE = 16  # host.json queues.batchSize
-NEW_BATCH_THRESHOLD = 8  # host.json queues.newBatchThreshold
-MAX_POLL_S = 2.0  # host.json queues.maxPollingInterval
 
 
 async def consume(services: Any, sweep_done: asyncio.Event, stats: dict[str, Any]) -> None:
-    """Pull messages like the queue trigger (16 at a time, refill at <= 8 in flight) until the sweep is
-    done and the queue is empty; record when the last message finished."""
-    from shared.upn.dispatch import handle_message
+    """The product's in-process drain (host.json's rules: 16 at a time, refill at <= 8 in flight) until the
+    sweep is done and the queue is empty; record when the last message finished."""
+    from shared.upn.drain import process_queue
 
-    queue = services.store.queue
-    in_flight: set[asyncio.Task[None]] = set()
-    poll = 0.05
-
-    async def run(msg: Any) -> None:
-        result = await handle_message(services, msg.text, dequeue_count=msg.dequeue_count)
-        await queue.delete(msg)
-        stats["messages"] += 1
-        stats["flagged"] += len(result.get("flagged", ()))
-        if result.get("requeued"):
-            stats["requeued"] += 1
+    def delivered() -> None:
         stats["last_done"] = time.monotonic()
 
-    while True:
-        if len(in_flight) > NEW_BATCH_THRESHOLD:
-            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            in_flight -= done
-            continue
-        finished_sweep = sweep_done.is_set()
-        batch = await queue.receive(BATCH_SIZE, visibility_timeout=60)
-        if batch:
-            poll = 0.05
-            for msg in batch:
-                task = asyncio.create_task(run(msg))
-                in_flight.add(task)
-            continue
-        if in_flight:
-            done, _ = await asyncio.wait(in_flight, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            in_flight -= done
-            continue
-        if finished_sweep and await queue.peek_count() == 0:
-            return
-        await asyncio.sleep(poll)
-        poll = min(MAX_POLL_S, poll * 2)
+    totals = await process_queue(services, until=sweep_done.is_set, on_delivered=delivered)
+    if totals["failed"] or totals["poisoned"] or totals["remaining"]:
+        raise RuntimeError(f"the queue did not drain cleanly: {totals}")
+    stats["messages"] += totals["messages"]
+    stats["flagged"] += len(totals["flagged"])
+    stats["requeued"] += totals["requeued"]
 
 
 async def baseline(services: Any, user_ids: list[str]) -> float:
@@ -112,58 +80,51 @@ def expected_flags(sim: Any) -> tuple[int, list[str]]:
 
 
 async def run(users: int, scale: float, sample: int) -> dict[str, Any]:
-    from shared.config import Settings
-    from shared.services import Services, use_services
+    from devhost.stack import local_stack
     from shared.upn.sweep import sweep
 
     doc = tenant_doc(users=users, simulator={
         "throttle_capacity_ru": CAPACITY_RU, "throttle_refill_ru_per_s": REFILL_RU_PER_S,
         "throttle_scale": scale, "notify_paused": True})
-    with loopback_stack(doc) as (azurite, sim):
-        env = settings_env(azurite, sim, doc["tenantId"], GRAPH_RU_PER_10S=str(round(CAPACITY_RU * scale)))
-        services = Services.from_settings(Settings.from_env(env))
-        use_services(services)
-        try:
-            await services.store.ensure()
-            seeded = await sweep(services, trigger="bench-seed")
-            assert seeded["seeded"] and seeded["complete"], seeded
-            renamed = sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
-                                                                "to_domain": "fabrikam.example", "notify": False},
-                                  timeout=600)
-            flags_expected, sample_ids = await asyncio.to_thread(expected_flags, sim)
-            # Both buckets full again: the simulator's and ours (it tracks Graph's from our side).
-            await asyncio.sleep(0)
-            sim.control("POST", "throttle/reset")
-            services.graph.budget.reset()
-            sim.reset_stats()
+    settings = {**BENCH_SETTINGS, "GRAPH_RU_PER_10S": str(round(CAPACITY_RU * scale))}
+    async with local_stack(doc, settings=settings, serve=False, ensure_store=True) as stack:
+        sim, services = stack.sim, stack.services
+        seeded = await sweep(services, trigger="bench-seed")
+        assert seeded["seeded"] and seeded["complete"], seeded
+        renamed = sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
+                                                            "to_domain": "fabrikam.example", "notify": False},
+                              timeout=600)
+        flags_expected, sample_ids = await asyncio.to_thread(expected_flags, sim)
+        # Both buckets full again: the simulator's and ours (it tracks Graph's from our side).
+        await asyncio.sleep(0)
+        sim.control("POST", "throttle/reset")
+        services.graph.budget.reset()
+        sim.reset_stats()
 
-            sweep_done = asyncio.Event()
-            counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
-            cpu0, t0 = time.process_time(), time.monotonic()
+        sweep_done = asyncio.Event()
+        counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
+        cpu0, t0 = time.process_time(), time.monotonic()
 
-            async def sweeper() -> dict[str, Any]:
-                try:
-                    return await sweep(services, trigger="bench")
-                finally:
-                    sweep_done.set()
+        async def sweeper() -> dict[str, Any]:
+            try:
+                return await sweep(services, trigger="bench")
+            finally:
+                sweep_done.set()
 
-            swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
-            t1 = counters["last_done"] or time.monotonic()
-            cpu = time.process_time() - cpu0
-            seconds = t1 - t0
-            rss = peak_rss_mb()
-            stats = sim.stats()
+        swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
+        t1 = counters["last_done"] or time.monotonic()
+        cpu = time.process_time() - cpu0
+        seconds = t1 - t0
+        rss = peak_rss_mb()
+        stats = sim.stats()
 
-            flags_written = 0
-            async for _ in services.store.iter_flags(services.settings.tenant_id):
-                flags_written += 1
+        flags_written = 0
+        async for _ in services.store.iter_flags(services.settings.tenant_id):
+            flags_written += 1
 
-            base_ids = sample_ids[:sample]
-            sim.configure(throttle_enabled=False)
-            per_user = await baseline(services, base_ids) if base_ids else 0.0
-        finally:
-            use_services(None)
-            await services.close()
+        base_ids = sample_ids[:sample]
+        sim.configure(throttle_enabled=False)
+        per_user = await baseline(services, base_ids) if base_ids else 0.0
 
     changed = int(renamed.get("renamed", users)) or users
     throttled_ru = int(stats.get("throttled", {}).get("ru", 0))  # each throttled call here costs 1 RU

@@ -17,30 +17,36 @@ import datetime as dt
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.common import base_parser, emit, machine
 
+if TYPE_CHECKING:
+    from shared.upn.flag import Flag
 
-def flag_doc(n: int) -> dict[str, Any]:
-    """A realistic flag document (one passkey, one history entry)."""
+
+def flag_doc(n: int) -> Flag:
+    """A realistic flag (one passkey, one history entry)."""
+    from shared.upn.flag import Flag, FlagStatus, HistoryEntry, PasskeyRef
+
     now = dt.datetime.now(dt.UTC)
     uid = str(uuid.UUID(int=n + 1, version=4))
-    return {"userId": uid, "oldUpn": f"user{n}@contoso.example", "newUpn": f"user{n}@fabrikam.example",
-            "status": "pending", "detectedAt": now, "statusChangedAt": now, "source": "sweep",
-            "passkeys": [{"id": f"key{n:08d}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA0", "aaGuid":
-                          "cb69481e-8ff7-4039-93ec-0a2729a154a8", "displayName": "YubiKey 5 NFC"}],
-            "history": [{"at": now.isoformat(), "status": "pending", "note": "UPN changed; 1 passkey(s)"}]}
+    return Flag(user_id=uid, old_upn=f"user{n}@contoso.example", new_upn=f"user{n}@fabrikam.example",
+                detected_at=now, source="sweep",
+                passkeys=(PasskeyRef(id=f"key{n:08d}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA0",
+                                     aa_guid="cb69481e-8ff7-4039-93ec-0a2729a154a8", display_name="YubiKey 5 NFC"),),
+                history=(HistoryEntry(now, FlagStatus.PENDING, "UPN changed; 1 passkey(s)"),))
 
 
 async def run(count: int) -> dict[str, Any]:
     from devhost.azurite import start_azurite
     from shared.config import StorageSettings
     from shared.state import StateStore
-    from shared.state.store import flag_to_entity, snapshot_to_entity
+    from shared.state.flags import flag_to_entity
+    from shared.state.snapshots import snapshot_to_entity
 
     with start_azurite() as azurite:
-        store = StateStore(StorageSettings(connection_string=azurite.connection_string))
+        store = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id="bench")
         try:
             await store.ensure()
             half = count // 2
@@ -58,7 +64,7 @@ async def run(count: int) -> dict[str, Any]:
             now = dt.datetime.now(dt.UTC)
 
             def entities(tenant_id: str) -> list[dict[str, Any]]:
-                return ([flag_to_entity(tenant_id, {**f, "created_at": now, "updated_at": now}, store.flag_buckets)
+                return ([flag_to_entity(tenant_id, f, store.flag_buckets, created_at=now, updated_at=now)
                          for f in flags] +
                         [snapshot_to_entity(tenant_id, u, upn, store.snapshot_buckets, now)
                          for u, upn in snaps.items()])

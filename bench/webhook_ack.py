@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.common import base_parser, emit, loopback_stack, machine, settings_env, tenant_doc
+from bench.common import BENCH_SETTINGS, base_parser, emit, machine, tenant_doc
 
 WARM_UP = 10
 
@@ -44,42 +44,35 @@ def percentile(samples: list[float], q: float) -> float:
 async def run(count: int) -> dict[str, Any]:
     import azure.functions as func
 
-    from shared.config import Settings
-    from shared.services import Services, use_services
+    from devhost.stack import local_stack
 
     doc = tenant_doc(users=0)
-    with loopback_stack(doc) as (azurite, sim):
-        env = settings_env(azurite, sim, doc["tenantId"])
-        services = Services.from_settings(Settings.from_env(env))
-        use_services(services)
-        try:
-            started = time.perf_counter()
-            import function_app
+    async with local_stack(doc, settings=BENCH_SETTINGS, serve=False) as stack:
+        env, services = stack.settings, stack.services
+        started = time.perf_counter()
+        import function_app
 
-            state = env["NOTIFICATION_CLIENT_STATE"]
+        state = env["NOTIFICATION_CLIENT_STATE"]
 
-            def request() -> func.HttpRequest:
-                body = notification(doc["tenantId"], str(uuid.uuid4()), state)
-                return func.HttpRequest(method="POST", url="http://localhost/api/graph/notifications", body=body,
-                                        headers={"Content-Type": "application/json"})
+        def request() -> func.HttpRequest:
+            body = notification(doc["tenantId"], str(uuid.uuid4()), state)
+            return func.HttpRequest(method="POST", url="http://localhost/api/graph/notifications", body=body,
+                                    headers={"Content-Type": "application/json"})
 
-            first = await function_app.graph_notifications(request())
-            first_ms = (time.perf_counter() - started) * 1000
-            assert first.status_code == 202, first.get_body()
-            for _ in range(WARM_UP):
-                await function_app.graph_notifications(request())
-            samples: list[float] = []
-            for _ in range(count):
-                req = request()
-                t0 = time.perf_counter()
-                resp = await function_app.graph_notifications(req)
-                samples.append((time.perf_counter() - t0) * 1000)
-                if resp.status_code != 202:
-                    raise RuntimeError(f"notification answered {resp.status_code}: {resp.get_body()[:300]!r}")
-            queued = await services.store.queue.peek_count()
-        finally:
-            use_services(None)
-            await services.close()
+        first = await function_app.graph_notifications(request())
+        first_ms = (time.perf_counter() - started) * 1000
+        assert first.status_code == 202, first.get_body()
+        for _ in range(WARM_UP):
+            await function_app.graph_notifications(request())
+        samples: list[float] = []
+        for _ in range(count):
+            req = request()
+            t0 = time.perf_counter()
+            resp = await function_app.graph_notifications(req)
+            samples.append((time.perf_counter() - t0) * 1000)
+            if resp.status_code != 202:
+                raise RuntimeError(f"notification answered {resp.status_code}: {resp.get_body()[:300]!r}")
+        queued = await services.store.queue.peek_count()
     return {
         "benchmark": "webhook_ack", "notifications": count,
         "p50_ms": round(percentile(samples, 50), 2), "p99_ms": round(percentile(samples, 99), 2),

@@ -1,6 +1,7 @@
 """Developer host: loopback stand-ins for what Azure provides (never deployed).
 
 `devhost.azurite` starts and stops a private Azurite (Table, Queue and Blob emulator) by PID on free
-ports for tests, benchmarks and `make demo`; the other modules stand in for the Functions host.
+ports; `devhost.stack` builds the whole local stack (Azurite, the Graph simulator, the product's Services,
+the function app served by `devhost.host`) one way for the tests, benchmarks, `devhost up` and `make demo`.
 """
 from __future__ import annotations

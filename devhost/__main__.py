@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import secrets
 import shlex
 import signal
@@ -29,10 +28,11 @@ DEFAULT_TENANT = ROOT / "graphsim" / "tenants" / "demo.json"
 DEFAULT_ENV_FILE = ROOT / ".demo" / "local.env"
 
 
-def local_settings(*, tenant_id: str, graph_url: str, storage: str, app_url: str, policy: Path) -> dict[str, str]:
-    """The app settings of a local run: every value a deployed app would have, pointing at loopback."""
+def local_settings(*, app_url: str, policy: Path) -> dict[str, str]:
+    """The app settings of a local run beside `devhost.stack.stack_settings`: every other value a deployed app
+    would have, pointing at loopback."""
     return {
-        "TENANT_ID": tenant_id, "GRAPH_BASE_URL": graph_url, "STATE_STORAGE": storage, "POLICY_FILE": str(policy),
+        "POLICY_FILE": str(policy),
         "NOTIFICATION_URL": f"{app_url}/api/graph/notifications",
         "LIFECYCLE_NOTIFICATION_URL": f"{app_url}/api/graph/lifecycle",
         "NOTIFICATION_CLIENT_STATE": secrets.token_urlsafe(48), "TICKET_WEBHOOK_SECRET": secrets.token_urlsafe(48),
@@ -47,48 +47,27 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
     path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
 
 
-async def up(*, port: int, tenant_file: Path, tenant_id: str, policy: Path, env_file: Path) -> int:
+async def up(*, port: int, tenant_file: Path, policy: Path, env_file: Path) -> int:
     """Run the stack until SIGINT or SIGTERM; everything started is stopped on the way out."""
-    from azure.storage.queue.aio import QueueClient
-
-    from devhost.azurite import start_azurite
-    from devhost.host import DevHost
-    from graphsim.launcher import start_simulator
-    from shared.config import Settings
-    from shared.services import Services, use_services
+    from devhost.stack import local_stack
 
     workdir = Path(tempfile.mkdtemp(prefix="passkey-guard-local-"))
-    azurite = await asyncio.to_thread(start_azurite, workdir=workdir)
-    sim = await asyncio.to_thread(start_simulator, tenant_file, log_path=workdir / "graphsim.log")
-    host: DevHost | None = None
-    services: Services | None = None
     try:
-        values = local_settings(tenant_id=tenant_id, graph_url=sim.base_url, storage=azurite.connection_string,
-                                app_url=f"http://127.0.0.1:{port}", policy=policy)
-        services = Services.from_settings(Settings.from_env(values))
-        use_services(services)
-        await services.store.ensure()
-        host = DevHost(queue_client_factory=lambda name: QueueClient.from_connection_string(
-            azurite.connection_string, name))
-        url = await host.start(port=port)
-        write_env_file(env_file, values)
-        print(f"Azurite pid {azurite.pid}, Graph simulator pid {sim.pid} at {sim.base_url} (tenant {tenant_id})\n"
-              f"Function app at {url}/api, queue drained\n"
-              f"Settings for another shell: source {env_file}\nCtrl-C stops everything.", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        return 0
+        async with local_stack(tenant_file, settings=local_settings(app_url=f"http://127.0.0.1:{port}", policy=policy),
+                               port=port, ensure_store=True, workdir=workdir) as stack:
+            assert stack.host is not None
+            write_env_file(env_file, stack.settings)
+            print(f"Azurite pid {stack.azurite.pid}, Graph simulator pid {stack.sim.pid} at {stack.sim.base_url} "
+                  f"(tenant {stack.tenant_id})\n"
+                  f"Function app at {stack.host.url}/api, queue drained\n"
+                  f"Settings for another shell: source {env_file}\nCtrl-C stops everything.", flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            return 0
     finally:
-        if host is not None:
-            await host.stop()
-        if services is not None:
-            use_services(None)
-            await services.close()
-        await asyncio.to_thread(sim.stop)
-        await asyncio.to_thread(azurite.stop)
         print("Stopped the function app, the simulator and Azurite.", flush=True)
 
 
@@ -102,10 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="the desired-state document (POLICY_FILE)")
     run.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="where to write the settings")
     args = parser.parse_args(argv)
-    tenant_id = json.loads(args.tenant.read_text())["tenantId"]
     try:
-        return asyncio.run(up(port=args.port, tenant_file=args.tenant, tenant_id=tenant_id,
-                              policy=args.policy.resolve(), env_file=args.env_file))
+        return asyncio.run(up(port=args.port, tenant_file=args.tenant, policy=args.policy.resolve(),
+                              env_file=args.env_file))
     finally:
         with contextlib.suppress(FileNotFoundError):
             args.env_file.unlink()  # its secrets and ports die with the stack

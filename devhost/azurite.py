@@ -13,7 +13,7 @@ identity-based code path (`allowSharedKeyAccess: false` in Azure) runs offline.
 Usage::
 
     with start_azurite() as az:
-        store = StateStore(StorageSettings(connection_string=az.connection_string))
+        store = StateStore(StorageSettings(connection_string=az.connection_string), tenant_id=settings.tenant_id)
 """
 from __future__ import annotations
 

@@ -85,6 +85,11 @@ param trackerSchedule string = '0 */30 * * * *'
 @description('NCRONTAB schedule (6 fields, UTC) of the subscription_manager timer (creates, renews and reauthorizes the Graph /users subscription); every 6 hours by default.')
 param subscriptionSchedule string = '0 0 */6 * * *'
 
+@minLength(11)
+@maxLength(100)
+@description('NCRONTAB schedule (6 fields, UTC) of the events_purge timer (deletes expired idempotency keys from the events table, which Table Storage never expires); daily at 03:30 UTC by default.')
+param eventsPurgeSchedule string = '0 30 3 * * *'
+
 // --- hosting -------------------------------------------------------------------------------------
 
 @minValue(1)
@@ -305,6 +310,7 @@ module functionApp 'app/function.bicep' = {
     sweepSchedule: sweepSchedule
     trackerSchedule: trackerSchedule
     subscriptionSchedule: subscriptionSchedule
+    eventsPurgeSchedule: eventsPurgeSchedule
     httpAlwaysReady: httpAlwaysReady
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

@@ -17,7 +17,7 @@ from shared.errors import InputError
 from shared.health import HealthResult
 from shared.principal import Principal
 from shared.services import Services
-from shared.web import Answer, Shape, ok, read_json_object, read_strict_object, refuse_unknown_params
+from shared.web import Answer, ok, read_body, read_json_object, refuse_unknown_params
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +108,6 @@ async def runs_list(services: Services, req: Request) -> Answer:
     return ok(await list_runs(services, limit=limit, page_token=req.params.get("pageToken") or None))
 
 
-APPROVAL_BODY = Shape({"userIds": list}, {"userIds"})
-#: The policy routes' bodies; `document` only counts when ALLOW_ADHOC_DOCUMENTS is on.
-DOCUMENT_BODY = Shape({"document": dict})
-APPLY_BODY = Shape({"planId": str, "acceptLockout": Shape({"planId": str, "users": int}, {"planId", "users"}),
-                    "acceptNoEmergencyExclusion": Shape({"planId": str}, {"planId"})}, {"planId"})
-
-
 def _job_answer(queued: dict[str, Any], req: Request) -> Answer:
     """202 with the run id, and where to read its outcome."""
     return Answer(status=202, body={**queued, "location": f"/api/runs/{queued['runId']}"},
@@ -142,19 +135,21 @@ async def policy_verify(services: Services, req: Request) -> Answer:
     """Run the compliance checks now; the report comes as JSON, with Markdown beside it."""
     from shared.policy.jobs import refuse_adhoc_document
     from shared.policy.verify import verify
+    from shared.schemas.bodies import DocumentBody
 
-    body = read_strict_object(req.body, DOCUMENT_BODY)  # {"document": ...} only with ALLOW_ADHOC_DOCUMENTS
-    refuse_adhoc_document(services, body.get("document"))
-    return ok(await verify(services, trigger="http", document=body.get("document"),
+    body = read_body(req.body, DocumentBody)  # {"document": ...} only with ALLOW_ADHOC_DOCUMENTS
+    refuse_adhoc_document(services, body.document)
+    return ok(await verify(services, trigger="http", document=body.document,
                            actor=actor_from_principal(req.principal)))
 
 
 async def policy_plan(services: Services, req: Request) -> Answer:
     """Check the desired state, queue the plan as a job and answer 202 with its run id."""
     from shared.policy.jobs import submit_plan
+    from shared.schemas.bodies import DocumentBody
 
-    body = read_strict_object(req.body, DOCUMENT_BODY)
-    return _job_answer(await submit_plan(services, body.get("document"), actor=actor_from_principal(req.principal)),
+    body = read_body(req.body, DocumentBody)
+    return _job_answer(await submit_plan(services, body.document, actor=actor_from_principal(req.principal)),
                        req)
 
 
@@ -162,10 +157,14 @@ async def policy_apply(services: Services, req: Request) -> Answer:
     """Refuse at once what can be refused (audit mode, unknown, applied or stale plan, acceptance missing
     or not matching), else queue the apply as a job and answer 202 with its run id."""
     from shared.policy.jobs import submit_apply
+    from shared.schemas.bodies import ApplyBody
 
-    body = read_strict_object(req.body, APPLY_BODY)
-    return _job_answer(await submit_apply(services, body["planId"], accept_lockout=body.get("acceptLockout"),
-                                          accept_no_emergency_exclusion=body.get("acceptNoEmergencyExclusion"),
+    body = read_body(req.body, ApplyBody)
+    lockout, no_exclusion = body.acceptLockout, body.acceptNoEmergencyExclusion
+    return _job_answer(await submit_apply(services, body.planId,
+                                          accept_lockout=lockout.model_dump() if lockout else None,
+                                          accept_no_emergency_exclusion=no_exclusion.model_dump() if no_exclusion
+                                          else None,
                                           actor=actor_from_principal(req.principal)),
                        req)
 
@@ -183,7 +182,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
     No Graph call happens here: Graph wants an answer within 3 s, and slow endpoints lose notifications.
     """
     from shared.telemetry import bind_run
-    from shared.upn.intake import parse_change_notifications, validation_token
+    from shared.upn.graph_notifications import parse_change_notifications, validation_token
     from shared.upn.messages import enqueue_notices
 
     token = validation_token(req.params)
@@ -203,7 +202,7 @@ async def graph_notifications(services: Services, req: Request) -> Answer:
 
 async def graph_lifecycle(services: Services, req: Request) -> Answer:
     """Graph lifecycle notifications: handshake, clientState, then queue the work and answer 202."""
-    from shared.upn.intake import parse_lifecycle_notifications, validation_token
+    from shared.upn.graph_notifications import parse_lifecycle_notifications, validation_token
     from shared.upn.messages import enqueue_lifecycle
 
     token = validation_token(req.params)
@@ -222,22 +221,14 @@ async def tickets(services: Services, req: Request) -> Answer:
     event id: `upn_changed` and `recheck_user` answer with the user's flag, `verify_policy` with the report."""
     from datetime import UTC, datetime
 
-    from shared.upn.intake import verify_ticket
+    from shared.upn.ticket_webhook import verify_ticket
     from shared.upn.tickets import ticket_action
 
     settings = services.settings
     event = verify_ticket(req.body, req.headers,
                           secret=settings.secret("ticket_webhook_secret"),
                           now=datetime.now(UTC))
-    if not await services.store.claim_event(settings.tenant_id, f"ticket:{event.event_id}", ttl_seconds=7 * 86400):
-        return ok({"eventId": event.event_id, "duplicate": True,
-                   "message": "this event id was already handled; nothing was done again"})
-    try:
-        result = await ticket_action(services, event)
-    except Exception:
-        await services.store.forget_event(settings.tenant_id, f"ticket:{event.event_id}")  # let a retry work
-        raise
-    return ok({"eventId": event.event_id, "action": event.action, "duplicate": False, **result})
+    return ok(await ticket_action(services, event))
 
 
 async def flags_list(services: Services, req: Request) -> Answer:
@@ -260,16 +251,12 @@ async def flags_export(services: Services, req: Request) -> Answer:
                   headers={"Content-Disposition": 'attachment; filename="passkey-guard-flags.csv"'})
 
 
-MAX_APPROVALS = 1000  # user ids per approval request
-
-
 async def flags_approve_removal(services: Services, req: Request) -> Answer:
     """An administrator approves the stale-passkey removal of flags waiting above the per-run cap; the next
     tracker run deletes them. Strict body `{"userIds": [...]}`: anything else is a 400 naming the field."""
+    from shared.schemas.bodies import ApprovalBody
     from shared.upn.tracker import approve_removals
 
-    ids = read_strict_object(req.body, APPROVAL_BODY)["userIds"]
-    if not 1 <= len(ids) <= MAX_APPROVALS or not all(isinstance(u, str) and 0 < len(u) <= 128 for u in ids):
-        raise InputError(f"userIds: required, a list of 1 to {MAX_APPROVALS} user ids (strings)")
-    return ok(await approve_removals(services, ids, by="http"))
+    ids = read_body(req.body, ApprovalBody).userIds  # 1 to 1000 ids of 1 to 128 characters
+    return ok(await approve_removals(services, list(ids), by="http"))
 

@@ -1,7 +1,9 @@
 """Plain helpers for HTTP entry points: JSON bodies in, JSON answers out, errors as Graph-like envelopes.
 
 Kept free of azure.functions so the use cases stay testable; `function_app.py` turns `Answer` into an
-`HttpResponse`. Error bodies are always `{"error": {"code", "message"}}` and never carry `str()` of an
+`HttpResponse`. `parse_json` is the one strict JSON reader of untrusted bytes (bodies, webhooks, the
+desired-state file); `read_body` reads a request body into its pydantic model (`shared.schemas.bodies`).
+Error bodies are always `{"error": {"code", "message"}}` and never carry `str()` of an
 unexpected exception or a stack trace.
 """
 from __future__ import annotations
@@ -10,11 +12,15 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import InputError, PasskeyGuardError, PayloadTooLarge
 
+if TYPE_CHECKING:  # pydantic is imported by the readers when they run, never with this module (cold start)
+    from pydantic import BaseModel, ValidationError
+
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound="BaseModel")
 MAX_BODY_BYTES = 1024 * 1024  # request bodies above this are refused with 413 before parsing
 
 
@@ -67,7 +73,7 @@ def refuse_declared_oversize(handler_name: str, headers: Mapping[str, str]) -> N
         raise InputError("Content-Length header: expected a whole number of bytes")
     limit = MAX_BODY_BYTES
     if handler_name == "tickets":
-        from shared.upn.intake import MAX_TICKET_BYTES
+        from shared.upn.ticket_webhook import MAX_TICKET_BYTES
 
         limit = MAX_TICKET_BYTES
     if len(declared.lstrip("0")) > 15 or int(declared) > limit:
@@ -87,72 +93,92 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _not_json(what: str, problem: str, where: str = "") -> InputError:
+    return InputError(f"{what}: {problem}", detail=[{"field": what, "problem": problem + where}])
+
+
+def parse_json(raw: bytes | str, *, what: str = "body", limit: int | None = MAX_BODY_BYTES) -> Any:
+    """The one strict reader of untrusted JSON: a request body, a webhook POST, a desired-state file.
+
+    Over `limit` bytes is PayloadTooLarge; blank, not UTF-8, not JSON (NaN and Infinity are not JSON, nor are
+    integers past Python's int-string limit) or nested too deeply is an InputError whose message is
+    `"<what>: <problem>"` and whose detail adds where the JSON broke (`at line 1 column 19`).
+    """
+    if isinstance(raw, str):
+        text = raw
+    else:
+        if limit is not None and len(raw) > limit:
+            raise PayloadTooLarge(f"{what}: larger than {limit} bytes")
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _not_json(what, "not UTF-8") from None
+    if not text.strip():
+        raise _not_json(what, "empty")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise _not_json(what, "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers past the int-string limit
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise _not_json(what, "not valid JSON", where) from None
+
+
 def read_json_object(body: bytes, *, limit: int = MAX_BODY_BYTES, allow_empty: bool = True) -> dict[str, Any]:
     """Parse a request body that must be a JSON object (an empty body is `{}` when allowed)."""
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
-    if not body.strip():
-        if allow_empty:
-            return {}
-        raise InputError("request body is empty; a JSON object is required")
-    try:
-        doc = json.loads(body, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"request body is not valid JSON: {type(exc).__name__}") from None
-    except RecursionError:
-        raise InputError("request body is not valid JSON: nested too deeply") from None
+    if len(body) <= limit and not body.strip() and allow_empty:
+        return {}
+    doc = parse_json(body, what="request body", limit=limit)
     if not isinstance(doc, dict):
-        raise InputError("request body must be a JSON object")
+        raise InputError("request body: expected a JSON object")
     return doc
 
 
-_TYPE_NAMES: dict[type, str] = {str: "a string", bool: "true or false", int: "a whole number",
-                                dict: "a JSON object", list: "a JSON array"}
+def _allowed_fields(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The field names of the (nested) model at `loc`, for "unknown field ...; allowed fields: ..."."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        nested = [a for a in (field.annotation, *typing.get_args(field.annotation))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
-@dataclass(frozen=True)
-class Shape:
-    """The fields a JSON object may have: name -> type (str, bool, int, dict, list) or a nested Shape."""
+def body_error(error: ValidationError, model: type[BaseModel]) -> InputError:
+    """A 400 naming the first problem (`unknown field 'x'; allowed fields: ...`, `field 'a.b' is required`,
+    `field 'planId' must be a string, got null`), every problem in the detail."""
+    from shared.schemas.problems import problems_of
 
-    fields: Mapping[str, type | Shape]
-    required: frozenset[str] | set[str] = frozenset()
-
-
-def _type_ok(value: Any, want: type) -> bool:
-    if want is int:
-        return isinstance(value, int) and not isinstance(value, bool)  # true is not a number
-    return isinstance(value, want)
-
-
-def check_shape(doc: Mapping[str, Any], shape: Shape, path: str = "") -> dict[str, Any]:
-    """Check a parsed object against `shape`: an unknown field, a wrong type or a missing required
-    field is an InputError that names it (nested fields as `outer.inner`)."""
-    for name in doc:
-        if name not in shape.fields:
-            allowed = ", ".join(shape.fields) or "none"
-            raise InputError(f"unknown field {path + name!r}; allowed fields: {allowed}")
-    for name in sorted(shape.required):
-        if name not in doc:
-            raise InputError(f"field {path + name!r} is required")
-    out: dict[str, Any] = {}
-    for name, value in doc.items():
-        want = shape.fields[name]
-        if isinstance(want, Shape):
-            if not isinstance(value, dict):
-                raise InputError(f"field {path + name!r} must be a JSON object")
-            out[name] = check_shape(value, want, f"{path}{name}.")
-        elif not _type_ok(value, want):
-            raise InputError(f"field {path + name!r} must be {_TYPE_NAMES.get(want, want.__name__)}")
-        else:
-            out[name] = value
-    return out
+    items = problems_of(error)
+    first, where = items[0], error.errors()[0]
+    name = first["field"]
+    if where["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_fields(model, tuple(where["loc"][:-1]))) or "none"
+        message = f"unknown field {name!r}; allowed fields: {allowed}"
+    elif where["type"] == "missing":
+        message = f"field {name!r} is required"
+    else:
+        message = f"field {name!r} {first['problem']}"
+    return InputError(message, detail=items)
 
 
-def read_strict_object(body: bytes, shape: Shape, *, limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
-    """Parse a request body that must be a JSON object of exactly `shape`'s fields (see check_shape).
+def read_body(body: bytes, model: type[M], *, limit: int = MAX_BODY_BYTES) -> M:
+    """Parse a request body into `model` (`shared.schemas.bodies`): an unknown field, a wrong type or a missing
+    required field is a 400 naming it (nested fields as `outer.inner`). An empty body is `{}`, which is valid
+    only when the model requires nothing. Use it for every body a route acts on, so a typo or a stray field
+    is refused instead of silently ignored."""
+    from pydantic import ValidationError
 
-    An empty body is `{}` when `shape` requires nothing. Use it for every body a route acts on, so a
-    typo or a stray field is refused instead of silently ignored.
-    """
-    doc = read_json_object(body, limit=limit, allow_empty=not shape.required)
-    return check_shape(doc, shape)
+    doc = read_json_object(body, limit=limit)
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise body_error(exc, model) from None

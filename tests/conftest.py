@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from devhost.azurite import Azurite, start_azurite
+from devhost.stack import stack_settings
 from graphsim.launcher import Simulator
 from shared.config import Settings
 from shared.services import Services, use_services
@@ -49,12 +50,14 @@ def new_tenant_id() -> str:
     return str(uuid.uuid4())
 
 
+#: The app settings every test stack adds to `devhost.stack.stack_settings`.
+TEST_SETTINGS = {"GRAPH_DEV_TOKEN": "test-token", "NOTIFICATION_CLIENT_STATE": CLIENT_STATE,
+                 "TICKET_WEBHOOK_SECRET": TICKET_SECRET}
+
+
 def make_settings(azurite: Azurite, sim: Simulator, tenant_id: str, **env: str) -> Settings:
     """The product's settings for this stack, as app settings would give them."""
-    values = {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "test-token",
-              "STATE_STORAGE": azurite.connection_string, "NOTIFICATION_CLIENT_STATE": CLIENT_STATE,
-              "TICKET_WEBHOOK_SECRET": TICKET_SECRET, **env}
-    return Settings.from_env(values)
+    return Settings.from_env(stack_settings(azurite, sim, tenant_id, **{**TEST_SETTINGS, **env}))
 
 
 @pytest.fixture

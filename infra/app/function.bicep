@@ -112,6 +112,11 @@ param trackerSchedule string
 @description('SUBSCRIPTION_SCHEDULE: NCRONTAB (6 fields, UTC) of the subscription_manager timer.')
 param subscriptionSchedule string
 
+@minLength(11)
+@maxLength(100)
+@description('EVENTS_PURGE_SCHEDULE: NCRONTAB (6 fields, UTC) of the events_purge timer (expired idempotency keys).')
+param eventsPurgeSchedule string
+
 @minLength(36)
 @maxLength(36)
 @description('Client id of the API app registration (api-app.bicep): App Service Authentication accepts tokens issued for it.')
@@ -256,6 +261,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     POLICY_SCHEDULE: policySchedule
     SWEEP_SCHEDULE: sweepSchedule
     TRACKER_SCHEDULE: trackerSchedule
+    EVENTS_PURGE_SCHEDULE: eventsPurgeSchedule
     SUBSCRIPTION_SCHEDULE: subscriptionSchedule
   }
 }

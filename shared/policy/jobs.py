@@ -14,11 +14,10 @@ says `failed` or `refused` with the error, and the caller submits again.
 """
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.actors import THE_APP, Actor, run_fields
 from shared.config import ALLOW_ADHOC_DOCUMENTS
@@ -27,6 +26,7 @@ from shared.errors import (
     AdhocDocumentRefused,
     AuditModeRefused,
     ConflictError,
+    InputError,
     NotFound,
     PasskeyGuardError,
 )
@@ -34,6 +34,9 @@ from shared.policy.document import desired_to_json, validate_document
 from shared.policy.plan import state_hash
 from shared.policy.plan_codec import plan_from_json
 from shared.services import Services
+
+if TYPE_CHECKING:
+    from shared.schemas.messages import PolicyJob
 
 log = logging.getLogger(__name__)
 JOB_KINDS = ("plan", "apply")
@@ -133,16 +136,15 @@ async def submit_apply(services: Services, plan_id: str, *, accept_lockout: dict
                           actor)
 
 
-def _parse_message(body: bytes) -> dict[str, Any] | None:
+def _parse_message(body: bytes) -> PolicyJob | None:
+    """The job a message names, or None (logged) when it is not `{runId, tenantId, kind}`."""
+    from shared.schemas.messages import parse_policy_job
+
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return parse_policy_job(body)
+    except InputError as exc:
+        log.warning("dropped a policy job message: %s", exc.message)
         return None
-    if not isinstance(doc, dict) or doc.get("kind") not in JOB_KINDS:
-        return None
-    if not all(isinstance(doc.get(k), str) and doc[k] for k in ("runId", "tenantId")):
-        return None
-    return doc
 
 
 async def run_job(services: Services, body: bytes) -> dict[str, Any]:
@@ -153,10 +155,9 @@ async def run_job(services: Services, body: bytes) -> dict[str, Any]:
     tenant = services.settings.tenant_id
     message = _parse_message(body)
     if message is None:
-        log.warning("dropped a policy job message that is not {runId, tenantId, kind}")
         return {"result": "dropped"}
-    run_id = message["runId"]
-    if message["tenantId"].lower() != tenant:
+    run_id = message.runId
+    if message.tenantId.lower() != tenant:
         log.warning("dropped policy job %s for another tenant", run_id)
         return {"runId": run_id, "result": "dropped"}
     try:
@@ -172,7 +173,7 @@ async def run_job(services: Services, body: bytes) -> dict[str, Any]:
     running = {**queued, "result": RUNNING}
     await services.store.put_run(tenant, running)
     try:
-        if message["kind"] == "plan":
+        if message.kind == "plan":
             result = await plan(services, trigger="http", document=request.get("desired"), run=running)
         else:
             refuse_in_audit_mode(services, "apply policy plans")

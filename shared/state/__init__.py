@@ -3,7 +3,8 @@
 
     store = StateStore.from_settings(settings)      # one per process
     await store.ensure()                            # optional: every call ensures lazily
-    created = await store.create_flags(tenant, [{"userId": ..., "oldUpn": ..., "newUpn": ...}])
+    created = await store.create_flags(tenant, [flag])     # shared.upn.flag.Flag records
+    stored = await store.get_flag(tenant, user_id)           # StoredFlag(flag, etag, ...) or None
     await store.queue.send([{"tenant": tenant, "user_ids": [...]}])
 """
 from __future__ import annotations
@@ -24,11 +25,12 @@ from shared.state.store import (
     SNAPSHOTS,
     TABLES,
     StateStore,
+    StoredFlag,
 )
 
 __all__ = [
     "ABSENT", "CHECKPOINTS", "EVENTS", "FLAGS", "FLAG_BUCKETS", "MAX_BATCH_OPERATIONS", "MAX_ENTITY_BYTES",
     "MAX_MESSAGE_BYTES", "PLANS", "RUNS", "SNAPSHOTS", "SNAPSHOT_BUCKETS", "TABLES", "ChangeQueue",
-    "QueuedMessage", "StateAuthError", "StateStore", "StateUnavailable", "bucket_of", "chunk_operations",
+    "QueuedMessage", "StateAuthError", "StateStore", "StateUnavailable", "StoredFlag", "bucket_of", "chunk_operations",
     "decode_key", "entity_size", "safe_key",
 ]

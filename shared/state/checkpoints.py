@@ -64,12 +64,13 @@ def _lease_keys(tenant_id: str, name: str) -> tuple[str, str]:
 class CheckpointTable:
     """Checkpoints and leases of a tenant."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, tenant_id: str) -> None:
         self._tables = tables
+        self.tenant_id = tenant_id
 
-    async def get(self, tenant_id: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    async def get(self, name: str) -> tuple[dict[str, Any] | None, str | None]:
         """`(value, etag)`, or `(None, None)` when the checkpoint was never written."""
-        pk, rk = tenant_pk(tenant_id), safe_key(name, what="checkpoint name")
+        pk, rk = tenant_pk(self.tenant_id), safe_key(name, what="checkpoint name")
 
         async def work(client: TableClient) -> tuple[dict[str, Any] | None, str | None]:
             entity = await get_entity(client, pk, rk)
@@ -79,13 +80,13 @@ class CheckpointTable:
 
         return await self._tables.op(CHECKPOINTS, "reading a checkpoint", work)
 
-    async def put(self, tenant_id: str, name: str, value: Mapping[str, Any], etag: str | None = None) -> str:
+    async def put(self, name: str, value: Mapping[str, Any], etag: str | None = None) -> str:
         """Write a checkpoint; returns the new ETag.
 
         `etag=None`: unconditional. `etag=ABSENT` ("absent"): only if it does not exist yet. Any other
         ETag: only if the row still has it. A lost race raises ConcurrencyError.
         """
-        entity = checkpoint_to_entity(tenant_id, name, value, self._tables.now())
+        entity = checkpoint_to_entity(self.tenant_id, name, value, self._tables.now())
         check_entity(entity)
 
         async def work(client: TableClient) -> str:
@@ -101,16 +102,16 @@ class CheckpointTable:
 
         return await self._tables.op(CHECKPOINTS, "writing a checkpoint", work)
 
-    async def delete(self, tenant_id: str, name: str) -> None:
+    async def delete(self, name: str) -> None:
         """Remove a checkpoint (e.g. a delta link after `syncStateNotFound`); missing is fine."""
-        pk, rk = tenant_pk(tenant_id), safe_key(name, what="checkpoint name")
+        pk, rk = tenant_pk(self.tenant_id), safe_key(name, what="checkpoint name")
 
         async def work(client: TableClient) -> None:
             await client.delete_entity(pk, rk)
 
         await self._tables.op(CHECKPOINTS, "deleting a checkpoint", work)
 
-    async def acquire_lease(self, tenant_id: str, name: str, owner: str, seconds: float) -> bool:
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Take (or renew, for the same `owner`) lease `name` for `seconds`; False while another holds it.
 
         Built on a checkpoint row and its ETag: an expired lease is taken over; of two racing owners
@@ -121,7 +122,7 @@ class CheckpointTable:
         if seconds <= 0:
             raise InputError("lease duration must be positive")
         now = self._tables.now()
-        entity = lease_to_entity(tenant_id, name, owner, now, seconds)
+        entity = lease_to_entity(self.tenant_id, name, owner, now, seconds)
 
         def free(current: TableEntity) -> dict[str, Any] | None:
             expires = plain_value(current.get("expires_at"))
@@ -133,9 +134,9 @@ class CheckpointTable:
 
         return await self._tables.op(CHECKPOINTS, "acquiring a lease", work)
 
-    async def release_lease(self, tenant_id: str, name: str, owner: str) -> bool:
+    async def release_lease(self, name: str, owner: str) -> bool:
         """Give up a lease `owner` holds; False when it is not (or no longer) theirs."""
-        pk, rk = _lease_keys(tenant_id, name)
+        pk, rk = _lease_keys(self.tenant_id, name)
 
         async def work(client: TableClient) -> bool:
             current = await get_entity(client, pk, rk)
@@ -151,13 +152,13 @@ class CheckpointTable:
 
         return await self._tables.op(CHECKPOINTS, "releasing a lease", work)
 
-    async def renew_lease(self, tenant_id: str, name: str, owner: str, seconds: float) -> bool:
+    async def renew_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Extend a lease `owner` still holds by `seconds` from now; False when the row is gone or another
         owner has it (unlike `acquire_lease`, a lost lease is never taken back: the caller must stop)."""
         if seconds <= 0:
             raise InputError("lease duration must be positive")
-        pk, rk = _lease_keys(tenant_id, name)
-        entity = lease_to_entity(tenant_id, name, owner, self._tables.now(), seconds)
+        pk, rk = _lease_keys(self.tenant_id, name)
+        entity = lease_to_entity(self.tenant_id, name, owner, self._tables.now(), seconds)
 
         async def work(client: TableClient) -> bool:
             current = await get_entity(client, pk, rk)

@@ -41,17 +41,18 @@ def event_to_entity(tenant_id: str, event_id: str, now: dt.datetime, ttl_seconds
 
 
 class EventTable:
-    """Idempotency keys of a tenant: claim, forget, purge the expired."""
+    """Idempotency keys of one tenant: claim, forget, purge the expired."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, tenant_id: str) -> None:
         self._tables = tables
+        self.tenant_id = tenant_id
 
-    async def claim(self, tenant_id: str, event_id: str, ttl_seconds: float) -> bool:
+    async def claim(self, event_id: str, ttl_seconds: float) -> bool:
         """True the first time `event_id` is seen (or after its claim expired); False for a repeat."""
         if ttl_seconds <= 0:
             raise InputError("event ttl must be positive")
         now = self._tables.now()
-        entity = event_to_entity(tenant_id, event_id, now, ttl_seconds)
+        entity = event_to_entity(self.tenant_id, event_id, now, ttl_seconds)
 
         def expired(current: TableEntity) -> dict[str, Any] | None:
             expires = plain_value(current.get("expires_at"))
@@ -62,9 +63,9 @@ class EventTable:
 
         return await self._tables.op(EVENTS, "claiming an event", work)
 
-    async def forget(self, tenant_id: str, event_id: str) -> None:
+    async def forget(self, event_id: str) -> None:
         """Drop a claim (roll back when processing failed, so a retry is not mistaken for a repeat)."""
-        await self._delete_row(tenant_pk(tenant_id), event_row_key(event_id), "forgetting an event")
+        await self._delete_row(tenant_pk(self.tenant_id), event_row_key(event_id), "forgetting an event")
 
     async def _delete_row(self, partition_key: str, row_key: str, action: str) -> None:
         """Delete one events row by its keys (missing is fine)."""
@@ -73,10 +74,10 @@ class EventTable:
 
         await self._tables.op(EVENTS, action, work)
 
-    async def purge(self, tenant_id: str) -> int:
+    async def purge(self) -> int:
         """Delete expired claims (Table Storage has no TTL); returns how many were removed."""
         now = self._tables.now()
-        pk = tenant_pk(tenant_id)
+        pk = tenant_pk(self.tenant_id)
 
         async def expired(client: TableClient) -> list[dict[str, Any]]:
             return [{"PartitionKey": pk, "RowKey": e["RowKey"]} async for e in client.query_entities(

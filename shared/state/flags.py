@@ -1,8 +1,9 @@
 """The `flags` table: one row per user holding that user's latest UPN-change case.
 
-The table persists and enforces ETags; it never decides what a flag becomes. Creating meets an
-existing row: nothing is written (the caller merges with `shared.upn.decide.merge_flag` and updates
-under the ETag it read).
+Rows hold a `shared.upn.flag.Flag` in its JSON shape (`flag_to_dict`) and come back as `StoredFlag`
+records (the flag, its ETag, the row's times). The table persists and enforces ETags; it never decides
+what a flag becomes: a create that meets an existing row writes nothing (the caller merges with
+`shared.upn.decide.merge_flag` and updates under the ETag it read).
 
 PartitionKey `tenant|bNN` (`crc32(user id) % FLAG_BUCKETS`, the snapshot's bucket too), RowKey the user
 id. Listing merges the buckets in user-id order (a k-way merge), so pages are stable across buckets.
@@ -10,9 +11,11 @@ id. Listing merges the buckets in user-id order (a k-way merge), so pages are st
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import heapq
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -25,73 +28,86 @@ from shared.state.keys import bucket_of, bucket_partition, decode_page_token, en
 from shared.state.tables import (
     FLAGS,
     MAX_PAGE,
+    Layout,
     Tables,
     check_limit,
     etag_of,
     get_entity,
     page_after,
-    require_str,
     update_if_unchanged,
 )
+from shared.upn.flag import Flag, flag_from_dict, flag_to_dict
 
 log = logging.getLogger(__name__)
 
-FLAG_BUCKETS = 16
-FLAG_STATUS_OPEN = "pending"
+
+@dataclass(frozen=True)
+class StoredFlag:
+    """A flag as the table holds it: the record, the ETag to update it under, and when its row was
+    created and last written (None for rows written before those were kept)."""
+
+    flag: Flag
+    etag: str
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
 
 
-def flag_to_entity(tenant_id: str, flag: Mapping[str, Any], buckets: int) -> dict[str, Any]:
-    """A flag row; `flag` needs `userId` and `newUpn`; an `etag` key is ignored."""
-    user_id = require_str(flag, "userId", "a flag")
-    require_str(flag, "newUpn", "a flag")
-    doc = {k: v for k, v in flag.items() if k != "etag"}
-    return {"PartitionKey": bucket_partition(tenant_id, bucket_of(user_id, buckets)),
-            "RowKey": safe_key(user_id, what="user id"), **encode_document(doc)}
+def flag_to_entity(tenant_id: str, flag: Flag, buckets: int, *, created_at: dt.datetime | None = None,
+                   updated_at: dt.datetime | None = None) -> dict[str, Any]:
+    """A flag row: the flag's JSON fields (`flag_to_dict`) and the row's bookkeeping times."""
+    doc: dict[str, Any] = {**flag_to_dict(flag), "created_at": created_at, "updated_at": updated_at}
+    return {"PartitionKey": bucket_partition(tenant_id, bucket_of(flag.user_id, buckets)),
+            "RowKey": safe_key(flag.user_id, what="user id"), **encode_document(doc)}
 
 
-def flag_from_entity(entity: TableEntity) -> dict[str, Any]:
-    """The flag document plus its `etag`."""
+def flag_from_entity(entity: TableEntity) -> StoredFlag:
+    """The stored flag (InputError naming the field when the row is malformed)."""
     doc = decode_document(entity)
-    doc["etag"] = etag_of(entity)
-    return doc
+    created, updated = doc.get("created_at"), doc.get("updated_at")
+    return StoredFlag(flag_from_dict(doc), etag_of(entity),
+                      created if isinstance(created, dt.datetime) else None,
+                      updated if isinstance(updated, dt.datetime) else None)
 
 
 class FlagTable:
-    """Flags of a tenant: read, create, update with the ETag read, list across buckets."""
+    """The flags of one tenant: read, create, update with the ETag read, list across buckets."""
 
-    def __init__(self, tables: Tables, buckets: int = FLAG_BUCKETS) -> None:
-        """`buckets` exists for tests only and must never change for stored data."""
+    def __init__(self, tables: Tables, tenant_id: str, layout: Layout | None = None) -> None:
         self._tables = tables
-        self.buckets = buckets
+        self.tenant_id = tenant_id
+        self.layout = layout or Layout()
 
-    def _keys(self, tenant_id: str, user_id: str) -> tuple[str, str]:
+    @property
+    def buckets(self) -> int:
+        return self.layout.flag_buckets
+
+    def _keys(self, user_id: str) -> tuple[str, str]:
         if not isinstance(user_id, str) or not user_id:
             raise InputError("user id must be a non-empty string")
-        return bucket_partition(tenant_id, bucket_of(user_id, self.buckets)), safe_key(user_id, what="user id")
+        return bucket_partition(self.tenant_id, bucket_of(user_id, self.buckets)), safe_key(user_id, what="user id")
 
-    async def get(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
-        """The user's flag (with `etag`), or None."""
-        pk, rk = self._keys(tenant_id, user_id)
+    async def get(self, user_id: str) -> StoredFlag | None:
+        """The user's flag, or None."""
+        pk, rk = self._keys(user_id)
         entity = await self._read(pk, rk)
         return flag_from_entity(entity) if entity is not None else None
 
     async def _read(self, pk: str, rk: str) -> TableEntity | None:
         return await self._tables.op(FLAGS, "reading a flag", lambda c: get_entity(c, pk, rk))
 
-    async def create(self, tenant_id: str, flags: Iterable[Mapping[str, Any]], *,
-                     only_new: bool = True) -> list[str]:
+    async def create(self, flags: Iterable[Flag]) -> list[str]:
         """Create a row for each flag whose user has none yet; returns those user ids, in input order.
 
         An existing row is never touched: what a flag becomes is `shared.upn.decide.merge_flag`'s
         decision, so the caller reads the stored flag, merges, and writes with `update` under its ETag.
-        Defaults: `status` "pending", `detectedAt` now. Within one call the last flag of a user wins.
-        Transactions of <= 100 per partition and no read first (in a mass change nearly every flag is
-        new); a transaction that meets an existing row is retried row by row, so one existing row never
-        blocks the others. `only_new` is accepted for callers of the old signature and means nothing.
+        Within one call the last flag of a user wins. Transactions of <= 100 per partition and no read
+        first (in a mass change nearly every flag is new); a transaction that meets an existing row is
+        retried row by row, so one existing row never blocks the others.
         """
-        del only_new
-        docs = self._new_docs(flags)
-        entities = [flag_to_entity(tenant_id, d, self.buckets) for d in docs.values()]
+        now = self._tables.now()
+        latest = {flag.user_id: flag for flag in flags}
+        entities = [flag_to_entity(self.tenant_id, f, self.buckets, created_at=now, updated_at=now)
+                    for f in latest.values()]
         for entity in entities:
             check_entity(entity)
 
@@ -104,21 +120,7 @@ class FlagTable:
 
         results = await self._tables.gather(chunk_of(c) for c in chunk_operations(entities))
         created = {uid for ids in results for uid in ids}
-        return [uid for uid in docs if uid in created]
-
-    def _new_docs(self, flags: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-        """`{user id: document}` with the defaults and bookkeeping times; a user's last flag wins."""
-        now = self._tables.now()
-        docs: dict[str, dict[str, Any]] = {}
-        for flag in flags:
-            user_id = require_str(flag, "userId", "a flag")
-            doc = {k: v for k, v in flag.items() if k != "etag"}
-            doc.setdefault("status", FLAG_STATUS_OPEN)
-            doc.setdefault("detectedAt", now)
-            doc["created_at"] = doc["updated_at"] = now
-            docs.pop(user_id, None)
-            docs[user_id] = doc
-        return docs
+        return [uid for uid in latest if uid in created]
 
     async def _create_batch(self, chunk: list[Mapping[str, Any]]) -> bool:
         """One transaction creating every row of `chunk`; False when one of them exists."""
@@ -139,26 +141,26 @@ class FlagTable:
 
         return await self._tables.op(FLAGS, "creating a flag", work)
 
-    async def update(self, tenant_id: str, flag: Mapping[str, Any], etag: str) -> str:
-        """Replace a flag if it still has `etag` (ConcurrencyError otherwise, NotFound if gone); new ETag."""
-        doc = {k: v for k, v in flag.items() if k != "etag"}
-        doc["updated_at"] = self._tables.now()
-        entity = flag_to_entity(tenant_id, doc, self.buckets)
+    async def update(self, flag: Flag, etag: str, *, created_at: dt.datetime | None = None) -> str:
+        """Replace a flag if it still has `etag` (ConcurrencyError otherwise, NotFound if gone); new ETag.
+        `created_at`: the row's creation time to keep (a `StoredFlag`'s), else it is not recorded."""
+        entity = flag_to_entity(self.tenant_id, flag, self.buckets, created_at=created_at,
+                                updated_at=self._tables.now())
         check_entity(entity)
 
         async def work(client: TableClient) -> str:
             return await update_if_unchanged(client, entity, etag, UpdateMode.REPLACE,
-                                             NotFound(f"flag for user {doc.get('userId')!r} not found"))
+                                             NotFound(f"flag for user {flag.user_id!r} not found"))
 
         return await self._tables.op(FLAGS, "updating a flag", work)
 
-    async def _merged(self, client: TableClient, tenant_id: str, status: str | None, after: str | None,
+    async def _merged(self, client: TableClient, status: str | None, after: str | None,
                       page_size: int) -> AsyncIterator[TableEntity]:
         """All flags of a tenant in RowKey (encoded user id) order: a k-way merge over the buckets."""
         iterators = []
         for bucket in range(self.buckets):
             query = "PartitionKey eq @pk"
-            params: dict[str, Any] = {"pk": bucket_partition(tenant_id, bucket)}
+            params: dict[str, Any] = {"pk": bucket_partition(self.tenant_id, bucket)}
             if after is not None:
                 query += " and RowKey gt @after"
                 params["after"] = after
@@ -183,8 +185,8 @@ class FlagTable:
             if following is not None:
                 heapq.heappush(heap, (str(following["RowKey"]), index, following))
 
-    async def page(self, tenant_id: str, status: str | None = None, limit: int = 100,
-                   page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    async def page(self, status: str | None = None, limit: int = 100,
+                   page_token: str | None = None) -> tuple[list[StoredFlag], str | None]:
         """Flags ordered by user id across all buckets, optionally of one `status`; stable opaque paging.
 
         The token holds the last RowKey returned, so rows written meanwhile never shift a page.
@@ -200,7 +202,7 @@ class FlagTable:
 
         async def work(client: TableClient) -> list[TableEntity]:
             rows: list[TableEntity] = []
-            async for entity in self._merged(client, tenant_id, status, after, per_bucket):
+            async for entity in self._merged(client, status, after, per_bucket):
                 rows.append(entity)
                 if len(rows) > limit:
                     break
@@ -212,11 +214,11 @@ class FlagTable:
             token = encode_page_token(FLAGS, {"after": rows[limit - 1]["RowKey"], "status": status})
         return [flag_from_entity(e) for e in rows[:limit]], token
 
-    async def every(self, tenant_id: str, status: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def every(self, status: str | None = None) -> AsyncIterator[StoredFlag]:
         """Every flag (optionally of one `status`), ordered by user id, fetched page by page."""
         token: str | None = None
         while True:
-            page, token = await self.page(tenant_id, status=status, limit=MAX_PAGE, page_token=token)
+            page, token = await self.page(status=status, limit=MAX_PAGE, page_token=token)
             for flag in page:
                 yield flag
             if token is None:

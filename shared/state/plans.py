@@ -34,14 +34,15 @@ def plan_from_entity(entity: TableEntity) -> dict[str, Any]:
 
 
 class PlanTable:
-    """Plans of a tenant: store once, read, mark applied under the ETag read."""
+    """Plans of one tenant: store once, read, mark applied under the ETag read."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, tenant_id: str) -> None:
         self._tables = tables
+        self.tenant_id = tenant_id
 
-    async def put(self, tenant_id: str, plan_id: str, plan: Mapping[str, Any], state_hash: str) -> str:
+    async def put(self, plan_id: str, plan: Mapping[str, Any], state_hash: str) -> str:
         """Store a new plan (plans are immutable: an existing id raises ConcurrencyError); returns its ETag."""
-        entity = plan_to_entity(tenant_id, plan_id, plan, state_hash, self._tables.now())
+        entity = plan_to_entity(self.tenant_id, plan_id, plan, state_hash, self._tables.now())
         check_entity(entity)
 
         async def work(client: TableClient) -> str:
@@ -52,9 +53,9 @@ class PlanTable:
 
         return await self._tables.op(PLANS, "storing a plan", work)
 
-    async def get(self, tenant_id: str, plan_id: str) -> dict[str, Any]:
+    async def get(self, plan_id: str) -> dict[str, Any]:
         """`{id, plan, state_hash, created_at, applied, applied_at?, applied_run_id?, etag}`; NotFound if absent."""
-        pk, rk = tenant_pk(tenant_id), safe_key(plan_id, what="plan id")
+        pk, rk = tenant_pk(self.tenant_id), safe_key(plan_id, what="plan id")
 
         async def work(client: TableClient) -> dict[str, Any]:
             entity = await get_entity(client, pk, rk)
@@ -64,9 +65,9 @@ class PlanTable:
 
         return await self._tables.op(PLANS, "reading a plan", work)
 
-    async def mark_applied(self, tenant_id: str, plan_id: str, etag: str, *, run_id: str | None = None) -> str:
+    async def mark_applied(self, plan_id: str, etag: str, *, run_id: str | None = None) -> str:
         """Set `applied`/`applied_at` if the plan still has `etag` (ConcurrencyError otherwise); new ETag."""
-        patch: dict[str, Any] = {"PartitionKey": tenant_pk(tenant_id), "RowKey": safe_key(plan_id, what="plan id"),
+        patch: dict[str, Any] = {"PartitionKey": tenant_pk(self.tenant_id), "RowKey": safe_key(plan_id, what="plan id"),
                                  **encode_document({"applied": True, "applied_at": self._tables.now(),
                                                     "applied_run_id": run_id})}
 

@@ -52,14 +52,15 @@ def run_from_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RunTable:
-    """Runs of a tenant: store, read by id, list newest first."""
+    """Runs of one tenant: store, read by id, list newest first."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, tenant_id: str) -> None:
         self._tables = tables
+        self.tenant_id = tenant_id
 
-    async def put(self, tenant_id: str, run: Mapping[str, Any]) -> None:
+    async def put(self, run: Mapping[str, Any]) -> None:
         """Create or replace a run (its `started_at` fixes its place in the newest-first listing)."""
-        main, pointer = run_to_entities(tenant_id, run)
+        main, pointer = run_to_entities(self.tenant_id, run)
         check_entity(main)
 
         async def work(client: TableClient) -> None:
@@ -71,9 +72,9 @@ class RunTable:
 
         await self._tables.op(RUNS, "storing a run", work)
 
-    async def get(self, tenant_id: str, run_id: str) -> dict[str, Any]:
+    async def get(self, run_id: str) -> dict[str, Any]:
         """The run document; NotFound when there is none."""
-        pk = tenant_pk(tenant_id)
+        pk = tenant_pk(self.tenant_id)
         pointer_rk = _RUN_INDEX + safe_key(run_id, what="run id")
 
         async def work(client: TableClient) -> dict[str, Any]:
@@ -85,13 +86,13 @@ class RunTable:
 
         return await self._tables.op(RUNS, "reading a run", work)
 
-    async def page(self, tenant_id: str, limit: int = 20,
+    async def page(self, limit: int = 20,
                    page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Runs newest first, `limit` per page; the second value is the next page's token or None."""
         check_limit(limit)
         after = page_after(decode_page_token(RUNS, page_token)) if page_token else None
         query = "PartitionKey eq @pk and RowKey lt @end"
-        params: dict[str, Any] = {"pk": tenant_pk(tenant_id), "end": _RUN_ROWS_END}
+        params: dict[str, Any] = {"pk": tenant_pk(self.tenant_id), "end": _RUN_ROWS_END}
         if after is not None:
             query += " and RowKey gt @after"
             params["after"] = after

@@ -21,12 +21,8 @@ from shared.ids import is_guid
 from shared.state import fastpath
 from shared.state.codec import MAX_CUSTOM_PROPERTIES, check_entity, chunk_operations
 from shared.state.keys import bucket_partition
-from shared.state.tables import MAX_PAGE, MERGE, SNAPSHOTS, Tables
+from shared.state.tables import MAX_PAGE, MERGE, SNAPSHOT_GROUPS, SNAPSHOTS, Layout, Tables
 
-SNAPSHOT_BUCKETS = 16  # the same bucket for a user's flag and snapshot (flags.FLAG_BUCKETS)
-#: Snapshot rows per bucket: 16 x 64 = 1,024 rows, ~98 users a row at 100k users (the fullest of 1,024
-#: rows ~135); a row holds at most MAX_CUSTOM_PROPERTIES users (Table Storage's limit), so ~190k users.
-SNAPSHOT_GROUPS = 64
 MAX_PROPERTY_NAME = 255
 _MAX_SELECT = 40  # more properties than this: read the whole row (the URL stays short)
 _SEEN_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -110,27 +106,34 @@ def split_snapshot(value: str) -> tuple[str, dt.datetime | None]:
 
 
 class SnapshotTable:
-    """Snapshots of a tenant: point reads of many users, MERGE writes, whole-table loads."""
+    """The snapshots of one tenant: point reads of many users, MERGE writes, whole-table loads."""
 
-    def __init__(self, tables: Tables, buckets: int = SNAPSHOT_BUCKETS, groups: int = SNAPSHOT_GROUPS) -> None:
-        """`buckets`/`groups` exist for tests only and must never change for stored data."""
+    def __init__(self, tables: Tables, tenant_id: str, layout: Layout | None = None) -> None:
         self._tables = tables
-        self.buckets = buckets
-        self.groups = groups
+        self.tenant_id = tenant_id
+        self.layout = layout or Layout()
 
-    def _keys(self, tenant_id: str, user_id: str) -> tuple[str, str, str]:
+    @property
+    def buckets(self) -> int:
+        return self.layout.snapshot_buckets
+
+    @property
+    def groups(self) -> int:
+        return self.layout.snapshot_groups
+
+    def _keys(self, user_id: str) -> tuple[str, str, str]:
         bucket, group = snapshot_row(user_id, self.buckets, self.groups)
-        return bucket_partition(tenant_id, bucket), snapshot_row_key(group), snapshot_property(user_id)
+        return bucket_partition(self.tenant_id, bucket), snapshot_row_key(group), snapshot_property(user_id)
 
-    async def get(self, tenant_id: str, user_ids: Iterable[str]) -> dict[str, str]:
+    async def get(self, user_ids: Iterable[str]) -> dict[str, str]:
         """Last seen UPN per user id (users never seen or deleted are absent); one point read per row."""
-        return {uid: upn for uid, (upn, _) in (await self.get_seen(tenant_id, user_ids)).items()}
+        return {uid: upn for uid, (upn, _) in (await self.get_seen(user_ids)).items()}
 
-    async def get_seen(self, tenant_id: str, user_ids: Iterable[str]) -> dict[str, tuple[str, dt.datetime | None]]:
+    async def get_seen(self, user_ids: Iterable[str]) -> dict[str, tuple[str, dt.datetime | None]]:
         """`get` with, per user, when that UPN was last read from Graph (None: not recorded)."""
         rows: dict[tuple[str, str], dict[str, str]] = {}  # (pk, rk) -> property -> user id
         for user_id in dict.fromkeys(user_ids):
-            pk, rk, name = self._keys(tenant_id, user_id)
+            pk, rk, name = self._keys(user_id)
             rows.setdefault((pk, rk), {})[name] = user_id
 
         async def one(pk: str, rk: str, names: dict[str, str]) -> list[tuple[str, tuple[str, dt.datetime | None]]]:
@@ -145,12 +148,12 @@ class SnapshotTable:
         found = await self._tables.gather(one(pk, rk, names) for (pk, rk), names in rows.items())
         return dict(pair for pairs in found for pair in pairs)
 
-    async def _merge(self, tenant_id: str, values: Mapping[str, str], action: str) -> None:
+    async def _merge(self, values: Mapping[str, str], action: str) -> None:
         """MERGE `{user id: value}` into the grouped rows: one operation per row, one transaction per
         partition (<= 100 rows each). A row's own users never exceed Table Storage's property limit."""
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for user_id, value in values.items():
-            pk, rk, name = self._keys(tenant_id, user_id)
+            pk, rk, name = self._keys(user_id)
             rows.setdefault((pk, rk), {"PartitionKey": pk, "RowKey": rk})[name] = value
         for entity in rows.values():
             if len(entity) - 2 > MAX_CUSTOM_PROPERTIES:
@@ -169,7 +172,7 @@ class SnapshotTable:
 
         await self._tables.gather(chunk_of(c) for c in chunk_operations(rows.values()))
 
-    async def put(self, tenant_id: str, upns: Mapping[str, str],
+    async def put(self, upns: Mapping[str, str],
                   seen_at: Mapping[str, dt.datetime] | None = None) -> int:
         """Record last seen UPNs (MERGEs into the grouped rows), each with when it was read from Graph
         when `seen_at` has the user; returns how many users were written."""
@@ -178,27 +181,27 @@ class SnapshotTable:
                 raise InputError("a snapshot needs a non-empty UPN")
         seen = seen_at or {}
         values = {uid: snapshot_value(upn, seen.get(uid)) for uid, upn in upns.items()}
-        await self._merge(tenant_id, values, "writing snapshots")
+        await self._merge(values, "writing snapshots")
         return len(upns)
 
-    async def delete(self, tenant_id: str, user_ids: Iterable[str]) -> None:
+    async def delete(self, user_ids: Iterable[str]) -> None:
         """Forget users (deleted accounts): their property becomes empty; never-seen users are fine."""
-        await self._merge(tenant_id, dict.fromkeys(user_ids, ""), "deleting snapshots")
+        await self._merge(dict.fromkeys(user_ids, ""), "deleting snapshots")
 
-    async def rows(self, tenant_id: str) -> AsyncIterator[dict[str, str]]:
+    async def rows(self) -> AsyncIterator[dict[str, str]]:
         """Every snapshot row of the tenant as `{user id: UPN}` (deleted users left out), one paged
         query per partition; partitions are read one after another."""
         for bucket in range(self.buckets):
-            for row in await self._partition(tenant_id, bucket):
+            for row in await self._partition(bucket):
                 yield row
 
-    async def _partition(self, tenant_id: str, bucket: int, *, raw: bool = False) -> list[dict[str, str]]:
+    async def _partition(self, bucket: int, *, raw: bool = False) -> list[dict[str, str]]:
         read = (lambda value: value) if raw else snapshot_upn
 
         async def work(client: TableClient) -> list[dict[str, str]]:
             rows: list[dict[str, str]] = []
             async for entity in client.query_entities(
-                    "PartitionKey eq @pk", parameters={"pk": bucket_partition(tenant_id, bucket)},
+                    "PartitionKey eq @pk", parameters={"pk": bucket_partition(self.tenant_id, bucket)},
                     results_per_page=MAX_PAGE):
                 users = {uid: read(value) for name, value in entity.items()
                          if (uid := snapshot_user(name)) is not None and isinstance(value, str)}
@@ -210,18 +213,18 @@ class SnapshotTable:
 
         return await self._tables.op(SNAPSHOTS, "reading snapshots", work)
 
-    async def load_all(self, tenant_id: str, *, raw: bool = False) -> dict[str, str]:
+    async def load_all(self, *, raw: bool = False) -> dict[str, str]:
         """The whole snapshot table as `{user id: UPN}`: all partitions in parallel, ~1,000 rows for
         100k users. `raw` keeps each stored value (`snapshot_value`: the UPN and when it was seen), for the
         sweep, which splits only the few it queues."""
-        parts = await self._tables.gather(self._partition(tenant_id, b, raw=raw) for b in range(self.buckets))
+        parts = await self._tables.gather(self._partition(b, raw=raw) for b in range(self.buckets))
         out: dict[str, str] = {}
         for rows in parts:
             for row in rows:
                 out.update(row)
         return out
 
-    async def count(self, tenant_id: str) -> int:
+    async def count(self) -> int:
         """How many users have a snapshot (deleted users not counted)."""
-        parts = await self._tables.gather(self._partition(tenant_id, b) for b in range(self.buckets))
+        parts = await self._tables.gather(self._partition(b) for b in range(self.buckets))
         return sum(len(row) for rows in parts for row in rows)

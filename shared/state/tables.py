@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from azure.core import MatchConditions
@@ -31,8 +32,23 @@ T = TypeVar("T")
 RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS = "runs", "plans", "flags", "snapshots", "checkpoints", "events"
 TABLES: tuple[str, ...] = (RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS)
 MAX_PAGE = 1000
+FLAG_BUCKETS = 16
+SNAPSHOT_BUCKETS = FLAG_BUCKETS  # the same bucket for a user's flag and snapshot (see shared.state.store)
+#: Snapshot rows per bucket: 16 x 64 = 1,024 rows, ~98 users a row at 100k users (the fullest of 1,024
+#: rows ~135); a row holds at most MAX_CUSTOM_PROPERTIES users (Table Storage's limit), so ~190k users.
+SNAPSHOT_GROUPS = 64
 REPLACE = {"mode": UpdateMode.REPLACE}
 MERGE = {"mode": UpdateMode.MERGE}
+
+
+@dataclass
+class Layout:
+    """How a tenant's users spread over partitions (buckets) and snapshot rows (groups). Tests shrink it;
+    for stored data it must never change (rows would be orphaned)."""
+
+    flag_buckets: int = FLAG_BUCKETS
+    snapshot_buckets: int = SNAPSHOT_BUCKETS
+    snapshot_groups: int = SNAPSHOT_GROUPS
 
 
 class Ensurable(Protocol):

@@ -27,27 +27,29 @@ from shared.upn.decide import (
     track,
     transition,
 )
+from shared.upn.event_grid_events import parse_event_grid_batch, parse_event_grid_events, parse_event_grid_trigger
+from shared.upn.graph_notifications import (
+    MAX_VALIDATION_TOKEN_CHARS,
+    parse_change_notifications,
+    parse_lifecycle_notifications,
+    validation_token,
+)
 from shared.upn.intake import (
     MAX_BODY_BYTES,
-    MAX_TICKET_BYTES,
-    MAX_VALIDATION_TOKEN_CHARS,
-    SIGNATURE_HEADER,
-    TICKET_WINDOW,
-    TIMESTAMP_HEADER,
     ChangeNotice,
     EventGridBatch,
     LifecycleEvent,
     NotificationBatch,
     Rejected,
-    TicketEvent,
     is_guid,
-    parse_change_notifications,
-    parse_event_grid_batch,
-    parse_event_grid_events,
-    parse_event_grid_trigger,
-    parse_lifecycle_notifications,
+)
+from shared.upn.ticket_webhook import (
+    MAX_TICKET_BYTES,
+    SIGNATURE_HEADER,
+    TICKET_WINDOW,
+    TIMESTAMP_HEADER,
+    TicketEvent,
     sign_ticket,
-    validation_token,
     verify_ticket,
 )
 

@@ -1,4 +1,5 @@
-"""UPN-change decisions and the life of a flag: pure functions over plain data.
+"""UPN-change decisions and the life of a flag: pure functions over plain data (the flag record itself
+and its JSON codec are in `shared.upn.flag`).
 
 A passkey is bound to the UPN the user had when it was registered; after a UPN change it stops working
 and the user must delete it and register a new one. This module decides who to flag and follows each
@@ -57,16 +58,22 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared.errors import InputError
+from shared.upn.flag import (
+    APPROVAL_REQUIRED,
+    APPROVED,
+    MAX_HISTORY,
+    OLD_UPN_ORIGINS,
+    OPEN_STATUSES,
+    SOURCES,
+    Flag,
+    FlagStatus,
+    HistoryEntry,
+    PasskeyRef,
+    flag_from_dict,
+    flag_to_dict,
+    utc,
+)
 
-#: Where a detection came from (stored as the flag's ``source``).
-SOURCES = ("notification", "sweep", "ticket", "eventgrid", "recheck")
-#: A flag keeps at most this many history entries (the newest).
-MAX_HISTORY = 20
-#: Where a flag's old UPN came from (``oldUpnOrigin``): our own snapshot of Graph, or only a ticket's word.
-OLD_UPN_ORIGINS = ("snapshot", "ticket")
-#: ``removalApproval``: above the per-run cap a flag waits (``required``) until an administrator approves.
-APPROVAL_REQUIRED, APPROVED = "required", "approved"
 #: ``removalHold``: why the tracker deleted none of a pending flag's pre-change passkeys (also counted per run).
 HOLD_AUDIT_MODE = "auditMode"  # ENFORCEMENT_MODE=audit: the tracker writes nothing to Graph
 HOLD_FROM_TICKET = "oldUpnFromTicket"  # only a ticket vouched for the old UPN: never enough to delete
@@ -78,24 +85,6 @@ HOLD_USER_NOT_FOUND = "userNotFound"  # the re-read before deleting found no use
 #: come from a replica a few seconds behind: a passkey must be older than the last sight of the old UPN by
 #: this much to be taken as registered under it.
 CLOCK_MARGIN = timedelta(minutes=1)
-
-
-class FlagStatus(StrEnum):
-    """Where a UPN-change case stands; see the module docstring for the diagram."""
-
-    PENDING = "pending"
-    REMOVED = "removed"
-    RESOLVED = "resolved"
-    DISMISSED = "dismissed"
-    CLEARED = "cleared"
-
-    @property
-    def is_open(self) -> bool:
-        """Open cases are the ones the tracker still watches."""
-        return self in OPEN_STATUSES
-
-
-OPEN_STATUSES = frozenset({FlagStatus.PENDING, FlagStatus.REMOVED})
 #: The only status changes `transition` allows.
 TRANSITIONS: Mapping[FlagStatus, frozenset[FlagStatus]] = {
     FlagStatus.PENDING: frozenset({FlagStatus.RESOLVED, FlagStatus.REMOVED, FlagStatus.DISMISSED,
@@ -114,83 +103,6 @@ class DecisionKind(StrEnum):
     UNCHANGED = "unchanged"
     FLAG = "flag"
     RENAME_ONLY = "rename_only"
-
-
-@dataclass(frozen=True)
-class PasskeyRef:
-    """What a flag remembers of a passkey: enough to recognise it and to show it to a person."""
-
-    id: str
-    aa_guid: str | None = None
-    model: str | None = None
-    created_date_time: str | None = None
-    display_name: str | None = None
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One line of a flag's history."""
-
-    at: datetime
-    status: FlagStatus
-    note: str
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One user's UPN-change case. Tenant-agnostic: the table's partition key carries the tenant.
-
-    ``new_upn`` is the latest UPN the case has seen; ``passkeys`` are the pre-change passkeys (broken
-    by the change); ``removed_passkeys`` the ids our cleanup deleted. ``old_upn_seen_at`` is when the
-    product last read ``old_upn`` from Graph (None: unknown, e.g. flags stored before it was kept), and
-    ``old_upn_origin`` says whether the old UPN came from that snapshot or only from a ticket: the cleanup
-    deletes only passkeys created before that moment, and never on a ticket's word. ``removal_approval``
-    and ``removal_hold`` are the cleanup's state (see `removable_passkeys` and `needs_approval`).
-    """
-
-    user_id: str
-    old_upn: str
-    new_upn: str
-    detected_at: datetime
-    source: str
-    ticket_id: str | None = None
-    passkeys: tuple[PasskeyRef, ...] = ()
-    status: FlagStatus = FlagStatus.PENDING
-    status_changed_at: datetime | None = None
-    history: tuple[HistoryEntry, ...] = ()
-    removed_passkeys: tuple[str, ...] = ()
-    old_upn_seen_at: datetime | None = None
-    old_upn_origin: str = "snapshot"
-    removal_approval: str | None = None
-    removal_hold: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}")
-        if self.old_upn_origin not in OLD_UPN_ORIGINS:
-            raise ValueError(f"old_upn_origin must be one of {', '.join(OLD_UPN_ORIGINS)}")
-        if self.removal_approval not in (None, APPROVAL_REQUIRED, APPROVED):
-            raise ValueError("removal_approval must be None, required or approved")
-        if self.old_upn_seen_at is not None:
-            object.__setattr__(self, "old_upn_seen_at", _utc(self.old_upn_seen_at, "old_upn_seen_at"))
-        object.__setattr__(self, "detected_at", _utc(self.detected_at, "detected_at"))
-        changed = self.detected_at if self.status_changed_at is None else self.status_changed_at
-        object.__setattr__(self, "status_changed_at", _utc(changed, "status_changed_at"))
-        object.__setattr__(self, "status", FlagStatus(self.status))
-        object.__setattr__(self, "passkeys", tuple(self.passkeys))
-        object.__setattr__(self, "history", tuple(self.history)[-MAX_HISTORY:])
-        object.__setattr__(self, "removed_passkeys", tuple(self.removed_passkeys))
-
-    @property
-    def passkey_ids(self) -> tuple[str, ...]:
-        """The pre-change passkey ids, in order."""
-        return tuple(p.id for p in self.passkeys)
-
-    @property
-    def changed_at(self) -> datetime:
-        """``status_changed_at``, typed as always set (it defaults to ``detected_at``)."""
-        assert self.status_changed_at is not None  # set by __post_init__
-        return self.status_changed_at
 
 
 @dataclass(frozen=True)
@@ -222,14 +134,6 @@ class TrackResult:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _utc(value: datetime, name: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise ValueError(f"{name} must be a datetime")
-    if value.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return value.astimezone(UTC)
 
 
 def same_upn(a: str | None, b: str | None) -> bool:
@@ -288,7 +192,7 @@ def transition(flag: Flag, status: FlagStatus, *, at: datetime, note: str) -> Fl
     status = FlagStatus(status)
     if status not in TRANSITIONS[flag.status]:
         raise ValueError(f"a {flag.status} flag cannot become {status}")
-    return _with_history(flag, status, _utc(at, "at"), note)
+    return _with_history(flag, status, utc(at, "at"), note)
 
 
 def dismiss(flag: Flag, *, at: datetime, note: str) -> Flag:
@@ -319,7 +223,7 @@ def decide_change(user_id: str, current_upn: str, snapshot_upn: str | None, pass
         raise ValueError("current_upn must be a non-empty string")
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}")
-    detected_at = _utc(detected_at, "detected_at")
+    detected_at = utc(detected_at, "detected_at")
     user_id = user_id.lower()
 
     if not snapshot_upn:
@@ -396,7 +300,7 @@ def track(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]], now: dateti
       had deleted any of them.
     Closed flags never change here.
     """
-    now = _utc(now, "now")
+    now = utc(now, "now")
     if not flag.status.is_open:
         return TrackResult(flag.status, False, f"case is closed ({flag.status})", flag)
     current = _ids(current_passkeys)
@@ -489,7 +393,7 @@ def hold_removal(flag: Flag, hold: str | None, *, at: datetime) -> Flag:
         return flag
     if hold is None:
         return replace(flag, removal_hold=None)
-    return _with_history(flag, flag.status, _utc(at, "at"), f"stale passkeys not removed: {hold}",
+    return _with_history(flag, flag.status, utc(at, "at"), f"stale passkeys not removed: {hold}",
                          removal_hold=hold)
 
 
@@ -497,7 +401,7 @@ def require_approval(flag: Flag, *, at: datetime, cap: int) -> Flag:
     """The run's cap is reached: the flag waits (``removalApproval: required``) until approved."""
     if flag.removal_approval == APPROVAL_REQUIRED:
         return hold_removal(flag, HOLD_APPROVAL, at=at)
-    return _with_history(flag, flag.status, _utc(at, "at"),
+    return _with_history(flag, flag.status, utc(at, "at"),
                          f"stale passkeys wait for an approval: more than {cap} deletion(s) in one run",
                          removal_approval=APPROVAL_REQUIRED, removal_hold=HOLD_APPROVAL)
 
@@ -509,7 +413,7 @@ def approve_removal(flag: Flag, *, at: datetime, by: str) -> Flag:
         return flag
     if flag.removal_approval != APPROVAL_REQUIRED or flag.status != FlagStatus.PENDING:
         raise ValueError("the flag is not waiting for a removal approval")
-    return _with_history(flag, flag.status, _utc(at, "at"), f"stale passkey removal approved ({by})",
+    return _with_history(flag, flag.status, utc(at, "at"), f"stale passkey removal approved ({by})",
                          removal_approval=APPROVED)
 
 
@@ -520,7 +424,7 @@ def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Fla
     ValueError for an id that is not a pre-change passkey of this flag or for a closed flag: we must
     never delete anything else. Call track afterwards to resolve when a new passkey already exists.
     """
-    at = _utc(at, "at")
+    at = utc(at, "at")
     ids = list(dict.fromkeys(removed_ids))
     pre_change = set(flag.passkey_ids)
     if any(pid not in pre_change for pid in ids):
@@ -533,133 +437,6 @@ def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Fla
         raise ValueError(f"a {flag.status} flag cannot record removed passkeys")
     return _with_history(flag, FlagStatus.REMOVED, at, f"removed {len(new_ids)} pre-change passkey(s)",
                          removed_passkeys=(*flag.removed_passkeys, *new_ids))
-
-
-# --- serialisation -------------------------------------------------------------------------------
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def flag_to_dict(flag: Flag) -> dict[str, Any]:
-    """The flag as JSON-ready data with the stable field names the store and ``GET /api/flags`` use;
-    datetimes are ISO 8601 UTC with ``Z``."""
-    return {
-        "userId": flag.user_id,
-        "oldUpn": flag.old_upn,
-        "newUpn": flag.new_upn,
-        "detectedAt": _iso(flag.detected_at),
-        "source": flag.source,
-        "ticketId": flag.ticket_id,
-        "passkeys": [{"id": p.id, "aaGuid": p.aa_guid, "model": p.model, "createdDateTime": p.created_date_time,
-                      "displayName": p.display_name} for p in flag.passkeys],
-        "status": flag.status.value,
-        "statusChangedAt": _iso(flag.changed_at),
-        "history": [{"at": _iso(h.at), "status": h.status.value, "note": h.note} for h in flag.history],
-        "removedPasskeys": list(flag.removed_passkeys),
-        "oldUpnSeenAt": _iso(flag.old_upn_seen_at) if flag.old_upn_seen_at else None,
-        "oldUpnOrigin": flag.old_upn_origin,
-        "removalApproval": flag.removal_approval,
-        "removalHold": flag.removal_hold,
-    }
-
-
-def flag_from_dict(data: Mapping[str, Any]) -> Flag:
-    """Read a flag written by flag_to_dict. A malformed document raises InputError naming the field
-    (``flag.<field>: ...``); ``ticketId``, ``history``, ``removedPasskeys``, ``statusChangedAt`` and the
-    cleanup's fields may be absent. A flag stored before ``oldUpnSeenAt`` was kept reads it as unknown
-    (None), so the cleanup never deletes on its account: the moment its old UPN was last seen is not known."""
-    if not isinstance(data, Mapping):
-        raise InputError("flag: expected an object")
-
-    def text(key: str, *, optional: bool = False) -> str | None:
-        value = data.get(key)
-        if value is None and optional:
-            return None
-        if not isinstance(value, str) or not value:
-            raise InputError(f"flag.{key}: {'missing' if value is None else 'expected a non-empty string'}")
-        return value
-
-    def when(value: object, where: str) -> datetime:
-        if not isinstance(value, str):
-            raise InputError(f"{where}: {'missing' if value is None else 'expected an ISO 8601 string'}")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise InputError(f"{where}: not an ISO 8601 date-time") from None
-        if parsed.tzinfo is None:
-            raise InputError(f"{where}: has no time zone")
-        return parsed.astimezone(UTC)
-
-    def status(value: object, where: str) -> FlagStatus:
-        if not isinstance(value, str):
-            raise InputError(f"{where}: {'missing' if value is None else 'expected a string'}")
-        try:
-            return FlagStatus(value)
-        except ValueError:
-            raise InputError(f"{where}: not a flag status") from None
-
-    def items(key: str) -> list[Any]:
-        value = data.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise InputError(f"flag.{key}: expected a list")
-        return value
-
-    source = text("source")
-    if source not in SOURCES:
-        raise InputError(f"flag.source: expected one of {', '.join(SOURCES)}")
-
-    passkeys = []
-    for index, item in enumerate(items("passkeys")):
-        where = f"flag.passkeys[{index}]"
-        if not isinstance(item, Mapping):
-            raise InputError(f"{where}: expected an object")
-        ident = item.get("id")
-        if not isinstance(ident, str) or not ident:
-            raise InputError(f"{where}.id: missing")
-        for key in ("aaGuid", "model", "createdDateTime", "displayName"):
-            if item.get(key) is not None and not isinstance(item.get(key), str):
-                raise InputError(f"{where}.{key}: expected a string")
-        passkeys.append(PasskeyRef(id=ident, aa_guid=item.get("aaGuid"), model=item.get("model"),
-                                   created_date_time=item.get("createdDateTime"),
-                                   display_name=item.get("displayName")))
-
-    history = []
-    for index, item in enumerate(items("history")):
-        where = f"flag.history[{index}]"
-        if not isinstance(item, Mapping):
-            raise InputError(f"{where}: expected an object")
-        note = item.get("note", "")
-        if not isinstance(note, str):
-            raise InputError(f"{where}.note: expected a string")
-        history.append(HistoryEntry(at=when(item.get("at"), f"{where}.at"),
-                                    status=status(item.get("status"), f"{where}.status"), note=note))
-
-    removed = items("removedPasskeys")
-    if not all(isinstance(pid, str) and pid for pid in removed):
-        raise InputError("flag.removedPasskeys: expected a list of ids")
-
-    origin = text("oldUpnOrigin", optional=True) or "snapshot"
-    if origin not in OLD_UPN_ORIGINS:
-        raise InputError(f"flag.oldUpnOrigin: expected one of {', '.join(OLD_UPN_ORIGINS)}")
-    approval = text("removalApproval", optional=True)
-    if approval not in (None, APPROVAL_REQUIRED, APPROVED):
-        raise InputError(f"flag.removalApproval: expected {APPROVAL_REQUIRED} or {APPROVED}")
-    seen_raw = data.get("oldUpnSeenAt")
-    detected = when(data.get("detectedAt"), "flag.detectedAt")
-    changed_raw = data.get("statusChangedAt")
-    return Flag(
-        user_id=text("userId") or "", old_upn=text("oldUpn") or "", new_upn=text("newUpn") or "",
-        detected_at=detected, source=source, ticket_id=text("ticketId", optional=True),
-        passkeys=tuple(passkeys), status=status(data.get("status"), "flag.status"),
-        status_changed_at=detected if changed_raw is None else when(changed_raw, "flag.statusChangedAt"),
-        history=tuple(history), removed_passkeys=tuple(removed),
-        old_upn_seen_at=None if seen_raw is None else when(seen_raw, "flag.oldUpnSeenAt"), old_upn_origin=origin,
-        removal_approval=approval, removal_hold=text("removalHold", optional=True),
-    )
 
 
 __all__ = [

@@ -1,18 +1,22 @@
-"""Process the `upn-changes` queue in this process, for the command line (`sweep --process`, `process-queue`).
+"""Process the `upn-changes` queue in this process: the one in-process drain, for the command line
+(`sweep --process`, `process-queue`) and the mass-rename benchmark.
 
 Without a deployed app nobody consumes the queue, so a sweep from a shell would only queue. This drain hands
 each message to `handle_message`, the processor the queue trigger runs, with the host's delivery rules
-(host.json): up to 16 messages at a time; a message that fails becomes visible again after 10 s and moves to
-`upn-changes-poison` on its 5th failed delivery. A message that can never succeed (not JSON, no known kind:
-an `InputError`) goes to the poison queue at once instead of failing four more times. Messages hidden for a
-while (re-queued after a Graph 429 with its `Retry-After`, or failed and waiting to be retried) are waited
-for, up to `wait_seconds` without progress, so the check ends with an empty queue or says what is left.
+(host.json): 16 messages fetched at a time and a new batch once 8 or fewer are in flight; a message that
+fails becomes visible again after 10 s and moves to `upn-changes-poison` on its 5th failed delivery. A
+message that can never succeed (not JSON, no known kind: an `InputError`) goes to the poison queue at once
+instead of failing four more times. Messages hidden for a while (re-queued after a Graph 429 with its
+`Retry-After`, or failed and waiting to be retried) are waited for, up to `wait_seconds` without progress,
+so the check ends with an empty queue or says what is left. A producer running beside the drain (the
+benchmark's sweep) keeps it polling until `until()` says it is done.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shared.errors import InputError
@@ -22,63 +26,105 @@ from shared.upn.dispatch import handle_message
 
 log = logging.getLogger(__name__)
 
-#: host.json `extensions.queues`: batchSize, maxDequeueCount, visibilityTimeout (tests keep them in step).
+#: host.json `extensions.queues`: batchSize, newBatchThreshold, maxDequeueCount, visibilityTimeout (tests
+#: keep them in step).
 BATCH_SIZE = 16
+NEW_BATCH_THRESHOLD = 8
 MAX_DEQUEUE_COUNT = 5
 RETRY_SECONDS = 10
 #: How long a received message stays hidden while it is processed (a `sweep` message runs a whole sweep).
 PROCESSING_SECONDS = 600
+#: An empty queue is polled again after 0.05 s, doubling up to this.
+FIRST_POLL_SECONDS = 0.05
 POLL_SECONDS = 1.0
 
 
-async def process_queue(services: Services, *, wait_seconds: float = 300.0, retry_seconds: int = RETRY_SECONDS,
-                        max_dequeue_count: int = MAX_DEQUEUE_COUNT) -> dict[str, Any]:
-    """Deliver every message of the queue to the processor until the queue is empty.
+class _Drain:
+    """One drain's deliveries and counts."""
 
-    Returns counts: `messages` delivered, `processed` users, `flagged` user ids, `requeued` (throttled),
-    `dropped` (another tenant's), `failed` deliveries, `poisoned` messages and `remaining` (still queued when
-    nothing became visible for `wait_seconds`).
-    """
-    queue = services.store.queue
-    totals: dict[str, Any] = {"messages": 0, "processed": 0, "flagged": [], "requeued": 0, "dropped": 0,
-                              "failed": 0, "poisoned": 0, "remaining": 0}
+    def __init__(self, services: Services, retry_seconds: int, max_dequeue_count: int,
+                 on_delivered: Callable[[], None] | None) -> None:
+        self.services, self.queue = services, services.store.queue
+        self.retry_seconds, self.max_dequeue_count = retry_seconds, max_dequeue_count
+        self.on_delivered = on_delivered
+        self.totals: dict[str, Any] = {"messages": 0, "processed": 0, "flagged": [], "requeued": 0, "dropped": 0,
+                                       "failed": 0, "poisoned": 0, "remaining": 0}
 
-    async def deliver(message: QueuedMessage) -> None:
+    async def deliver(self, message: QueuedMessage) -> None:
+        """Hand one message to the processor; delete it, or release it for a retry, or poison it."""
+        totals = self.totals
         try:
-            result = await handle_message(services, message.text, dequeue_count=message.dequeue_count)
+            result = await handle_message(self.services, message.text, dequeue_count=message.dequeue_count)
         except InputError as exc:
             log.error("queue message %s cannot be processed (%s); moved to the poison queue", message.id, exc.message)
-            await queue.move_to_poison(message)
+            await self.queue.move_to_poison(message)
             totals["poisoned"] += 1
             return
         except Exception:
             log.exception("queue message %s failed (delivery %d of %d)", message.id, message.dequeue_count,
-                          max_dequeue_count)
+                          self.max_dequeue_count)
             totals["failed"] += 1
-            if message.dequeue_count >= max_dequeue_count:
-                await queue.move_to_poison(message)
+            if message.dequeue_count >= self.max_dequeue_count:
+                await self.queue.move_to_poison(message)
                 totals["poisoned"] += 1
             else:
-                await queue.release(message, retry_seconds)
+                await self.queue.release(message, self.retry_seconds)
             return
-        await queue.delete(message)
+        await self.queue.delete(message)
         totals["messages"] += 1
         totals["processed"] += int(result.get("processed", 0))
         totals["flagged"] += list(result.get("flagged", []))
         totals["requeued"] += bool(result.get("requeued"))
         totals["dropped"] += bool(result.get("dropped"))
+        if self.on_delivered is not None:
+            self.on_delivered()
 
-    idle_since = time.monotonic()
-    while True:
-        batch = await queue.receive(BATCH_SIZE, visibility_timeout=PROCESSING_SECONDS)
-        if batch:
-            await asyncio.gather(*(deliver(message) for message in batch))
-            idle_since = time.monotonic()
-            continue
-        totals["remaining"] = await queue.peek_count()
-        if totals["remaining"] == 0 or time.monotonic() - idle_since >= wait_seconds:
-            return totals
-        await asyncio.sleep(POLL_SECONDS)
+
+async def _settle(in_flight: set[asyncio.Task[None]], at_most: float | None) -> None:
+    """Wait for at least one delivery (or `at_most` seconds); a delivery that raised raises here."""
+    done, _ = await asyncio.wait(in_flight, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+    in_flight.difference_update(done)
+    for task in done:
+        task.result()
+
+
+async def process_queue(services: Services, *, wait_seconds: float = 300.0, retry_seconds: int = RETRY_SECONDS,
+                        max_dequeue_count: int = MAX_DEQUEUE_COUNT, until: Callable[[], bool] | None = None,
+                        on_delivered: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Deliver every message of the queue to the processor until the queue is empty (and `until()`, when
+    given, is true: a producer beside the drain may still be queueing). `on_delivered` runs after each
+    message processed and deleted.
+
+    Returns counts: `messages` delivered, `processed` users, `flagged` user ids, `requeued` (throttled),
+    `dropped` (another tenant's), `failed` deliveries, `poisoned` messages and `remaining` (still queued when
+    nothing became visible for `wait_seconds`).
+    """
+    drain = _Drain(services, retry_seconds, max_dequeue_count, on_delivered)
+    in_flight: set[asyncio.Task[None]] = set()
+    poll, idle_since = FIRST_POLL_SECONDS, time.monotonic()
+    try:
+        while True:
+            if len(in_flight) > NEW_BATCH_THRESHOLD:
+                await _settle(in_flight, None)
+                continue
+            producer_done = until is None or until()  # read before receiving: nothing queued after is missed
+            batch = await drain.queue.receive(BATCH_SIZE, visibility_timeout=PROCESSING_SECONDS)
+            if batch:
+                in_flight.update(asyncio.create_task(drain.deliver(message)) for message in batch)
+                poll, idle_since = FIRST_POLL_SECONDS, time.monotonic()
+                continue
+            if in_flight:
+                await _settle(in_flight, poll)
+                idle_since = time.monotonic()
+                continue
+            drain.totals["remaining"] = await drain.queue.peek_count()
+            if (drain.totals["remaining"] == 0 and producer_done) or time.monotonic() - idle_since >= wait_seconds:
+                return drain.totals
+            await asyncio.sleep(poll)
+            poll = min(POLL_SECONDS, poll * 2)
+    finally:
+        for task in in_flight:
+            task.cancel()
 
 
 def summary(totals: dict[str, Any]) -> str:

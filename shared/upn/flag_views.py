@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import InputError
 from shared.services import Services
 from shared.upn.clock import iso as _iso
-from shared.upn.decide import FlagStatus
+from shared.upn.flag import FlagStatus, flag_to_dict
+
+if TYPE_CHECKING:
+    from shared.state import StoredFlag
 
 FLAG_STATUSES = tuple(s.value for s in FlagStatus)
 CSV_COLUMNS = ("userId", "oldUpn", "newUpn", "status", "detectedAt", "statusChangedAt", "source", "ticketId",
                "passkeyCount", "passkeys")
 
 
-def public_flag(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored flag as the API shows it: camelCase, ISO 8601 times, no storage bookkeeping."""
-    out = {k: v for k, v in doc.items() if k not in ("etag", "created_at", "updated_at")}
-    for stored, shown in (("created_at", "createdAt"), ("updated_at", "updatedAt")):
-        value = doc.get(stored)
-        if isinstance(value, datetime):
-            out[shown] = _iso(value)
+def public_flag(stored: StoredFlag) -> dict[str, Any]:
+    """A stored flag as the API shows it: the flag's camelCase fields (`flag_to_dict`; empty ones left out,
+    as the table leaves them out) and, in ISO 8601, when its row was created and last written."""
+    out = {k: v for k, v in flag_to_dict(stored.flag).items() if v is not None}
+    for when, shown in ((stored.created_at, "createdAt"), (stored.updated_at, "updatedAt")):
+        if when is not None:
+            out[shown] = _iso(when)
     return out
 
 
@@ -58,7 +59,8 @@ async def flags_csv(services: Services, *, status: str | None) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    async for doc in services.store.iter_flags(services.settings.tenant_id, status):
+    async for stored in services.store.iter_flags(services.settings.tenant_id, status):
+        doc = flag_to_dict(stored.flag)
         keys = "; ".join(f"{p.get('displayName') or p.get('model') or 'passkey'} "
                          f"({name_of(p.get('aaGuid') or '') if p.get('aaGuid') else 'unknown'})"
                          for p in doc.get("passkeys", []))

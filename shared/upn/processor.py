@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,11 +26,8 @@ from shared.upn.clock import now as _now
 from shared.upn.decide import (
     DecisionKind,
     Flag,
-    FlagStatus,
     decide_change,
     dismiss,
-    flag_from_dict,
-    flag_to_dict,
     merge_flag,
     parse_aware_time,
     same_upn,
@@ -38,26 +36,20 @@ from shared.upn.decide import (
 log = logging.getLogger(__name__)
 
 
-def _flag_doc(flag: Flag) -> dict[str, Any]:
-    return flag_to_dict(flag)
-
-
 async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
     """Merge `candidate` into the stored flag and write it with ETag concurrency; None: nothing new."""
     tenant = services.settings.tenant_id
     for _ in range(5):
         stored = await services.store.get_flag(tenant, candidate.user_id)
-        existing = flag_from_dict(stored) if stored else None
-        merged = merge_flag(existing, candidate)
+        merged = merge_flag(stored.flag if stored else None, candidate)
         if merged is None:
             return None
         try:
             if stored is None:
-                created = await services.store.create_flags(tenant, [_flag_doc(merged)])
-                if created:
+                if await services.store.create_flags(tenant, [merged]):
                     return merged
                 continue  # somebody created it first: merge with theirs
-            await services.store.update_flag(tenant, _flag_doc(merged), stored["etag"])
+            await services.store.update_flag(tenant, merged, stored.etag, created_at=stored.created_at)
             return merged
         except ConcurrencyError:
             continue
@@ -66,12 +58,12 @@ async def _save_flag(services: Services, candidate: Flag) -> Flag | None:
 
 async def _save_flags(services: Services, candidates: list[Flag]) -> list[Flag]:
     """`_save_flag` for many users at once. First try: create them all as new cases, one transaction
-    per bucket and no read (`merge_flag` with nothing stored is the candidate itself); users whose
-    transaction met an existing row go through `_save_flag` (read, merge, create or ETag-update)."""
+    per bucket and no read (`merge_flag` with nothing stored is the candidate itself); users who already
+    have a flag go through `_save_flag` (read, merge, create or ETag-update)."""
     if not candidates:
         return []
     tenant = services.settings.tenant_id
-    created = set(await services.store.create_flags(tenant, [_flag_doc(c) for c in candidates], only_new=True))
+    created = set(await services.store.create_flags(tenant, candidates))
     written = [c for c in candidates if c.user_id in created]
     again = [c for c in candidates if c.user_id not in created]
     if again:
@@ -79,37 +71,56 @@ async def _save_flags(services: Services, candidates: list[Flag]) -> list[Flag]:
     return written
 
 
+@dataclass
+class _Users:
+    """A message's users: those to compare (current UPN, or None until read from Graph) and those deleted."""
+
+    current: dict[str, str | None] = field(default_factory=dict)
+    seen: dict[str, datetime] = field(default_factory=dict)  # when each current UPN was read from Graph
+    removed: list[str] = field(default_factory=list)
+    known: dict[str, str] = field(default_factory=dict)  # old UPNs the message carries (the sweep compared)
+    known_seen: dict[str, datetime] = field(default_factory=dict)  # and when the snapshot had last seen them
+
+
+def _message_users(users: list[dict[str, Any]]) -> _Users:
+    """The message's entries (`{"id", "upn"?, "oldUpn"?, "oldUpnSeenAt"?, "seenAt"?, "removed"?}`), by user."""
+    out = _Users()
+    for entry in users:
+        uid = str(entry["id"]).lower()
+        if entry.get("removed"):
+            out.removed.append(uid)
+            continue
+        out.current[uid] = entry.get("upn")
+        if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
+            out.known[uid] = entry["oldUpn"]
+            if (was := parse_aware_time(entry.get("oldUpnSeenAt"))) is not None:
+                out.known_seen[uid] = was
+        if entry.get("upn") and (at := parse_aware_time(entry.get("seenAt"))) is not None:
+            out.seen[uid] = at
+    return out
+
+
+async def _read_missing_upns(services: Services, users: _Users, now: datetime) -> None:
+    """Read from Graph the current UPN of users the message names by id only; a 404 means deleted."""
+    unknown = [uid for uid, upn in users.current.items() if not upn]
+    if unknown:
+        for uid, upn in (await current_upns(services.graph, unknown)).items():
+            if upn is None:
+                users.removed.append(uid)
+                users.current.pop(uid, None)
+            else:
+                users.current[uid] = upn
+                users.seen[uid] = now
+
+
 async def process_users(services: Services, users: list[dict[str, Any]], *, source: str,
                         ticket_id: str | None = None, old_upn_hint: str | None = None) -> dict[str, Any]:
     """Compare each user's UPN with the snapshot and flag those who changed and hold passkeys."""
     tenant = services.settings.tenant_id
     now = _now()  # taken before any read: a UPN read below was current at this moment or later
-    current: dict[str, str | None] = {}
-    seen: dict[str, datetime] = {}  # when each current UPN was read from Graph (sweep: its page; else now)
-    removed: list[str] = []
-    known: dict[str, str] = {}  # old UPNs the message carries (the sweep compared with the snapshot)
-    known_seen: dict[str, datetime] = {}  # and when the snapshot had last seen them
-    for entry in users:
-        uid = str(entry["id"]).lower()
-        if entry.get("removed"):
-            removed.append(uid)
-        else:
-            current[uid] = entry.get("upn")
-            if isinstance(entry.get("oldUpn"), str) and entry["oldUpn"]:
-                known[uid] = entry["oldUpn"]
-                if (was := parse_aware_time(entry.get("oldUpnSeenAt"))) is not None:
-                    known_seen[uid] = was
-            if entry.get("upn") and (at := parse_aware_time(entry.get("seenAt"))) is not None:
-                seen[uid] = at
-    unknown = [uid for uid, upn in current.items() if not upn]
-    if unknown:
-        for uid, upn in (await current_upns(services.graph, unknown)).items():
-            if upn is None:
-                removed.append(uid)
-                current.pop(uid, None)
-            else:
-                current[uid] = upn
-                seen[uid] = now
+    message = _message_users(users)
+    await _read_missing_upns(services, message, now)
+    current, seen, removed, known = message.current, message.seen, message.removed, message.known
 
     unread = [uid for uid in current if uid not in known]
     stored = await services.store.get_snapshots_seen(tenant, unread) if unread else {}
@@ -122,7 +133,7 @@ async def process_users(services: Services, users: list[dict[str, Any]], *, sour
             snapshots[uid] = old_upn_hint  # a ticket may tell us the old UPN we never saw
             origins[uid] = "ticket"
     changed = [uid for uid, upn in current.items() if snapshots.get(uid) and not same_upn(snapshots[uid], upn)]
-    old_seen = await _old_upn_seen(services, changed, snapshots, stored, origins, known_seen)
+    old_seen = await _old_upn_seen(services, changed, snapshots, stored, origins, message.known_seen)
     passkeys = await read_passkeys(services.graph, changed)
 
     outcome: dict[str, list[str]] = {k.value: [] for k in DecisionKind}
@@ -170,10 +181,10 @@ async def _forget_users(services: Services, user_ids: list[str], now: datetime) 
     tenant = services.settings.tenant_id
     for uid in user_ids:
         stored = await services.store.get_flag(tenant, uid)
-        if stored and FlagStatus(stored["status"]).is_open:
-            flag = dismiss(flag_from_dict(stored), at=now, note="user deleted")
+        if stored and stored.flag.status.is_open:
+            flag = dismiss(stored.flag, at=now, note="user deleted")
             try:
-                await services.store.update_flag(tenant, _flag_doc(flag), stored["etag"])
+                await services.store.update_flag(tenant, flag, stored.etag, created_at=stored.created_at)
             except ConcurrencyError:
                 log.info("flag of %s changed while dismissing; the tracker will see it", uid)
     await services.store.delete_snapshots(tenant, user_ids)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
-from shared.graph.delta import DELTA_START, DeltaExpired, read_delta_page
+from shared.graph.delta import DELTA_START, DeltaExpired, DeltaPage, read_delta_page
 from shared.services import Services
 from shared.upn.clock import iso as _iso
 from shared.upn.clock import now as _now
@@ -93,6 +94,78 @@ def _compare(entries: list[dict[str, Any]], known: dict[str, str]
     return out, fresh
 
 
+class _SweepRun:
+    """One sweep's progress: the `delta` checkpoint being advanced (with its ETag), the snapshots in memory,
+    the users held for a fuller message, and the counts the sweep returns."""
+
+    def __init__(self, services: Services, value: dict[str, Any] | None, etag: Any) -> None:
+        from shared.state import ABSENT
+
+        self.services, self.tenant = services, services.settings.tenant_id
+        self.seeded = bool(value is None or value.get("seeding"))
+        self.state = dict(value or {})
+        if not self.state.get("nextLink"):
+            self.state["seeding"] = not self.state.get("deltaLink")
+            self.state["nextLink"] = self.state.get("deltaLink") or DELTA_START
+        self.etag = etag or ABSENT
+        self.known: dict[str, str] | None = None  # every stored snapshot value, when comparing in memory
+        self.held = _SweepBuffer(services.store.snapshot_buckets)
+        self.fetch: str = self.state["nextLink"]
+        self.links: dict[int, str] = {}  # page number -> the link it was read from (the resume point while held)
+        self.pages = self.users = self.queued = self.resyncs = 0
+
+    async def _save(self) -> None:
+        self.etag = await self.services.store.put_checkpoint(self.tenant, DELTA_CHECKPOINT, self.state, self.etag)
+
+    async def restart(self, exc: DeltaExpired) -> None:
+        """The delta token expired: start a full resync (every user is read and compared again)."""
+        log.warning("delta token expired (%s); starting a full resync", exc.status_code)
+        self.resyncs += 1
+        self.state = {"nextLink": DELTA_START, "seeding": bool(self.state.get("seeding")), "resync": True}
+        self.held, self.links, self.fetch = _SweepBuffer(self.held.buckets), {}, DELTA_START
+        await self._save()
+
+    async def take(self, page: DeltaPage, read_at: datetime, *, last: bool) -> None:
+        """One page read at `read_at`: seed the snapshots, or compare and queue the changed users."""
+        self.pages += 1
+        self.links[self.pages] = self.fetch
+        entries: list[dict[str, Any]] = []
+        for user in page.users:
+            if user.deleted:
+                entries.append({"id": user.id, "removed": "deleted"})
+            elif user.upn:
+                entries.append({"id": user.id, "upn": user.upn, "seenAt": _iso(read_at)})
+        self.users += len(entries)
+        store = self.services.store
+        if self.state.get("seeding"):
+            upns = {e["id"].lower(): e["upn"] for e in entries if "upn" in e}
+            await store.put_snapshots(self.tenant, upns, dict.fromkeys(upns, read_at))
+            return
+        if self.known is None:  # first compared page (or a resync that started while seeding finished seeding)
+            self.known = await store.load_all_snapshots(self.tenant, raw=True)
+        entries, fresh = _compare(entries, self.known)
+        if fresh:
+            await store.put_snapshots(self.tenant, fresh, dict.fromkeys(fresh, read_at))
+        groups = self.held.add(entries, self.pages) + self.held.take(
+            None if last else self.pages - SWEEP_HOLD_PAGES + 1)
+        await send_messages(self.services, [users_message(g, source="sweep") for g in groups])
+        self.queued += len(groups)
+
+    async def advance(self, page: DeltaPage) -> None:
+        """Checkpoint after a page: the link of the oldest page with a user still held, else the next page's;
+        after the last page, the delta link for the next run."""
+        if page.next_link is not None:
+            self.fetch = page.next_link
+            oldest = self.held.oldest_page()
+            for number in [n for n in self.links if oldest is None or n < oldest]:
+                del self.links[number]
+            self.state["nextLink"] = self.links[oldest] if oldest is not None else self.fetch
+        else:
+            self.state = {"deltaLink": page.delta_link, "nextLink": None, "seeding": False,
+                          "completedAt": _iso(_now())}
+        await self._save()
+
+
 async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None) -> dict[str, Any]:
     """The backstop: read users/delta from the stored link, queue the changes, checkpoint every page.
 
@@ -109,72 +182,24 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     from shared.telemetry import bind_run, current_run_id
 
     bind_run(current_run_id())
-    tenant = services.settings.tenant_id
     started = time.monotonic()
-    value, etag = await services.store.get_checkpoint(tenant, DELTA_CHECKPOINT)
-    state = dict(value or {})
-    if not state.get("nextLink"):
-        state["seeding"] = not state.get("deltaLink")
-        state["nextLink"] = state.get("deltaLink") or DELTA_START
-    pages = users_seen = queued = resyncs = 0
-    from shared.state import ABSENT
-
-    etag = etag or ABSENT
-    # Not seeding: every snapshot in memory (one query per partition), so unchanged users cost nothing,
-    # new users are recorded here, and only changed users are queued, each with its old UPN.
-    known = None if state.get("seeding") else await services.store.load_all_snapshots(tenant, raw=True)
-    held = _SweepBuffer(services.store.snapshot_buckets)
-    fetch: str = state["nextLink"]
-    links: dict[int, str] = {}  # page number -> the link it was read from (the resume point while held)
+    run = _SweepRun(services, *await services.store.get_checkpoint(services.settings.tenant_id, DELTA_CHECKPOINT))
+    if not run.state.get("seeding"):
+        # Every snapshot in memory (one query per partition), so unchanged users cost nothing, new users are
+        # recorded here, and only changed users are queued, each with its old UPN.
+        run.known = await services.store.load_all_snapshots(run.tenant, raw=True)
     while True:
         read_at = _now()  # the page's UPNs were current at this moment or later
         try:
-            page = await read_delta_page(services.graph, fetch)
+            page = await read_delta_page(services.graph, run.fetch)
         except DeltaExpired as exc:
-            log.warning("delta token expired (%s); starting a full resync", exc.status_code)
-            resyncs += 1
-            state = {"nextLink": DELTA_START, "seeding": bool(state.get("seeding")), "resync": True}
-            held, links, fetch = _SweepBuffer(held.buckets), {}, DELTA_START  # the resync reads everyone
-            etag = await services.store.put_checkpoint(tenant, DELTA_CHECKPOINT, state, etag)
+            await run.restart(exc)
             continue
-        pages += 1
-        links[pages] = fetch
-        entries: list[dict[str, Any]] = []
-        for user in page.users:
-            if user.deleted:
-                entries.append({"id": user.id, "removed": "deleted"})
-            elif user.upn:
-                entries.append({"id": user.id, "upn": user.upn, "seenAt": _iso(read_at)})
-        users_seen += len(entries)
-        if state.get("seeding"):
-            upns = {e["id"].lower(): e["upn"] for e in entries if "upn" in e}
-            await services.store.put_snapshots(tenant, upns, dict.fromkeys(upns, read_at))
-        else:
-            if known is None:  # a resync that started while seeding, then finished seeding: compare from here
-                known = await services.store.load_all_snapshots(tenant, raw=True)
-            entries, fresh = _compare(entries, known)
-            if fresh:
-                await services.store.put_snapshots(tenant, fresh, dict.fromkeys(fresh, read_at))
-            last = page.next_link is None or (max_pages is not None and pages >= max_pages)
-            groups = held.add(entries, pages) + held.take(None if last else pages - SWEEP_HOLD_PAGES + 1)
-            messages = [users_message(g, source="sweep") for g in groups]
-            await send_messages(services, messages)
-            queued += len(messages)
-        if page.next_link is not None:
-            fetch = page.next_link
-            oldest = held.oldest_page()
-            for number in [n for n in links if oldest is None or n < oldest]:
-                del links[number]
-            state["nextLink"] = links[oldest] if oldest is not None else fetch
-        else:
-            state = {"deltaLink": page.delta_link, "nextLink": None, "seeding": False,
-                     "completedAt": _iso(_now())}
-        etag = await services.store.put_checkpoint(tenant, DELTA_CHECKPOINT, state, etag)
-        if not state.get("nextLink"):
+        at_limit = max_pages is not None and run.pages + 1 >= max_pages
+        await run.take(page, read_at, last=page.next_link is None or at_limit)
+        await run.advance(page)
+        if not run.state.get("nextLink") or at_limit:
             break
-        if max_pages is not None and pages >= max_pages:
-            break
-    return {"trigger": trigger, "pages": pages, "users": users_seen, "messagesQueued": queued,
-            "resyncs": resyncs, "complete": not state.get("nextLink"), "seeded": bool(value is None or
-                                                                                      (value or {}).get("seeding")),
+    return {"trigger": trigger, "pages": run.pages, "users": run.users, "messagesQueued": run.queued,
+            "resyncs": run.resyncs, "complete": not run.state.get("nextLink"), "seeded": run.seeded,
             "seconds": round(time.monotonic() - started, 3)}

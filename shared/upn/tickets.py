@@ -1,7 +1,7 @@
-"""The ticketing system's events, carried out inline (one user, so within the webhook's time):
-`upn_changed` tells us a user's old UPN, `recheck_user` re-reads a user and re-evaluates their flag now,
-`verify_policy` runs a policy verification. The event's signature and timestamp are checked before
-(`intake.verify_ticket`)."""
+"""The ticketing system's events, carried out inline (one user, so within the webhook's time) and once
+per event id: `upn_changed` tells us a user's old UPN, `recheck_user` re-reads a user and runs the tracker
+on their flag now, `verify_policy` runs a policy verification. The event's signature and timestamp are
+checked before (`intake.verify_ticket`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,9 +13,28 @@ from shared.upn.flag_views import public_flag
 from shared.upn.processor import process_users
 from shared.upn.tracker import track_flags_of
 
+#: How long an event id is remembered: a ticketing system retrying a delivered event within it is answered
+#: `duplicate` and nothing is done again.
+TICKET_EVENT_TTL_SECONDS = 7 * 86400
+
 
 async def ticket_action(services: Services, event: Any) -> dict[str, Any]:
-    """Carry out one verified ticket event inline (one user, so within the webhook's time)."""
+    """Carry out one verified ticket event, once per event id: a repeated id answers `duplicate: true` and
+    does nothing; an event whose action failed is forgotten, so the ticketing system's retry runs it."""
+    tenant, key = services.settings.tenant_id, f"ticket:{event.event_id}"
+    if not await services.store.claim_event(tenant, key, ttl_seconds=TICKET_EVENT_TTL_SECONDS):
+        return {"eventId": event.event_id, "duplicate": True,
+                "message": "this event id was already handled; nothing was done again"}
+    try:
+        result = await _carry_out(services, event)
+    except Exception:
+        await services.store.forget_event(tenant, key)  # let a retry work
+        raise
+    return {"eventId": event.event_id, "action": event.action, "duplicate": False, **result}
+
+
+async def _carry_out(services: Services, event: Any) -> dict[str, Any]:
+    """One verified ticket event inline (one user, so within the webhook's time)."""
     if event.action == "verify_policy":
         from shared.policy.verify import verify
 

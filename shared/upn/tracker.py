@@ -1,11 +1,14 @@
 """The re-registration tracker: moves open flags on as users re-register their passkeys, and (with
 REMOVE_STALE_PASSKEYS) deletes the pre-change passkeys the cleanup rule allows, within a cap per run
 above which an administrator approves (`approve_removals`).
+
+One rule, two callers: the timer runs it over every open flag (`track_flags`), a recheck ticket over
+one user's (`track_flags_of`).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConcurrencyError, RemovalNotWaiting
 from shared.graph.passkeys import delete_passkeys, read_passkeys
@@ -14,14 +17,13 @@ from shared.services import Services
 from shared.upn.clock import now as _now
 from shared.upn.decide import (
     APPROVAL_REQUIRED,
+    APPROVED,
     HOLD_AUDIT_MODE,
     HOLD_USER_NOT_FOUND,
     Flag,
     FlagStatus,
     approve_removal,
     dismiss,
-    flag_from_dict,
-    flag_to_dict,
     hold_removal,
     mark_removed,
     needs_approval,
@@ -31,6 +33,9 @@ from shared.upn.decide import (
     track,
 )
 from shared.upn.messages import USERS_PER_MESSAGE
+
+if TYPE_CHECKING:
+    from shared.state import StoredFlag
 
 log = logging.getLogger(__name__)
 
@@ -52,47 +57,68 @@ async def track_flags(services: Services) -> dict[str, Any]:
     Returns counts, with ``removalHeld`` (hold code -> flags) and ``awaitingApproval``.
     """
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
-    tenant = services.settings.tenant_id
-    settings = services.settings
-    open_flags: list[dict[str, Any]] = []
+    open_flags: list[StoredFlag] = []
     for status in (FlagStatus.PENDING, FlagStatus.REMOVED):
-        async for doc in services.store.iter_flags(tenant, status.value):
-            open_flags.append(doc)
+        async for stored in services.store.iter_flags(services.settings.tenant_id, status.value):
+            open_flags.append(stored)
+    return await _track(services, open_flags)
+
+
+async def track_flags_of(services: Services, user_ids: list[str]) -> dict[str, Any]:
+    """The tracker's run for some users' open flags now (a recheck ticket): the same rule as `track_flags`,
+    stale-passkey removal and its guards included, with a cap of its own."""
+    await services.graph.confirm_tenant()
+    tenant = services.settings.tenant_id
+    found = [await services.store.get_flag(tenant, uid) for uid in dict.fromkeys(u.lower() for u in user_ids)]
+    return await _track(services, [s for s in found if s is not None and s.flag.status.is_open])
+
+
+async def _track(services: Services, open_flags: list[StoredFlag]) -> dict[str, Any]:
+    """One tracker run over these stored open flags, 20 users a `$batch`; returns its counts."""
     counts: dict[str, Any] = {"checked": 0, "changed": 0, "removedPasskeys": 0, "awaitingApproval": 0,
                               "removalHeld": {}}
-    budget = settings.stale_passkey_removal_max_per_run
+    budget = services.settings.stale_passkey_removal_max_per_run
     for start in range(0, len(open_flags), USERS_PER_MESSAGE):
-        chunk = open_flags[start:start + USERS_PER_MESSAGE]
-        current = await read_passkeys(services.graph, [d["userId"] for d in chunk])
-        flags: dict[str, Flag] = {}
-        planned: dict[str, list[str]] = {}
-        for doc in chunk:
-            counts["checked"] += 1
-            flag = flag_from_dict(doc)
-            if settings.remove_stale_passkeys and flag.status == FlagStatus.PENDING:
-                flag, ids = _plan_removal(flag, current.get(flag.user_id, []), settings.enforcement_mode,
-                                          budget, settings.stale_passkey_removal_max_per_run)
-                if ids:
-                    planned[flag.user_id] = ids
-                    if flag.removal_approval is None:
-                        budget -= len(ids)
-                elif flag.removal_approval == APPROVAL_REQUIRED:
-                    counts["awaitingApproval"] += 1
-                elif flag.removal_hold:
-                    counts["removalHeld"][flag.removal_hold] = counts["removalHeld"].get(flag.removal_hold, 0) + 1
-            flags[flag.user_id] = flag
-        if planned:
-            counts["removedPasskeys"] += await _remove_planned(services, planned, flags, current, counts)
-        for doc in chunk:
-            flag = flags[flag_from_dict(doc).user_id]
-            result = track(flag, current.get(flag.user_id, []), _now())
-            if result.flag != flag_from_dict(doc):
-                try:
-                    await services.store.update_flag(tenant, flag_to_dict(result.flag), doc["etag"])
-                    counts["changed"] += 1
-                except ConcurrencyError:
-                    log.info("flag of %s changed meanwhile; next round", flag.user_id)
+        budget = await _track_chunk(services, open_flags[start:start + USERS_PER_MESSAGE], budget, counts)
     return counts
+
+
+async def _track_chunk(services: Services, chunk: list[StoredFlag], budget: int, counts: dict[str, Any]
+                       ) -> int:
+    """Track up to 20 flags: read their passkeys, remove what the rule allows, write what changed. Returns
+    the run's removal budget left."""
+    settings = services.settings
+    current = await read_passkeys(services.graph, [s.flag.user_id for s in chunk])
+    flags: dict[str, Flag] = {}
+    planned: dict[str, list[str]] = {}
+    for stored in chunk:
+        counts["checked"] += 1
+        flag = stored.flag
+        if settings.remove_stale_passkeys and flag.status == FlagStatus.PENDING:
+            flag, ids = _plan_removal(flag, current.get(flag.user_id, []), settings.enforcement_mode,
+                                      budget, settings.stale_passkey_removal_max_per_run)
+            if ids:
+                planned[flag.user_id] = ids
+                if flag.removal_approval is None:
+                    budget -= len(ids)
+            elif flag.removal_approval == APPROVAL_REQUIRED:
+                counts["awaitingApproval"] += 1
+            elif flag.removal_hold:
+                counts["removalHeld"][flag.removal_hold] = counts["removalHeld"].get(flag.removal_hold, 0) + 1
+        flags[flag.user_id] = flag
+    if planned:
+        counts["removedPasskeys"] += await _remove_planned(services, planned, flags, current, counts)
+    for stored in chunk:
+        user_id = stored.flag.user_id
+        result = track(flags[user_id], current.get(user_id, []), _now())
+        if result.flag != stored.flag:
+            try:
+                await services.store.update_flag(services.settings.tenant_id, result.flag, stored.etag,
+                                                 created_at=stored.created_at)
+                counts["changed"] += 1
+            except ConcurrencyError:
+                log.info("flag of %s changed meanwhile; next round", user_id)
+    return budget
 
 
 def _plan_removal(flag: Flag, passkeys: list[dict[str, Any]], mode: str, budget: int, cap: int
@@ -143,38 +169,25 @@ async def approve_removals(services: Services, user_ids: list[str] | None, *, by
     approved: a replay changes nothing); otherwise RemovalNotWaiting names them and nothing is written."""
     tenant = services.settings.tenant_id
     if user_ids is None:
-        docs = [d async for d in services.store.iter_flags(tenant, FlagStatus.PENDING.value)
-                if d.get("removalApproval") == APPROVAL_REQUIRED]
+        waiting = [s async for s in services.store.iter_flags(tenant, FlagStatus.PENDING.value)
+                if s.flag.removal_approval == APPROVAL_REQUIRED]
     else:
         ids = list(dict.fromkeys(u.lower() for u in user_ids))
         found = [await services.store.get_flag(tenant, uid) for uid in ids]
-        refused = [uid for uid, doc in zip(ids, found, strict=True)
-                   if doc is None or doc.get("status") != FlagStatus.PENDING.value
-                   or doc.get("removalApproval") not in (APPROVAL_REQUIRED, "approved")]
+        refused = [uid for uid, stored in zip(ids, found, strict=True)
+                   if stored is None or stored.flag.status != FlagStatus.PENDING
+                   or stored.flag.removal_approval not in (APPROVAL_REQUIRED, APPROVED)]
         if refused:
             raise RemovalNotWaiting(f"userIds: no flag waiting for a removal approval: {', '.join(refused)}")
-        docs = [d for d in found if d is not None]
+        waiting = [s for s in found if s is not None]
     approved: list[str] = []
     already: list[str] = []
-    for doc in docs:
-        flag = flag_from_dict(doc)
+    for stored in waiting:
+        flag = stored.flag
         updated = approve_removal(flag, at=_now(), by=by)
         if updated is flag:
             already.append(flag.user_id)
             continue
-        await services.store.update_flag(tenant, flag_to_dict(updated), doc["etag"])
+        await services.store.update_flag(tenant, updated, stored.etag, created_at=stored.created_at)
         approved.append(flag.user_id)
     return {"approved": approved, "alreadyApproved": already}
-
-
-async def track_flags_of(services: Services, user_ids: list[str]) -> None:
-    """Re-evaluate the open flags of some users now (the tracker's rule, for a recheck ticket)."""
-    tenant = services.settings.tenant_id
-    current = await read_passkeys(services.graph, user_ids)
-    for uid in user_ids:
-        doc = await services.store.get_flag(tenant, uid.lower())
-        if not doc or not FlagStatus(doc["status"]).is_open:
-            continue
-        result = track(flag_from_dict(doc), current.get(uid, []), _now())
-        if result.changed:
-            await services.store.update_flag(tenant, flag_to_dict(result.flag), doc["etag"])

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from azure.storage.queue.aio import QueueClient
 
 from devhost.azurite import Azurite
 from devhost.host import DevHost
-from graphsim.launcher import Simulator, start_simulator
+from devhost.stack import local_stack
+from graphsim.launcher import Simulator
 from shared.principal import ADMIN_ROLE, PRINCIPAL_HEADER, encode_principal
-from shared.services import Services, use_services
-from tests.conftest import make_settings
+from shared.services import Services
+from tests.conftest import TEST_SETTINGS
 
 YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
 ANDROID = "de1e552d-db1d-4423-a619-566b625cdc84"
@@ -92,10 +92,17 @@ class Stack:
             return resp.status, await resp.text(), dict(resp.headers)
 
     async def flag(self, user_id: str) -> dict[str, Any] | None:
-        return await self.services.store.get_flag(self.tenant_id, user_id)
+        """The user's stored flag as the API shows it, or None."""
+        from shared.upn.flag_views import public_flag
+
+        stored = await self.services.store.get_flag(self.tenant_id, user_id)
+        return public_flag(stored) if stored else None
 
     async def all_flags(self) -> list[dict[str, Any]]:
-        return [f async for f in self.services.store.iter_flags(self.tenant_id)]
+        """Every stored flag as the API shows it."""
+        from shared.upn.flag_views import public_flag
+
+        return [public_flag(f) async for f in self.services.store.iter_flags(self.tenant_id)]
 
 
 def _with_principal(headers: dict[str, str] | None, principal: str | None) -> dict[str, str]:
@@ -124,20 +131,10 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 18
 @contextlib.asynccontextmanager
 async def running_stack(azurite: Azurite, tenant_doc: dict[str, Any], *, drain: bool = True,
                         **env: str) -> AsyncIterator[Stack]:
-    sim = await asyncio.to_thread(start_simulator, tenant_doc)
-    env = {"WEBSITE_AUTH_ENABLED": "True", **env}  # the platform's report that Easy Auth is in front
-    services = Services.from_settings(make_settings(azurite, sim, tenant_doc["tenantId"], **env))
-    use_services(services)
-
-    def queue_client(name: str) -> QueueClient:
-        return QueueClient.from_connection_string(azurite.connection_string, name)
-
-    host = DevHost(queue_client_factory=queue_client, poll_seconds=0.05)
-    try:
-        await host.start(drain=drain)
-        yield Stack(sim=sim, services=services, host=host)
-    finally:
-        await host.stop()
-        use_services(None)
-        await services.close()
-        await asyncio.to_thread(sim.stop)
+    """`devhost.stack.local_stack` on the session Azurite with the test settings, as App Service
+    Authentication would run it, the queue drained often so tests wait little."""
+    settings = {**TEST_SETTINGS, "WEBSITE_AUTH_ENABLED": "True", **env}  # the platform's report of Easy Auth
+    async with local_stack(tenant_doc, azurite=azurite, settings=settings, drain=drain,
+                           poll_seconds=0.05) as stack:
+        assert stack.host is not None
+        yield Stack(sim=stack.sim, services=stack.services, host=stack.host)

@@ -113,7 +113,7 @@ async def test_the_tracker_deletes_no_passkey_without_the_passkey_write_role(azu
     from shared.upn.sweep import sweep
     from shared.upn.tracker import track_flags
     from tests.e2e.stack import eventually, uid
-    from tests.e2e.test_upn_e2e import _rename
+    from tests.upn.stack_steps import rename as _rename
 
     async with running_stack(azurite, legacy_tenant(), GRAPH_DEV_TOKEN=token(AUDIT), ENFORCEMENT_MODE="enforce",
                              REMOVE_STALE_PASSKEYS="true") as stack:

@@ -1,6 +1,7 @@
 """The command line's queue drain keeps the Functions host's delivery rules (host.json), in-process."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -15,10 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_drain_rules_are_the_hosts() -> None:
-    """Batch size, deliveries before the poison queue and the retry delay are host.json's queue settings."""
+    """Batch size, refill threshold, deliveries before poison and the retry delay are host.json's settings."""
     queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
     hours, minutes, seconds = (int(part) for part in queues["visibilityTimeout"].split(":"))
     assert drain.BATCH_SIZE == queues["batchSize"]
+    assert drain.NEW_BATCH_THRESHOLD == queues["newBatchThreshold"]
     assert drain.MAX_DEQUEUE_COUNT == queues["maxDequeueCount"]
     assert drain.RETRY_SECONDS == hours * 3600 + minutes * 60 + seconds
 
@@ -43,3 +45,25 @@ async def test_a_failing_message_is_retried_then_poisoned(azurite):
         assert totals["messages"] == 1 and totals["processed"] == 1 and totals["flagged"] == []
         assert await poison_count(conn) == 1
         assert "1 moved to the poison queue" in drain.summary(totals)
+
+
+async def test_the_drain_waits_for_a_producer_beside_it(azurite):
+    """With `until`, an empty queue does not end the drain while the producer runs; what it queues is processed."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        conn = azurite.connection_string
+        await clear_queue(conn)
+        await sweep(stack.services)
+        await clear_queue(conn)
+        producing = asyncio.Event()
+        delivered: list[float] = []
+
+        async def producer() -> None:
+            await asyncio.sleep(0)  # the drain starts on an empty queue
+            await send_messages(stack.services, [{"kind": "users", "source": "sweep", "users": [{"id": uid(1)}]}])
+            producing.set()
+
+        totals, _ = await asyncio.gather(
+            drain.process_queue(stack.services, until=producing.is_set, on_delivered=lambda: delivered.append(1)),
+            producer())
+        assert totals["messages"] == 1 and totals["processed"] == 1 and totals["remaining"] == 0
+        assert delivered == [1]

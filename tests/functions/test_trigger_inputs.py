@@ -1,13 +1,20 @@
 """The functions take their trigger inputs as the host builds them: HTTP requests from azure-functions' HTTP
-converter and Event Grid events from its Event Grid converter, carrying Microsoft's published payloads."""
+converter and Event Grid events from its Event Grid converter, carrying Microsoft's published payloads, and
+timer requests from its timer converter."""
 from __future__ import annotations
 
 import json
+import logging
 import time
+from datetime import UTC, datetime, timedelta
 
+from shared.config import Settings
+from shared.services import Services, use_services
+from shared.state import StateStore
 from shared.upn.intake import sign_ticket
 from shared.upn.sweep import sweep
 from tests import payloads
+from tests.conftest import new_tenant_id
 from tests.e2e.stack import running_stack, tenant, uid, user
 
 BASE = "https://passkey-guard.example.net/api/"
@@ -67,3 +74,31 @@ async def test_the_event_grid_function_takes_the_decoded_cloud_events(azurite, f
                                                             client_state=state))
             await functions["upn_events"].get_user_function()(event)
         assert await stack.services.store.queue.peek_count() == 3
+
+
+async def test_the_events_purge_timer_deletes_expired_claims_from_the_request_the_host_builds(azurite, functions,
+                                                                                             caplog):
+    """events_purge, handed the TimerRequest the host builds, deletes this tenant's expired idempotency keys from
+    the events table, keeps its live ones and every other tenant's rows, and logs how many went."""
+    tenant, other = new_tenant_id(), new_tenant_id()
+    settings = Settings.from_env({"TENANT_ID": tenant, "GRAPH_BASE_URL": "http://127.0.0.1:9/v1.0",
+                                  "STATE_STORAGE": azurite.connection_string})
+    services = Services.from_settings(settings)  # Graph on a closed port: the purge makes no Graph call
+    two_days_ago = StateStore.from_settings(settings, clock=lambda: datetime.now(UTC) - timedelta(days=2))
+    try:
+        for i in range(3):  # claimed two days ago for an hour: expired
+            assert await two_days_ago.claim_event(tenant, f"ticket:old-{i}", ttl_seconds=3600)
+        assert await two_days_ago.claim_event(tenant, "policy-job|old", ttl_seconds=3600)
+        assert await two_days_ago.claim_event(other, "ticket:old", ttl_seconds=3600)
+        assert await services.store.claim_event(tenant, "ticket:live", ttl_seconds=7 * 86400)
+        use_services(services)
+        with caplog.at_level(logging.INFO, logger="shared.function_app"):
+            await functions["events_purge"].get_user_function()(payloads.timer_request())
+        assert "events_purge: {'purged': 4}" in caplog.text
+        assert await services.store.purge_events(tenant) == 0  # nothing expired is left
+        assert await services.store.claim_event(tenant, "ticket:live", ttl_seconds=60) is False  # still held
+        assert await services.store.purge_events(other) == 1  # the other tenant's row was not touched
+    finally:
+        use_services(None)
+        await two_days_ago.close()
+        await services.close()

@@ -2,7 +2,10 @@
 
 The SDK client is wired as graph-contract.md pitfall 10 and local-stack.md say: a static bearer token
 for 127.0.0.1 only, `GraphRequestAdapter` without a custom httpx client, `base_url` pointed at the
-module's simulator. Fast tests switch the SDK's retries off with `no_retry()`.
+module's simulator. Fast tests switch the SDK's retries off with `no_retry()`. Tests of time windows
+(throttle buckets, the CA limit) freeze the simulator's throttle clock with `frozen_throttle_clock` and
+move it by hand, or let the SDK's retry sleep move it (`sdk_backoff_moves_the_clock`), and tests of
+notifications wait on conditions (`Receiver.wait_until`): none depends on how fast the machine is.
 """
 from __future__ import annotations
 

@@ -37,11 +37,14 @@ def param_name(setting: str) -> str:
 
 
 def cadence(ncrontab: str) -> str | None:
-    """How a default reads in words ('hourly', 'every 15 minutes', 'every 6 hours'); None if not a plain one."""
+    """How a default reads in words ('hourly', 'every 15 minutes', 'every 6 hours', 'daily at 03:30 UTC'); None
+    if not a plain one."""
     fields = ncrontab.split()
     if len(fields) != 6 or fields[0] != "0" or fields[3:] != ["*", "*", "*"]:
         return None
     minute, hour = fields[1], fields[2]
+    if minute.isdigit() and hour.isdigit() and int(minute) < 60 and int(hour) < 24:
+        return f"daily at {int(hour):02d}:{int(minute):02d} UTC"
     if minute == "0" and hour == "*":
         return "hourly"
     if (step := re.fullmatch(r"\*/(\d+)", minute)) and hour == "*":
@@ -101,7 +104,7 @@ def check_tenant(infra_dir: Path) -> list[str]:
 def test_schedule_descriptions_name_their_timer() -> None:
     """Every schedule's description names the function function_app.py binds to it, with its default cadence."""
     assert set(timer_functions(REPO_ROOT / "function_app.py")) == {
-        "POLICY_SCHEDULE", "SWEEP_SCHEDULE", "TRACKER_SCHEDULE", "SUBSCRIPTION_SCHEDULE"}
+        "POLICY_SCHEDULE", "SWEEP_SCHEDULE", "TRACKER_SCHEDULE", "SUBSCRIPTION_SCHEDULE", "EVENTS_PURGE_SCHEDULE"}
     assert check_schedule_descriptions(checks.INFRA_DIR, REPO_ROOT / "function_app.py") == []
 
 

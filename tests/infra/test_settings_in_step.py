@@ -40,9 +40,10 @@ def test_local_only_settings_are_never_deployed() -> None:
 
 
 def test_schedules_are_app_settings() -> None:
-    """The four timer schedules the host resolves through %NAME% are app settings the Bicep writes."""
+    """The five timer schedules the host resolves through %NAME% are app settings the Bicep writes."""
     schedules = {name for name in config.APP_SETTINGS if name.endswith("_SCHEDULE")}
-    assert schedules == {"POLICY_SCHEDULE", "SWEEP_SCHEDULE", "TRACKER_SCHEDULE", "SUBSCRIPTION_SCHEDULE"}
+    assert schedules == {"POLICY_SCHEDULE", "SWEEP_SCHEDULE", "TRACKER_SCHEDULE", "SUBSCRIPTION_SCHEDULE",
+                         "EVENTS_PURGE_SCHEDULE"}
     assert schedules <= set(checks.app_settings_values(checks.INFRA_DIR))
 
 

@@ -2,7 +2,8 @@
 
 `load` reads one file with its placeholders filled in; `event_grid_event` turns a delivered event into what the
 Event Grid trigger receives (azure-functions' own converter); `http_request` builds the `func.HttpRequest` of an
-HTTP trigger through the library's HTTP converter.
+HTTP trigger through the library's HTTP converter, and `timer_request` a timer's `func.TimerRequest` through its
+timer converter.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import azure.functions as func
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequestConverter
+from azure.functions.timer import TimerRequestConverter
 
 HERE = Path(__file__).resolve().parent
 APPLICATION_ID = "7d0e2b53-4f7b-4c8e-9a51-3f1e0c9b2a10"
@@ -60,3 +62,14 @@ def validation_request(url: str) -> func.HttpRequest:
     """Graph's validation POST to `url` (the handshake of a new subscription), as published."""
     doc = load("validation-request", tenant_id="", client_state="")
     return http_request(doc["method"], url, body=doc["body"].encode(), headers=doc["headers"], params=doc["query"])
+
+
+def timer_request(*, past_due: bool = False) -> func.TimerRequest:
+    """The `func.TimerRequest` the host hands a timer trigger: its JSON (`Schedule`, `ScheduleStatus`, `IsPastDue`,
+    as the host writes it with `use_monitor`) decoded by the library's timer converter."""
+    doc = {"Schedule": {"AdjustForDST": True}, "IsPastDue": past_due,
+           "ScheduleStatus": {"Last": "2026-01-01T03:30:00+00:00", "Next": "2026-01-02T03:30:00+00:00",
+                              "LastUpdated": "2026-01-01T03:30:00+00:00"}}
+    request: func.TimerRequest = TimerRequestConverter.decode(meta.Datum(json.dumps(doc), "json"),
+                                                              trigger_metadata=None)
+    return request

@@ -27,6 +27,7 @@ from azure.storage.queue.aio import QueueClient
 from graphsim.launcher import Simulator
 from shared.config import QUEUE_NAME
 from shared.state import TABLES
+from shared.upn.flag import flag_to_dict
 from tests.e2e.stack import tenant, user
 
 log = logging.getLogger(__name__)
@@ -348,7 +349,7 @@ async def judge(services: Any, sim: Simulator, original: Mapping[str, str]) -> V
     expected = {uid for uid, u in truth.items()
                 if original.get(uid) and original[uid].lower() != u["userPrincipalName"].lower()
                 and (u.get("authentication") or {}).get("fido2Methods")}
-    flags = [f async for f in services.store.iter_flags(tenant)]
+    flags = [flag_to_dict(f.flag) async for f in services.store.iter_flags(tenant)]
     counted: dict[str, int] = {}
     wrong: set[str] = set()
     duplicates: set[str] = set()

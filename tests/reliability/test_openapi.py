@@ -1,55 +1,26 @@
-"""The OpenAPI description (openapi/passkey-guard.yaml): it is valid OpenAPI 3.0, it lists exactly the
-function app's HTTP routes and methods with their auth levels, every error is the JSON envelope, and
-schemathesis, fuzzing every operation against the served app, finds no 5xx, no answer that breaks the
-description, and no refused request that wrote anything."""
+"""The OpenAPI description (openapi/passkey-guard.yaml): it is valid OpenAPI 3.0 (that it lists exactly the
+function app's routes, methods, auth levels and access is tests/functions/test_route_access.py's), every
+error is the JSON envelope, and schemathesis, fuzzing every operation against the served app, finds no 5xx,
+no answer that breaks the description, and no refused request that wrote anything."""
 from __future__ import annotations
 
 import asyncio
 import json
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 
 from shared.principal import PRINCIPAL_HEADER
 from shared.upn.sweep import sweep
 from tests.e2e.stack import ADMIN_PRINCIPAL, running_stack, tenant, uid, user
-from tests.functions.test_route_access import ROUTE_ACCESS
+from tests.functions.routes import ROUTE_ACCESS, SPEC, load_spec, spec_operations
 from tests.reliability.helpers import snapshot_storage, storage_diff
 from tests.reliability.summary import record, soak_factor
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT / "openapi" / "passkey-guard.yaml"
-METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 EXAMPLES = 15  # per operation and generation mode; `make soak` multiplies it
-
-
-def load_spec() -> dict[str, Any]:
-    """The OpenAPI description as a dict."""
-    return yaml.safe_load(SPEC.read_text(encoding="utf-8"))
-
-
-def http_routes(functions: dict[str, Any]) -> dict[tuple[str, str], tuple[str, str]]:
-    """(route, METHOD) -> (function name, auth level) for every HTTP trigger of function_app."""
-    out: dict[tuple[str, str], tuple[str, str]] = {}
-    for name, fn in functions.items():
-        trigger = next(b for b in fn.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
-        if trigger["type"] != "httpTrigger":
-            continue
-        level = str(getattr(trigger["authLevel"], "value", trigger["authLevel"])).lower()
-        for method in trigger.get("methods") or ["GET", "POST"]:
-            out[(trigger["route"].strip("/"), str(getattr(method, "value", method)).upper())] = (name, level)
-    return out
-
-
-def spec_operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(path without the leading /, METHOD) -> operation object."""
-    return {(path.strip("/"), method.upper()): op for path, item in spec["paths"].items()
-            for method, op in item.items() if method in METHODS}
 
 
 def test_the_description_is_valid_openapi_3():
@@ -76,32 +47,6 @@ def test_the_description_is_valid_openapi_3():
         for part in ref.removeprefix("#/").split("/"):
             target = target[part]
         assert isinstance(target, dict), ref
-
-
-def test_the_description_lists_exactly_the_http_routes_and_their_auth(functions):
-    """Paths and methods equal function_app's HTTP routes; operationIds are the function names; x-auth-level
-    is the host's level; routes with an app role need an Entra bearer token (the root security) and say
-    the role in x-required-role with 401, 403 and 503 documented; public routes need nothing."""
-    routes = http_routes(functions)
-    spec = load_spec()
-    operations = spec_operations(spec)
-    assert set(operations) == set(routes), (sorted(set(operations) ^ set(routes)))
-    root_security = spec["security"]
-    assert root_security == [{"entraBearer": []}]
-    assert spec["components"]["securitySchemes"]["entraBearer"] == {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": spec["components"]["securitySchemes"]["entraBearer"]["description"]}
-    for key, op in operations.items():
-        name, level = routes[key]
-        assert op["operationId"] == name, key
-        assert op["x-auth-level"] == level, key
-        role = ROUTE_ACCESS[name]
-        if role == "public":
-            assert op.get("security") == [] and "x-required-role" not in op, key
-        else:
-            assert op.get("security", root_security) == root_security, key
-            assert op["x-required-role"] == role, key
-            assert {"401", "403", "503"} <= set(op["responses"]), key
 
 
 def test_every_error_response_is_the_error_envelope():

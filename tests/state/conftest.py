@@ -5,12 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from devhost.azurite import Azurite, start_azurite
 from shared.config import StorageSettings
 from shared.state import StateStore
+from shared.upn.flag import Flag, PasskeyRef
+
+DETECTED = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def make_flag(user_id: str, new_upn: str | None = None, **changes: Any) -> Flag:
+    """A pending flag of `user_id` (old UPN `<id>@old.example`, one passkey); `changes` set other fields."""
+    return Flag(user_id=user_id, old_upn=f"{user_id}@old.example", new_upn=new_upn or f"{user_id}@new.example",
+                detected_at=DETECTED, source="sweep", passkeys=(PasskeyRef("p1"),), **changes)
 
 
 class FakeClock:
@@ -58,9 +68,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(azurite: Azurite, clock: FakeClock) -> AsyncIterator[StateStore]:
+async def store(azurite: Azurite, clock: FakeClock, tenant: str) -> AsyncIterator[StateStore]:
     """A StateStore on the session Azurite (connection string), no SDK retries, with the fake clock."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0, clock=clock)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0, clock=clock)
     try:
         yield instance
     finally:
@@ -68,9 +79,10 @@ async def store(azurite: Azurite, clock: FakeClock) -> AsyncIterator[StateStore]
 
 
 @pytest.fixture
-async def other_store(azurite: Azurite, clock: FakeClock) -> AsyncIterator[StateStore]:
+async def other_store(azurite: Azurite, clock: FakeClock, tenant: str) -> AsyncIterator[StateStore]:
     """A second, independent StateStore on the same account: the "other writer"."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0, clock=clock)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0, clock=clock)
     try:
         yield instance
     finally:

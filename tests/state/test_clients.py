@@ -10,6 +10,7 @@ import pytest
 from devhost.azurite import AsyncDevStorageCredential, Azurite, DevStorageCredential
 from shared.config import Settings, StorageSettings
 from shared.state import StateAuthError, StateStore, StateUnavailable
+from tests.state.conftest import make_flag
 
 TENANT = "8d3f2c1a-0000-4000-8000-00000000abcd"
 
@@ -27,9 +28,9 @@ async def test_store_with_token_credential_writes_and_reads_a_flag(azurite_oauth
     store = StateStore.from_settings(settings, credential=credential, connection_verify=str(azurite_oauth.cert_path),
                                      retry_total=0)
     try:
-        assert await store.create_flags(TENANT, [{"userId": "u1", "newUpn": "n@x.example"}]) == ["u1"]
+        assert await store.create_flags(TENANT, [make_flag("u1")]) == ["u1"]
         got = await store.get_flag(TENANT, "u1")
-        assert got is not None and got["newUpn"] == "n@x.example"
+        assert got is not None and got.flag.new_upn == "u1@new.example"
         await store.queue.send([{"tenant": TENANT, "user_ids": ["u1"]}])
         assert await store.queue.peek_count() >= 1
         assert await store.ping() is True
@@ -41,7 +42,7 @@ async def test_store_with_token_credential_writes_and_reads_a_flag(azurite_oauth
 async def test_wrong_audience_is_a_clear_auth_error(azurite_oauth: Azurite) -> None:
     """A token for another audience gets StateAuthError (a StateError naming credentials), and ping is False."""
     credential = AsyncDevStorageCredential(audience="https://graph.microsoft.com")
-    store = StateStore(identity_settings(azurite_oauth), credential=credential,
+    store = StateStore(identity_settings(azurite_oauth), tenant_id=TENANT, credential=credential,
                        connection_verify=str(azurite_oauth.cert_path), retry_total=0)
     try:
         with pytest.raises(StateAuthError) as caught:
@@ -55,13 +56,14 @@ async def test_wrong_audience_is_a_clear_auth_error(azurite_oauth: Azurite) -> N
 
 async def test_connection_string_over_https_needs_the_dev_certificate(azurite_oauth: Azurite) -> None:
     """With `connection_verify=cert.pem` TLS works; without it the self-signed cert fails as StateUnavailable."""
-    store = StateStore(StorageSettings(connection_string=azurite_oauth.connection_string),
+    store = StateStore(StorageSettings(connection_string=azurite_oauth.connection_string), tenant_id=TENANT,
                        connection_verify=str(azurite_oauth.cert_path), retry_total=0)
     try:
         assert await store.claim_event(TENANT, "tls-event", 60) is True
     finally:
         await store.close()
-    unverified = StateStore(StorageSettings(connection_string=azurite_oauth.connection_string), retry_total=0)
+    unverified = StateStore(StorageSettings(connection_string=azurite_oauth.connection_string), tenant_id=TENANT,
+                            retry_total=0)
     try:
         with pytest.raises(StateUnavailable):
             await unverified.claim_event(TENANT, "tls-event-2", 60)
@@ -87,7 +89,8 @@ async def test_managed_identity_store_never_creates_tables_or_queues() -> None:
     from shared.state import StateStore
 
     store = StateStore(StorageSettings(table_uri="https://127.0.0.1:9/devstoreaccount1",
-                                       queue_uri="https://127.0.0.1:9/devstoreaccount1", client_id="cid"))
+                                       queue_uri="https://127.0.0.1:9/devstoreaccount1", client_id="cid"),
+                       tenant_id=TENANT)
     await store.ensure()  # nothing listens on port 9: any create call would fail
     await store.queue.ensure()
     await store.close()

@@ -21,6 +21,7 @@ from devhost.azurite import (
 from shared.config import StorageSettings
 from shared.errors import StateError
 from shared.state import StateStore, StateUnavailable
+from tests.state.conftest import make_flag
 
 TENANT = "3b0e6c52-1111-4222-8333-444455556666"
 
@@ -47,15 +48,15 @@ def test_connection_string_names_our_ports_and_account(azurite: Azurite) -> None
 async def test_restart_with_location_keeps_data_and_ports(tmp_path: Path) -> None:
     """With --location, data written before restart() is there afterwards, on the same ports, under a new PID."""
     with start_azurite(location=tmp_path / "data", workdir=tmp_path / "work") as az:
-        store = StateStore(StorageSettings(connection_string=az.connection_string), retry_total=0)
+        store = StateStore(StorageSettings(connection_string=az.connection_string), tenant_id=TENANT, retry_total=0)
         try:
-            await store.create_flags(TENANT, [{"userId": "kept", "newUpn": "k@x.example"}])
+            await store.create_flags(TENANT, [make_flag("kept")])
             ports, pid = az.ports, az.pid
             az.restart()
             assert az.ports == ports and az.pid != pid and az.alive()
             assert pid is not None and not pid_alive(pid)
             kept = await store.get_flag(TENANT, "kept")
-            assert kept is not None and kept["newUpn"] == "k@x.example"
+            assert kept is not None and kept.flag.new_upn == "kept@new.example"
         finally:
             await store.close()
         assert (tmp_path / "work" / "azurite.log").exists()
@@ -65,15 +66,15 @@ async def test_restart_with_location_keeps_data_and_ports(tmp_path: Path) -> Non
 async def test_kill_then_restart_in_memory_loses_data_and_recovers(tmp_path: Path) -> None:
     """A killed Azurite gives StateUnavailable; after restart() the store recreates its tables by itself."""
     az = start_azurite()
-    store = StateStore(StorageSettings(connection_string=az.connection_string), retry_total=0)
+    store = StateStore(StorageSettings(connection_string=az.connection_string), tenant_id=TENANT, retry_total=0)
     try:
-        await store.create_flags(TENANT, [{"userId": "lost", "newUpn": "l@x.example"}])
+        await store.create_flags(TENANT, [make_flag("lost")])
         az.kill()
         with pytest.raises(StateUnavailable):
             await store.get_flag(TENANT, "lost")
         az.restart()
         assert await store.get_flag(TENANT, "lost") is None
-        assert await store.create_flags(TENANT, [{"userId": "new", "newUpn": "n@x.example"}]) == ["new"]
+        assert await store.create_flags(TENANT, [make_flag("new")]) == ["new"]
     finally:
         await store.close()
         az.stop()
@@ -127,5 +128,5 @@ def test_state_error_for_a_store_without_tables_or_uris() -> None:
     from shared.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        StateStore(StorageSettings(table_uri="https://127.0.0.1:1/devstoreaccount1"))
+        StateStore(StorageSettings(table_uri="https://127.0.0.1:1/devstoreaccount1"), tenant_id=TENANT)
     assert not issubclass(ConfigError, StateError)

@@ -9,6 +9,7 @@ from typing import Any
 from devhost.azurite import Azurite
 from shared.config import StorageSettings
 from shared.state import TABLES, StateStore
+from tests.state.conftest import make_flag
 
 WEIRD_IDS = ["a/b", "c#d", "e?f", "g\\h", "tab\tid", "ü/ñ", "p|q", "~x"]
 
@@ -26,7 +27,7 @@ async def test_ensure_creates_all_tables_and_is_idempotent(store: StateStore, az
     """ensure() creates the six tables and the queue, and running it again (or from a 2nd store) is harmless."""
     await store.ensure()
     await store.ensure(force=True)
-    again = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0)
+    again = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id="t", retry_total=0)
     try:
         await again.ensure()
         service = await again._clients.table_service()
@@ -46,7 +47,7 @@ async def test_ping_reports_up_and_down(store: StateStore) -> None:
         endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
         dead = StateStore(StorageSettings(connection_string=(
             f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-            f"TableEndpoint={endpoint};QueueEndpoint={endpoint};")), retry_total=0)
+            f"TableEndpoint={endpoint};QueueEndpoint={endpoint};")), tenant_id="t", retry_total=0)
         try:
             assert await dead.ping(within=3) is False
         finally:
@@ -55,12 +56,12 @@ async def test_ping_reports_up_and_down(store: StateStore) -> None:
 
 async def test_row_key_encoding_of_forbidden_characters(store: StateStore, tenant: str) -> None:
     """User, run, plan and checkpoint ids with / # ? \\ and controls are stored and listed verbatim."""
-    created = await store.create_flags(tenant, [flag(u) for u in WEIRD_IDS])
+    created = await store.create_flags(tenant, [make_flag(u) for u in WEIRD_IDS])
     assert created == WEIRD_IDS
     for user_id in WEIRD_IDS:
         got = await store.get_flag(tenant, user_id)
-        assert got is not None and got["userId"] == user_id
-    listed = [f["userId"] async for f in store.iter_flags(tenant)]
+        assert got is not None and got.flag.user_id == user_id
+    listed = [f.flag.user_id async for f in store.iter_flags(tenant)]
     assert sorted(listed) == sorted(WEIRD_IDS)
     await store.put_run(tenant, run("r/1#?\\", dt.datetime.now(dt.UTC)))
     assert (await store.get_run(tenant, "r/1#?\\"))["id"] == "r/1#?\\"
@@ -69,3 +70,16 @@ async def test_row_key_encoding_of_forbidden_characters(store: StateStore, tenan
     assert value == {"link": "https://graph/?$deltatoken=a#b"}
     await store.put_snapshots(tenant, {u: f"{abs(hash(u))}@x.example" for u in WEIRD_IDS})
     assert set(await store.get_snapshots(tenant, WEIRD_IDS)) == set(WEIRD_IDS)
+
+
+async def test_a_store_is_bound_to_its_tenant(store: StateStore, tenant: str) -> None:
+    """Every table of a store reads and writes its own tenant's rows only; `for_tenant` shares the clients
+    under another tenant, which sees none of them."""
+    await store.flags.create([make_flag("u1")])
+    await store.checkpoints.put("delta", {"link": "x"})
+    other = store.for_tenant(f"{tenant}-other")
+    assert other.tenant_id != store.tenant_id and other.queue is store.queue
+    assert await other.flags.get("u1") is None and await other.checkpoints.get("delta") == (None, None)
+    stored = await store.flags.get("u1")
+    assert stored is not None and stored.flag.user_id == "u1"
+    assert (await store.checkpoints.get("delta"))[0] == {"link": "x"}

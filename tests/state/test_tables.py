@@ -9,6 +9,8 @@ from azure.data.tables.aio import TableClient
 from shared.errors import StateError
 from shared.state import MAX_BATCH_OPERATIONS, StateStore
 from shared.state.snapshots import snapshot_row
+from shared.state.tables import CHECKPOINTS, create_or_take_over
+from tests.state.conftest import make_flag
 
 
 def flag(user_id: str, new_upn: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -28,7 +30,7 @@ async def test_transactions_never_exceed_100_operations(store: StateStore, tenan
         await real(client, operations)
 
     monkeypatch.setattr(store._tables, "submit_transaction", spy)
-    assert len(await store.create_flags(tenant, [flag(f"u{i}") for i in range(250)])) == 250
+    assert len(await store.create_flags(tenant, [make_flag(f"u{i}") for i in range(250)])) == 250
     assert sorted(sizes) == [50, 100, 100]
     sizes.clear()
     store.snapshot_groups = 1000  # ~220 distinct snapshot rows in the one partition: one MERGE per row
@@ -56,3 +58,23 @@ async def test_submit_transaction_refuses_over_100_and_empty(store: StateStore) 
     await store._tables.submit_transaction(Recorder(), [])  # type: ignore[arg-type]
     await store._tables.submit_transaction(Recorder(), ops[:100])  # type: ignore[arg-type]
     assert calls == [100]
+
+
+async def test_create_or_take_over_creates_refuses_or_replaces(store: StateStore, tenant: str) -> None:
+    """The one create-or-take-over loop (leases, event claims): a missing row is created; an existing one is
+    replaced only when `take_over` gives a replacement, and left alone (False) when it gives None."""
+    await store.ensure()
+    client = await store._clients.table(CHECKPOINTS)
+    first = {"PartitionKey": tenant, "RowKey": "row", "owner": "a"}
+    second = {**first, "owner": "b"}
+    assert await create_or_take_over(client, first, lambda current: None) is True
+    assert await create_or_take_over(client, second, lambda current: None) is False
+    assert (await client.get_entity(tenant, "row"))["owner"] == "a"
+    seen: list[str] = []
+
+    def take(current: Any) -> dict[str, Any]:
+        seen.append(current["owner"])
+        return second
+
+    assert await create_or_take_over(client, second, take) is True
+    assert seen == ["a"] and (await client.get_entity(tenant, "row"))["owner"] == "b"

@@ -21,7 +21,7 @@ from devhost.azurite import Azurite
 from shared.config import StorageSettings
 from shared.services import Services
 from shared.state import StateStore
-from shared.upn.decide import Flag, decide_change, flag_from_dict, merge_flag
+from shared.upn.decide import Flag, decide_change, merge_flag
 from shared.upn.processor import _save_flag
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -48,9 +48,10 @@ def tenant() -> str:
 
 
 @pytest.fixture
-async def store(azurite: Azurite) -> AsyncIterator[StateStore]:
+async def store(azurite: Azurite, tenant: str) -> AsyncIterator[StateStore]:
     """Our processor's store."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0)
     try:
         yield instance
     finally:
@@ -58,9 +59,10 @@ async def store(azurite: Azurite) -> AsyncIterator[StateStore]:
 
 
 @pytest.fixture
-async def other_store(azurite: Azurite) -> AsyncIterator[StateStore]:
+async def other_store(azurite: Azurite, tenant: str) -> AsyncIterator[StateStore]:
     """The other processor's store (another instance of the app)."""
-    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), retry_total=0)
+    instance = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id=tenant,
+                          retry_total=0)
     try:
         yield instance
     finally:
@@ -89,9 +91,9 @@ def after_first_read(store: StateStore, meanwhile: Callable[[], Awaitable[object
 
 
 async def stored_flag(store: StateStore, tenant: str) -> Flag:
-    doc = await store.get_flag(tenant, USER)
-    assert doc is not None
-    return flag_from_dict(doc)
+    stored = await store.get_flag(tenant, USER)
+    assert stored is not None
+    return stored.flag
 
 
 async def test_a_flag_appearing_between_read_and_create_is_merged_not_replaced(

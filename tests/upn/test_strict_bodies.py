@@ -7,13 +7,10 @@ import json
 import pytest
 
 from shared.errors import AuthError, InputError
-from shared.upn.intake import (
-    parse_change_notifications,
-    parse_event_grid_events,
-    parse_lifecycle_notifications,
-    verify_ticket,
-)
-from tests.upn.test_intake import (
+from shared.upn.event_grid_events import parse_event_grid_events
+from shared.upn.graph_notifications import parse_change_notifications, parse_lifecycle_notifications
+from shared.upn.ticket_webhook import verify_ticket
+from tests.upn.intake_samples import (
     NOW,
     SECRET,
     TENANT,

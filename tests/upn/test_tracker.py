@@ -1,6 +1,7 @@
-"""Safe stale-passkey removal (REMOVE_STALE_PASSKEYS): only passkeys older than the last sight of the old UPN,
-never in audit mode, never on a ticket's word alone, a re-read of the user first, and a cap per tracker run
-above which flags wait for an administrator's approval (CLI or HTTP)."""
+"""The re-registration tracker: a flag is resolved once the user re-registers, and safe stale-passkey removal
+(REMOVE_STALE_PASSKEYS): only passkeys older than the last sight of the old UPN, never in audit mode, never on
+a ticket's word alone, a re-read of the user first, and a cap per tracker run above which flags wait for an
+administrator's approval (CLI or HTTP)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,28 +18,17 @@ from shared.upn.sweep import sweep
 from shared.upn.tracker import track_flags
 from tests.conftest import TICKET_SECRET
 from tests.e2e.stack import ANDROID, eventually, running_stack, tenant, uid, user
+from tests.upn.stack_steps import keys, rename
 
 ENFORCE = {"ENFORCEMENT_MODE": "enforce", "REMOVE_STALE_PASSKEYS": "true"}
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _rename(stack: Any, n: int, new_upn: str) -> None:
-    from msgraph.generated.models.user import User
-
-    await stack.services.graph.client.users.by_user_id(uid(n)).patch(User(user_principal_name=new_upn))
-
-
-def _keys(stack: Any, n: int) -> list[dict[str, Any]]:
-    """The user's passkeys as the simulator holds them (ground truth)."""
-    me = next(u for u in stack.sim.state()["users"] if u["id"] == uid(n))
-    return list(me.get("authentication", {}).get("fido2Methods", []))
 
 
 async def _flag_all(stack: Any, numbers: list[int]) -> None:
     """Seed, rename every numbered user to fabrikam, sweep, and wait until each is flagged."""
     await sweep(stack.services)
     for n in numbers:
-        await _rename(stack, n, f"user{n}@fabrikam.example")
+        await rename(stack, n, f"user{n}@fabrikam.example")
     await sweep(stack.services)
 
     async def flagged() -> bool:
@@ -51,8 +41,8 @@ async def test_a_passkey_registered_after_the_rename_is_never_removed(azurite):
     """Renamed, then a new passkey registered before the change is seen: only the old passkey is deleted."""
     async with running_stack(azurite, tenant([user(1)]), **ENFORCE) as stack:
         await sweep(stack.services)
-        old_key = _keys(stack, 1)[0]["id"]
-        await _rename(stack, 1, "user1@fabrikam.example")
+        old_key = keys(stack, 1)[0]["id"]
+        await rename(stack, 1, "user1@fabrikam.example")
         new_key = stack.sim.register_passkey(uid(1), aaGuid=ANDROID, displayName="Authenticator")["id"]
         await sweep(stack.services)
         flag = await eventually(lambda: stack.flag(uid(1)))
@@ -60,7 +50,7 @@ async def test_a_passkey_registered_after_the_rename_is_never_removed(azurite):
         assert flag["oldUpnSeenAt"]  # the moment the product last saw user1@contoso.example
         result = await track_flags(stack.services)
         assert result["removedPasskeys"] == 1
-        assert [k["id"] for k in _keys(stack, 1)] == [new_key]
+        assert [k["id"] for k in keys(stack, 1)] == [new_key]
         stored = await stack.flag(uid(1))
         assert stored["removedPasskeys"] == [old_key]
 
@@ -69,10 +59,10 @@ async def test_a_upn_changed_back_before_removal_deletes_nothing_and_dismisses(a
     """The tracker re-reads the user right before deleting: back to the old UPN, nothing goes and the case closes."""
     async with running_stack(azurite, tenant([user(1)]), **ENFORCE) as stack:
         await _flag_all(stack, [1])
-        await _rename(stack, 1, "user1@contoso.example")  # no notification or sweep has seen this yet
+        await rename(stack, 1, "user1@contoso.example")  # no notification or sweep has seen this yet
         result = await track_flags(stack.services)
         assert result["removedPasskeys"] == 0
-        assert len(_keys(stack, 1)) == 1
+        assert len(keys(stack, 1)) == 1
         stored = await stack.flag(uid(1))
         assert stored["status"] == "dismissed" and stored["removedPasskeys"] == []
 
@@ -80,7 +70,7 @@ async def test_a_upn_changed_back_before_removal_deletes_nothing_and_dismisses(a
 async def test_a_ticket_only_old_upn_never_triggers_removal(azurite):
     """A flag whose old UPN only a ticket vouched for is tracked, but its passkeys are never deleted."""
     async with running_stack(azurite, tenant([user(1)]), drain=False, **ENFORCE) as stack:
-        await _rename(stack, 1, "user1@fabrikam.example")  # never seen before: no snapshot
+        await rename(stack, 1, "user1@fabrikam.example")  # never seen before: no snapshot
         body = json.dumps({"eventId": "evt-t1", "action": "upn_changed", "userId": uid(1),
                            "oldUpn": "user1@contoso.example", "ticketId": "INC-9"}).encode()
         status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, TICKET_SECRET,
@@ -89,7 +79,7 @@ async def test_a_ticket_only_old_upn_never_triggers_removal(azurite):
         assert json.loads(text)["flag"]["oldUpnOrigin"] == "ticket"
         result = await track_flags(stack.services)
         assert result["removedPasskeys"] == 0 and result["removalHeld"] == {"oldUpnFromTicket": 1}
-        assert len(_keys(stack, 1)) == 1
+        assert len(keys(stack, 1)) == 1
         stored = await stack.flag(uid(1))
         assert stored["status"] == "pending" and stored["removalHold"] == "oldUpnFromTicket"
 
@@ -101,7 +91,7 @@ async def test_audit_mode_deletes_nothing_and_records_why(azurite):
         await _flag_all(stack, [1])
         result = await track_flags(stack.services)
         assert result["removedPasskeys"] == 0 and result["removalHeld"] == {"auditMode": 1}
-        assert len(_keys(stack, 1)) == 1
+        assert len(keys(stack, 1)) == 1
         stored = await stack.flag(uid(1))
         assert stored["status"] == "pending" and stored["removalHold"] == "auditMode"
 
@@ -116,7 +106,7 @@ async def test_above_the_cap_flags_wait_for_an_approval_over_http(azurite):
         waiting = [f for f in await stack.all_flags() if f.get("removalApproval") == "required"]
         assert len(waiting) == 2 and all(f["status"] == "pending" for f in waiting)
         again = await track_flags(stack.services)  # a new run does not release them on its own
-        assert again["removedPasskeys"] == 0 and sum(len(_keys(stack, n)) for n in (1, 2, 3)) == 2
+        assert again["removedPasskeys"] == 0 and sum(len(keys(stack, n)) for n in (1, 2, 3)) == 2
 
         chosen, other = waiting[0]["userId"], waiting[1]["userId"]
         for bad in ({"userIds": [chosen], "all": True}, {"userIds": chosen}, {"userIds": []}, {"userIds": [7]}, {}):
@@ -152,4 +142,39 @@ async def test_the_cli_approves_every_waiting_flag(azurite):
         assert sorted(json.loads(proc.stdout)["approved"]) == sorted([uid(1), uid(2)])
         result = await track_flags(stack.services)
         assert result["removedPasskeys"] == 2
-        assert _keys(stack, 1) == [] and _keys(stack, 2) == []
+        assert keys(stack, 1) == [] and keys(stack, 2) == []
+
+
+async def test_a_user_who_reregisters_gets_the_flag_resolved(azurite):
+    """The user deletes the old passkey and registers a new one; the tracker resolves the flag."""
+    async with running_stack(azurite, tenant([user(1)])) as stack:
+        await sweep(stack.services)
+        await rename(stack, 1, "user1@fabrikam.example")
+        await sweep(stack.services)
+        flag = await eventually(lambda: stack.flag(uid(1)))
+        old_key = flag["passkeys"][0]["id"]
+        assert (await track_flags(stack.services))["changed"] == 0
+        methods = stack.services.graph.client.users.by_user_id(uid(1)).authentication.fido2_methods
+        await methods.by_fido2_authentication_method_id(old_key).delete()
+        stack.sim.register_passkey(uid(1), aaGuid="de1e552d-db1d-4423-a619-566b625cdc84",
+                                   displayName="Authenticator", model="Microsoft Authenticator")
+        result = await track_flags(stack.services)
+        assert result["changed"] == 1
+        assert (await stack.flag(uid(1)))["status"] == "resolved"
+
+
+async def test_stale_passkeys_are_removed_when_the_setting_allows(azurite):
+    """With REMOVE_STALE_PASSKEYS on in enforce mode, the tracker deletes the pre-change passkeys and records it."""
+    async with running_stack(azurite, tenant([user(1)]), REMOVE_STALE_PASSKEYS="true",
+                             ENFORCEMENT_MODE="enforce") as stack:
+        await sweep(stack.services)
+        await rename(stack, 1, "user1@fabrikam.example")
+        await sweep(stack.services)
+        flag = await eventually(lambda: stack.flag(uid(1)))
+        result = await track_flags(stack.services)
+        assert result["removedPasskeys"] == 1
+        stored = await stack.flag(uid(1))
+        assert stored["status"] == "removed" and stored["removedPasskeys"] == [flag["passkeys"][0]["id"]]
+        remaining = stack.sim.state()
+        me = next(u for u in remaining["users"] if u["id"] == uid(1))
+        assert me.get("authentication", {}).get("fido2Methods", []) == []

@@ -1,12 +1,15 @@
-"""The helpdesk CSV export opened in a spreadsheet: user-chosen text never becomes a formula (OWASP CSV injection)."""
+"""How flags are shown: GET /api/flags pages and filters, and the helpdesk CSV export opened in a spreadsheet never
+turns user-chosen text into a formula (OWASP CSV injection)."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 
 from shared.upn.flag_views import flags_csv
 from shared.upn.sweep import sweep
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
+from tests.upn.stack_steps import rename
 
 HOSTILE = ("=HYPERLINK(\"http://evil.example\",\"open\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)*cmd",
            "\tTab", "\rReturn")
@@ -52,3 +55,26 @@ def test_each_formula_trigger_character_is_prefixed_with_a_quote():
     for text in ("user@contoso.example", "", "3", "a=b", " =x"):
         assert csv_cell(text) == text
     assert csv_cell(None) == "" and csv_cell(2) == "2"
+
+
+async def test_flags_are_listed_paged_and_exported_as_csv(azurite):
+    """GET /api/flags filters by status and pages; the CSV export names the passkey provider."""
+    async with running_stack(azurite, tenant([user(n) for n in range(1, 6)])) as stack:
+        await sweep(stack.services)
+        for n in range(1, 6):
+            await rename(stack, n, f"user{n}@fabrikam.example")
+        await sweep(stack.services)
+
+        async def five() -> bool:
+            return len(await stack.all_flags()) == 5
+
+        await eventually(five)
+        status, text, _ = await stack.get("flags", params={"status": "pending", "limit": "2"})
+        page = json.loads(text)
+        assert status == 200 and len(page["value"]) == 2 and page["nextPageToken"]
+        status, text, _ = await stack.get("flags", params={"status": "bogus"})
+        assert status == 400 and "status" in json.loads(text)["error"]["message"]
+        status, text, headers = await stack.get("flags/export")
+        assert status == 200 and headers["Content-Type"].startswith("text/csv")
+        lines = text.strip().splitlines()
+        assert lines[0].startswith("userId,oldUpn,newUpn,status") and len(lines) == 6

@@ -1,0 +1,125 @@
+"""Queue messages: what the app puts on `upn-changes` and `policy-jobs`, and reads back.
+
+UPN changes (`upn-changes`), stamped with the tenant (and the run id) when sent:
+
+    {"v": 1, "kind": "users", "source", "users": [{"id", "upn"?, "oldUpn"?, "seenAt"?, "removed"?}], "at",
+     "ticketId"?, "oldUpn"?, "tenant", "runId"?}
+    {"v": 1, "kind": "lifecycle", "event", "subscriptionId", "tenant", "runId"?}
+    {"kind": "sweep", "tenant", "runId"?}
+
+Policy jobs (`policy-jobs`): `{"runId", "tenantId", "kind": "plan" | "apply"}`.
+
+The producers are `shared.upn` (users_message, enqueue_lifecycle) and `shared.policy.jobs`; a message that
+is not one of these shapes is refused naming the field (`users[3].id: required field missing`).
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, ValidationError
+
+from shared.errors import InputError
+from shared.schemas.base import StrictModel
+from shared.schemas.problems import problems_of
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+#: Users per `users` message (one $batch of fido2Methods reads).
+USERS_PER_MESSAGE = 20
+
+
+class QueueMessage(StrictModel):
+    """A message the app wrote itself: a `null` is the same as a field left out."""
+
+    nulls_are_absent = True
+
+
+class UserEntry(QueueMessage):
+    """One user of a `users` message: the id, and what the sender already knew about them."""
+
+    id: NonEmpty
+    upn: str | None = None
+    oldUpn: str | None = None
+    seenAt: str | None = Field(default=None, description="when the sweep read `upn` from Graph (ISO 8601)")
+    removed: str | None = Field(default=None, description="why the user is gone (e.g. deleted)")
+
+
+class UsersMessage(QueueMessage):
+    """Users to process (at most 20): each one's current UPN is compared with its snapshot."""
+
+    v: int | None = None
+    kind: Literal["users"]
+    source: str = "sweep"
+    users: list[UserEntry] = Field(min_length=1, max_length=USERS_PER_MESSAGE)
+    at: str | None = None
+    ticketId: str | None = None
+    oldUpn: str | None = None
+    tenant: str | None = None
+    runId: str | None = None
+
+
+class LifecycleMessage(QueueMessage):
+    """Subscription lifecycle work queued by the webhook (reauthorize and renew, recreate, sweep)."""
+
+    v: int | None = None
+    kind: Literal["lifecycle"]
+    event: str
+    subscriptionId: str | None = None
+    tenant: str | None = None
+    runId: str | None = None
+
+
+class SweepMessage(QueueMessage):
+    """Run a delta sweep now."""
+
+    v: int | None = None
+    kind: Literal["sweep"]
+    tenant: str | None = None
+    runId: str | None = None
+
+
+ChangeMessage = UsersMessage | LifecycleMessage | SweepMessage
+_CHANGE_KINDS: dict[str, type[ChangeMessage]] = {"users": UsersMessage, "lifecycle": LifecycleMessage,
+                                                 "sweep": SweepMessage}
+
+
+class PolicyJob(StrictModel):
+    """A queued HTTP plan or apply: the run row (`runId`) holds the request."""
+
+    runId: NonEmpty
+    tenantId: NonEmpty
+    kind: Literal["plan", "apply"]
+
+
+def _first(error: ValidationError, what: str) -> InputError:
+    items = problems_of(error)
+    return InputError(f"{what} {items[0]['field']}: {items[0]['problem']}", detail=items)
+
+
+def _json(body: bytes | str, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InputError(f"{what} is not JSON") from None
+
+
+def parse_change_message(body: bytes | str) -> ChangeMessage:
+    """A `upn-changes` message; InputError naming the field when it is none of the shapes above."""
+    message = _json(body, "queue message")
+    kind = message.get("kind") if isinstance(message, dict) else None
+    model = _CHANGE_KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise InputError("queue message has no known kind")
+    try:
+        return model.model_validate(message)
+    except ValidationError as exc:
+        raise _first(exc, "queue message") from None
+
+
+def parse_policy_job(body: bytes | str) -> PolicyJob:
+    """A `policy-jobs` message; InputError naming the field when it is not `{runId, tenantId, kind}`."""
+    message = _json(body, "policy job message")
+    try:
+        return PolicyJob.model_validate(message)
+    except ValidationError as exc:
+        raise _first(exc, "policy job message") from None
