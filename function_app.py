@@ -146,7 +146,7 @@ async def upn_events(event: func.CloudEvent) -> None:
     hands a func.CloudEvent, or a func.EventGridEvent for an Event Grid schema delivery)."""
     from shared.services import get_services
     from shared.upn.event_grid import intake_event_grid
-    from shared.upn.intake import event_grid_trigger_values
+    from shared.upn.event_grid_events import event_grid_trigger_values
 
     await intake_event_grid(get_services(), **event_grid_trigger_values(event))
 

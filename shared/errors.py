@@ -29,8 +29,7 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     │   ├── DeltaExpired *             Graph no longer knows the delta token: the sweep starts over (502)
     │   ├── GraphThrottled             429 after our retries; `retry_after` seconds when Graph said (503)
     │   ├── GraphUnavailable           Graph did not answer (connection, 5xx after retries) (503)
-    │   ├── GraphSignInFailed          no token for Graph: the credential could not sign in (503)
-    │   └── DeltaExpired *             Graph no longer knows the delta token (its 410): the read starts over
+    │   └── GraphSignInFailed          no token for Graph: the credential could not sign in (503)
     ├── StateError                     Table or Queue storage failed (503)
     │   ├── ConcurrencyError           an ETag no longer matches: somebody else wrote first (409)
     │   ├── StateAuthError *           storage refused our identity (audience, role assignment, key)

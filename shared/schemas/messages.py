@@ -2,15 +2,18 @@
 
 UPN changes (`upn-changes`), stamped with the tenant (and the run id) when sent:
 
-    {"v": 1, "kind": "users", "source", "users": [{"id", "upn"?, "oldUpn"?, "seenAt"?, "removed"?}], "at",
+    {"v": 1, "kind": "users", "source", "users": [{"id", "upn"?, "oldUpn"?, "oldUpnSeenAt"?, "seenAt"?,
+     "removed"?}], "at",
      "ticketId"?, "oldUpn"?, "tenant", "runId"?}
     {"v": 1, "kind": "lifecycle", "event", "subscriptionId", "tenant", "runId"?}
     {"kind": "sweep", "tenant", "runId"?}
 
 Policy jobs (`policy-jobs`): `{"runId", "tenantId", "kind": "plan" | "apply"}`.
 
-The producers are `shared.upn` (users_message, enqueue_lifecycle) and `shared.policy.jobs`; a message that
-is not one of these shapes is refused naming the field (`users[3].id: required field missing`).
+The producers are `shared.upn.messages` (users_message, enqueue_lifecycle; the sweep adds `oldUpn` and
+`oldUpnSeenAt` to its entries) and `shared.policy.jobs`; `shared.upn.dispatch` and `shared.policy.jobs` read
+them here. A message that is not one of these shapes is refused naming the field
+(`queue message users[3].id: required field missing`).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class UserEntry(QueueMessage):
     id: NonEmpty
     upn: str | None = None
     oldUpn: str | None = None
+    oldUpnSeenAt: str | None = Field(default=None, description="when the snapshot last saw `oldUpn` (ISO 8601)")
     seenAt: str | None = Field(default=None, description="when the sweep read `upn` from Graph (ISO 8601)")
     removed: str | None = Field(default=None, description="why the user is gone (e.g. deleted)")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared.errors import GraphThrottled, InputError
+from shared.errors import GraphThrottled
 from shared.services import Services
 from shared.upn.messages import send_messages
 from shared.upn.processor import process_users
@@ -19,35 +19,29 @@ log = logging.getLogger(__name__)
 
 
 async def handle_message(services: Services, body: bytes | str, *, dequeue_count: int = 1) -> dict[str, Any]:
-    """The queue trigger's work: dispatch one message by kind; a throttled message is re-queued."""
-    import json
+    """The queue trigger's work: dispatch one message by kind; a throttled message is re-queued.
 
-    try:
-        message = json.loads(body)
-    except ValueError:
-        raise InputError("queue message is not JSON") from None
-    if not isinstance(message, dict) or message.get("kind") not in ("users", "lifecycle", "sweep"):
-        raise InputError("queue message has no known kind")
+    The message is read by its model (`shared.schemas.messages`): not JSON, no known kind or a field that is
+    not the producers' is an InputError naming it."""
+    from shared.schemas.messages import LifecycleMessage, UsersMessage, parse_change_message
     from shared.telemetry import bind_run
 
-    bind_run(message.get("runId") if isinstance(message.get("runId"), str) else None)
-    if message.get("tenant") != services.settings.tenant_id:
+    message = parse_change_message(body)
+    bind_run(message.runId)
+    if message.tenant != services.settings.tenant_id:
         log.warning("dropping a queue message for another tenant")
         return {"dropped": "other tenant"}
     try:
-        if message["kind"] == "users":
-            users = message.get("users")
-            if not isinstance(users, list) or not all(isinstance(u, dict) and u.get("id") for u in users):
-                raise InputError("queue message users: expected a list of {id}")
-            result = await process_users(services, users, source=str(message.get("source", "sweep")),
-                                         ticket_id=message.get("ticketId"), old_upn_hint=message.get("oldUpn"))
-            return result
-        if message["kind"] == "lifecycle":
-            return await handle_lifecycle(services, str(message.get("event")), message.get("subscriptionId"))
+        if isinstance(message, UsersMessage):
+            users = [user.model_dump(exclude_none=True) for user in message.users]
+            return await process_users(services, users, source=message.source, ticket_id=message.ticketId,
+                                       old_upn_hint=message.oldUpn)
+        if isinstance(message, LifecycleMessage):
+            return await handle_lifecycle(services, message.event, message.subscriptionId)
         return await sweep(services, trigger="queue")
     except GraphThrottled as exc:
         delay = max(1, int(exc.retry_after or 30))
-        await send_messages(services, [message], delay=delay)
-        log.warning("Graph throttled a %s message; re-queued for %d s (delivery %d)", message["kind"], delay,
+        await send_messages(services, [message.model_dump(exclude_none=True)], delay=delay)
+        log.warning("Graph throttled a %s message; re-queued for %d s (delivery %d)", message.kind, delay,
                     dequeue_count)
         return {"requeued": True, "retryAfter": delay}

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.services import Services
-from shared.upn.intake import LifecycleEvent, parse_event_grid_trigger
+from shared.upn.event_grid_events import parse_event_grid_trigger
+from shared.upn.intake import LifecycleEvent
 from shared.upn.messages import enqueue_lifecycle, enqueue_notices
 
 

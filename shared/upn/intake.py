@@ -26,7 +26,6 @@ the body, so callers may log them. Accepted items are de-duplicated within a bat
 from __future__ import annotations
 
 import hmac
-import importlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -285,22 +284,3 @@ def lifecycle_fields(data: Mapping[str, Any], path: str, tenant: str, name: obje
     known = name if name in LIFECYCLE_EVENTS else "unknown"
     return LifecycleEvent(event=known, subscription_id=subscription_id, tenant_id=tenant,
                           expiration=expiration, raw_event=printable(name), source=source)
-
-
-#: Where each parser moved when intake.py was split by source. Importing one from here still works (the
-#: module loads on first use), for code written before the split; new code imports it from its module.
-_MOVED = {
-    **dict.fromkeys(("parse_change_notifications", "parse_lifecycle_notifications", "validation_token",
-                     "MAX_VALIDATION_TOKEN_CHARS"), "shared.upn.graph_notifications"),
-    **dict.fromkeys(("parse_event_grid_events", "parse_event_grid_batch", "parse_event_grid_trigger",
-                     "event_grid_trigger_values"), "shared.upn.event_grid_events"),
-    **dict.fromkeys(("sign_ticket", "verify_ticket", "TicketEvent", "MAX_TICKET_BYTES", "TICKET_WINDOW",
-                     "SIGNATURE_HEADER", "TIMESTAMP_HEADER"), "shared.upn.ticket_webhook"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)

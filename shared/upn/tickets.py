@@ -1,7 +1,7 @@
 """The ticketing system's events, carried out inline (one user, so within the webhook's time) and once
 per event id: `upn_changed` tells us a user's old UPN, `recheck_user` re-reads a user and runs the tracker
 on their flag now, `verify_policy` runs a policy verification. The event's signature and timestamp are
-checked before (`intake.verify_ticket`)."""
+checked before (`ticket_webhook.verify_ticket`)."""
 from __future__ import annotations
 
 from typing import Any

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from shared.config import Settings
 from shared.services import Services, use_services
 from shared.state import StateStore
-from shared.upn.intake import sign_ticket
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import sign_ticket
 from tests import payloads
 from tests.conftest import new_tenant_id
 from tests.e2e.stack import running_stack, tenant, uid, user

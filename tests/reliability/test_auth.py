@@ -16,9 +16,9 @@ import pytest
 from devhost.azurite import ACCOUNT_KEY
 from shared.errors import AuthError
 from shared.principal import READER_ROLE, encode_principal
-from shared.upn.intake import sign_ticket
 from shared.upn.subscriptions import ensure_subscription
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import sign_ticket
 from tests import payloads
 from tests.conftest import CLIENT_STATE, TICKET_SECRET
 from tests.e2e.stack import running_stack, tenant, uid, user

@@ -29,17 +29,11 @@ from hypothesis import strategies as st
 from shared.errors import AuthError, InputError, PasskeyGuardError, PayloadTooLarge
 from shared.policy.document import parse_document
 from shared.state.keys import decode_page_token, encode_page_token
-from shared.upn.intake import (
-    MAX_BODY_BYTES,
-    MAX_TICKET_BYTES,
-    ChangeNotice,
-    LifecycleEvent,
-    parse_event_grid_trigger,
-    sign_ticket,
-    validation_token,
-    verify_ticket,
-)
+from shared.upn.event_grid_events import parse_event_grid_trigger
+from shared.upn.graph_notifications import validation_token
+from shared.upn.intake import MAX_BODY_BYTES, ChangeNotice, LifecycleEvent
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import MAX_TICKET_BYTES, sign_ticket, verify_ticket
 from shared.web import read_json_object
 from tests import payloads
 from tests.conftest import CLIENT_STATE

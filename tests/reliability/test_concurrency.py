@@ -13,8 +13,8 @@ from azure.functions.queue import QueueMessage
 from shared.errors import ConflictError
 from shared.policy.apply import apply_document
 from shared.services import Services
-from shared.upn.intake import sign_ticket
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import sign_ticket
 from tests.conftest import TICKET_SECRET, make_settings
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.summary import record

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.upn.intake import sign_ticket
+from shared.upn.ticket_webhook import sign_ticket
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import snapshot_storage, storage_diff
 

@@ -69,3 +69,17 @@ def test_a_policy_job_is_read_and_a_wrong_one_named() -> None:
             parse_policy_job(raw(bad))
     with pytest.raises(InputError, match="not JSON"):
         parse_policy_job(b"\xff")
+
+
+def test_what_the_producers_write_is_what_the_models_read() -> None:
+    """users_message (with the sweep's entry fields) and the lifecycle message parse back as their models."""
+    from shared.upn.messages import MESSAGE_VERSION, users_message
+
+    entries = [{"id": USER, "upn": "new@contoso.com", "seenAt": "2026-01-01T00:00:00Z", "oldUpn": "old@contoso.com",
+                "oldUpnSeenAt": "2025-12-31T00:00:00Z"}, {"id": USER, "removed": "deleted"}]
+    message = users_message(entries, source="ticket", ticket_id="INC-9", old_upn="old@contoso.com")
+    parsed = parse_change_message(raw({**message, "tenant": "t", "runId": "r"}))
+    assert isinstance(parsed, UsersMessage)
+    assert [u.model_dump(exclude_none=True) for u in parsed.users] == entries
+    lifecycle = {"v": MESSAGE_VERSION, "kind": "lifecycle", "event": "reauthorizationRequired", "subscriptionId": "s"}
+    assert isinstance(parse_change_message(raw({**lifecycle, "tenant": "t"})), LifecycleMessage)

@@ -8,8 +8,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from shared.upn.intake import sign_ticket
 from shared.upn.subscriptions import ensure_subscription
+from shared.upn.ticket_webhook import sign_ticket
 from tests import payloads
 from tests.conftest import CLIENT_STATE, TICKET_SECRET
 from tests.e2e.stack import Stack, uid

@@ -17,7 +17,7 @@ from tests.upn.stack_steps import rename
 
 @pytest.mark.parametrize(("body", "problem"), [
     (b"{not json", "not JSON"), (b"[]", "no known kind"), (b'{"kind": "policy"}', "no known kind"),
-    (b'{"kind": "users", "users": [{"upn": "a@b"}]}', "expected a list of {id}")])
+    (b'{"kind": "users", "users": [{"upn": "a@b"}]}', r"users\[0\]\.id: required field missing")])
 async def test_an_unreadable_message_is_an_input_error(azurite, body: bytes, problem: str):
     """Not JSON, no known kind, or users without ids: InputError naming the problem, nothing done."""
     async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:

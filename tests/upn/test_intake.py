@@ -1,12 +1,9 @@
-"""What every intake surface shares (shared/upn/intake.py): the batch rule, and the old import path."""
+"""What every intake surface shares (shared/upn/intake.py): the batch rule."""
 from __future__ import annotations
-
-import importlib
 
 import pytest
 
 from shared.errors import AuthError, InputError
-from shared.upn import intake
 from shared.upn.intake import Rejected, finish_batch
 
 
@@ -29,14 +26,3 @@ def test_nothing_accepted_and_something_malformed_is_an_input_error() -> None:
         finish_batch([], [Rejected(0, "invalid", "value[0].changeType: missing")])
     finish_batch([], [Rejected(0, "ignored", "events[0].type: not a Graph user event")])
 
-
-@pytest.mark.parametrize(("name", "module"), [
-    ("parse_change_notifications", "shared.upn.graph_notifications"),
-    ("parse_event_grid_trigger", "shared.upn.event_grid_events"),
-    ("sign_ticket", "shared.upn.ticket_webhook"),
-])
-def test_parsers_moved_by_source_still_import_from_intake(name: str, module: str) -> None:
-    """Code written before the split by source still finds each parser under shared.upn.intake."""
-    assert getattr(intake, name) is getattr(importlib.import_module(module), name)
-    with pytest.raises(AttributeError):
-        intake.no_such_parser  # noqa: B018

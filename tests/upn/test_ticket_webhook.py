@@ -13,8 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import AuthError, ConfigError, InputError, PayloadTooLarge
-from shared.upn import intake
-from shared.upn.ticket_webhook import MAX_TICKET_BYTES, sign_ticket, verify_ticket
+from shared.upn.ticket_webhook import MAX_TICKET_BYTES, TicketEvent, sign_ticket, verify_ticket
 from tests.upn.intake_samples import (
     ESCAPING,
     NOW,
@@ -35,7 +34,7 @@ def test_signed_ticket_verifies_and_parses() -> None:
     raw = ticket(userId=USER.upper(), userPrincipalName="a@contoso.com", oldUpn="a@old.com",
                  newUpn="a@contoso.com", ticketId="INC-42")
     event = verify(raw)
-    assert event == intake.TicketEvent(event_id="evt-0001", action="upn_changed",
+    assert event == TicketEvent(event_id="evt-0001", action="upn_changed",
                                        timestamp=NOW, user_id=USER, user_principal_name="a@contoso.com",
                                        old_upn="a@old.com", new_upn="a@contoso.com", ticket_id="INC-42")
 

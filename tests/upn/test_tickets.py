@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from shared.errors import InputError
-from shared.upn.intake import TicketEvent, sign_ticket
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import TicketEvent, sign_ticket
 from shared.upn.tickets import ticket_action
 from shared.upn.tracker import track_flags
 from tests.conftest import TICKET_SECRET

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.upn.intake import sign_ticket
 from shared.upn.sweep import sweep
+from shared.upn.ticket_webhook import sign_ticket
 from shared.upn.tracker import track_flags
 from tests.conftest import TICKET_SECRET
 from tests.e2e.stack import ANDROID, eventually, running_stack, tenant, uid, user
