@@ -1,4 +1,5 @@
-"""Builders for raw Graph JSON and desired-state documents, and a pure simulation of applying writes.
+"""Builders for raw Graph JSON and desired-state documents, plans the tests share, and a pure simulation of
+applying writes.
 
 Shared by the policy tests (imported by module name; tests/policy has no package __init__).
 """
@@ -11,8 +12,9 @@ from typing import Any
 from shared.errors import InputError
 from shared.policy.aaguids import AUTHENTICATOR_ANDROID, AUTHENTICATOR_IOS
 from shared.policy.document import DesiredState, validate_document
-from shared.policy.plan import apply_patch_locally, fill_strength_id
-from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER
+from shared.policy.lockout import attach_lockout
+from shared.policy.plan import apply_patch_locally, build_plan, fill_strength_id
+from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER, Plan
 
 ANDROID = AUTHENTICATOR_ANDROID
 IOS = AUTHENTICATOR_IOS
@@ -235,3 +237,43 @@ def detail_of(exc: InputError) -> list[dict[str, str]]:
     detail = exc.detail
     assert isinstance(detail, list) and detail
     return detail
+
+
+# --- plans for the tests ---------------------------------------------------------------------------------
+#: Our strength, accepting the two Authenticator AAGUIDs.
+OURS = [strength(aaguids=[ANDROID, IOS])]
+
+
+def plan_for(state: Any = None, fido2: dict[str, Any] | None = None, strengths: Any = None, cas: Any = None,
+             groups: dict[str, Any] | None = None) -> Plan:
+    """build_plan with matching defaults for whatever is not given."""
+    state = state if state is not None else desired()
+    return build_plan(state, fido2 if fido2 is not None else legacy_fido2(),
+                      strengths if strengths is not None else OURS, cas if cas is not None else [],
+                      groups if groups is not None else {g: security_group(g) for g in state.group_ids()})
+
+
+def writes_of(plan: Plan, op: str) -> list[dict[str, Any]]:
+    """The plan's writes with this op."""
+    return [w for w in plan.writes if w["op"] == op]
+
+
+def fido2_body(plan: Plan) -> dict[str, Any]:
+    """The single patch_fido2 body."""
+    (write,) = writes_of(plan, "patch_fido2")
+    assert write["target"] == "fido2" and set(write) == {"op", "target", "body"}
+    return write["body"]
+
+
+def codes(issues: list[Any]) -> list[str]:
+    """Issue codes."""
+    return [i.code for i in issues]
+
+
+def rich_plan() -> Plan:
+    """A plan with changes, warnings, narrowing and evaluated lockout rows."""
+    state = desired(passkeyMethod=method(keyRestrictions=restrictions(remove=[YUBIKEY])),
+                    aaguidNames={YUBIKEY: "YubiKey | 5"}, conditionalAccess=ca_section(excludeUsers=[]))
+    plan = build_plan(state, legacy_fido2(aaguids=[YUBIKEY, ONEPASSWORD], mode="allow"), [], [], {})
+    return attach_lockout(plan, {"u-1": [{"id": "m-1", "aaGuid": YUBIKEY, "model": "YubiKey 5"}]},
+                          {"u-1": "ada@contoso.com"})

@@ -30,7 +30,7 @@ from tests.policy.policy_factories import (
     restrictions,
     strength,
 )
-from tests.policy.test_policy_plan_properties import SETTINGS, documents, plan_of, raw_cas, raw_fido2, raw_strengths
+from tests.policy.test_plan_properties import SETTINGS, documents, plan_of, raw_cas, raw_fido2, raw_strengths
 
 PLAN_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "policy" / "plan.py"
 GOOD = [strength(aaguids=[ANDROID, IOS])]

@@ -1,5 +1,5 @@
 """Policy safety end to end, as properties over random current and desired states, with the real apply
-against the Graph simulator (the pure-core versions are in tests/policy/test_policy_plan_properties.py):
+against the Graph simulator (the pure-core versions are in tests/policy/test_plan_properties.py):
 
 * an applied plan never removes an AAGUID that the document did not explicitly remove;
 * a plan refused for lockout, and an empty plan, write nothing;

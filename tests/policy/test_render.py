@@ -1,28 +1,88 @@
-"""Plans name what a new or changed CA policy covers, name strengths, and never show a template placeholder."""
+"""Everything people read: plan tables and Markdown (ids by name, no placeholder, CA keywords in words)
+and the verification report as JSON and Markdown."""
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from shared.policy.checks import Report, build_check_context, run_checks
 from shared.policy.plan import build_plan
 from shared.policy.plan_codec import plan_from_json, plan_to_json
 from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER, Plan
-from shared.policy.render import plan_to_markdown, render_plan_table
+from shared.policy.render import plan_to_markdown, render_plan_table, report_to_json, report_to_markdown
 from tests.policy.policy_factories import (
+    ANDROID,
     APP,
     BREAK_GLASS,
     GROUP_A,
     GROUP_B,
+    IOS,
+    ONEPASSWORD,
+    YUBIKEY,
     ca_policy,
     ca_section,
     desired,
     legacy_fido2,
+    method,
+    rich_plan,
     security_group,
     strength,
 )
 
+
+def test_text_table_shows_names_beside_aaguids() -> None:
+    """The fixed-width table shows AAGUIDs with names (document's, shipped) and falls back to the bare GUID."""
+    text = render_plan_table(rich_plan())
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("AREA"))
+    assert header.split() == ["AREA", "FIELD", "BEFORE", "AFTER", "NOTE"]
+    assert f"{YUBIKEY} (YubiKey | 5)" in text
+    assert f"{ONEPASSWORD} (1Password)" in text
+    assert f"{ANDROID} (Microsoft Authenticator (Android))" in text
+    assert "LOCKOUT: 1 registered passkey(s)" in text and "ada@contoso.com" in text
+    assert "requires explicit acceptance" in text
+    # fixed width: every table row starts its BEFORE column at the same offset
+    col = header.index("BEFORE")
+    rows = lines[lines.index(header) + 2:]
+    aaguid_rows = [r for r in rows if r.startswith("passkeyMethod")]
+    assert aaguid_rows and all(r[col - 2:col] == "  " for r in aaguid_rows)
+
+
+def test_text_table_for_empty_plan() -> None:
+    """An empty plan says there is nothing to change."""
+    plan = build_plan(desired(), legacy_fido2(), [strength(aaguids=[ANDROID, IOS])], [], {})
+    assert "No changes" in render_plan_table(plan)
+
+
+def test_plan_markdown() -> None:
+    """The Markdown plan has a header, a changes table with escaped pipes, warnings and the lockout table."""
+    md = plan_to_markdown(rich_plan(), tenant_id="tenant-1", generated_at="2026-05-01T10:00:00Z", plan_id="p-1")
+    assert md.startswith("# Passkey Guard plan\n")
+    assert "- Tenant: `tenant-1`" in md and "- Plan: `p-1`" in md and "2026-05-01T10:00:00Z" in md
+    assert "| Area | Field | Before | After | Note |" in md
+    assert "YubiKey \\| 5" in md
+    assert "`no_emergency_access`" in md
+    assert "## Lockout" in md and "ada@contoso.com" in md
+    assert "requires acceptance" in md
+
+
+def test_plan_markdown_blocked() -> None:
+    """A plan with errors says it is blocked."""
+    plan = build_plan(desired(passkeyMethod=method(includeTargets=["11111111-1111-1111-1111-111111111111"])),
+                      legacy_fido2(), [], [], {})
+    assert "**BLOCKED" in plan_to_markdown(plan)
+
+
 ALICE = "66666666-6666-6666-6666-666666666666"
+
+
 GHOST = "77777777-7777-7777-7777-777777777777"
+
+
 HIDDEN_APP = "88888888-8888-8888-8888-888888888888"
+
+
 DIRECTORY: dict[str, dict[str, Any] | None] = {
     ALICE: {"id": ALICE, "displayName": "Alice Admin", "userPrincipalName": "alice@contoso.example"},
     BREAK_GLASS: {"id": BREAK_GLASS, "displayName": "Break Glass", "userPrincipalName": "bg@contoso.example"},
@@ -111,3 +171,60 @@ def test_changed_ca_names_what_it_covers_today() -> None:
     for shown in ("Alice Admin (alice@contoso.example)", f"Old pilot ({old_group})",
                   f"{HIDDEN_APP} (name not readable)", f"Payroll ({APP})"):
         assert shown in text, (shown, text)
+
+
+WHEN = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def failing_report() -> Report:
+    """A report with failures (attestation on, iOS missing, an AAGUID vanished, strength unrestricted)."""
+    state = desired(aaguidNames={ONEPASSWORD: "Team | vault"})
+    ctx = build_check_context(state, legacy_fido2(attestation=True, aaguids=[ANDROID]), [strength()], None,
+                              [ANDROID, IOS, ONEPASSWORD])
+    return run_checks(ctx)
+
+
+def test_report_json() -> None:
+    """The JSON report has tenant, UTC time, verdict, counts and each check with its texts."""
+    doc = report_to_json(failing_report(), tenant_id="tenant-1", generated_at=WHEN)
+    json.dumps(doc)  # serialisable
+    assert doc["tenantId"] == "tenant-1" and doc["generatedAt"] == "2026-05-01T12:00:00Z"
+    assert doc["passed"] is False
+    assert doc["summary"]["failed"] == len([c for c in doc["checks"] if c["status"] == "failed"]) > 0
+    assert doc["summary"]["total"] == 13
+    first = doc["checks"][0]
+    assert set(first) == {"id", "title", "status", "reason", "rationale", "remediation"}
+
+
+def test_report_time_is_normalised_to_utc() -> None:
+    """Aware times are converted to UTC; naive ones are taken as UTC."""
+    plus2 = WHEN.astimezone(timezone(timedelta(hours=2)))
+    assert report_to_json(failing_report(), tenant_id="t", generated_at=plus2)["generatedAt"] == "2026-05-01T12:00:00Z"
+    naive = WHEN.replace(tzinfo=None)
+    assert report_to_json(failing_report(), tenant_id="t", generated_at=naive)["generatedAt"] == "2026-05-01T12:00:00Z"
+
+
+def test_report_markdown_for_a_ticket() -> None:
+    """Markdown: header with tenant and time, summary, PASS/FAIL/SKIP table, remediation of failed checks."""
+    md = report_to_markdown(failing_report(), tenant_id="tenant-1", generated_at=WHEN)
+    lines = md.splitlines()
+    assert lines[0] == "# Passkey Guard verification report"
+    assert "- Tenant: `tenant-1`" in lines and "- Generated: 2026-05-01T12:00:00Z" in lines
+    assert any(line.startswith("**NOT COMPLIANT:") for line in lines)
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| Status | Check | Title | Reason |"
+    markers = {line.split("|")[1].strip() for line in table[1:]}
+    assert markers <= {"PASS", "FAIL", "SKIP"} and {"PASS", "FAIL", "SKIP"} <= markers
+    assert "Team \\| vault" in md  # pipes in reasons are escaped
+    remediation = md.split("## Remediation", 1)[1]
+    assert "**PG-FIDO2-004**" in remediation and "Enforce attestation = No" in remediation
+    assert "**PG-FIDO2-007**" in remediation
+    assert "**PG-FIDO2-001**" not in remediation  # passed checks are not listed
+
+
+def test_compliant_markdown_has_no_remediation() -> None:
+    """A passing report says COMPLIANT and has no remediation section."""
+    ctx = build_check_context(desired(), legacy_fido2(), [strength(aaguids=[ANDROID, IOS])])
+    md = report_to_markdown(run_checks(ctx), tenant_id="t", generated_at="2026-05-01T12:00:00Z")
+    assert "**COMPLIANT: 8 passed, 0 failed, 5 skipped**" in md
+    assert "## Remediation" not in md

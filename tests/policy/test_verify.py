@@ -1,0 +1,24 @@
+"""The verify use case: checks against the live tenant, a recorded run, and the allow-list kept for PG-FIDO2-007."""
+from __future__ import annotations
+
+from shared.policy.apply import apply_document
+from shared.policy.verify import POLICY_CHECKPOINT, verify
+
+
+async def test_a_fresh_tenant_fails_and_the_run_records_the_report(use_case_stack):
+    """Before any apply the tenant lacks the Authenticator AAGUIDs: verify fails, with Markdown and a run row."""
+    services, sim = await use_case_stack()
+    report = await verify(services, trigger="test")
+    assert report["result"] == "failed" and not report["passed"] and "NOT COMPLIANT" in report["markdown"]
+    run = await services.store.get_run(services.settings.tenant_id, report["runId"])
+    assert run["kind"] == "verify" and run["report"]["passed"] is False and sim.stats()["writes"] == 0
+
+
+async def test_verify_after_apply_passes_and_keeps_the_allow_list_seen(use_case_stack):
+    """After an apply, verify passes and the checkpoint holds the allow-list it saw."""
+    services, _ = await use_case_stack()
+    await apply_document(services, trigger="test")
+    report = await verify(services, trigger="test")
+    assert report["passed"], report["markdown"]
+    seen, _ = await services.store.get_checkpoint(services.settings.tenant_id, POLICY_CHECKPOINT)
+    assert seen is not None and len(seen["allowedAaguids"]) == 3
