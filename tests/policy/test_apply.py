@@ -59,6 +59,6 @@ async def test_an_apply_writes_reads_back_and_releases_the_lease(use_case_stack)
     services, sim = await use_case_stack()
     result = await apply_document(services, trigger="test")
     assert result["result"] == "applied" and result["writes"] and sim.stats()["writes"] == len(result["writes"])
-    run = await services.store.get_run(services.settings.tenant_id, result["runId"])
+    run = await services.store.runs.get(result["runId"])
     assert run["result"] == "applied" and run["kind"] == "apply"
-    assert await services.store.acquire_lease(services.settings.tenant_id, APPLY_LEASE, "next", 30)
+    assert await services.store.checkpoints.acquire_lease(APPLY_LEASE, "next", 30)

@@ -8,7 +8,7 @@ async def test_audit_mode_only_verifies(use_case_stack):
     """In audit mode the timer verifies and writes nothing to Graph; a late run says so in its trigger."""
     services, sim = await use_case_stack(ENFORCEMENT_MODE="audit")
     result = await scheduled_run(services, past_due=True)
-    run = await services.store.get_run(services.settings.tenant_id, result["runId"])
+    run = await services.store.runs.get(result["runId"])
     assert run["kind"] == "verify" and run["trigger"] == "timer-late" and sim.stats()["writes"] == 0
 
 

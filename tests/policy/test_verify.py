@@ -10,7 +10,7 @@ async def test_a_fresh_tenant_fails_and_the_run_records_the_report(use_case_stac
     services, sim = await use_case_stack()
     report = await verify(services, trigger="test")
     assert report["result"] == "failed" and not report["passed"] and "NOT COMPLIANT" in report["markdown"]
-    run = await services.store.get_run(services.settings.tenant_id, report["runId"])
+    run = await services.store.runs.get(report["runId"])
     assert run["kind"] == "verify" and run["report"]["passed"] is False and sim.stats()["writes"] == 0
 
 
@@ -20,5 +20,5 @@ async def test_verify_after_apply_passes_and_keeps_the_allow_list_seen(use_case_
     await apply_document(services, trigger="test")
     report = await verify(services, trigger="test")
     assert report["passed"], report["markdown"]
-    seen, _ = await services.store.get_checkpoint(services.settings.tenant_id, POLICY_CHECKPOINT)
+    seen, _ = await services.store.checkpoints.get(POLICY_CHECKPOINT)
     assert seen is not None and len(seen["allowedAaguids"]) == 3
