@@ -2,7 +2,7 @@
 apart from soft deletions, and an expired token raised as DeltaExpired."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,7 +10,7 @@ from graphsim.launcher import Simulator, start_simulator
 from shared.graph.delta import DELTA_START, DeltaExpired, DeltaUser, read_delta_page
 from shared.graph.gateway import GraphGateway
 from tests.e2e.stack import uid
-from tests.graph.users_tenant import gateway_for, users_tenant
+from tests.graph.users_tenant import users_tenant
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +19,6 @@ def sim() -> Iterator[Simulator]:
     doc["simulator"]["delta_page_size"] = 2
     with start_simulator(doc) as running:
         yield running
-
-
-@pytest.fixture
-async def graph(sim: Simulator) -> AsyncIterator[GraphGateway]:
-    gw = gateway_for(sim)
-    yield gw
-    await gw.close()
 
 
 async def _read_all(graph: GraphGateway, link: str) -> tuple[list[DeltaUser], str]:

@@ -1,15 +1,14 @@
 """shared/graph/passkeys.py against the simulator: every user's passkeys in bulk, and deleting some of them."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from graphsim.launcher import Simulator
-from shared.graph.gateway import GraphGateway
 from shared.graph.passkeys import delete_passkeys, read_passkeys
 from tests.e2e.stack import uid
-from tests.graph.users_tenant import gateway_for, running_users_tenant
+from tests.graph.users_tenant import running_users_tenant
 
 MISSING = "99999999-aaaa-4bbb-8ccc-000000000000"
 
@@ -17,13 +16,6 @@ MISSING = "99999999-aaaa-4bbb-8ccc-000000000000"
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     yield from running_users_tenant()
-
-
-@pytest.fixture
-async def graph(sim: Simulator) -> AsyncIterator[GraphGateway]:
-    gw = gateway_for(sim)
-    yield gw
-    await gw.close()
 
 
 def _held(sim: Simulator, n: int) -> list[str]:

@@ -1,13 +1,11 @@
 """Reads of the tenant's policy state against the Graph simulator: raw JSON, configurations, names, users."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from graphsim.launcher import Simulator, start_simulator
-from shared.config import Settings
-from shared.graph.gateway import GraphGateway
 from shared.graph.policy_reads import (
     read_ca_policies_raw,
     read_directory_names,
@@ -40,17 +38,6 @@ def sim() -> Iterator[Simulator]:
                  conditionalAccessPolicies=[{"id": "ca-1", "displayName": "Require passkey", "state": "disabled"}])
     with start_simulator(doc) as running:
         yield running
-
-
-@pytest.fixture
-async def graph(sim: Simulator) -> AsyncIterator[GraphGateway]:
-    settings = Settings.from_env({"TENANT_ID": sim.state(users=False)["tenantId"], "STATE_STORAGE": "x",
-                                  "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "reads-token"})
-    gateway = GraphGateway(settings)
-    try:
-        yield gateway
-    finally:
-        await gateway.close()
 
 
 async def test_the_fido2_configuration_is_raw_json_without_response_annotations(graph):

@@ -1,13 +1,12 @@
 """Planned writes sent to the Graph simulator: typed strength writes, raw FIDO2 and CA JSON, and CA pacing."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from graphsim.launcher import Simulator, start_simulator
-from shared.config import Settings
 from shared.graph.gateway import GraphGateway
 from shared.graph.policy_reads import read_ca_policies_raw, read_fido2_raw, read_strengths_raw
 from shared.graph.policy_writes import CA_MIN_INTERVAL, CaPacer, send_write
@@ -46,17 +45,6 @@ def sim() -> Iterator[Simulator]:
                                                      "aaGuids": [YUBI]}}]
     with start_simulator(doc) as running:
         yield running
-
-
-@pytest.fixture
-async def graph(sim: Simulator) -> AsyncIterator[GraphGateway]:
-    settings = Settings.from_env({"TENANT_ID": sim.state(users=False)["tenantId"], "STATE_STORAGE": "x",
-                                  "GRAPH_BASE_URL": sim.base_url, "GRAPH_DEV_TOKEN": "writes-token"})
-    gateway = GraphGateway(settings)
-    try:
-        yield gateway
-    finally:
-        await gateway.close()
 
 
 async def strength_named(graph: GraphGateway, name: str) -> dict[str, Any] | None:

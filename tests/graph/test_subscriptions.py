@@ -2,7 +2,7 @@
 receiver), renew, reauthorize and delete a subscription, with Graph's 404 mapped as the use case needs."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from shared.graph.subscriptions import (
     reauthorize_subscription,
     renew_subscription,
 )
-from tests.graph.users_tenant import gateway_for, running_users_tenant
+from tests.graph.users_tenant import running_users_tenant
 from tests.graphsim.conftest import receiver  # noqa: F401  (the loopback webhook fixture)
 
 CLIENT_STATE = "WizcZFQ02y4ZkG8-fhFNSsqeP6I9AbcO2_hmnJxB"
@@ -27,13 +27,6 @@ GONE = "99999999-0000-4000-8000-00000000dead"
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     yield from running_users_tenant()
-
-
-@pytest.fixture
-async def graph(sim: Simulator) -> AsyncIterator[GraphGateway]:
-    gw = gateway_for(sim)
-    yield gw
-    await gw.close()
 
 
 def _live(sim: Simulator) -> dict[str, dict[str, Any]]:

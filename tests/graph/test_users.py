@@ -1,16 +1,15 @@
 """shared/graph/users.py against the simulator: current UPNs of many ids by $batch, one user by UPN."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from graphsim.launcher import Simulator
 from shared.errors import NotFound
-from shared.graph.gateway import GraphGateway
 from shared.graph.users import current_upns, user_by_upn
 from tests.e2e.stack import uid
-from tests.graph.users_tenant import ODD_UPN, gateway_for, running_users_tenant
+from tests.graph.users_tenant import ODD_UPN, running_users_tenant
 
 MISSING = "99999999-aaaa-4bbb-8ccc-000000000000"
 
@@ -18,13 +17,6 @@ MISSING = "99999999-aaaa-4bbb-8ccc-000000000000"
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     yield from running_users_tenant()
-
-
-@pytest.fixture
-async def graph(sim: Simulator) -> AsyncIterator[GraphGateway]:
-    gw = gateway_for(sim)
-    yield gw
-    await gw.close()
 
 
 async def test_current_upns_reads_many_users_and_none_for_a_missing_one(graph):
