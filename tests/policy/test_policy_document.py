@@ -2,11 +2,9 @@
 normalised JSON and its hash (agreement with the generated JSON Schema: tests/schemas/test_document.py)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from shared.errors import InputError
@@ -33,8 +31,6 @@ from tests.policy.policy_factories import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "shared/policy/desired-state.schema.json").read_text(encoding="utf-8"))
-SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 def problems(document: object) -> list[dict[str, str]]:
