@@ -14,7 +14,7 @@ import azure.functions as func
 from shared import http_api
 from shared.principal import Access, authorize
 from shared.services import Services
-from shared.web import Answer, error_answer
+from shared.web import MAX_BODY_BYTES, MAX_TICKET_BYTES, Answer, error_answer
 
 #: An HTTP use case of shared.http_api: services and a plain request in, an Answer out.
 Handler = Callable[[Services, http_api.Request], Awaitable[Answer]]
@@ -30,16 +30,17 @@ def _http(answer: Answer) -> func.HttpResponse:
                              mimetype=answer.mimetype)
 
 
-async def _serve(handler: Handler, req: func.HttpRequest, *, access: Access) -> func.HttpResponse:
-    """Run one HTTP use case from shared.http_api for a caller with `access`; every failure becomes a JSON
-    error body (a code only on PUBLIC routes, which anyone can reach)."""
+async def _serve(handler: Handler, req: func.HttpRequest, *, access: Access,
+                 body_limit: int = MAX_BODY_BYTES) -> func.HttpResponse:
+    """Run one HTTP use case from shared.http_api for a caller with `access`, refusing a declared body over
+    `body_limit` unread; every failure becomes a JSON error body (a code only on PUBLIC routes)."""
     from shared.services import get_services
     from shared.web import refuse_declared_oversize
 
-    name = handler.__name__  # the function's name too: logs and the per-route body limit use it
+    name = handler.__name__  # the function's name too: the logs and the access check name the route
     try:
         principal = authorize(access, req.headers, auth_enabled=get_services().settings.auth_enabled, route=name)
-        refuse_declared_oversize(name, req.headers)  # before req.get_body(): the body is never read
+        refuse_declared_oversize(req.headers, limit=body_limit)  # before req.get_body(): never read
         answer = await handler(get_services(), http_api.Request.from_parts(
             method=req.method, url=req.url, headers=dict(req.headers), params=dict(req.params),
             route_params=dict(req.route_params), body=req.get_body(), principal=principal))
@@ -121,7 +122,7 @@ async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="tickets", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def tickets(req: func.HttpRequest) -> func.HttpResponse:
     """The ticketing system's webhook (authenticated by its HMAC signature)."""
-    return await _serve(http_api.tickets, req, access=Access.PUBLIC)
+    return await _serve(http_api.tickets, req, access=Access.PUBLIC, body_limit=MAX_TICKET_BYTES)
 
 
 @app.route(route="flags", methods=["GET"])

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pydantic is imported by the readers when they run, never wi
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound="BaseModel")
 MAX_BODY_BYTES = 1024 * 1024  # request bodies above this are refused with 413 before parsing
+MAX_TICKET_BYTES = 64 * 1024  # the ticket webhook's tighter limit (a ticket event is small)
 
 
 @dataclass
@@ -63,19 +64,14 @@ def error_answer(exc: BaseException, *, public: bool = False) -> Answer:
                                               "message": "an unexpected error occurred; see the logs"}})
 
 
-def refuse_declared_oversize(handler_name: str, headers: Mapping[str, str]) -> None:
+def refuse_declared_oversize(headers: Mapping[str, str], *, limit: int = MAX_BODY_BYTES) -> None:
     """Refuse a request from its declared `Content-Length`, before anything reads the body: over the route's
-    limit (1 MiB; 64 KiB for the ticket webhook) is 413, a value that is not a whole number is 400."""
+    `limit` (1 MiB unless the route says otherwise) is 413, a value that is not a whole number is 400."""
     declared = (headers.get("content-length") or "").strip()
     if not declared:
         return  # no declaration (GET, chunked): the readers check the length they get
     if not (declared.isascii() and declared.isdigit()):
         raise InputError("Content-Length header: expected a whole number of bytes")
-    limit = MAX_BODY_BYTES
-    if handler_name == "tickets":
-        from shared.upn.ticket_webhook import MAX_TICKET_BYTES
-
-        limit = MAX_TICKET_BYTES
     if len(declared.lstrip("0")) > 15 or int(declared) > limit:
         raise PayloadTooLarge(f"Content-Length header: {declared[:20]} bytes declared; the limit is {limit}")
 

@@ -17,10 +17,8 @@ from typing import Any
 
 from shared.errors import AuthError, InputError, PayloadTooLarge
 from shared.upn.intake import as_bytes, printable, require_secret, utf8
-from shared.web import parse_json
+from shared.web import MAX_TICKET_BYTES, parse_json
 
-#: The largest ticket webhook body we read.
-MAX_TICKET_BYTES = 64 * 1024
 #: How far the ticket timestamp may be from our clock, in either direction.
 TICKET_WINDOW = timedelta(minutes=5)
 SIGNATURE_HEADER = "X-Signature"

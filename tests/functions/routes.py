@@ -54,7 +54,7 @@ def wiring(functions: dict[str, Any]) -> dict[str, list[Wired]]:
 
     calls: list[Wired] = []
 
-    async def record(handler: Any, req: func.HttpRequest, *, access: Access) -> func.HttpResponse:
+    async def record(handler: Any, req: func.HttpRequest, *, access: Access, **limits: int) -> func.HttpResponse:
         calls.append(Wired(handler, access))
         return func.HttpResponse(status_code=204)
 
