@@ -70,7 +70,6 @@ def run(runs: int) -> dict[str, Any]:
         bare.append(spawn_seconds(BARE, env))
         index.append(spawn_seconds(INDEX, env))
     demo = json.loads((ROOT / "graphsim" / "tenants" / "demo.json").read_text(encoding="utf-8"))
-    demo.setdefault("simulator", {})["ca_requests_per_second"] = 1000.0
     with loopback(demo) as (azurite, sim):
         # As behind App Service Authentication: the platform's flag, and the reader's principal in VERIFY.
         verify_env = {**env, **settings_env(azurite, sim, demo["tenantId"]), "WEBSITE_AUTH_ENABLED": "True"}

@@ -76,7 +76,7 @@ def tenant_doc(*, users: int = 0, explicit_users: list[dict[str, Any]] | None = 
             "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}],
             "excludeTargets": []}},
         "authenticationStrengthPolicies": [], "conditionalAccessPolicies": [],
-        "simulator": {"ca_requests_per_second": 1000.0, **(simulator or {})},
+        "simulator": dict(simulator or {}),
     }
     if users:
         doc["generate"] = {"users": users, "passkeyRatio": passkey_ratio, "domain": "contoso.example", "seed": 7}

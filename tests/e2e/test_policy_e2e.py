@@ -13,7 +13,7 @@ from shared.policy.planning import plan
 from shared.policy.rollback import rollback
 from shared.policy.scheduled import scheduled_run
 from shared.policy.verify import verify
-from tests.e2e.stack import ANDROID, IOS, YUBI, running_stack, tenant, uid, user
+from tests.e2e.stack import ANDROID, IOS, YUBI, admin_edits_ca_policy, running_stack, tenant, uid, user
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = json.loads((ROOT / "policy" / "desired-state.json").read_text())
@@ -149,8 +149,6 @@ async def test_strength_and_conditional_access_are_created_once(azurite):
 async def test_verify_catches_a_widened_conditional_access_policy(azurite):
     """Issue 11's reproduction: after an apply whose CA policy includes one group, an administrator widens
     the policy to All users through Graph; verify now fails PG-CA-004 and agrees with the plan."""
-    import httpx
-
     async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
         doc = doc_with(conditionalAccess={"displayName": "Require Authenticator passkey",
                                           "includeGroups": [PILOT], "excludeGroups": [BREAK_GLASS],
@@ -158,12 +156,9 @@ async def test_verify_catches_a_widened_conditional_access_policy(azurite):
         await apply_document(stack.services, trigger="test", document=doc)
         assert (await verify(stack.services, trigger="test", document=doc))["passed"]
         (ca,) = stack.sim.state(users=False)["conditionalAccessPolicies"]
-        async with httpx.AsyncClient(base_url=stack.sim.base_url, headers={"Authorization": "Bearer dev"}) as graph:
-            conditions = copy.deepcopy(ca["conditions"])
-            conditions["users"].update(includeUsers=["All"], includeGroups=[])
-            answer = await graph.patch(f"/identity/conditionalAccess/policies/{ca['id']}",
-                                       json={"conditions": conditions})
-            assert answer.status_code == 204, answer.text
+        conditions = copy.deepcopy(ca["conditions"])
+        conditions["users"].update(includeUsers=["All"], includeGroups=[])
+        await admin_edits_ca_policy(stack.sim, ca["id"], {"conditions": conditions})
         report = await verify(stack.services, trigger="test", document=doc)
         assert not report["passed"]
         failed = {c["id"]: c["reason"] for c in report["checks"] if c["status"] == "failed"}

@@ -11,7 +11,7 @@ import pytest
 from shared.errors import LockoutRefused
 from shared.policy.apply import apply_document
 from shared.policy.rollback import rollback
-from tests.e2e.stack import ANDROID, running_stack, uid
+from tests.e2e.stack import ANDROID, admin_edits_ca_policy, running_stack, uid
 from tests.e2e.test_cli import cli, cli_env
 from tests.e2e.test_policy_e2e import BREAK_GLASS, PILOT, doc_with, fido2_of, legacy_tenant
 
@@ -60,12 +60,9 @@ async def test_a_ca_policy_changed_since_the_run_is_kept_and_named(azurite):
         before = fido2_of(stack)
         applied = await apply_document(stack.services, trigger="test", document=ca_doc())
         (_, (ca,)) = mine(stack)
-        async with httpx.AsyncClient(base_url=stack.sim.base_url, headers={"Authorization": "Bearer dev"}) as graph:
-            conditions = copy.deepcopy(ca["conditions"])
-            conditions["users"]["includeUsers"] = ["All"]
-            answer = await graph.patch(f"/identity/conditionalAccess/policies/{ca['id']}",
-                                       json={"conditions": conditions})
-            assert answer.status_code == 204, answer.text
+        conditions = copy.deepcopy(ca["conditions"])
+        conditions["users"]["includeUsers"] = ["All"]
+        await admin_edits_ca_policy(stack.sim, ca["id"], {"conditions": conditions})
         done = await rollback(stack.services, applied["runId"], accept_lockout=True, trigger="test")
         assert done["result"] == "partly-rolled-back", done
         strengths, policies = mine(stack)
