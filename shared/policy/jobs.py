@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from shared.schemas.messages import PolicyJob
 
 log = logging.getLogger(__name__)
-JOB_KINDS = ("plan", "apply")
 JOB_CLAIM_SECONDS = 7 * 24 * 3600
 QUEUED, RUNNING = "queued", "running"
 

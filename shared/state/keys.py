@@ -18,10 +18,9 @@ from typing import Any
 
 from shared.errors import InputError
 
-#: The escape character: `~XX` is one UTF-8 byte in upper-case hex.
-ESCAPE = "~"
-#: Characters always escaped: the four Azure forbids, our escape, our composite-key separator `|`,
-#: and `% ' "` (URL and filter quoting trouble). Controls and non-ASCII are escaped too.
+#: Characters always escaped, each UTF-8 byte as `~XX` (upper-case hex): the four Azure forbids, our escape
+#: `~`, our composite-key separator `|`, and `% ' "` (URL and filter quoting trouble). Controls and
+#: non-ASCII are escaped too.
 _ESCAPED = frozenset("/\\#?~|%'\"")
 #: Azure allows 1 KiB per key (UTF-16: 512 characters); 400 leaves room for composite keys.
 MAX_KEY_LENGTH = 400
