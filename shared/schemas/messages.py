@@ -6,7 +6,6 @@ UPN changes (`upn-changes`), stamped with the tenant (and the run id) when sent:
      "removed"?}], "at",
      "ticketId"?, "oldUpn"?, "tenant", "runId"?}
     {"v": 1, "kind": "lifecycle", "event", "subscriptionId", "tenant", "runId"?}
-    {"kind": "sweep", "tenant", "runId"?}
 
 Policy jobs (`policy-jobs`): `{"runId", "tenantId", "kind": "plan" | "apply"}`.
 
@@ -73,18 +72,8 @@ class LifecycleMessage(QueueMessage):
     runId: str | None = None
 
 
-class SweepMessage(QueueMessage):
-    """Run a delta sweep now."""
-
-    v: int | None = None
-    kind: Literal["sweep"]
-    tenant: str | None = None
-    runId: str | None = None
-
-
-ChangeMessage = UsersMessage | LifecycleMessage | SweepMessage
-_CHANGE_KINDS: dict[str, type[ChangeMessage]] = {"users": UsersMessage, "lifecycle": LifecycleMessage,
-                                                 "sweep": SweepMessage}
+ChangeMessage = UsersMessage | LifecycleMessage
+_CHANGE_KINDS: dict[str, type[ChangeMessage]] = {"users": UsersMessage, "lifecycle": LifecycleMessage}
 
 
 class PolicyJob(StrictModel):
