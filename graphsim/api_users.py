@@ -30,7 +30,6 @@ from graphsim.store import (
     USER_PROPERTIES,
     USER_WRITABLE,
     User,
-    is_guid,
 )
 
 if TYPE_CHECKING:
@@ -307,12 +306,6 @@ def list_groups(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimR
     if end < len(groups):
         body["@odata.nextLink"] = f"{req.base}/groups?$skiptoken={_token({**state, 'c': end})}"
     return SimResponse(200, body)
-
-
-def require_guid(value: str, what: str) -> None:
-    """400 unless `value` is a GUID (Graph refuses malformed ids before looking them up)."""
-    if not is_guid(value):
-        raise bad_request(f"Invalid object identifier '{value}' for {what}.")
 
 
 # ------------------------------------------------------------------ service principals

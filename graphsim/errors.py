@@ -27,13 +27,6 @@ def bad_request(message: str, code: str = "BadRequest") -> GraphApiError:
     return GraphApiError(400, code, message)
 
 
-def not_found(what: str, ident: str) -> GraphApiError:
-    """Graph's 404 for an unknown object id."""
-    return GraphApiError(404, "Request_ResourceNotFound",
-                         f"Resource '{ident}' does not exist or one of its queried reference-property objects "
-                         f"are not present. ({what})")
-
-
 def error_body(code: str, message: str, request_id: str, client_request_id: str) -> dict[str, Any]:
     """The JSON body of an error answer."""
     return {"error": {"code": code, "message": message, "innerError": {

@@ -6,9 +6,10 @@ identity (local auth is off in Azure) and exports the logs of the `shared` logge
 logs as `shared.function_app`), traces and metrics. Without `APPLICATIONINSIGHTS_CONNECTION_STRING`
 (local, tests) it only stamps run ids.
 
-`run_scope(run_id)` puts a run id in a context variable; a log-record factory stamps it on every
-record as `run_id` (a custom dimension in Application Insights) and on the current span. Queue messages carry
-the run id of the sweep or webhook that produced them, so the processor's logs join the same run.
+`bind_run(run_id)` makes a run id current for the rest of the invocation (a context variable) and puts
+it on the current span; a log-record factory stamps it on every record as `run_id` (a custom dimension
+in Application Insights). Queue messages carry the run id of the sweep or webhook that produced them,
+so the processor's logs join the same run.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import contextlib
 import contextvars
 import logging
 import os
-from collections.abc import Iterator
 
 from shared.config import APPLICATIONINSIGHTS_CONNECTION_STRING, Settings
 
@@ -44,30 +44,17 @@ def current_run_id() -> str | None:
     return _run_id.get()
 
 
-@contextlib.contextmanager
-def run_scope(run_id: str | None) -> Iterator[None]:
-    """Everything logged inside carries `run_id`; the current span gets it as an attribute too."""
-    token = _run_id.set(run_id)
-    try:
-        with contextlib.suppress(Exception):  # OpenTelemetry is optional locally
-            from opentelemetry import trace
-
-            trace.get_current_span().set_attribute("passkeyguard.run_id", run_id or "")
-        yield
-    finally:
-        _run_id.reset(token)
-
-
 def bind_run(run_id: str | None = None) -> str:
     """Make `run_id` (a new one when None) the current run for the rest of this invocation.
 
-    Each Functions invocation runs in its own task, so its context is its own and nothing leaks.
+    Each Functions invocation runs in its own task, so its context is its own and nothing leaks. The
+    current span gets the run id as an attribute too.
     """
     import uuid
 
     run_id = run_id or uuid.uuid4().hex
     _run_id.set(run_id)
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # OpenTelemetry is optional locally
         from opentelemetry import trace
 
         trace.get_current_span().set_attribute("passkeyguard.run_id", run_id)

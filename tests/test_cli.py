@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.stack import running_stack
+from tests.e2e.stack import YUBI, running_stack
 from tests.e2e.test_cli import cli_env
-from tests.e2e.test_policy_e2e import MARKETING, YUBI, doc_with, legacy_tenant
+from tests.e2e.test_policy_e2e import MARKETING, doc_with, legacy_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,18 +5,22 @@ import asyncio
 import logging
 
 from shared.config import Settings
-from shared.telemetry import bind_run, configure, current_run_id, run_scope
+from shared.telemetry import bind_run, configure, current_run_id
 
 SETTINGS = Settings.from_env({"TENANT_ID": "11111111-2222-4333-8444-555555555555", "STATE_STORAGE": "x"})
 
 
 def test_records_carry_the_run_id(caplog):
-    """Inside a run scope every record, of any logger, has run_id; outside it is None."""
+    """Inside a bound run every record, of any logger, has run_id; outside it is None."""
     configure(SETTINGS, env={})
     logger = logging.getLogger("shared.test_telemetry")
+
+    async def invocation() -> None:
+        bind_run("run-123")
+        logger.info("inside")
+
     with caplog.at_level(logging.INFO):
-        with run_scope("run-123"):
-            logger.info("inside")
+        asyncio.run(invocation())
         logger.info("outside")
     runs = {r.getMessage(): r.run_id for r in caplog.records}
     assert runs == {"inside": "run-123", "outside": None}

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 
-from shared.ids import is_guid  # here too: document, plan and reader import it from this module
+from shared.ids import is_guid
 
 #: Microsoft Authenticator on Android (from the seed procedure).
 AUTHENTICATOR_ANDROID = "de1e552d-db1d-4423-a619-566b625cdc84"

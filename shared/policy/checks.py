@@ -428,6 +428,3 @@ def run_checks(context: CheckContext, checks: Sequence[Check] | None = None) -> 
             log.exception("check %s raised", c.id)
             results.append(CheckResult(c.id, "failed", "the check could not be evaluated (internal error)"))
     return Report(tuple(results), chosen)
-
-
-CHECKS_BY_ID: dict[str, Check] = {c.id: c for c in CHECKS}

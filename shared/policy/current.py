@@ -89,8 +89,8 @@ class KeyRestrictionsView:
 class Fido2View:
     """The effective Passkey (FIDO2) settings the document manages, plus the raw JSON they came from.
 
-    In `profiles` mode the per-profile settings (attestation, key restrictions, passkey types) are the
-    managed profile's; `state`, self-service and targets are always method-wide.
+    In `profiles` mode the per-profile settings (attestation, key restrictions) are the managed profile's;
+    `state`, self-service and targets are always method-wide.
     """
 
     mode: str
@@ -98,13 +98,11 @@ class Fido2View:
     self_service_registration: bool
     attestation_enforced: bool
     key_restrictions: KeyRestrictionsView
-    passkey_types: str | None
     include_targets: tuple[dict[str, Any], ...]
     exclude_targets: tuple[dict[str, Any], ...]
     profile_index: int | None
     profile_id: str | None
     profile_name: str | None
-    default_profile_id: str | None
     raw: dict[str, Any]
 
     @property
@@ -185,28 +183,23 @@ def read_fido2(raw: Mapping[str, Any], profile_ref: str | None = None) -> Fido2V
     exclude = tuple(t for t in data.get("excludeTargets") or [] if isinstance(t, dict))
     state = data.get("state") if isinstance(data.get("state"), str) else "disabled"
     self_service = data.get("isSelfServiceRegistrationAllowed") is not False
-    default_id = data.get("defaultPasskeyProfile") if isinstance(data.get("defaultPasskeyProfile"), str) else None
     if mode == MODE_PROFILES:
         index, profile = find_profile(data, profile_ref)
-        types = profile.get("passkeyTypes")
         return Fido2View(
             mode=mode, state=str(state), self_service_registration=self_service,
             attestation_enforced=profile.get("attestationEnforcement") == ATTESTATION_ON,
             key_restrictions=KeyRestrictionsView.from_raw(profile.get("keyRestrictions")),
-            passkey_types=types if isinstance(types, str) else None,
             include_targets=include, exclude_targets=exclude, profile_index=index,
             profile_id=str(profile["id"]) if profile.get("id") is not None else None,
             profile_name=str(profile["name"]) if profile.get("name") is not None else None,
-            default_profile_id=default_id, raw=data,
+            raw=data,
         )
-    types = data.get("passkeyTypes")
     return Fido2View(
         mode=mode, state=str(state), self_service_registration=self_service,
         attestation_enforced=data.get("isAttestationEnforced") is True,
         key_restrictions=KeyRestrictionsView.from_raw(data.get("keyRestrictions")),
-        passkey_types=types if isinstance(types, str) else None,
         include_targets=include, exclude_targets=exclude, profile_index=None, profile_id=None,
-        profile_name=None, default_profile_id=default_id, raw=data,
+        profile_name=None, raw=data,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.actors import THE_APP, Actor, run_fields
 from shared.config import ALLOW_ADHOC_DOCUMENTS
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from shared.schemas.messages import PolicyJob
 
 log = logging.getLogger(__name__)
-JOB_KINDS = ("plan", "apply")
+JobKind = Literal["plan", "apply"]
 JOB_CLAIM_SECONDS = 7 * 24 * 3600
 QUEUED, RUNNING = "queued", "running"
 
@@ -68,7 +68,14 @@ def public_run(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _enqueue(services: Services, kind: str, request: dict[str, Any], actor: Actor) -> dict[str, Any]:
+def job_message(run_id: str, tenant_id: str, kind: JobKind) -> dict[str, Any]:
+    """The `policy-jobs` message for a queued run, built from the model `run_job` reads it with."""
+    from shared.schemas.messages import PolicyJob
+
+    return PolicyJob(runId=run_id, tenantId=tenant_id, kind=kind).model_dump(mode="json")
+
+
+async def _enqueue(services: Services, kind: JobKind, request: dict[str, Any], actor: Actor) -> dict[str, Any]:
     """The queued run row names the requester (`actor`), so the job's run records who asked for it."""
     tenant = services.settings.tenant_id
     run: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, **run_fields("http", actor,
@@ -76,7 +83,7 @@ async def _enqueue(services: Services, kind: str, request: dict[str, Any], actor
                            "started_at": datetime.now(UTC), "result": QUEUED, "request": request}
     await services.store.runs.put(run)
     try:
-        await services.store.policy_jobs.send([{"runId": run["id"], "tenantId": tenant, "kind": kind}])
+        await services.store.policy_jobs.send([job_message(run["id"], tenant, kind)])
     except PasskeyGuardError as exc:
         await services.store.runs.put({**run, "result": "failed", "error": exc.to_body()["error"]})
         raise

@@ -8,7 +8,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.policy.aaguids import aaguid_key, is_guid, name_of
+from shared.ids import is_guid
+from shared.policy.aaguids import aaguid_key, name_of
 from shared.policy.current import aaguid_allowed
 from shared.policy.plan_model import LockoutRow, Plan
 

@@ -28,7 +28,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.policy.aaguids import aaguid_key, is_guid
+from shared.ids import is_guid
+from shared.policy.aaguids import aaguid_key
 from shared.policy.current import (
     COMBINATION_ODATA_TYPE,
     CaPolicyView,

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shared.errors import InputError
-from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS, aaguid_key, dedupe_aaguids, is_guid, label_of
+from shared.ids import is_guid
+from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS, aaguid_key, dedupe_aaguids, label_of
 from shared.policy.current import (
     ATTESTATION_OFF,
     ATTESTATION_ON,

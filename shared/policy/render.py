@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.policy.aaguids import is_guid, label_of
+from shared.ids import is_guid
+from shared.policy.aaguids import label_of
 from shared.policy.checks import Report
 from shared.policy.plan_model import AREA_CA, ChangeRow, Plan
 from shared.policy.rollback_plan import RollbackPlan

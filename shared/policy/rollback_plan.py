@@ -41,7 +41,6 @@ from shared.policy.plan_model import AREA_CA, AREA_METHOD, AREA_STRENGTH, Issue,
 
 FIDO2_FIELDS = ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced", "keyRestrictions",
                 "includeTargets", "excludeTargets", "passkeyProfiles", "defaultPasskeyProfile")
-STRENGTH_FIELDS = ("displayName", "description", "allowedCombinations", "combinationConfigurations")
 CA_FIELDS = ("displayName", "state", "conditions", "grantControls", "sessionControls")
 STRENGTH_OPS = ("create_strength", "update_strength", "update_strength_combinations",
                 "create_combination_configuration", "update_combination_configuration")

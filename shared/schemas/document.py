@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.ids import GUID, is_guid
+from shared.ids import GUID, GUID_PATTERN, is_guid
 from shared.policy.aaguids import AUTHENTICATOR_AAGUIDS
 from shared.policy.document import (
     ALL_USERS,
@@ -65,7 +65,7 @@ def _id_check(what: str, keywords: Sequence[str] = ()) -> BeforeValidator:
 
 
 def _id_schema(keywords: Sequence[str] = ()) -> WithJsonSchema:
-    pattern = "^(" + "|".join([*keywords, GUID_RE]) + ")$" if keywords else f"^{GUID_RE}$"
+    pattern = "^(" + "|".join([*keywords, GUID_RE]) + ")$" if keywords else GUID_PATTERN
     return WithJsonSchema({"type": "string", "pattern": pattern})
 
 

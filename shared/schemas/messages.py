@@ -5,15 +5,15 @@ UPN changes (`upn-changes`), stamped with the tenant (and the run id) when sent:
     {"v": 1, "kind": "users", "source", "users": [{"id", "upn"?, "oldUpn"?, "oldUpnSeenAt"?, "seenAt"?,
      "removed"?}], "at",
      "ticketId"?, "oldUpn"?, "tenant", "runId"?}
-    {"v": 1, "kind": "lifecycle", "event", "subscriptionId", "tenant", "runId"?}
-    {"kind": "sweep", "tenant", "runId"?}
+    {"v": 1, "kind": "lifecycle", "event", "subscriptionId"?, "tenant", "runId"?}
 
 Policy jobs (`policy-jobs`): `{"runId", "tenantId", "kind": "plan" | "apply"}`.
 
-The producers are `shared.upn.messages` (users_message, enqueue_lifecycle; the sweep adds `oldUpn` and
-`oldUpnSeenAt` to its entries) and `shared.policy.jobs`; `shared.upn.dispatch` and `shared.policy.jobs` read
-them here. A message that is not one of these shapes is refused naming the field
-(`queue message users[3].id: required field missing`).
+The producers build them from these models: `shared.upn.messages` (users_message, lifecycle_message; the
+sweep adds `oldUpn` and `oldUpnSeenAt` to its entries, and `send_messages` stamps `tenant` and `runId`) and
+`shared.policy.jobs` (job_message); `shared.upn.dispatch` and `shared.policy.jobs` read them here. A message
+that is not one of these shapes is refused naming the field (`queue message users[3].id: required field
+missing`).
 """
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ from pydantic import Field, StringConstraints, ValidationError
 from shared.errors import InputError
 from shared.schemas.base import StrictModel
 from shared.schemas.problems import problems_of
+from shared.upn.messages import USERS_PER_MESSAGE  # one $batch of fido2Methods reads; no pydantic there
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
-#: Users per `users` message (one $batch of fido2Methods reads).
-USERS_PER_MESSAGE = 20
 
 
 class QueueMessage(StrictModel):
@@ -73,18 +72,8 @@ class LifecycleMessage(QueueMessage):
     runId: str | None = None
 
 
-class SweepMessage(QueueMessage):
-    """Run a delta sweep now."""
-
-    v: int | None = None
-    kind: Literal["sweep"]
-    tenant: str | None = None
-    runId: str | None = None
-
-
-ChangeMessage = UsersMessage | LifecycleMessage | SweepMessage
-_CHANGE_KINDS: dict[str, type[ChangeMessage]] = {"users": UsersMessage, "lifecycle": LifecycleMessage,
-                                                 "sweep": SweepMessage}
+ChangeMessage = UsersMessage | LifecycleMessage
+_CHANGE_KINDS: dict[str, type[ChangeMessage]] = {"users": UsersMessage, "lifecycle": LifecycleMessage}
 
 
 class PolicyJob(StrictModel):

@@ -2,7 +2,7 @@
 
 Azure refuses `/ \\ # ?` and control characters in PartitionKey and RowKey (Azurite answers a `/` with
 HTTP 500 and a `#` with a generic error), so every id goes through `safe_key()` exactly once before it
-becomes (part of) a key. The encoding is reversible (`decode_key()`) and its output is printable ASCII
+becomes (part of) a key. The encoding is reversible (so two ids never share a key) and its output is printable ASCII
 only: then Python's string order equals the service's key order, which the cross-bucket merge relies on
 (the order of encoded keys can differ from that of the raw ids when they contain escaped characters).
 """
@@ -18,17 +18,15 @@ from typing import Any
 
 from shared.errors import InputError
 
-#: The escape character: `~XX` is one UTF-8 byte in upper-case hex.
-ESCAPE = "~"
-#: Characters always escaped: the four Azure forbids, our escape, our composite-key separator `|`,
-#: and `% ' "` (URL and filter quoting trouble). Controls and non-ASCII are escaped too.
+#: Characters always escaped, each UTF-8 byte as `~XX` (upper-case hex): the four Azure forbids, our escape
+#: `~`, our composite-key separator `|`, and `% ' "` (URL and filter quoting trouble). Controls and
+#: non-ASCII are escaped too.
 _ESCAPED = frozenset("/\\#?~|%'\"")
 #: Azure allows 1 KiB per key (UTF-16: 512 characters); 400 leaves room for composite keys.
 MAX_KEY_LENGTH = 400
 #: Separator inside composite keys (`tenant|b07`); `safe_key` never emits it, so parts never collide.
 SEPARATOR = "|"
 
-_DECODE = re.compile(r"~([0-9A-F]{2})")
 #: Printable ASCII without the escaped characters: such ids are their own key.
 _PLAIN = re.compile("[^" + re.escape("".join(sorted(_ESCAPED))) + r"\x00-\x1f\x7f-\U0010ffff]+")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -62,18 +60,6 @@ def safe_key(value: str, *, what: str = "key") -> str:
     if len(encoded) > MAX_KEY_LENGTH:
         raise InputError(f"{what} is too long for a storage key ({len(value)} characters)")
     return encoded
-
-
-def decode_key(encoded: str) -> str:
-    """The original id of a `safe_key()` output."""
-    raw = bytearray()
-    pos = 0
-    for match in _DECODE.finditer(encoded):
-        raw += encoded[pos:match.start()].encode("ascii")
-        raw.append(int(match.group(1), 16))
-        pos = match.end()
-    raw += encoded[pos:].encode("ascii")
-    return raw.decode("utf-8")
 
 
 def bucket_of(user_id: str, buckets: int) -> int:

@@ -40,37 +40,26 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.config import POLICY_JOBS_QUEUE, Settings, StorageSettings
-from shared.state.checkpoints import ABSENT, CheckpointTable
+from shared.state.checkpoints import CheckpointTable
 from shared.state.clients import StorageClients
 from shared.state.errors import storage_errors
 from shared.state.events import EventTable
-from shared.state.flags import FlagTable, StoredFlag
+from shared.state.flags import FlagTable
 from shared.state.plans import PlanTable
 from shared.state.queue import ChangeQueue
 from shared.state.runs import RunTable
 from shared.state.snapshots import SnapshotTable
 from shared.state.tables import (
     CHECKPOINTS,
-    EVENTS,
     FLAG_BUCKETS,
-    FLAGS,
-    PLANS,
-    RUNS,
     SNAPSHOT_BUCKETS,
     SNAPSHOT_GROUPS,
-    SNAPSHOTS,
-    TABLES,
     Layout,
     Tables,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "ABSENT", "CHECKPOINTS", "EVENTS", "FLAGS", "FLAG_BUCKETS", "PLANS", "RUNS", "SNAPSHOTS", "SNAPSHOT_BUCKETS",
-    "TABLES", "StateStore", "StoredFlag",
-]
 
 
 class StateStore:

@@ -62,15 +62,11 @@ from shared.upn.flag import (
     APPROVAL_REQUIRED,
     APPROVED,
     MAX_HISTORY,
-    OLD_UPN_ORIGINS,
-    OPEN_STATUSES,
     SOURCES,
     Flag,
     FlagStatus,
     HistoryEntry,
     PasskeyRef,
-    flag_from_dict,
-    flag_to_dict,
     utc,
 )
 
@@ -440,9 +436,8 @@ def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Fla
 
 
 __all__ = [
-    "APPROVAL_REQUIRED", "APPROVED", "CLOCK_MARGIN", "MAX_HISTORY", "OLD_UPN_ORIGINS", "OPEN_STATUSES", "SOURCES",
-    "TRANSITIONS", "Decision", "DecisionKind", "Flag", "FlagStatus", "HistoryEntry", "PasskeyRef", "RemovalDecision",
-    "TrackResult", "approve_removal", "decide_change", "dismiss", "flag_from_dict", "flag_to_dict", "hold_removal",
-    "mark_removed", "merge_flag", "needs_approval", "parse_aware_time", "passkey_refs", "removable_passkeys",
-    "require_approval", "same_upn", "stale_passkeys_to_remove", "track", "transition",
+    "CLOCK_MARGIN", "TRANSITIONS", "Decision", "DecisionKind", "RemovalDecision", "TrackResult", "approve_removal",
+    "decide_change", "dismiss", "hold_removal", "mark_removed", "merge_flag", "needs_approval", "parse_aware_time",
+    "passkey_refs", "removable_passkeys", "require_approval", "same_upn", "stale_passkeys_to_remove", "track",
+    "transition",
 ]

@@ -1,5 +1,5 @@
-"""The queue trigger's work: one `upn-changes` message, dispatched by kind to the processor (`users`),
-the subscription's lifecycle handling (`lifecycle`) or the sweep (`sweep`). A message for another tenant
+"""The queue trigger's work: one `upn-changes` message, dispatched by kind to the processor (`users`) or
+the subscription's lifecycle handling (`lifecycle`, which may run a sweep). A message for another tenant
 is dropped; one that Graph throttled is queued again hidden for `Retry-After`, without counting toward
 the poison queue. `drain.py` runs this for the command line with the host's delivery rules.
 """
@@ -13,7 +13,6 @@ from shared.services import Services
 from shared.upn.messages import send_messages
 from shared.upn.processor import process_users
 from shared.upn.subscriptions import handle_lifecycle
-from shared.upn.sweep import sweep
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ async def handle_message(services: Services, body: bytes | str, *, dequeue_count
 
     The message is read by its model (`shared.schemas.messages`): not JSON, no known kind or a field that is
     not the producers' is an InputError naming it."""
-    from shared.schemas.messages import LifecycleMessage, UsersMessage, parse_change_message
+    from shared.schemas.messages import UsersMessage, parse_change_message
     from shared.telemetry import bind_run
 
     message = parse_change_message(body)
@@ -36,9 +35,7 @@ async def handle_message(services: Services, body: bytes | str, *, dequeue_count
             users = [user.model_dump(exclude_none=True) for user in message.users]
             return await process_users(services, users, source=message.source, ticket_id=message.ticketId,
                                        old_upn_hint=message.oldUpn)
-        if isinstance(message, LifecycleMessage):
-            return await handle_lifecycle(services, message.event, message.subscriptionId)
-        return await sweep(services, trigger="queue")
+        return await handle_lifecycle(services, message.event, message.subscriptionId)
     except GraphThrottled as exc:
         delay = max(1, int(exc.retry_after or 30))
         await send_messages(services, [message.model_dump(exclude_none=True)], delay=delay)

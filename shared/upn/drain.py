@@ -32,7 +32,7 @@ BATCH_SIZE = 16
 NEW_BATCH_THRESHOLD = 8
 MAX_DEQUEUE_COUNT = 5
 RETRY_SECONDS = 10
-#: How long a received message stays hidden while it is processed (a `sweep` message runs a whole sweep).
+#: How long a received message stays hidden while it is processed (a lifecycle `missed` runs a whole sweep).
 PROCESSING_SECONDS = 600
 #: An empty queue is polled again after 0.05 s, doubling up to this.
 FIRST_POLL_SECONDS = 0.05

@@ -1,7 +1,6 @@
 """Graph partner events delivered through Event Grid (CloudEvents 1.0), and the Functions trigger's event.
 
-    parse_event_grid_events      Graph partner events, CloudEvents 1.0       -> list[ChangeNotice]
-    parse_event_grid_batch       the same, plus lifecycle events and rejections -> EventGridBatch
+    parse_event_grid_batch       Graph partner events, CloudEvents 1.0       -> EventGridBatch
     event_grid_trigger_values    the trigger's func.CloudEvent (or EventGridEvent) -> plain values
     parse_event_grid_trigger     one trigger event, as those plain values    -> ChangeNotice | LifecycleEvent | None
 
@@ -40,16 +39,6 @@ _SOURCE_TENANT = re.compile(r"/tenants/(?P<id>[^/]+)/applications/[^/]+", re.IGN
 
 
 # --- Event Grid partner events --------------------------------------------------------------------
-
-
-def parse_event_grid_events(events: list[dict[str, Any]] | dict[str, Any], *, tenant_id: str,
-                            client_state: str | None = None) -> list[ChangeNotice]:
-    """The user notices in an Event Grid delivery of Graph partner events (CloudEvents 1.0).
-
-    Lifecycle events (``SubscriptionReauthorizationRequired``) are not notices: use
-    parse_event_grid_batch to get those too. Same authentication and batch rule as the webhook.
-    """
-    return list(parse_event_grid_batch(events, tenant_id=tenant_id, client_state=client_state).notices)
 
 
 def parse_event_grid_batch(events: list[dict[str, Any]] | dict[str, Any], *, tenant_id: str,

@@ -4,6 +4,10 @@ Every source (Graph notifications, Event Grid, tickets, the delta sweep) ends up
 at most 20 users, one `$batch` of `fido2Methods` reads for the processor; lifecycle work (reauthorize,
 recreate, sweep) is a `lifecycle` message. Queueing is all a webhook does: it never calls Graph.
 `shared/upn/dispatch.py` handles the messages.
+
+Each message is built from its model in `shared.schemas.messages`, the one the queue trigger reads it
+with, so a field the consumer would refuse fails here, at the producer (a pydantic ValidationError).
+The models are imported inside the builders: pydantic stays out of the modules' import.
 """
 from __future__ import annotations
 
@@ -20,17 +24,23 @@ MESSAGE_VERSION = 1
 
 def users_message(users: list[dict[str, Any]], *, source: str, ticket_id: str | None = None,
                   old_upn: str | None = None) -> dict[str, Any]:
-    """A queue message for at most 20 users: `[{"id", "upn"?, "oldUpn"?, "seenAt"?, "removed"?}]` (`seenAt`:
-    when the sweep read `upn` from Graph)."""
-    if not 0 < len(users) <= USERS_PER_MESSAGE:
-        raise ValueError(f"a message carries 1 to {USERS_PER_MESSAGE} users")
-    message: dict[str, Any] = {"v": MESSAGE_VERSION, "kind": "users", "source": source, "users": users,
-                               "at": iso(now())}
-    if ticket_id:
-        message["ticketId"] = ticket_id
-    if old_upn:
-        message["oldUpn"] = old_upn
-    return message
+    """A queue message for 1 to 20 users, each a `UserEntry`: `{"id", "upn"?, "oldUpn"?, "oldUpnSeenAt"?,
+    "seenAt"?, "removed"?}` (`seenAt`: when the sweep read `upn` from Graph)."""
+    from shared.schemas.messages import UserEntry, UsersMessage
+
+    return UsersMessage(v=MESSAGE_VERSION, kind="users", source=source, users=[UserEntry(**u) for u in users],
+                        at=iso(now()),
+                        ticketId=ticket_id or None, oldUpn=old_upn or None,
+                        ).model_dump(mode="json", exclude_none=True)
+
+
+def lifecycle_message(event: LifecycleEvent) -> dict[str, Any]:
+    """The queue message for one lifecycle event (reauthorize, recreate, sweep)."""
+    from shared.schemas.messages import LifecycleMessage
+
+    return LifecycleMessage(v=MESSAGE_VERSION, kind="lifecycle", event=event.event,
+                            subscriptionId=event.subscription_id or None,
+                            ).model_dump(mode="json", exclude_none=True)
 
 
 def chunk_users(users: list[dict[str, Any]], *, source: str) -> list[dict[str, Any]]:
@@ -69,7 +79,6 @@ async def enqueue_notices(services: Services, notices: Iterable[ChangeNotice]) -
 
 async def enqueue_lifecycle(services: Services, events: Iterable[LifecycleEvent]) -> int:
     """Queue lifecycle work (reauthorize, recreate, sweep): the webhook itself never calls Graph."""
-    messages = [{"v": MESSAGE_VERSION, "kind": "lifecycle", "event": e.event, "subscriptionId": e.subscription_id}
-                for e in events]
+    messages = [lifecycle_message(e) for e in events]
     await send_messages(services, messages)
     return len(messages)

@@ -23,15 +23,8 @@ from shared.graph.passkeys import read_passkeys
 from shared.graph.users import current_upns
 from shared.services import Services
 from shared.upn.clock import now as _now
-from shared.upn.decide import (
-    DecisionKind,
-    Flag,
-    decide_change,
-    dismiss,
-    merge_flag,
-    parse_aware_time,
-    same_upn,
-)
+from shared.upn.decide import DecisionKind, decide_change, dismiss, merge_flag, parse_aware_time, same_upn
+from shared.upn.flag import Flag
 
 log = logging.getLogger(__name__)
 

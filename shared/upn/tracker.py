@@ -16,12 +16,8 @@ from shared.graph.users import current_upns
 from shared.services import Services
 from shared.upn.clock import now as _now
 from shared.upn.decide import (
-    APPROVAL_REQUIRED,
-    APPROVED,
     HOLD_AUDIT_MODE,
     HOLD_USER_NOT_FOUND,
-    Flag,
-    FlagStatus,
     approve_removal,
     dismiss,
     hold_removal,
@@ -32,6 +28,7 @@ from shared.upn.decide import (
     same_upn,
     track,
 )
+from shared.upn.flag import APPROVAL_REQUIRED, APPROVED, Flag, FlagStatus
 from shared.upn.messages import USERS_PER_MESSAGE
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 from azure.storage.queue.aio import QueueClient
 
 from shared.config import QUEUE_NAME
-from shared.upn.messages import send_messages
+from shared.upn.messages import send_messages, users_message
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, poison_count
 
@@ -103,9 +103,8 @@ async def test_process_queue_drains_what_is_already_queued(azurite):
         env = cli_env(stack, conn)
         assert (await cli(env, "sweep", "--process")).returncode == 0
         rename(stack, 1, 2)
-        await send_messages(stack.services, [{"kind": "users", "source": "notification", "users": [{"id": uid(1)}]}])
-        await send_messages(stack.services, [{"kind": "users", "source": "notification", "users": [{"id": uid(2)}]}],
-                            delay=2)
+        await send_messages(stack.services, [users_message([{"id": uid(1)}], source="notification")])
+        await send_messages(stack.services, [users_message([{"id": uid(2)}], source="notification")], delay=2)
         run = await cli(env, "process-queue")
         assert run.returncode == 0, run.stderr
         assert "flagged 2 user" in run.stdout, run.stdout
@@ -126,7 +125,7 @@ async def test_an_unreadable_message_goes_to_the_poison_queue(azurite):
                                                       message_encode_policy=BinaryBase64EncodePolicy(),
                                                       message_decode_policy=BinaryBase64DecodePolicy()) as client:
             await client.send_message(b"not json at all")
-        await send_messages(stack.services, [{"kind": "users", "source": "notification", "users": [{"id": uid(1)}]}])
+        await send_messages(stack.services, [users_message([{"id": uid(1)}], source="notification")])
         run = await cli(env, "process-queue")
         assert run.returncode == 3, (run.stdout, run.stderr)
         assert "1 moved to the poison queue" in run.stdout, run.stdout

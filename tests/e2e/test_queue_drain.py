@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from shared.upn import drain
-from shared.upn.messages import send_messages
+from shared.upn.intake import LifecycleEvent
+from shared.upn.messages import lifecycle_message, send_messages, users_message
 from shared.upn.subscriptions import SUBSCRIPTION_CHECKPOINT
 from shared.upn.sweep import sweep
 from tests.e2e.stack import running_stack, tenant, uid, user
@@ -36,9 +37,9 @@ async def test_a_failing_message_is_retried_then_poisoned(azurite):
         # lifecycle events act only on the stored subscription: store it, so its removal must recreate it
         await stack.services.store.checkpoints.put(SUBSCRIPTION_CHECKPOINT, {
             "id": "11111111-0000-4000-8000-000000000001", "expirationDateTime": "2030-01-01T00:00:00+00:00"})
-        await send_messages(stack.services, [{"kind": "lifecycle", "event": "subscriptionRemoved",
-                                              "subscriptionId": "11111111-0000-4000-8000-000000000001"},
-                                             {"kind": "users", "source": "sweep", "users": [{"id": uid(1)}]}])
+        removed = LifecycleEvent("subscriptionRemoved", "11111111-0000-4000-8000-000000000001", stack.tenant_id)
+        await send_messages(stack.services, [lifecycle_message(removed),
+                                             users_message([{"id": uid(1)}], source="sweep")])
         totals = await drain.process_queue(stack.services, retry_seconds=0)
         assert totals["failed"] == drain.MAX_DEQUEUE_COUNT
         assert totals["poisoned"] == 1 and totals["remaining"] == 0
@@ -59,7 +60,7 @@ async def test_the_drain_waits_for_a_producer_beside_it(azurite):
 
         async def producer() -> None:
             await asyncio.sleep(0)  # the drain starts on an empty queue
-            await send_messages(stack.services, [{"kind": "users", "source": "sweep", "users": [{"id": uid(1)}]}])
+            await send_messages(stack.services, [users_message([{"id": uid(1)}], source="sweep")])
             producing.set()
 
         totals, _ = await asyncio.gather(

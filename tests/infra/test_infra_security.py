@@ -118,7 +118,7 @@ def test_admin_routes_sit_behind_app_service_authentication() -> None:
 def test_excluded_paths_are_exactly_the_public_routes(functions) -> None:
     """What App Service Authentication lets through untokened is what the code treats as public (plus the
     ticket sub-paths and Event Grid's extension webhook), so no admin route is ever excluded."""
-    from tests.functions.test_route_access import ROUTE_ACCESS
+    from tests.functions.routes import ROUTE_ACCESS
 
     public = set()
     for name, fn in functions.items():

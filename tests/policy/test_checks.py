@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from shared.policy.checks import CHECKS, CHECKS_BY_ID, Check, CheckContext, Report, build_check_context, run_checks
+from shared.policy.checks import CHECKS, Check, CheckContext, Report, build_check_context, run_checks
 from shared.policy.document import DesiredState
 from tests.policy.policy_factories import (
     ANDROID,
@@ -36,7 +36,8 @@ def context(state: DesiredState | None = None, fido2: dict[str, Any] | None = No
 
 def result(check_id: str, ctx: CheckContext) -> tuple[str, str]:
     """(status, reason) of one check."""
-    r = CHECKS_BY_ID[check_id].fn(ctx)
+    [check] = [c for c in CHECKS if c.id == check_id]
+    r = check.fn(ctx)
     assert r.id == check_id
     return r.status, r.reason
 

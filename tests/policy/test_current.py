@@ -23,6 +23,7 @@ from tests.policy.policy_factories import (
     ANDROID,
     DEFAULT_PROFILE_ID,
     IOS,
+    ONEPASSWORD,
     OTHER_STRENGTHS,
     YUBIKEY,
     ca_policy,
@@ -61,15 +62,14 @@ def test_profiles_mode_reads_the_default_profile() -> None:
     assert view.profile_id == DEFAULT_PROFILE_ID and view.profile_index == 1
     assert view.attestation_enforced is True  # registrationOnly
     assert view.key_restrictions.aaguids == (IOS,)  # not the top-level YUBIKEY list
-    assert view.passkey_types == "deviceBound,synced"
 
 
 def test_profiles_mode_named_profile_by_name_or_id() -> None:
     """The document may name the managed profile by name (exact, then case-insensitive) or by id."""
-    raw = profiles_fido2([profile(), profile("p-2", "Pilot", passkey_types="synced", aaguids=[YUBIKEY])])
+    raw = profiles_fido2([profile(), profile("p-2", "Pilot", aaguids=[ONEPASSWORD])])
     for ref in ("Pilot", "pilot", "P-2"):
         view = read_fido2(raw, ref)
-        assert view.profile_id == "p-2" and view.passkey_types == "synced"
+        assert view.profile_id == "p-2" and view.key_restrictions.aaguids == (ONEPASSWORD,)
 
 
 def test_missing_profile_is_an_input_error_naming_the_field() -> None:
@@ -87,12 +87,6 @@ def test_single_profile_without_default_id_is_used() -> None:
     raw["passkeyProfiles"].append(profile("p-2", "Two"))
     with pytest.raises(InputError):
         read_fido2(raw)
-
-
-def test_passkey_types_kept_raw() -> None:
-    """passkeyTypes stays the raw comma string, whatever it holds."""
-    for text in ("deviceBound,synced", "synced,deviceBound", "deviceBound", "futureType,synced"):
-        assert read_fido2(profiles_fido2([profile(passkey_types=text)])).passkey_types == text
 
 
 def test_missing_or_null_restrictions_read_as_unenforced() -> None:

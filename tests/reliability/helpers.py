@@ -67,12 +67,6 @@ class Storm:
                        "504": int(injected.get("504", 0)), "drop": int(injected.get("drop", 0)),
                        "latency": delayed}
 
-    def add_to(self, totals: dict[str, int]) -> dict[str, int]:
-        """Add this storm's counts into `totals` (several storms in one test)."""
-        for kind, count in self.faults.items():
-            totals[kind] = totals.get(kind, 0) + count
-        return totals
-
 
 # ------------------------------------------------------------------------------------------ storage snapshot
 _VOLATILE = {"Timestamp", "etag", "odata.etag"}

@@ -74,11 +74,3 @@ def record(test: str, *, area: str, faults: Mapping[str, int] | None = None, run
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
     return entry
-
-
-def sim_faults(stats: Mapping[str, Any], *, latency_requests: int = 0) -> dict[str, int]:
-    """Fault counts from the simulator's `/_sim/stats` (plus requests delayed by the latency knobs)."""
-    injected = stats.get("faults") or {}
-    out = {kind: int(injected.get(kind, 0)) for kind in ("429", "503", "504", "drop")}
-    out["latency"] = latency_requests
-    return out

@@ -17,8 +17,8 @@ from shared.upn.sweep import sweep
 from shared.upn.ticket_webhook import sign_ticket
 from tests.conftest import TICKET_SECRET, make_settings
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
+from tests.reliability.helpers import policy_document, policy_tenant
 from tests.reliability.summary import record
-from tests.reliability.test_storms import policy_document, policy_tenant
 
 INSTANCES = 4
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shared.errors import InputError
-from shared.schemas.messages import LifecycleMessage, SweepMessage, UsersMessage, parse_change_message, parse_policy_job
+from shared.schemas.messages import LifecycleMessage, UsersMessage, parse_change_message, parse_policy_job
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
@@ -16,23 +16,10 @@ def raw(message: object) -> bytes:
     return json.dumps(message).encode()
 
 
-def test_a_users_message_as_the_producer_writes_it_is_read() -> None:
-    """users_message's shape, stamped with tenant and run id, comes back typed."""
-    message = parse_change_message(raw({
-        "v": 1, "kind": "users", "source": "sweep", "at": "2026-01-01T00:00:00Z", "ticketId": "INC-1",
-        "oldUpn": "old@contoso.com", "tenant": "t", "runId": "r",
-        "users": [{"id": USER, "upn": "new@contoso.com", "oldUpn": "old@contoso.com",
-                   "seenAt": "2026-01-01T00:00:00Z"}, {"id": USER, "removed": "deleted"}]}))
-    assert isinstance(message, UsersMessage)
-    assert [u.id for u in message.users] == [USER, USER] and message.users[1].removed == "deleted"
-    assert message.ticketId == "INC-1" and message.tenant == "t"
-
-
-def test_lifecycle_and_sweep_messages_are_read() -> None:
-    """The other two kinds come back as their own models."""
+def test_a_lifecycle_message_is_read() -> None:
+    """The other kind comes back as its own model."""
     assert isinstance(parse_change_message(raw({"v": 1, "kind": "lifecycle", "event": "missed",
                                                 "subscriptionId": "s", "tenant": "t"})), LifecycleMessage)
-    assert isinstance(parse_change_message(raw({"kind": "sweep", "tenant": "t"})), SweepMessage)
 
 
 @pytest.mark.parametrize(("message", "named"), [
@@ -41,7 +28,7 @@ def test_lifecycle_and_sweep_messages_are_read() -> None:
     ({"kind": "users", "users": [{"upn": "x"}]}, "queue message users[0].id: required field missing"),
     ({"kind": "users", "users": [{"id": USER}] * 21}, "queue message users: must have at most 20 entries"),
     ({"kind": "lifecycle"}, "queue message event: required field missing"),
-    ({"kind": "sweep", "extra": 1}, "queue message extra: unknown field"),
+    ({"kind": "lifecycle", "event": "missed", "extra": 1}, "queue message extra: unknown field"),
 ])
 def test_a_malformed_change_message_names_the_field(message: dict, named: str) -> None:
     """A message that is not one of the shapes is an InputError naming the field and what is wrong."""
@@ -50,7 +37,8 @@ def test_a_malformed_change_message_names_the_field(message: dict, named: str) -
     assert caught.value.message == named
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", raw({"kind": "rename"}), raw({"users": []})])
+@pytest.mark.parametrize("body", [b"not json", b"[]", raw({"kind": "rename"}), raw({"kind": "sweep"}),
+                                  raw({"users": []})])
 def test_a_change_message_without_a_known_kind_is_refused(body: bytes) -> None:
     """Not JSON, not an object or no known kind: an InputError, as before the models."""
     with pytest.raises(InputError, match="queue message"):
@@ -72,14 +60,33 @@ def test_a_policy_job_is_read_and_a_wrong_one_named() -> None:
 
 
 def test_what_the_producers_write_is_what_the_models_read() -> None:
-    """users_message (with the sweep's entry fields) and the lifecycle message parse back as their models."""
-    from shared.upn.messages import MESSAGE_VERSION, users_message
+    """users_message (with the sweep's entry fields), lifecycle_message and job_message, stamped as sent, parse
+    back as their models with every field intact."""
+    from shared.policy.jobs import job_message
+    from shared.upn.intake import LifecycleEvent
+    from shared.upn.messages import lifecycle_message, users_message
 
     entries = [{"id": USER, "upn": "new@contoso.com", "seenAt": "2026-01-01T00:00:00Z", "oldUpn": "old@contoso.com",
                 "oldUpnSeenAt": "2025-12-31T00:00:00Z"}, {"id": USER, "removed": "deleted"}]
-    message = users_message(entries, source="ticket", ticket_id="INC-9", old_upn="old@contoso.com")
-    parsed = parse_change_message(raw({**message, "tenant": "t", "runId": "r"}))
+    sent = {**users_message(entries, source="ticket", ticket_id="INC-9", old_upn="old@contoso.com"),
+            "tenant": "t", "runId": "r"}
+    parsed = parse_change_message(raw(sent))
     assert isinstance(parsed, UsersMessage)
+    assert parsed.model_dump(mode="json", exclude_none=True) == sent
     assert [u.model_dump(exclude_none=True) for u in parsed.users] == entries
-    lifecycle = {"v": MESSAGE_VERSION, "kind": "lifecycle", "event": "reauthorizationRequired", "subscriptionId": "s"}
-    assert isinstance(parse_change_message(raw({**lifecycle, "tenant": "t"})), LifecycleMessage)
+    lifecycle = {**lifecycle_message(LifecycleEvent("reauthorizationRequired", "s", "t")), "tenant": "t"}
+    parsed_lifecycle = parse_change_message(raw(lifecycle))
+    assert isinstance(parsed_lifecycle, LifecycleMessage)
+    assert parsed_lifecycle.model_dump(mode="json", exclude_none=True) == lifecycle
+    job = job_message("r1", "t", "apply")
+    assert parse_policy_job(raw(job)).model_dump(mode="json") == job
+
+
+def test_a_producer_cannot_write_what_the_consumer_would_refuse() -> None:
+    """An entry field the model does not know fails in users_message, not on the queue trigger."""
+    from pydantic import ValidationError
+
+    from shared.upn.messages import users_message
+
+    with pytest.raises(ValidationError, match="upm"):
+        users_message([{"id": USER, "upm": "typo@contoso.com"}], source="sweep")

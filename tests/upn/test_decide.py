@@ -10,14 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.upn.decide import (
-    OPEN_STATUSES,
-    SOURCES,
     TRANSITIONS,
     DecisionKind,
-    Flag,
-    FlagStatus,
-    HistoryEntry,
-    PasskeyRef,
     decide_change,
     dismiss,
     mark_removed,
@@ -27,6 +21,7 @@ from shared.upn.decide import (
     track,
     transition,
 )
+from shared.upn.flag import OPEN_STATUSES, SOURCES, Flag, FlagStatus, HistoryEntry, PasskeyRef
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -13,7 +13,6 @@ from shared.errors import AuthError, InputError
 from shared.upn.event_grid_events import (
     event_grid_trigger_values,
     parse_event_grid_batch,
-    parse_event_grid_events,
     parse_event_grid_trigger,
 )
 from shared.upn.intake import ChangeNotice, LifecycleEvent
@@ -38,7 +37,7 @@ from tests.upn.intake_samples import (
 
 def test_event_grid_user_updated_becomes_a_notice() -> None:
     """A CloudEvents UserUpdated yields a notice with its event id and sequence number."""
-    [notice] = parse_event_grid_events([cloud_event()], tenant_id=TENANT, client_state=SECRET)
+    [notice] = parse_event_grid_batch([cloud_event()], tenant_id=TENANT, client_state=SECRET).notices
     assert notice == ChangeNotice(user_id=USER, change_type="updated", subscription_id=SUB, tenant_id=TENANT,
                                   resource=f"Users/{USER}", source="eventgrid", event_id="evt-1",
                                   sequence_number=638400000000000000)
@@ -46,7 +45,8 @@ def test_event_grid_user_updated_becomes_a_notice() -> None:
 
 def test_event_grid_single_event_dict_is_accepted() -> None:
     """A single event (not a list) is parsed the same way."""
-    [notice] = parse_event_grid_events(cloud_event(event_type="Microsoft.Graph.UserDeleted"), tenant_id=TENANT)
+    deleted = cloud_event(event_type="Microsoft.Graph.UserDeleted")
+    [notice] = parse_event_grid_batch(deleted, tenant_id=TENANT).notices
     assert notice.change_type == "deleted"
 
 
@@ -57,7 +57,6 @@ def test_event_grid_reauthorization_is_a_lifecycle_event() -> None:
     assert batch.notices == ()
     assert [(e.event, e.subscription_id, e.source) for e in batch.lifecycle] == [
         ("reauthorizationRequired", SUB, "eventgrid")]
-    assert parse_event_grid_events([event], tenant_id=TENANT) == []
 
 
 def test_event_grid_other_types_are_ignored_without_error() -> None:
@@ -69,16 +68,16 @@ def test_event_grid_other_types_are_ignored_without_error() -> None:
 def test_event_grid_client_state_checked_only_when_configured() -> None:
     """data.clientState is verified when a client state is given and ignored otherwise."""
     event = cloud_event(clientState="other")
-    assert parse_event_grid_events([event], tenant_id=TENANT)
+    assert parse_event_grid_batch([event], tenant_id=TENANT).notices
     with pytest.raises(AuthError):
-        parse_event_grid_events([event], tenant_id=TENANT, client_state=SECRET)
+        parse_event_grid_batch([event], tenant_id=TENANT, client_state=SECRET)
 
 
 def test_event_grid_tenant_is_always_checked() -> None:
     """Events from another tenant are refused even without a client state."""
     event = cloud_event(tenantId=OTHER_TENANT)
     with pytest.raises(AuthError, match=re.escape("events[0].data.tenantId: not this tenant")):
-        parse_event_grid_events([event], tenant_id=TENANT)
+        parse_event_grid_batch([event], tenant_id=TENANT)
 
 
 def test_event_grid_source_tenant_must_match() -> None:
@@ -86,7 +85,7 @@ def test_event_grid_source_tenant_must_match() -> None:
     event = cloud_event()
     event["source"] = f"/tenants/{OTHER_TENANT}/applications/app-id"
     with pytest.raises(AuthError):
-        parse_event_grid_events(event, tenant_id=TENANT)
+        parse_event_grid_batch(event, tenant_id=TENANT)
 
 
 def test_event_grid_subject_must_agree_with_resource_data() -> None:
@@ -94,7 +93,7 @@ def test_event_grid_subject_must_agree_with_resource_data() -> None:
     event = cloud_event()
     event["subject"] = f"Users/{USER2}"
     with pytest.raises(InputError, match=re.escape("event.data.resourceData.id: does not match event.subject")):
-        parse_event_grid_events(event, tenant_id=TENANT)
+        parse_event_grid_batch(event, tenant_id=TENANT)
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -107,17 +106,17 @@ def test_event_grid_envelope_fields_are_required(change: dict[str, Any], message
     event = cloud_event()
     event.update(change)
     with pytest.raises(InputError, match="^" + re.escape(message)):
-        parse_event_grid_events([event], tenant_id=TENANT)
+        parse_event_grid_batch([event], tenant_id=TENANT)
 
 
 def test_event_grid_sequence_number_as_digits_string() -> None:
     """A sequence number sent as a digit string is read as an integer; garbage is refused."""
     event = cloud_event()
     event["data"]["resourceData"]["sequenceNumber"] = "17"
-    assert parse_event_grid_events(event, tenant_id=TENANT)[0].sequence_number == 17
+    assert parse_event_grid_batch(event, tenant_id=TENANT).notices[0].sequence_number == 17
     event["data"]["resourceData"]["sequenceNumber"] = True
     with pytest.raises(InputError, match="sequenceNumber"):
-        parse_event_grid_events(event, tenant_id=TENANT)
+        parse_event_grid_batch(event, tenant_id=TENANT)
 
 
 def test_event_grid_mixed_list_keeps_the_good_events() -> None:
@@ -133,7 +132,7 @@ def test_event_grid_mixed_list_keeps_the_good_events() -> None:
 def test_event_grid_input_must_be_a_list_or_object() -> None:
     """Anything else is a 400."""
     with pytest.raises(InputError, match=r"^events: "):
-        parse_event_grid_events("nope", tenant_id=TENANT)  # type: ignore[arg-type]
+        parse_event_grid_batch("nope", tenant_id=TENANT)  # type: ignore[arg-type]
 
 
 def graph_event(name: str = "eventgrid-user-updated", **changes: Any) -> dict[str, Any]:
@@ -155,7 +154,7 @@ def test_trigger_helper_returns_a_notice() -> None:
     event = graph_event()
     notice = trigger(event, client_state=SECRET)
     assert isinstance(payloads.event_grid_event(event), func.CloudEvent)
-    assert notice == parse_event_grid_events(event, tenant_id=TENANT)[0]
+    assert notice == parse_event_grid_batch(event, tenant_id=TENANT).notices[0]
     assert notice == ChangeNotice(user_id=USER, change_type="updated", subscription_id=SUB, tenant_id=TENANT,
                                   resource=f"Users/{USER}", source="eventgrid", event_id=event["id"],
                                   sequence_number=638400000000000000)
@@ -207,7 +206,7 @@ def test_trigger_helper_needs_the_tenant_in_data_too() -> None:
     with pytest.raises(AuthError, match=re.escape("event.data.tenantId: missing")):
         trigger(event, client_state=SECRET)
     with pytest.raises(AuthError, match=re.escape("event.data.tenantId: missing")):
-        parse_event_grid_events(event, tenant_id=TENANT)
+        parse_event_grid_batch(event, tenant_id=TENANT)
 
 
 # --- properties ------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from devhost.azurite import Azurite
 from shared.config import StorageSettings
 from shared.services import Services
 from shared.state import StateStore
-from shared.upn.decide import Flag, decide_change, merge_flag
+from shared.upn.decide import decide_change, merge_flag
+from shared.upn.flag import Flag
 from shared.upn.processor import _save_flag
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from shared.upn.intake import ChangeNotice, LifecycleEvent
 from shared.upn.messages import USERS_PER_MESSAGE, chunk_users, enqueue_lifecycle, enqueue_notices, users_message
@@ -18,8 +19,8 @@ def _notice(n: int, source: str = "notification") -> ChangeNotice:
 
 @pytest.mark.parametrize("count", [0, USERS_PER_MESSAGE + 1])
 def test_a_users_message_carries_one_to_twenty_users(count: int) -> None:
-    """No message is empty, none holds more than one $batch of users."""
-    with pytest.raises(ValueError, match="1 to 20 users"):
+    """No message is empty, none holds more than one $batch of users (the model refuses it at the producer)."""
+    with pytest.raises(ValidationError, match="users"):
         users_message([{"id": uid(n)} for n in range(count)], source="sweep")
 
 

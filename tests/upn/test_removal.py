@@ -10,20 +10,16 @@ import pytest
 
 from shared.errors import InputError
 from shared.upn.decide import (
-    APPROVAL_REQUIRED,
-    APPROVED,
     CLOCK_MARGIN,
-    FlagStatus,
     approve_removal,
     decide_change,
-    flag_from_dict,
-    flag_to_dict,
     hold_removal,
     merge_flag,
     needs_approval,
     removable_passkeys,
     require_approval,
 )
+from shared.upn.flag import APPROVAL_REQUIRED, APPROVED, FlagStatus, flag_from_dict, flag_to_dict
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 SEEN = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)  # the product last read the old UPN

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shared.errors import AuthError, InputError
-from shared.upn.event_grid_events import parse_event_grid_events
+from shared.upn.event_grid_events import parse_event_grid_batch
 from shared.upn.graph_notifications import parse_change_notifications, parse_lifecycle_notifications
 from shared.upn.ticket_webhook import verify_ticket
 from tests.upn.intake_samples import (
@@ -82,5 +82,5 @@ def test_event_grid_graph_events_tolerate_unknown_properties() -> None:
     """A CloudEvent with extension attributes and data properties we do not know still yields the user."""
     event = cloud_event(newDataField="x")
     event["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    [notice] = parse_event_grid_events([event], tenant_id=TENANT, client_state=SECRET)
+    [notice] = parse_event_grid_batch([event], tenant_id=TENANT, client_state=SECRET).notices
     assert notice.user_id == USER

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import AuthError, ConfigError, InputError, PayloadTooLarge
-from shared.upn.ticket_webhook import MAX_TICKET_BYTES, TicketEvent, sign_ticket, verify_ticket
+from shared.upn.ticket_webhook import TicketEvent, sign_ticket, verify_ticket
+from shared.web import MAX_TICKET_BYTES
 from tests.upn.intake_samples import (
     ESCAPING,
     NOW,
