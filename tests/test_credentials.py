@@ -2,23 +2,12 @@
 never as a managed identity, even on a machine that offers one."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
 from shared.credentials import administrator_credential
-from tests.sign_in import MANAGED_IDENTITY_TOKEN, FakeManagedIdentity, install_fake_az, resources_asked
+from tests.sign_in import MANAGED_IDENTITY_TOKEN, FakeManagedIdentity, resources_asked
 
 SCOPE = "https://graph.microsoft.com/.default"
-
-
-@pytest.fixture
-def az_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An administrator who ran `az login`: a stand-in `az` first on PATH; the log of what it was asked for."""
-    log = install_fake_az(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
-    return log
 
 
 async def test_the_administrator_signs_in_even_where_a_managed_identity_answers(
