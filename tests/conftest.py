@@ -1,5 +1,6 @@
 """Fixtures shared by every test area: one Azurite per session, the indexed function app, and a way
-to build the product's own Services against a simulator and a fresh tenant partition.
+to build the product's own Services against a simulator and a fresh tenant partition, and the loopback
+managed-identity endpoint a deployed app would sign in with, or the `az login` of an administrator.
 
 Each test that needs state gets its own tenant id, so tests share one Azurite without sharing rows
 (every storage key starts with the tenant id).
@@ -9,8 +10,10 @@ No test may depend on the wall clock, so hypothesis runs without its per-example
 """
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from devhost.stack import stack_settings
 from graphsim.launcher import Simulator
 from shared.config import Settings
 from shared.services import Services, use_services
+from tests.sign_in import OTHER_SIGN_INS, FakeManagedIdentity, install_fake_az
 
 settings.register_profile("no-wall-clock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("no-wall-clock")
@@ -76,3 +80,25 @@ async def stack_factory(azurite: Azurite) -> AsyncIterator[Any]:
     use_services(None)
     for services in built:
         await services.close()
+
+
+@pytest.fixture
+async def managed_identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeManagedIdentity]:
+    """A managed identity as App Service offers one (on loopback), and no other credential in the environment."""
+    endpoint = await FakeManagedIdentity().start()
+    for name in OTHER_SIGN_INS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint.endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", endpoint.header)
+    try:
+        yield endpoint
+    finally:
+        await endpoint.stop()
+
+
+@pytest.fixture
+def az_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An administrator who ran `az login`: a stand-in `az` first on PATH; the log of what it was asked for."""
+    log = install_fake_az(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    return log

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import InputError
-from shared.policy.aaguids import label_of, name_of
 from shared.policy.current import (
     MODE_LEGACY,
     MODE_PROFILES,
@@ -163,12 +162,3 @@ def test_as_list_accepts_both_shapes_and_junk() -> None:
     assert as_list({"value": [{"a": 1}]}) == [{"a": 1}]
     assert as_list(None) == [] and as_list("x") == []
 
-
-def test_names_fall_back_to_the_guid() -> None:
-    """name_of prefers the document's names, then the shipped list, else the bare GUID."""
-    assert name_of(IOS) == "Microsoft Authenticator (iOS)"
-    assert name_of(YUBIKEY) == YUBIKEY
-    assert name_of(YUBIKEY.upper(), {YUBIKEY: "YubiKey 5"}) == "YubiKey 5"
-    assert name_of(IOS, {IOS: "Our iPhones"}) == "Our iPhones"
-    assert label_of(YUBIKEY) == YUBIKEY
-    assert label_of(ANDROID) == f"{ANDROID} (Microsoft Authenticator (Android))"

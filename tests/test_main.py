@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.e2e.stack import YUBI, running_stack
 from tests.e2e.test_cli import cli_env
 from tests.e2e.test_policy_e2e import MARKETING, doc_with, legacy_tenant
+from tests.sign_in import install_fake_az
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,22 +103,6 @@ def test_a_failed_sign_in_says_so_and_suggests_az_login() -> None:
         assert "az login" in mapped.message and "did not answer" not in mapped.message
 
 
-FAKE_AZ = """#!{python}
-# A stand-in for the Azure CLI on an administrator's machine: `az account get-access-token` prints a token
-# Azurite's --oauth basic accepts, and records which resource was asked for.
-import json, sys
-sys.path.insert(0, {root!r})
-from devhost.azurite import make_dev_token
-args = sys.argv[1:]
-resource = args[args.index("--resource") + 1]
-with open({log!r}, "a") as log:
-    log.write(resource + "\\n")
-token, expires = make_dev_token(audience=resource.rstrip("/"))
-print(json.dumps({{"accessToken": token, "expires_on": expires, "tokenType": "Bearer",
-                  "tenant": "00000000-0000-0000-0000-000000000000", "subscription": "s"}}))
-"""
-
-
 async def test_the_cli_reaches_identity_based_storage_with_the_administrators_sign_in(azurite, tmp_path):
     """With the deployed app's identity-based storage settings (and its AZURE_CLIENT_ID copied along), the CLI
     signs in as the administrator (`az login`), not as the app's managed identity, which their machine lacks."""
@@ -126,11 +111,8 @@ async def test_the_cli_reaches_identity_based_storage_with_the_administrators_si
     secured = await asyncio.to_thread(start_azurite, oauth=True)
     try:
         async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
-            bin_dir, log = tmp_path / "bin", tmp_path / "az.log"
-            bin_dir.mkdir()
-            fake = bin_dir / "az"
-            fake.write_text(FAKE_AZ.format(python=sys.executable, root=str(ROOT), log=str(log)))
-            fake.chmod(0o755)
+            bin_dir = tmp_path / "bin"
+            log = install_fake_az(bin_dir)
             env = cli_env(stack, "")
             env.pop("STATE_STORAGE")
             env.update({"STATE_STORAGE__tableServiceUri": secured.table_url,

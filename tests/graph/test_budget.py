@@ -1,0 +1,120 @@
+"""The resource-unit budget: a token bucket that paces bulk reads, takes charges into debt, and holds every
+spender during a 429's Retry-After. Timed on a clock the test moves, so no assertion depends on the machine."""
+from __future__ import annotations
+
+import asyncio
+import types
+
+import pytest
+
+from shared.graph import budget as budget_module
+from shared.graph.budget import RuBudget
+
+
+class MovingClock:
+    """`time.monotonic` for the budget, moved only by the budget's own `asyncio.sleep`."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 1e-9)  # a real sleep always lets some time pass
+        await asyncio.sleep(0)  # still a suspension point, as the real sleep is
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> MovingClock:
+    moving = MovingClock()
+    monkeypatch.setattr(budget_module, "time", types.SimpleNamespace(monotonic=moving.monotonic))
+    monkeypatch.setattr(budget_module, "asyncio", types.SimpleNamespace(Lock=asyncio.Lock, sleep=moving.sleep))
+    return moving
+
+
+async def test_the_budget_paces_spending_to_its_refill_rate(clock: MovingClock) -> None:
+    """A full bucket pays at once; beyond it a spender waits for the refill; a pause holds everybody."""
+    budget = RuBudget(10, window_seconds=1.0)  # 10 RU, refilled at 10 RU/s
+    await budget.spend(10)
+    assert budget.waited_seconds == 0 and budget.spent == 10
+    await budget.spend(5)  # the bucket is empty: 5 RU take half a second to refill
+    assert budget.waited_seconds == pytest.approx(0.5) and budget.spent == 15
+    budget.pause(0.3)
+    await asyncio.gather(budget.spend(1), budget.spend(1))  # the first waits out the pause, which refills 3 RU
+    assert budget.waited_seconds == pytest.approx(0.8) and budget.spent == 17
+
+
+async def test_a_pause_holds_a_full_bucket_and_a_shorter_pause_does_not_cut_it(clock: MovingClock) -> None:
+    """Retry-After stops spending even with RU in the bucket; a later, shorter Retry-After leaves the longer one."""
+    budget = RuBudget(100, window_seconds=10.0)
+    budget.pause(5)
+    budget.pause(1)
+    await budget.spend(1)
+    assert budget.waited_seconds == pytest.approx(5.0) and clock.now == pytest.approx(5.0)
+
+
+async def test_a_pause_empties_the_bucket(clock: MovingClock) -> None:
+    """Usage counts while throttled: after the pause the bucket holds only what it refilled since."""
+    budget = RuBudget(10, window_seconds=1.0)
+    budget.pause(0.2)  # 2 RU refilled by the time it ends
+    await budget.spend(4)
+    assert budget.waited_seconds == pytest.approx(0.4)  # the pause, then 0.2 s for the 2 RU still missing
+
+
+async def test_a_charge_never_waits_and_later_spenders_pay_its_debt(clock: MovingClock) -> None:
+    """`charge` takes RU at once, past empty; the next `spend` waits until the debt and its own RU are refilled."""
+    budget = RuBudget(10, window_seconds=1.0)
+    budget.charge(15)
+    assert budget.spent == 15 and budget.waited_seconds == 0 and clock.now == 0.0
+    await budget.spend(5)  # -5 RU in the bucket: 10 RU to refill at 10 RU/s
+    assert budget.waited_seconds == pytest.approx(1.0) and budget.spent == 20
+
+
+async def test_an_empty_start_waits_for_the_first_refill(clock: MovingClock) -> None:
+    """`start_full=False` starts with nothing: the first spender waits for its RU."""
+    budget = RuBudget(10, window_seconds=1.0, start_full=False)
+    await budget.spend(5)
+    assert budget.waited_seconds == pytest.approx(0.5)
+
+
+async def test_the_bucket_holds_no_more_than_its_capacity(clock: MovingClock) -> None:
+    """A quiet spell refills the bucket to its capacity and no further."""
+    budget = RuBudget(10, window_seconds=1.0)
+    await budget.spend(10)
+    clock.now += 3600
+    await budget.spend(10)
+    assert budget.waited_seconds == 0
+    await budget.spend(1)
+    assert budget.waited_seconds == pytest.approx(0.1)
+
+
+async def test_reset_fills_the_bucket_and_lifts_a_pause(clock: MovingClock) -> None:
+    """After `reset` the full capacity can be spent at once, whatever was spent or paused before."""
+    budget = RuBudget(10, window_seconds=1.0)
+    budget.charge(30)
+    budget.pause(60)
+    budget.reset()
+    await budget.spend(10)
+    assert budget.waited_seconds == 0
+
+
+async def test_spenders_are_served_in_turn(clock: MovingClock) -> None:
+    """Concurrent spenders queue: each is served when the bucket has its RU, in the order they came."""
+    budget = RuBudget(10, window_seconds=1.0, start_full=False)
+    served: list[tuple[str, float]] = []
+
+    async def spender(name: str, units: float) -> None:
+        await budget.spend(units)
+        served.append((name, clock.now))
+
+    await asyncio.gather(spender("a", 5), spender("b", 10), spender("c", 1))
+    assert [name for name, _ in served] == ["a", "b", "c"]
+    assert [at for _, at in served] == pytest.approx([0.5, 1.5, 1.6])
+
+
+@pytest.mark.parametrize(("capacity", "window"), [(0, 10.0), (-1, 10.0), (10, 0.0), (10, -1.0)])
+def test_capacity_and_window_must_be_positive(capacity: float, window: float) -> None:
+    """A bucket that could never refill (or never hold anything) is refused when it is made."""
+    with pytest.raises(ValueError, match="positive"):
+        RuBudget(capacity, window_seconds=window)
