@@ -9,7 +9,9 @@ drained, and writes the settings a second shell needs to `.demo/local.env` (mode
     python -m shared verify
 
 The webhook secrets are random for each start; the notification URLs point at the served app, so the
-simulator's change notifications reach it and `python -m shared subscribe` works. Not deployed.
+simulator's change notifications reach it and `python -m shared subscribe` works. The served app signs in to
+the simulator with its mode's roles only (`devhost.graph_tokens.app_token`); the settings file carries the
+administrator's delegated token instead (`admin_token`), since the second shell is theirs. Not deployed.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
 
 async def up(*, port: int, tenant_file: Path, policy: Path, env_file: Path) -> int:
     """Run the stack until SIGINT or SIGTERM; everything started is stopped on the way out."""
+    from devhost.graph_tokens import admin_token
     from devhost.stack import local_stack
 
     workdir = Path(tempfile.mkdtemp(prefix="passkey-guard-local-"))
@@ -56,7 +59,9 @@ async def up(*, port: int, tenant_file: Path, policy: Path, env_file: Path) -> i
         async with local_stack(tenant_file, settings=local_settings(app_url=f"http://127.0.0.1:{port}", policy=policy),
                                port=port, ensure_store=True, workdir=workdir) as stack:
             assert stack.host is not None
-            write_env_file(env_file, stack.settings)
+            # The second shell is the administrator's: its CLI signs in as them, not as the app (whose token
+            # carries only its mode's roles), as `az login` would in front of a real tenant.
+            write_env_file(env_file, {**stack.settings, "GRAPH_DEV_TOKEN": admin_token(stack.tenant_id)})
             print(f"Azurite pid {stack.azurite.pid}, Graph simulator pid {stack.sim.pid} at {stack.sim.base_url} "
                   f"(tenant {stack.tenant_id})\n"
                   f"Function app at {stack.host.url}/api, queue drained\n"

@@ -2,7 +2,9 @@
 
 `loopback(tenant)` starts Azurite and the Graph simulator on free loopback ports (or takes an Azurite the
 caller already runs) and stops what it started by PID. `local_stack(tenant)` adds the product on top: the
-app settings pointing at both (`stack_settings`, plus the caller's own values), the product's Services
+app settings pointing at both (`stack_settings`, plus the caller's own values; without a `GRAPH_DEV_TOKEN`
+of the caller's, the app token of the configured mode, and then the simulator grants opaque tokens nothing,
+so every Graph call is checked against real roles), the product's Services
 built from them and installed for the functions, and `function_app` served by devhost with its queue
 drained. Everything is stopped in reverse order on the way out, also on failure.
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devhost.azurite import Azurite, start_azurite
+from devhost.graph_tokens import app_token, mode_roles
 from graphsim.launcher import Simulator, start_simulator
 from shared.config import Settings
 from shared.services import Services, use_services
@@ -29,9 +32,15 @@ if TYPE_CHECKING:
 
 
 def stack_settings(azurite: Azurite, sim: Simulator, tenant_id: str, **values: str) -> dict[str, str]:
-    """The app settings that point the product at this Azurite and simulator; `values` add or override."""
-    return {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "STATE_STORAGE": azurite.connection_string,
-            **values}
+    """The app settings that point the product at this Azurite and simulator; `values` add or override.
+
+    Without a `GRAPH_DEV_TOKEN` of the caller's, the product gets the app token of its configured mode: an
+    unsigned JWT carrying exactly the Graph roles infra grants for these settings (devhost/graph_tokens.py)."""
+    out = {"TENANT_ID": tenant_id, "GRAPH_BASE_URL": sim.base_url, "STATE_STORAGE": azurite.connection_string,
+           **values}
+    if "GRAPH_DEV_TOKEN" not in values:
+        out["GRAPH_DEV_TOKEN"] = app_token(out["TENANT_ID"], mode_roles(out))
+    return out
 
 
 def tenant_id_of(tenant: dict[str, Any] | Path) -> str:
@@ -90,6 +99,8 @@ async def local_stack(tenant: dict[str, Any] | Path, *, azurite: Azurite | None 
     services: Services | None = None
     try:
         values = stack_settings(storage, sim, tenant_id_of(tenant), **(settings or {}))
+        if "GRAPH_DEV_TOKEN" not in (settings or {}):  # the minted JWTs carry the roles: opaque ones get none
+            await asyncio.to_thread(sim.configure, opaque_token_roles="none")  # noqa: S106 (a knob, not a secret)
         services = Services.from_settings(Settings.from_env(values))
         use_services(services)
         if ensure_store:

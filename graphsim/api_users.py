@@ -317,8 +317,6 @@ _APP_ID_KEY = re.compile(r"^appId='(.*)'$", re.IGNORECASE)
 
 def get_service_principal(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
     """GET /servicePrincipals/{id} or /servicePrincipals(appId='{appId}') with $select (Graph's two key forms)."""
-    if not sim.config.application_read_granted:
-        raise GraphApiError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
     key = params["id"]
     m = _APP_ID_KEY.match(key)
     if m:

@@ -1,7 +1,8 @@
 """The simulator's server: route table, the per-request pipeline, and the aiohttp front door.
 
 Pipeline for every Graph call (direct or inside `$batch`): bearer token (401) → route match (400 unknown
-segment, 405 wrong method) → injected status fault → Conditional Access limit (429, no Retry-After)
+segment, 405 wrong method) → the token's permissions for the route (403, graphsim/permissions.py) → injected
+status fault → Conditional Access limit (429, no Retry-After)
 → resource-unit and write buckets (429 with Retry-After and x-ms-throttle-* headers) → handler.
 Every answer carries `request-id`, `client-request-id` and `x-ms-resource-unit`. Transport faults
 (latency, dropped connections) happen at the front door. `/_sim/*` goes to the control router.
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graphsim import api_batch, api_control, api_policies, api_subscriptions, api_users
+from graphsim import api_batch, api_control, api_policies, api_subscriptions, api_users, permissions
 from graphsim.config import SimConfig
 from graphsim.delta import DeltaEngine
 from graphsim.errors import GraphApiError, error_body
@@ -141,6 +142,7 @@ class SimServer:
         self.control = build_control_router()
         self.batch_rng = random.Random()
         self._apps: dict[str, str] = {}
+        self._grants: dict[str, frozenset[str] | None] = {}  # token -> its JWT roles/scp; None when opaque
         self.held = 0  # Graph requests waiting for `graph_paused` to clear
         self._resumed = asyncio.Event()
         self.pause_changed()
@@ -174,6 +176,7 @@ class SimServer:
             req.app_id = self._apps.get(req.token) or self._apps.setdefault(req.token, app_id_for(req.token))
             route, params = self.router.match(req.method, req.segments)
             route_name = route.name
+            self._check_permissions(route.name, req)
             if not route.envelope:
                 fault = self.faults.status()
                 if fault is not None:
@@ -219,6 +222,19 @@ class SimServer:
         if route_name == "GET /users/delta" and resp.status == 200:
             self.stats.delta_pages += 1
         return resp
+
+    def _check_permissions(self, route_name: str, req: SimRequest) -> None:
+        """Graph's 403 unless the bearer token carries the route's permissions (graphsim/permissions.py)."""
+        if req.token not in self._grants:
+            self._grants[req.token] = permissions.token_grants(req.token)
+
+        def body() -> Any:
+            try:
+                return req.json()
+            except GraphApiError:  # the handler answers a bad body with its own 400
+                return None
+        permissions.check(route_name, self._grants[req.token], body, opaque_roles=self.config.opaque_token_roles,
+                          application_read=self.config.application_read_granted)
 
     def control_dispatch(self, req: SimRequest) -> SimResponse:
         """Run one `/_sim` call (no token, no meters)."""

@@ -52,8 +52,13 @@ class SimConfig:
     notify_paused: bool = False
     validation_timeout_s: float = 10.0
     subscription_quota_per_app: int = 100
-    # Application.Read.All: false answers servicePrincipals reads with Graph's 403, as for an app without it.
+    # Application.Read.All: false withholds it from every token (graphsim/permissions.py), so servicePrincipals
+    # reads, and CA writes naming an application id, answer Graph's 403, as for an app without it.
     application_read_granted: bool = True
+    # --- Permissions (issue 13 item 3; graphsim/permissions.py holds the route table) ---
+    # What an opaque (non-JWT) bearer token grants: "all" (the contract tests' "contract-test" token) or "none"
+    # (the pessimistic setting: only a JWT's `roles`/`scp` claims grant anything).
+    opaque_token_roles: str = "all"  # noqa: S105 (a knob value, not a secret)
 
     def update(self, knobs: dict[str, Any]) -> list[str]:
         """Apply `knobs` after checking every name and type; returns the names changed.
@@ -75,10 +80,18 @@ class SimConfig:
         return asdict(self)
 
 
+#: Knobs that take one of a few words.
+_CHOICES: dict[str, tuple[str, ...]] = {"opaque_token_roles": ("all", "none")}
+
+
 def _coerce(name: str, type_name: str, value: Any) -> Any:
     """Check one knob value against its declared type (bools are not numbers here)."""
     if "None" in type_name and value is None:
         return None
+    if name in _CHOICES:
+        if value in _CHOICES[name]:
+            return value
+        raise ValueError(f"knob {name!r} must be one of {', '.join(_CHOICES[name])}")
     if type_name.startswith("bool"):
         if isinstance(value, bool):
             return value

@@ -173,6 +173,10 @@ class Router:
         bad = segments[0] if segments[0].lower() not in known else segments[-1]
         raise GraphApiError(400, "BadRequest", f"Resource not found for the segment '{bad}'.")
 
+    def names(self) -> list[str]:
+        """Every route's name (`METHOD /pattern`), e.g. to hold a per-route table to the router."""
+        return [route.name for routes in self._by_shape.values() for route in routes]
+
 
 def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
     params: dict[str, str] = {}

@@ -54,7 +54,9 @@ WRITE_ROLES: dict[str, tuple[str, ...]] = {
 #: Broader permissions Graph also accepts in place of a least-privileged one (a tenant may have granted them).
 ALSO_ACCEPTED: dict[str, tuple[str, ...]] = {
     "UserAuthMethod-Passkey.ReadWrite.All": ("UserAuthenticationMethod.ReadWrite.All",),
-    APPLICATION_READ: ("Application.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
+    # Only for a CA write naming application ids: Graph's create page lists Application.Read.All and no
+    # Directory.* stand-in, so one would pass here and be refused by Graph after the FIDO2 PATCH went out.
+    APPLICATION_READ: ("Application.ReadWrite.All",),
 }
 #: How a deployment gets each permission (infra/main.bicep parameters), for the error message.
 HOW_TO_GRANT: dict[str, str] = {

@@ -9,6 +9,7 @@ import pytest
 
 from shared.errors import MissingGraphPermission
 from shared.graph.permissions import (
+    ALSO_ACCEPTED,
     APPLICATION_READ,
     WRITE_ROLES,
     check_token,
@@ -158,3 +159,42 @@ def test_only_the_loopback_dev_token_may_be_opaque(caplog: pytest.LogCaptureFixt
 def test_nothing_to_write_never_asks_for_a_token() -> None:
     """An empty requirement passes whatever the token (no-op applies must not fail)."""
     check_token("", set(), local=False)
+
+
+#: The simulator route each write kind is sent to (graphsim/permissions.py names routes by their pattern).
+_STRENGTH = "/policies/authenticationStrengthPolicies"
+_SIM_ROUTE = {
+    "patch_fido2": "PATCH /policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{cfg}",
+    "create_strength": f"POST {_STRENGTH}",
+    "update_strength": f"PATCH {_STRENGTH}/{{id}}",
+    "update_strength_combinations": f"POST {_STRENGTH}/{{id}}/updateAllowedCombinations",
+    "create_combination_configuration": f"POST {_STRENGTH}/{{id}}/combinationConfigurations",
+    "update_combination_configuration": f"PATCH {_STRENGTH}/{{id}}/combinationConfigurations/{{cid}}",
+    "create_ca_policy": "POST /identity/conditionalAccess/policies",
+    "update_ca_policy": "PATCH /identity/conditionalAccess/policies/{id}",
+    "delete_strength": f"DELETE {_STRENGTH}/{{id}}",
+    "delete_combination_configuration": f"DELETE {_STRENGTH}/{{id}}/combinationConfigurations/{{cid}}",
+    "delete_ca_policy": "DELETE /identity/conditionalAccess/policies/{id}",
+    "delete_passkey": "DELETE /users/{id}/authentication/fido2Methods/{mid}",
+}
+
+
+@pytest.mark.parametrize("op", sorted(WRITE_ROLES))
+def test_a_token_the_check_lets_through_is_one_graph_accepts(op: str) -> None:
+    """For every write kind and every set of the roles involved, a token that passes the app's own check also
+    meets the Graph simulator's documented requirement, so an apply is never refused halfway by Graph."""
+    from itertools import combinations
+
+    from graphsim import permissions as sim
+
+    bodies = ([ca_write(op, ["All"])["body"], ca_write(op, [APP_GUID])["body"]] if "ca_policy" in op
+              else [{}])
+    for body in bodies:
+        write = {"op": op, "method": "POST", "path": "/x", "target": "t", "body": body}
+        need = sim.requirement(_SIM_ROUTE[op], lambda b=body: b)  # type: ignore[misc]
+        universe = sorted({*required_roles([write]), *{r for roles in ALSO_ACCEPTED.values() for r in roles},
+                           *{r for clause in need for r in clause}, "Directory.Read.All", "Directory.ReadWrite.All"})
+        for size in range(len(universe) + 1):
+            for granted_now in combinations(universe, size):
+                if not missing_roles(required_roles([write]), granted_now):
+                    assert sim.unmet(need, granted_now) == [], (op, body, granted_now)

@@ -136,3 +136,30 @@ async def test_an_unknown_write_is_refused_before_any_request(graph, sim):
     with pytest.raises(ValueError, match="delete_everything"):
         await send_write(graph, {"op": "delete_everything", "target": "x", "strengthId": "s", "body": {}}, CaPacer())
     assert sim.stats()["writes"] == 0
+
+
+async def test_graph_refuses_a_fido2_patch_without_the_write_role_and_the_adapter_says_so(sim):
+    """Without Policy.ReadWrite.AuthenticationMethod the PATCH itself is Graph's 403, which the adapter raises as
+    a GraphError carrying Authorization_RequestDenied; the policy is unchanged (the second guard behind the app's
+    own check, which send_write does not run)."""
+    from devhost.graph_tokens import app_token, granted_roles
+    from shared.config import Settings
+    from shared.errors import GraphError
+
+    tenant_id = sim.state(users=False)["tenantId"]
+    audit = app_token(tenant_id, granted_roles("always", "audit", "keepStalePasskeys"))
+    settings = Settings.from_env({"TENANT_ID": tenant_id, "STATE_STORAGE": "x", "GRAPH_BASE_URL": sim.base_url,
+                                  "GRAPH_DEV_TOKEN": audit})
+    gateway = GraphGateway(settings)
+    try:
+        before = await read_fido2_raw(gateway)
+        write = {"op": "patch_fido2", "target": "fido2", "body": {
+            "@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration",
+            "isSelfServiceRegistrationAllowed": False}}
+        with pytest.raises(GraphError) as caught:
+            await send_write(gateway, write, CaPacer())
+        assert caught.value.status_code == 403 and caught.value.graph_code == "Authorization_RequestDenied"
+        assert "Insufficient privileges" in caught.value.message
+        assert await read_fido2_raw(gateway) == before
+    finally:
+        await gateway.close()
