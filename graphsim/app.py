@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from graphsim import api_batch, api_control, api_policies, api_subscriptions, api_users
+from graphsim.clock import SimClock
 from graphsim.config import SimConfig
 from graphsim.delta import DeltaEngine
 from graphsim.errors import GraphApiError, error_body
@@ -31,6 +34,7 @@ from graphsim.throttle import Throttle
 
 log = logging.getLogger(__name__)
 VERSIONS = ("v1.0", "beta")
+TICK_S = 0.1  # how often the server looks for timers that fell due on its clock
 
 
 def build_graph_router(delta: DeltaEngine) -> Router:
@@ -105,6 +109,8 @@ def build_control_router() -> Router:
     r.add("POST", "delta/invalidate", c.invalidate_delta)
     r.add("POST", "throttle/reset", c.reset_throttle)
     r.add("POST", "throttle/clock", c.throttle_clock)
+    r.add("GET", "clock", c.get_clock)
+    r.add("POST", "clock", c.throttle_clock)
     r.add("POST", "notifications/flush", c.flush_notifications)
     r.add("POST", "users/bulk_rename", c.bulk_rename)
     r.add("POST", "users/{id}/fido2Methods", c.register_passkey)
@@ -133,10 +139,13 @@ class SimServer:
         self.store = store
         self.config = config
         self.stats = Stats()
+        self.clock = SimClock()              # the one clock: the throttle, delta, subscriptions, reports
         self.throttle = Throttle(config)
+        self.throttle.clock = self.clock
+        store.clock = self.clock.now
         self.faults = Faults(config)
         self.notifier = Notifier(store, config, self.stats)
-        self.delta = DeltaEngine(store, config)
+        self.delta = DeltaEngine(store, config, self.clock)
         self.router = build_graph_router(self.delta)
         self.control = build_control_router()
         self.batch_rng = random.Random()
@@ -220,6 +229,10 @@ class SimServer:
             self.stats.delta_pages += 1
         return resp
 
+    def tick(self) -> None:
+        """Run what fell due on the simulator's clock (called every TICK_S and after each clock move)."""
+        self.notifier.tick()
+
     def control_dispatch(self, req: SimRequest) -> SimResponse:
         """Run one `/_sim` call (no token, no meters)."""
         try:
@@ -279,6 +292,18 @@ def make_app(sim: SimServer) -> web.Application:
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)
+
+    async def ticker(_app: web.Application) -> AsyncIterator[None]:
+        async def run() -> None:
+            while True:  # timers on the simulator's clock: nothing to wait on but the clock itself
+                sim.tick()
+                await asyncio.sleep(TICK_S)
+        task = asyncio.get_running_loop().create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    app.cleanup_ctx.append(ticker)
 
     async def on_shutdown(_app: web.Application) -> None:
         await sim.notifier.close()

