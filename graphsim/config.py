@@ -59,6 +59,10 @@ class SimConfig:
     # change visible at once and exactly once; benchmarks and the sweep tests opt in.
     delta_visibility_delay_s: float = 0.0    # a change shows in delta only once it is this old (sim clock)
     delta_replay_rate: float = 0.0           # share of live users returned again in each incremental round
+    # Issue 13 item 9, tenants with passkey profiles: the top level mirrors the default profile; what a PATCH
+    # of the legacy top-level fields does there is unpublished (graphsim/passkey_profiles.py). "ignore" (a
+    # silent no-op, the harshest for a client), "reject" (400) or "apply-to-default".
+    legacy_patch_in_profiles_tenant: str = "ignore"
 
     def update(self, knobs: dict[str, Any]) -> list[str]:
         """Apply `knobs` after checking every name and type; returns the names changed.
@@ -80,6 +84,12 @@ class SimConfig:
         return asdict(self)
 
 
+#: The values a text knob may take.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "legacy_patch_in_profiles_tenant": ("ignore", "reject", "apply-to-default"),
+}
+
+
 def _coerce(name: str, type_name: str, value: Any) -> Any:
     """Check one knob value against its declared type (bools are not numbers here)."""
     if "None" in type_name and value is None:
@@ -92,6 +102,12 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
             if value < 0:
                 raise ValueError(f"knob {name!r} must be >= 0")
             return value
+    elif type_name.startswith("str"):
+        choices = _CHOICES.get(name)
+        if isinstance(value, str) and (choices is None or value in choices):
+            return value
+        if isinstance(value, str):
+            raise ValueError(f"knob {name!r} is one of {list(choices or ())}")
     elif type_name.startswith("float"):
         if isinstance(value, int | float) and not isinstance(value, bool):
             if value < 0:
