@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graphsim import api_batch, api_control, api_policies, api_subscriptions, api_users
+from graphsim import api_batch, api_control, api_policies, api_reports, api_subscriptions, api_users
 from graphsim.clock import SimClock
 from graphsim.config import SimConfig
 from graphsim.delta import DeltaEngine
@@ -86,6 +86,9 @@ def build_graph_router(delta: DeltaEngine) -> Router:
     r.add("GET", "identity/conditionalAccess/policies/{id}", p.get_ca, ca=True)
     r.add("PATCH", "identity/conditionalAccess/policies/{id}", p.patch_ca, ca=True)
     r.add("DELETE", "identity/conditionalAccess/policies/{id}", p.delete_ca, ca=True)
+    # reports (AuditLog.Read.All; TODO(lead): add both to the route->roles table in graphsim/permissions.py)
+    r.add("GET", "reports/authenticationMethods/userRegistrationDetails", api_reports.list_registration_details)
+    r.add("GET", "reports/authenticationMethods/userRegistrationDetails/{id}", api_reports.get_registration_details)
     # subscriptions
     r.add("GET", "subscriptions", s.list_subscriptions)
     r.add("POST", "subscriptions", s.create_subscription)
@@ -146,6 +149,7 @@ class SimServer:
         self.faults = Faults(config)
         self.notifier = Notifier(store, config, self.stats)
         self.delta = DeltaEngine(store, config, self.clock)
+        self.reports = api_reports.RegistrationReport()
         self.router = build_graph_router(self.delta)
         self.control = build_control_router()
         self.batch_rng = random.Random()

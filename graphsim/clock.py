@@ -27,6 +27,10 @@ class SimClock(ThrottleClock):
         """Graph's current time: real UTC at start plus however far this clock has moved since."""
         return self._epoch + timedelta(seconds=self.now() - self._start)
 
+    def since_start(self) -> float:
+        """Seconds this clock has moved since the simulator started (refresh schedules count from there)."""
+        return self.now() - self._start
+
     def timestamp(self) -> float:
         """`utcnow()` as POSIX seconds (for delta tokens and other stamps)."""
         return self.utcnow().timestamp()

@@ -63,6 +63,13 @@ class SimConfig:
     # of the legacy top-level fields does there is unpublished (graphsim/passkey_profiles.py). "ignore" (a
     # silent no-op, the harshest for a client), "reject" (400) or "apply-to-default".
     legacy_patch_in_profiles_tenant: str = "ignore"
+    # Issue 13 item 8, reports/authenticationMethods/userRegistrationDetails (graphsim/api_reports.py). The
+    # report is a snapshot refreshed this often on the sim clock (Graph publishes no interval: a day is the
+    # pessimistic guess; <= 0 always fresh); reports are limited to 5 requests per 10 s per app and tenant
+    # (Graph's throttling limits for reports listing authenticationMethod; <= 0 off); page size unpublished.
+    registration_report_refresh_s: float = 86400.0
+    reports_requests_per_10s: float = 5.0
+    registration_report_page_size: int = 100
 
     def update(self, knobs: dict[str, Any]) -> list[str]:
         """Apply `knobs` after checking every name and type; returns the names changed.
