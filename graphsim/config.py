@@ -61,8 +61,10 @@ class SimConfig:
     delta_replay_rate: float = 0.0           # share of live users returned again in each incremental round
     # Issue 13 item 9, tenants with passkey profiles: the top level mirrors the default profile; what a PATCH
     # of the legacy top-level fields does there is unpublished (graphsim/passkey_profiles.py). "ignore" (a
-    # silent no-op, the harshest for a client), "reject" (400) or "apply-to-default".
-    legacy_patch_in_profiles_tenant: str = "ignore"
+    # silent no-op, the harshest for a client: tests and benchmarks that opt in), "reject" (400) or
+    # "apply-to-default" (the default only because the contract tests PATCH the legacy keyRestrictions of a
+    # profiles tenant and read them back changed).
+    legacy_patch_in_profiles_tenant: str = "apply-to-default"
     # Issue 13 item 8, reports/authenticationMethods/userRegistrationDetails (graphsim/api_reports.py). The
     # report is a snapshot refreshed this often on the sim clock (Graph publishes no interval: a day is the
     # pessimistic guess; <= 0 always fresh); reports are limited to 5 requests per 10 s per app and tenant

@@ -9,12 +9,14 @@ PATCH, so GET, `/_sim/state` and the peer checks that read only the top level al
 
 What a PATCH of the legacy fields does in such a tenant is unpublished. Knob
 `legacy_patch_in_profiles_tenant`:
-- `"ignore"` (default): 204 and nothing changes; the top level goes on mirroring the default profile.
-  A silent no-op is the harshest reading for a client: only reading the policy back shows the write did
-  nothing.
+- `"ignore"` (the pessimistic setting, for tests and benchmarks that opt in): 204 and nothing changes;
+  the top level goes on mirroring the default profile. A silent no-op is the harshest reading for a
+  client: only reading the policy back shows the write did nothing.
 - `"reject"`: 400 `BadRequest`, nothing changes (for tests that must prove no legacy field is sent).
-- `"apply-to-default"`: the legacy values are written into the default profile (after any
-  `passkeyProfiles` in the same body), and the top level mirrors the result.
+- `"apply-to-default"` (default): the legacy values are written into the default profile (after any
+  `passkeyProfiles` in the same body), and the top level mirrors the result. It is the default only
+  because the contract tests (../shared/conformance) PATCH the legacy `keyRestrictions` of a profiles
+  tenant and expect to read them back changed, with the profiles otherwise kept.
 """
 from __future__ import annotations
 

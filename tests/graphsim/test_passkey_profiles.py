@@ -44,7 +44,7 @@ def restore(sim: Simulator) -> Iterator[None]:
     """Put the original profiles and knob back after each test."""
     original = raw(sim, "GET", PATH).body
     yield
-    sim.configure(legacy_patch_in_profiles_tenant="ignore")
+    sim.configure(legacy_patch_in_profiles_tenant="apply-to-default")
     body = {k: original[k] for k in ("passkeyProfiles", "defaultPasskeyProfile", "includeTargets")}
     assert raw(sim, "PATCH", PATH, {"@odata.type": FIDO2_TYPE, **body}).status == 204
 
@@ -90,8 +90,10 @@ def test_a_patch_of_the_default_profile_moves_the_top_level(sim: Simulator) -> N
         _top(raw(sim, "GET", PATH).body)                                  # ground truth agrees with GET
 
 
-def test_a_legacy_patch_is_ignored_by_default(sim: Simulator) -> None:
-    """By default a PATCH of the legacy fields answers 204 and changes nothing (the harshest reading)."""
+def test_a_legacy_patch_can_be_ignored(sim: Simulator) -> None:
+    """With legacy_patch_in_profiles_tenant=ignore (the harshest reading), a PATCH of the legacy fields
+    answers 204 and changes nothing."""
+    sim.configure(legacy_patch_in_profiles_tenant="ignore")
     before = raw(sim, "GET", PATH).body
     resp = raw(sim, "PATCH", PATH, {"@odata.type": FIDO2_TYPE, "isAttestationEnforced": True,
                                     "keyRestrictions": ENFORCED})
@@ -112,9 +114,10 @@ def test_a_legacy_patch_can_be_rejected(sim: Simulator) -> None:
     assert raw(sim, "PATCH", PATH, {"@odata.type": FIDO2_TYPE, "passkeyProfiles": profiles}).status == 204
 
 
-def test_a_legacy_patch_can_apply_to_the_default_profile(sim: Simulator) -> None:
-    """With apply-to-default, the legacy values land in the default profile only, and the top level mirrors it."""
-    sim.configure(legacy_patch_in_profiles_tenant="apply-to-default")
+def test_a_legacy_patch_applies_to_the_default_profile_by_default(sim: Simulator) -> None:
+    """By default (apply-to-default, which the contract tests need), the legacy values land in the default
+    profile only, and the top level mirrors it."""
+    assert sim.configure()["legacy_patch_in_profiles_tenant"] == "apply-to-default"
     resp = raw(sim, "PATCH", PATH, {"@odata.type": FIDO2_TYPE, "isAttestationEnforced": True,
                                     "keyRestrictions": ENFORCED})
     assert resp.status == 204
@@ -128,4 +131,4 @@ def test_a_legacy_patch_can_apply_to_the_default_profile(sim: Simulator) -> None
 def test_the_knob_takes_only_its_three_values(sim: Simulator) -> None:
     """An unknown mode is refused by /_sim/config, so a typo cannot leave the default in place."""
     resp = raw(sim, "PATCH", sim.root_url + "/_sim/config", {"legacy_patch_in_profiles_tenant": "apply"}, token=None)
-    assert resp.status == 400 and sim.configure()["legacy_patch_in_profiles_tenant"] == "ignore"
+    assert resp.status == 400 and sim.configure()["legacy_patch_in_profiles_tenant"] == "apply-to-default"
