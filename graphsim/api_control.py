@@ -54,10 +54,13 @@ def patch_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> Sim
 
 
 def get_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """Counters plus bucket levels, queued notifications and Graph requests held by `graph_paused`."""
+    """Counters plus bucket levels, queued notifications, Graph requests held by `graph_paused`, notifications
+    held for a slow endpoint and each notification URL's state (normal, slow, drop)."""
     return SimResponse(200, sim.stats.as_dict({"ru_levels": sim.throttle.levels(),
                                                "notifications_pending": len(sim.notifier.pending),
-                                               "graph_held": sim.held}))
+                                               "graph_held": sim.held,
+                                               "notifications_delayed": sum(len(d[2]) for d in sim.notifier.delayed),
+                                               "endpoints": sim.notifier.endpoint_states()}))
 
 
 def reset_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:

@@ -147,7 +147,7 @@ class SimServer:
         self.throttle.clock = self.clock
         store.clock = self.clock.now
         self.faults = Faults(config)
-        self.notifier = Notifier(store, config, self.stats)
+        self.notifier = Notifier(store, config, self.stats, self.clock)
         self.delta = DeltaEngine(store, config, self.clock)
         self.reports = api_reports.RegistrationReport()
         self.router = build_graph_router(self.delta)

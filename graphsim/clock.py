@@ -39,3 +39,9 @@ class SimClock(ThrottleClock):
         """What `/_sim/clock` answers: frozen or not, the monotonic reading and Graph's time."""
         return {"frozen": self.frozen is not None, "now": self.now(),
                 "utc": self.utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
+def parse_graph_time(value: str) -> datetime:
+    """A Graph DateTimeOffset as an aware UTC datetime (naive values are taken as UTC)."""
+    stamp = datetime.fromisoformat(value)
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)

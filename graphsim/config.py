@@ -72,6 +72,24 @@ class SimConfig:
     registration_report_refresh_s: float = 86400.0
     reports_requests_per_10s: float = 5.0
     registration_report_page_size: int = 100
+    # Issue 13 item 7, subscriptions (graphsim/reauth.py, graphsim/endpoint_health.py; all on the sim clock).
+    # reauthorizationRequired arrives unprompted reauth_lead_s before expiry (subscriptions with a lifecycle URL
+    # only; <= 0 off), again every reauth_repeat_s (Graph's illustrative code: every 15 min in the last hour);
+    # left unanswered reauth_pause_after_s, change notifications pause and are lost until answered (< 0 never).
+    reauth_lead_s: float = 3600.0
+    reauth_repeat_s: float = 900.0
+    reauth_pause_after_s: float = 900.0
+    # Slow endpoints, per notification URL (Graph's webhook throttling): > notify_slow_ms is slow (failures
+    # count as slow too); judged once notify_health_min_samples responses are in the window; >= delay % holds
+    # notifications notify_throttle_delay_s, >= drop % drops them; the tally resets every window. Retries stop
+    # notify_retry_window_s after the first attempt ("for up to 4 hours").
+    notify_slow_ms: float = 2900.0
+    notify_health_min_samples: int = 100
+    notify_slow_delay_pct: float = 10.0
+    notify_slow_drop_pct: float = 15.0
+    notify_health_window_s: float = 600.0
+    notify_throttle_delay_s: float = 600.0
+    notify_retry_window_s: float = 4 * 3600.0
 
     def update(self, knobs: dict[str, Any]) -> list[str]:
         """Apply `knobs` after checking every name and type; returns the names changed.
