@@ -2,7 +2,7 @@
 
 No bearer token, never throttled, faulted or counted. Endpoints:
 `GET|PATCH /_sim/config`, `GET /_sim/stats`, `POST /_sim/stats/reset`, `GET /_sim/state[?users=false]`,
-`POST /_sim/delta/invalidate`, `POST /_sim/throttle/reset`, `POST /_sim/throttle/clock`,
+`POST /_sim/delta/invalidate`, `POST /_sim/throttle/reset`, `GET|POST /_sim/clock` (alias `POST /_sim/throttle/clock`),
 `POST /_sim/notifications/flush`,
 `POST /_sim/users/{id}/fido2Methods` (register a passkey), `POST /_sim/users/bulk_rename`,
 `POST /_sim/subscriptions/{id}/lifecycle`, `GET /_sim/health`.
@@ -54,10 +54,13 @@ def patch_config(sim: SimServer, req: SimRequest, params: dict[str, str]) -> Sim
 
 
 def get_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """Counters plus bucket levels, queued notifications and Graph requests held by `graph_paused`."""
+    """Counters plus bucket levels, queued notifications, Graph requests held by `graph_paused`, notifications
+    held for a slow endpoint and each notification URL's state (normal, slow, drop)."""
     return SimResponse(200, sim.stats.as_dict({"ru_levels": sim.throttle.levels(),
                                                "notifications_pending": len(sim.notifier.pending),
-                                               "graph_held": sim.held}))
+                                               "graph_held": sim.held,
+                                               "notifications_delayed": sum(len(d[2]) for d in sim.notifier.delayed),
+                                               "endpoints": sim.notifier.endpoint_states()}))
 
 
 def reset_stats(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
@@ -84,17 +87,24 @@ def reset_throttle(sim: SimServer, req: SimRequest, params: dict[str, str]) -> S
 
 
 def throttle_clock(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """`{"frozen": bool, "advance": seconds}` (both optional): freeze or release the throttle's clock, then
-    move it forward; answers with the clock's state."""
+    """`{"frozen": bool, "advance": seconds}` (both optional): freeze or release the simulator's clock (the
+    throttle's is the same one), then move it forward and run the timers that fell due; answers with the
+    clock's state. Served as `POST /_sim/clock` and, for older tests, `POST /_sim/throttle/clock`."""
     body = req.json_object()
-    clock = sim.throttle.clock
+    clock = sim.clock
     try:
         if "frozen" in body:
             clock.freeze(bool(body["frozen"]))
         clock.advance(float(body.get("advance", 0.0)))
     except (TypeError, ValueError) as exc:
         raise bad_request(f"advance: {exc}") from None
-    return SimResponse(200, {"frozen": clock.frozen is not None, "now": clock.now()})
+    sim.tick()
+    return SimResponse(200, clock.state())
+
+
+def get_clock(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
+    """`GET /_sim/clock`: frozen or not, the monotonic reading and Graph's current time."""
+    return SimResponse(200, sim.clock.state())
 
 
 def flush_notifications(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:

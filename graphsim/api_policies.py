@@ -3,8 +3,9 @@ Conditional Access policies.
 
 Choices where Graph's documentation is silent, each the stricter reading:
 - FIDO2 PATCH replaces `keyRestrictions`, `passkeyProfiles`, `includeTargets` and `excludeTargets`
-  whole (fields missing from a sent `keyRestrictions` take their defaults); the legacy top-level
-  `keyRestrictions`/`isAttestationEnforced` and the passkey profiles are independent of each other.
+  whole (fields missing from a sent `keyRestrictions` take their defaults). With passkey profiles, the
+  legacy top-level `keyRestrictions`/`isAttestationEnforced` mirror the default profile, and a PATCH of
+  them does what knob `legacy_patch_in_profiles_tenant` says (`graphsim.passkey_profiles`).
   A profile sent without `passkeyTypes` gets `deviceBound`: this is what a PATCH built from the SDK's
   `passkey_types=[…]` list does (the SDK drops the list), so that trap shows as lost data.
 - Strength GET and list return `combinationConfigurations` inline, with its `@odata.context`, as
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from graphsim.errors import GraphApiError, bad_request
 from graphsim.odata import compile_filter, parse_filter, parse_select
+from graphsim.passkey_profiles import legacy_patch
 from graphsim.routing import SimRequest, SimResponse
 from graphsim.store import is_guid, now_iso
 
@@ -215,6 +217,7 @@ def patch_fido2_config(sim: SimServer, req: SimRequest, params: dict[str, str]) 
         for ref in target.get("allowedPasskeyProfiles") or []:
             if ref.lower() not in profile_ids:
                 raise bad_request(f"allowedPasskeyProfiles references unknown passkey profile '{ref}'.")
+    legacy_patch(new, body, sim.config.legacy_patch_in_profiles_tenant)
     sim.store.fido2_config = new
     return SimResponse(204)
 

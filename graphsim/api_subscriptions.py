@@ -4,8 +4,10 @@ Rules from Graph's documentation: `changeType` from created/updated/deleted (use
 `updated`, so `created` never fires), `resource` `users` or `users/{id}`, expiry at most 41,760 minutes
 ahead (400 beyond) and raised to 45 minutes when shorter, `clientState` at most 128 characters,
 `lifecycleNotificationUrl` settable only at creation, 100 subscriptions per app (403) and 409 for a
-duplicate. `notificationUrl` must be https; the simulator also takes http on loopback and refuses any
-non-loopback host, since it never contacts anything but 127.0.0.1.
+duplicate. Expiry is measured on the simulator's clock; `reauthorizationRequired` challenges before expiry
+and the pause of an unanswered one are `graphsim.reauth`'s. `notificationUrl` must be https; the
+simulator also takes http on loopback and refuses any non-loopback host, since it never contacts anything
+but 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from graphsim.clock import parse_graph_time
 from graphsim.errors import GraphApiError, bad_request
-from graphsim.notify import LOOPBACK_HOSTS, parse_graph_time
+from graphsim.notify import LOOPBACK_HOSTS
 from graphsim.routing import SimRequest, SimResponse
 
 if TYPE_CHECKING:
@@ -33,14 +36,13 @@ def _format(stamp: datetime) -> str:
     return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
-def _expiry(value: Any) -> str:
+def _expiry(value: Any, now: datetime) -> str:
     if not isinstance(value, str):
         raise bad_request("expirationDateTime is required.")
     try:
         stamp = parse_graph_time(value)
     except ValueError:
         raise bad_request(f"Cannot convert '{value}' to a DateTimeOffset.") from None
-    now = datetime.now(UTC)
     if stamp <= now:
         raise bad_request("Subscription expiration can only be in the future.")
     if stamp > now + timedelta(minutes=MAX_MINUTES):
@@ -87,7 +89,7 @@ def _change_type(value: Any) -> str:
 
 
 def _live(sim: SimServer, req: SimRequest) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
+    now = sim.clock.utcnow()
     for sid, sub in list(sim.store.subscriptions.items()):
         if parse_graph_time(sub["expirationDateTime"]) <= now:
             del sim.store.subscriptions[sid]          # Graph removes expired subscriptions
@@ -113,7 +115,7 @@ async def create_subscription(sim: SimServer, req: SimRequest, params: dict[str,
         raise bad_request(f"Property '{unknown[0]}' does not exist on type 'microsoft.graph.subscription'.")
     change_type = _change_type(body.get("changeType"))
     resource = _resource(sim, body.get("resource"))
-    expiry = _expiry(body.get("expirationDateTime"))
+    expiry = _expiry(body.get("expirationDateTime"), sim.clock.utcnow())
     url = _check_url("notificationUrl", body.get("notificationUrl"))
     lifecycle = body.get("lifecycleNotificationUrl")
     if lifecycle is not None:
@@ -165,7 +167,8 @@ def patch_subscription(sim: SimServer, req: SimRequest, params: dict[str, str]) 
     other = [k for k in body if k != "expirationDateTime" and not k.startswith("@odata.")]
     if other:
         raise bad_request(f"Only expirationDateTime can be updated, not '{other[0]}'.")
-    sub["expirationDateTime"] = _expiry(body.get("expirationDateTime"))
+    sub["expirationDateTime"] = _expiry(body.get("expirationDateTime"), sim.clock.utcnow())
+    sim.notifier.reauth.answered(sub["id"])          # renewing also reauthorizes (lifecycle docs)
     return SimResponse(200, _view(req, sub))
 
 
@@ -177,6 +180,7 @@ def delete_subscription(sim: SimServer, req: SimRequest, params: dict[str, str])
 
 
 def reauthorize_subscription(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:
-    """POST /subscriptions/{id}/reauthorize: 204, expiry unchanged."""
-    _sub(sim, req, params["id"])
+    """POST /subscriptions/{id}/reauthorize: 204, expiry unchanged; a pending challenge is answered."""
+    sub = _sub(sim, req, params["id"])
+    sim.notifier.reauth.answered(sub["id"])
     return SimResponse(204)

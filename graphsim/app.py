@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from graphsim import api_batch, api_control, api_policies, api_subscriptions, api_users, permissions
+from graphsim import api_batch, api_control, api_policies, api_reports, api_subscriptions, api_users, permissions
+from graphsim.clock import SimClock
 from graphsim.config import SimConfig
 from graphsim.delta import DeltaEngine
 from graphsim.errors import GraphApiError, error_body
@@ -32,6 +35,7 @@ from graphsim.throttle import Throttle
 
 log = logging.getLogger(__name__)
 VERSIONS = ("v1.0", "beta")
+TICK_S = 0.1  # how often the server looks for timers that fell due on its clock
 
 
 def build_graph_router(delta: DeltaEngine) -> Router:
@@ -83,6 +87,9 @@ def build_graph_router(delta: DeltaEngine) -> Router:
     r.add("GET", "identity/conditionalAccess/policies/{id}", p.get_ca, ca=True)
     r.add("PATCH", "identity/conditionalAccess/policies/{id}", p.patch_ca, ca=True)
     r.add("DELETE", "identity/conditionalAccess/policies/{id}", p.delete_ca, ca=True)
+    # reports (AuditLog.Read.All)
+    r.add("GET", "reports/authenticationMethods/userRegistrationDetails", api_reports.list_registration_details)
+    r.add("GET", "reports/authenticationMethods/userRegistrationDetails/{id}", api_reports.get_registration_details)
     # subscriptions
     r.add("GET", "subscriptions", s.list_subscriptions)
     r.add("POST", "subscriptions", s.create_subscription)
@@ -106,6 +113,8 @@ def build_control_router() -> Router:
     r.add("POST", "delta/invalidate", c.invalidate_delta)
     r.add("POST", "throttle/reset", c.reset_throttle)
     r.add("POST", "throttle/clock", c.throttle_clock)
+    r.add("GET", "clock", c.get_clock)
+    r.add("POST", "clock", c.throttle_clock)
     r.add("POST", "notifications/flush", c.flush_notifications)
     r.add("POST", "users/bulk_rename", c.bulk_rename)
     r.add("POST", "users/{id}/fido2Methods", c.register_passkey)
@@ -134,10 +143,14 @@ class SimServer:
         self.store = store
         self.config = config
         self.stats = Stats()
+        self.clock = SimClock()              # the one clock: the throttle, delta, subscriptions, reports
         self.throttle = Throttle(config)
+        self.throttle.clock = self.clock
+        store.clock = self.clock.now
         self.faults = Faults(config)
-        self.notifier = Notifier(store, config, self.stats)
-        self.delta = DeltaEngine(store, config)
+        self.notifier = Notifier(store, config, self.stats, self.clock)
+        self.delta = DeltaEngine(store, config, self.clock)
+        self.reports = api_reports.RegistrationReport()
         self.router = build_graph_router(self.delta)
         self.control = build_control_router()
         self.batch_rng = random.Random()
@@ -236,6 +249,10 @@ class SimServer:
         permissions.check(route_name, self._grants[req.token], body, opaque_roles=self.config.opaque_token_roles,
                           application_read=self.config.application_read_granted)
 
+    def tick(self) -> None:
+        """Run what fell due on the simulator's clock (called every TICK_S and after each clock move)."""
+        self.notifier.tick()
+
     def control_dispatch(self, req: SimRequest) -> SimResponse:
         """Run one `/_sim` call (no token, no meters)."""
         try:
@@ -295,6 +312,18 @@ def make_app(sim: SimServer) -> web.Application:
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)
+
+    async def ticker(_app: web.Application) -> AsyncIterator[None]:
+        async def run() -> None:
+            while True:  # timers on the simulator's clock: nothing to wait on but the clock itself
+                sim.tick()
+                await asyncio.sleep(TICK_S)
+        task = asyncio.get_running_loop().create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    app.cleanup_ctx.append(ticker)
 
     async def on_shutdown(_app: web.Application) -> None:
         await sim.notifier.close()

@@ -59,6 +59,42 @@ class SimConfig:
     # What an opaque (non-JWT) bearer token grants: "all" (the contract tests' "contract-test" token) or "none"
     # (the pessimistic setting: only a JWT's `roles`/`scp` claims grant anything).
     opaque_token_roles: str = "all"  # noqa: S105 (a knob value, not a secret)
+    # Issue 13 item 5, delta. Graph publishes no bound on how soon delta shows a write, and documents that
+    # delta may return an object more than once. Both default to off because the contract tests want a
+    # change visible at once and exactly once; benchmarks and the sweep tests opt in.
+    delta_visibility_delay_s: float = 0.0    # a change shows in delta only once it is this old (sim clock)
+    delta_replay_rate: float = 0.0           # share of live users returned again in each incremental round
+    # Issue 13 item 9, tenants with passkey profiles: the top level mirrors the default profile; what a PATCH
+    # of the legacy top-level fields does there is unpublished (graphsim/passkey_profiles.py). "ignore" (a
+    # silent no-op, the harshest for a client: tests and benchmarks that opt in), "reject" (400) or
+    # "apply-to-default" (the default only because the contract tests PATCH the legacy keyRestrictions of a
+    # profiles tenant and read them back changed).
+    legacy_patch_in_profiles_tenant: str = "apply-to-default"
+    # Issue 13 item 8, reports/authenticationMethods/userRegistrationDetails (graphsim/api_reports.py). The
+    # report is a snapshot refreshed this often on the sim clock (Graph publishes no interval: a day is the
+    # pessimistic guess; <= 0 always fresh); reports are limited to 5 requests per 10 s per app and tenant
+    # (Graph's throttling limits for reports listing authenticationMethod; <= 0 off); page size unpublished.
+    registration_report_refresh_s: float = 86400.0
+    reports_requests_per_10s: float = 5.0
+    registration_report_page_size: int = 100
+    # Issue 13 item 7, subscriptions (graphsim/reauth.py, graphsim/endpoint_health.py; all on the sim clock).
+    # reauthorizationRequired arrives unprompted reauth_lead_s before expiry (subscriptions with a lifecycle URL
+    # only; <= 0 off), again every reauth_repeat_s (Graph's illustrative code: every 15 min in the last hour);
+    # left unanswered reauth_pause_after_s, change notifications pause and are lost until answered (< 0 never).
+    reauth_lead_s: float = 3600.0
+    reauth_repeat_s: float = 900.0
+    reauth_pause_after_s: float = 900.0
+    # Slow endpoints, per notification URL (Graph's webhook throttling): > notify_slow_ms is slow (failures
+    # count as slow too); judged once notify_health_min_samples responses are in the window; >= delay % holds
+    # notifications notify_throttle_delay_s, >= drop % drops them; the tally resets every window. Retries stop
+    # notify_retry_window_s after the first attempt ("for up to 4 hours").
+    notify_slow_ms: float = 2900.0
+    notify_health_min_samples: int = 100
+    notify_slow_delay_pct: float = 10.0
+    notify_slow_drop_pct: float = 15.0
+    notify_health_window_s: float = 600.0
+    notify_throttle_delay_s: float = 600.0
+    notify_retry_window_s: float = 4 * 3600.0
 
     def update(self, knobs: dict[str, Any]) -> list[str]:
         """Apply `knobs` after checking every name and type; returns the names changed.
@@ -80,18 +116,17 @@ class SimConfig:
         return asdict(self)
 
 
-#: Knobs that take one of a few words.
-_CHOICES: dict[str, tuple[str, ...]] = {"opaque_token_roles": ("all", "none")}
+#: The values a text knob may take.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "opaque_token_roles": ("all", "none"),
+    "legacy_patch_in_profiles_tenant": ("ignore", "reject", "apply-to-default"),
+}
 
 
 def _coerce(name: str, type_name: str, value: Any) -> Any:
     """Check one knob value against its declared type (bools are not numbers here)."""
     if "None" in type_name and value is None:
         return None
-    if name in _CHOICES:
-        if value in _CHOICES[name]:
-            return value
-        raise ValueError(f"knob {name!r} must be one of {', '.join(_CHOICES[name])}")
     if type_name.startswith("bool"):
         if isinstance(value, bool):
             return value
@@ -100,6 +135,12 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
             if value < 0:
                 raise ValueError(f"knob {name!r} must be >= 0")
             return value
+    elif type_name.startswith("str"):
+        choices = _CHOICES.get(name)
+        if isinstance(value, str) and (choices is None or value in choices):
+            return value
+        if isinstance(value, str):
+            raise ValueError(f"knob {name!r} is one of {list(choices or ())}")
     elif type_name.startswith("float"):
         if isinstance(value, int | float) and not isinstance(value, bool):
             if value < 0:

@@ -111,6 +111,14 @@ class Simulator:
             body["frozen"] = frozen
         return self.control("POST", "throttle/clock", body)
 
+    def clock(self, *, frozen: bool | None = None, advance: float = 0.0) -> dict[str, Any]:
+        """`POST /_sim/clock`: freeze or release the simulator's one clock and move it by `advance` s; timers
+        that fall due on the way (reauthorization challenges, delayed notifications) run before it answers."""
+        body: dict[str, Any] = {"advance": advance}
+        if frozen is not None:
+            body["frozen"] = frozen
+        return self.control("POST", "clock", body)
+
     def state(self, *, users: bool = True) -> dict[str, Any]:
         """`GET /_sim/state`: the tenant as the simulator holds it."""
         return self.control("GET", "state" if users else "state?users=false")

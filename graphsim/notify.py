@@ -4,9 +4,14 @@ A user change queues one notification per matching subscription. Queued notifica
 `notify_batch_window_s`, are grouped by notification URL (one POST can mix subscriptions, as Graph's
 do) in POSTs of at most `notify_max_per_post`, and are delivered in the background: a write never waits
 for a webhook. A non-2xx answer or a timeout (`notify_timeout_s`) is retried `notify_retry_count` times
-with doubling backoff from `notify_retry_backoff_s`, then counted as failed. `notify_drop_rate` loses
+with doubling backoff from `notify_retry_backoff_s`, never past `notify_retry_window_s` after the first
+attempt (Graph: "for up to 4 hours"), then counted as failed. `notify_drop_rate` loses
 notifications on purpose ("Graph lost it"); `notify_paused` holds them until unpaused.
-Only loopback URLs are ever contacted.
+
+Each notification URL is judged as Graph does (`graphsim.endpoint_health`): a slow or failing endpoint's
+notifications are held `notify_throttle_delay_s` on the simulator's clock, then dropped once it gets worse.
+`reauthorizationRequired` challenges before expiry, and the pause of a subscription whose challenge goes
+unanswered, come from `graphsim.reauth`. Only loopback URLs are ever contacted.
 """
 from __future__ import annotations
 
@@ -14,25 +19,22 @@ import asyncio
 import json
 import logging
 import random
+import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from graphsim.clock import SimClock, parse_graph_time
 from graphsim.config import SimConfig
+from graphsim.endpoint_health import DROP, SLOW, EndpointHealth
+from graphsim.reauth import Reauthorizer
 from graphsim.stats import Stats
 from graphsim.store import TenantStore, User
 
 log = logging.getLogger(__name__)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-
-
-def parse_graph_time(value: str) -> datetime:
-    """A Graph DateTimeOffset as an aware UTC datetime (naive values are taken as UTC)."""
-    stamp = datetime.fromisoformat(value)
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -44,10 +46,15 @@ def is_loopback_url(url: str) -> bool:
 class Notifier:
     """Queues, batches and delivers change and lifecycle notifications."""
 
-    def __init__(self, store: TenantStore, config: SimConfig, stats: Stats) -> None:
+    def __init__(self, store: TenantStore, config: SimConfig, stats: Stats, clock: SimClock | None = None) -> None:
         self.store = store
         self.config = config
         self.stats = stats
+        self.clock = clock or SimClock()
+        self.health: dict[str, EndpointHealth] = {}
+        # (due on the clock, url, items, counter, first attempt): held for a throttled endpoint
+        self.delayed: list[tuple[float, str, list[dict[str, Any]], str, float]] = []
+        self.reauth = Reauthorizer(store, config, self.clock, self.lifecycle, stats)
         self.rng = random.Random()
         self.pending: list[tuple[str, dict[str, Any]]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -97,7 +104,7 @@ class Notifier:
         """Store listener: queue a notification for every live subscription that covers this user and change."""
         if not self.enabled or not self.store.subscriptions:
             return
-        now = datetime.now(UTC)
+        now = self.clock.utcnow()
         for sub in self.store.subscriptions.values():
             if change_type not in sub["changeType"].split(","):
                 continue
@@ -105,6 +112,9 @@ class Notifier:
             if resource != "users" and resource != f"users/{user.key}":
                 continue
             if parse_graph_time(sub["expirationDateTime"]) <= now:
+                continue
+            if self.reauth.paused(sub["id"]):       # an unanswered challenge: Graph pauses, the change is lost
+                self.stats.notifications["paused_lost"] += 1
                 continue
             if self.config.notify_drop_rate > 0 and self.rng.random() < self.config.notify_drop_rate:
                 self.stats.notifications["dropped"] += 1
@@ -139,33 +149,86 @@ class Notifier:
         size = max(1, self.config.notify_max_per_post)
         for url, items in by_url.items():
             for i in range(0, len(items), size):
-                self._spawn(self._deliver(url, items[i:i + size], "delivered"))
+                self._dispatch(url, items[i:i + size], "delivered")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, url: str, items: list[dict[str, Any]], counter: str) -> None:
+    def _endpoint(self, url: str) -> EndpointHealth:
+        health = self.health.get(url)
+        if health is None:
+            health = self.health[url] = EndpointHealth(self.clock.now())
+        return health
+
+    def endpoint_states(self) -> dict[str, str]:
+        """Each notification URL's state now: normal, slow (held) or drop."""
+        now = self.clock.now()
+        return {url: health.state(now, self.config) for url, health in self.health.items()}
+
+    def _dispatch(self, url: str, items: list[dict[str, Any]], counter: str, first: float | None = None) -> None:
+        """Deliver now, hold for a slow endpoint, or drop for one past the drop threshold."""
+        now = self.clock.now()
+        state = self._endpoint(url).state(now, self.config)
+        if state == DROP:
+            self.stats.notifications["throttle_dropped"] += len(items)
+            return
+        if state == SLOW:
+            self._hold(url, items, counter, now if first is None else first)
+            return
+        self._spawn(self._deliver(url, items, counter, now if first is None else first))
+
+    def _hold(self, url: str, items: list[dict[str, Any]], counter: str, first: float) -> None:
+        self.delayed.append((self.clock.now() + self.config.notify_throttle_delay_s, url, items, counter, first))
+        self.stats.notifications["throttle_delayed"] += len(items)
+
+    async def _deliver(self, url: str, items: list[dict[str, Any]], counter: str, first: float) -> None:
         payload = json.dumps({"value": items}).encode()
         attempts = 1 + max(0, self.config.notify_retry_count)
         for attempt in range(attempts):
+            started, ok = time.monotonic(), False
             try:
                 timeout = aiohttp.ClientTimeout(total=self.config.notify_timeout_s)
                 async with self.session().post(url, data=payload, headers={"Content-Type": "application/json"},
                                                timeout=timeout) as resp:
                     await resp.read()
-                    if 200 <= resp.status < 300:
-                        self.stats.notifications[counter] += len(items)
-                        self.stats.notifications["posts"] += 1
-                        return
+                    ok = 200 <= resp.status < 300
             except (aiohttp.ClientError, TimeoutError, OSError):
                 pass
+            now = self.clock.now()
+            health = self._endpoint(url)
+            health.record(now, time.monotonic() - started, ok, self.config)
+            if ok:
+                self.stats.notifications[counter] += len(items)
+                self.stats.notifications["posts"] += 1
+                return
+            if now - first >= self.config.notify_retry_window_s:
+                self.stats.notifications["expired"] += len(items)
+                break
+            if health.state(now, self.config) != "normal":   # throttled: retried in 10 minutes, or dropped
+                self.stats.notifications["retries"] += 1
+                self._dispatch(url, items, counter, first)
+                return
             if attempt + 1 < attempts:
                 self.stats.notifications["retries"] += 1
                 await asyncio.sleep(self.config.notify_retry_backoff_s * (2 ** attempt))
         self.stats.notifications["failed"] += len(items)
         log.info("gave up delivering %d notifications to %s", len(items), url)
+
+    def tick(self) -> None:
+        """Run what fell due on the simulator's clock: challenges before expiry, held notifications."""
+        self.reauth.tick()
+        now = self.clock.now()
+        if not any(due <= now for due, *_ in self.delayed):
+            return
+        due = [d for d in self.delayed if d[0] <= now]
+        self.delayed = [d for d in self.delayed if d[0] > now]
+        for _, url, items, counter, first in due:
+            if self._endpoint(url).state(now, self.config) == DROP:
+                self.stats.notifications["throttle_dropped"] += len(items)
+            else:
+                self._spawn(self._deliver(url, items, counter, first))
 
     # ------------------------------------------------------------------ lifecycle
     def lifecycle(self, sub: dict[str, Any], event: str) -> bool:
@@ -175,5 +238,7 @@ class Notifier:
             return False
         item = {"subscriptionId": sub["id"], "subscriptionExpirationDateTime": sub["expirationDateTime"],
                 "tenantId": self.store.tenant_id, "clientState": sub.get("clientState"), "lifecycleEvent": event}
-        self._spawn(self._deliver(url, [item], "lifecycle"))
+        if event == "reauthorizationRequired":
+            self.reauth.challenged(sub["id"])
+        self._dispatch(url, [item], "lifecycle")
         return True

@@ -112,6 +112,11 @@ def _strength_routes() -> dict[str, Requirement]:
     return out
 
 
+# userregistrationdetails-get / authenticationmethodsroot-list-userregistrationdetails: AuditLog.Read.All;
+# higher "Not available".
+_REPORTS_READ = ("AuditLog.Read.All",)
+
+
 #: Every Graph route's requirement, by route name. tests/graphsim/test_permissions.py holds it to the router.
 ROUTE_ROLES: dict[str, Requirement] = {
     "POST /$batch": (),  # the envelope; every item is checked as its own call
@@ -147,6 +152,8 @@ ROUTE_ROLES: dict[str, Requirement] = {
     "PATCH /subscriptions/{id}": (_SUBSCRIPTION,),
     "DELETE /subscriptions/{id}": (_SUBSCRIPTION,),
     "POST /subscriptions/{id}/reauthorize": (_SUBSCRIPTION,),
+    "GET /reports/authenticationMethods/userRegistrationDetails": (_REPORTS_READ,),
+    "GET /reports/authenticationMethods/userRegistrationDetails/{id}": (_REPORTS_READ,),
 }
 #: CA writes whose body, when it names an application id, also needs Application.Read.All.
 _CA_BODY_ROUTES = ("POST /identity/conditionalAccess/policies", "PATCH /identity/conditionalAccess/policies/{id}")

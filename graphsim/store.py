@@ -9,8 +9,10 @@ use the pseudo-properties in `LIFECYCLE`. Listeners (the notifier) hear about ea
 from __future__ import annotations
 
 import base64
+import bisect
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -119,6 +121,8 @@ class TenantStore:
         self.upn_index: dict[str, User] = {}
         self.user_order: list[User] = []
         self.log: list[tuple[User, frozenset[str]]] = []
+        self.log_times: list[float] = []   # when each change was made, on `clock` (delta visibility)
+        self.clock: Callable[[], float] = time.monotonic   # the simulator sets its own clock here
         self.groups: dict[str, dict[str, Any]] = {}
         self.service_principals: dict[str, dict[str, Any]] = {}   # by lower-cased id
         self.fido2_config: dict[str, Any] = {}
@@ -134,8 +138,14 @@ class TenantStore:
         """The sequence number of the latest change (0 before any)."""
         return len(self.log)
 
+    def seq_made_before(self, moment: float) -> int:
+        """The sequence number of the latest change made at or before `moment` (on `clock`): what a reader
+        sees when changes take time to show (the log is in time order, so this is a bisection)."""
+        return bisect.bisect_right(self.log_times, moment)
+
     def _record(self, user: User, props: frozenset[str], change_type: str = "updated") -> None:
         self.log.append((user, props))
+        self.log_times.append(self.clock())
         for listener in self.listeners:
             try:
                 listener(user, change_type)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from graphsim.errors import GraphApiError
+from graphsim.passkey_profiles import mirror_default_profile
 from graphsim.store import DEFAULT_TENANT_ID, TenantStore, is_guid
 
 YUBIKEY_5 = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
@@ -104,6 +105,7 @@ def _load(doc: dict[str, Any]) -> TenantStore:
     store.fido2_config = copy.deepcopy(fido2) if fido2 else copy.deepcopy(DEFAULT_FIDO2)
     store.fido2_config.setdefault("@odata.type", DEFAULT_FIDO2["@odata.type"])
     store.fido2_config.setdefault("id", "Fido2")
+    mirror_default_profile(store.fido2_config)   # a migrated tenant's top level is its default profile's
     for builtin in BUILTIN_STRENGTHS:
         store.strengths[builtin["id"]] = copy.deepcopy(builtin)
     for pol in doc.get("authenticationStrengthPolicies") or []:

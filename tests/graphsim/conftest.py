@@ -204,6 +204,7 @@ class Receiver:
     received: list[dict[str, Any]] = field(default_factory=list)   # bodies answered with 2xx
     rejected: int = 0                                                 # POSTs answered with `status` >= 300
     validations: list[str] = field(default_factory=list)
+    delay: float = 0.0                                                # seconds before answering a notification
 
     def notifications(self, **match: Any) -> list[dict[str, Any]]:
         """Every notification item received whose fields equal `match`."""
@@ -239,6 +240,8 @@ async def receiver() -> AsyncIterator[Receiver]:
                 return web.Response(status=500, text="")
             return web.Response(status=200, text=token, content_type="text/plain")
         body = json.loads(await request.read())
+        if rec.delay:
+            await asyncio.sleep(rec.delay)
         if rec.status < 300:
             rec.received.append(body)
         else:

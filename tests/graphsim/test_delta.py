@@ -1,6 +1,7 @@
 """users/delta: $select-scoped change tracking, @removed, $deltaToken=latest, 410 resync, scale."""
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -159,6 +160,78 @@ def test_id_filter_limits_the_round(sim: Simulator) -> None:
     raw(sim, "PATCH", f"/users/{uid(12)}", {"displayName": "Tracked"})
     raw(sim, "PATCH", f"/users/{uid(13)}", {"displayName": "Not tracked"})
     assert [u["id"] for u in rounds(sim, link)[0]] == [uid(12)]
+
+
+@contextlib.contextmanager
+def frozen_clock(sim: Simulator, **knobs: Any) -> Iterator[None]:
+    """The simulator's clock frozen and `knobs` set for one test, both undone afterwards; the clock first
+    moves past any visibility delay, so earlier tests' changes are all visible when the test starts."""
+    before = {k: v for k, v in sim.configure().items() if k in knobs}
+    sim.configure(**knobs)
+    sim.clock(frozen=True, advance=knobs.get("delta_visibility_delay_s", 0.0))
+    try:
+        yield
+    finally:
+        sim.clock(frozen=False)
+        sim.configure(**before)
+
+
+def test_a_change_shows_only_once_it_is_older_than_the_visibility_delay(sim: Simulator) -> None:
+    """With delta_visibility_delay_s, a round started too soon after a change leaves it out; a round
+    started once the change is old enough on the simulator's clock returns it, once."""
+    with frozen_clock(sim, delta_visibility_delay_s=30.0):
+        _, link = rounds(sim, "/users/delta?$select=id,userPrincipalName")
+        raw(sim, "PATCH", f"/users/{uid(14)}", {"userPrincipalName": "fourteen@fabrikam.example"})
+        sim.clock(advance=29.0)
+        items, link = rounds(sim, link)
+        assert items == []
+        sim.clock(advance=1.0)
+        items, link = rounds(sim, link)
+        assert items == [{"id": uid(14), "userPrincipalName": "fourteen@fabrikam.example"}]
+        assert rounds(sim, link)[0] == []
+
+
+def test_a_full_sync_and_latest_do_not_see_a_change_that_is_too_young(sim: Simulator) -> None:
+    """A user created within the delay is missing from a full sync and from $deltaToken=latest's position,
+    and both of their next rounds bring it once it is old enough."""
+    with frozen_clock(sim, delta_visibility_delay_s=60.0):
+        made = raw(sim, "POST", "/users", {"accountEnabled": True, "displayName": "Young", "mailNickname": "yg",
+                                           "userPrincipalName": "young@contoso.example",
+                                           "passwordProfile": {"password": "S3cret!pass"}}).body
+        items, full_link = rounds(sim, "/users/delta?$select=id,userPrincipalName")
+        assert made["id"] not in {u["id"] for u in items}
+        latest = raw(sim, "GET", "/users/delta?$select=id,userPrincipalName&$deltaToken=latest").body
+        sim.clock(advance=60.0)
+        for link in (full_link, latest["@odata.deltaLink"]):
+            assert [u["id"] for u in rounds(sim, link)[0]] == [made["id"]]
+
+
+def test_replays_return_unchanged_users_again_and_pages_stay_stable(sim: Simulator) -> None:
+    """delta_replay_rate returns about that share of the live users again in an incremental round, with
+    their current values and the changed user among them; reading the same link again gives the same round."""
+    with frozen_clock(sim, delta_replay_rate=0.2):
+        _, link = rounds(sim, "/users/delta?$select=id,userPrincipalName")
+        raw(sim, "PATCH", f"/users/{uid(15)}", {"userPrincipalName": "fifteen@fabrikam.example"})
+        items, _ = rounds(sim, link)
+        assert rounds(sim, link)[0] == items
+        live = {u["id"]: u["userPrincipalName"] for u in rounds(sim, "/users/delta?$select=id,userPrincipalName")[0]}
+        replayed = [u for u in items if u["id"] != uid(15)]
+        assert {"id": uid(15), "userPrincipalName": "fifteen@fabrikam.example"} in items
+        assert abs(len(items) - 1 - 0.2 * len(live)) <= 1 and replayed
+        assert all(live[u["id"]] == u["userPrincipalName"] for u in items)   # current values, not stale ones
+
+
+def test_delta_token_age_is_measured_on_the_simulator_clock(sim: Simulator) -> None:
+    """A deltaLink older than delta_token_ttl_s on the simulator's clock answers 410 syncStateNotFound;
+    the clock's Graph time moves with it."""
+    with frozen_clock(sim):
+        _, link = rounds(sim, "/users/delta?$select=id")
+        before = sim.control("GET", "clock")
+        moved = sim.clock(advance=7 * 24 * 3600 + 2)
+        assert moved["frozen"] and moved["now"] - before["now"] == pytest.approx(7 * 24 * 3600 + 2)
+        assert moved["utc"][:10] != before["utc"][:10]
+        gone = raw(sim, "GET", link)
+        assert gone.status == 410 and gone.body["error"]["code"] == "syncStateNotFound"
 
 
 def _get(url: str) -> dict[str, Any]:

@@ -48,15 +48,32 @@ async def test_sdk_get_parses_typed_configuration(client: GraphServiceClient) ->
     assert cfg.passkey_profiles[0].name == "Default passkey profile"
 
 
+@pytest.fixture(scope="module")
+def legacy() -> Iterator[Simulator]:
+    """A tenant in the legacy shape: no passkey profiles, so the top-level fields are the policy."""
+    tenant = base_tenant(3)
+    fido2 = tenant["authenticationMethodConfigurations"]["fido2"]
+    for name in ("defaultPasskeyProfile", "passkeyProfiles"):
+        del fido2[name]
+    del fido2["includeTargets"][0]["allowedPasskeyProfiles"]
+    yield from start(tenant)
+
+
 async def test_sdk_patch_replaces_key_restrictions_and_keeps_the_rest(client: GraphServiceClient,
-                                                                      sim: Simulator) -> None:
-    """A PATCH with only keyRestrictions replaces that object whole and leaves every other field alone."""
-    await _config(client).patch(Fido2AuthenticationMethodConfiguration(key_restrictions=Fido2KeyRestrictions(
-        is_enforced=True, enforcement_type=Fido2RestrictionEnforcementType.Block, aa_guids=[ANDROID])),
-        request_configuration=no_retry())
-    cfg = raw(sim, "GET", PATH).body
+                                                                      legacy: Simulator) -> None:
+    """In a legacy tenant, a PATCH with only keyRestrictions replaces that object whole and leaves every
+    other field alone."""
+    home = client.request_adapter.base_url
+    client.request_adapter.base_url = legacy.base_url
+    try:
+        await _config(client).patch(Fido2AuthenticationMethodConfiguration(key_restrictions=Fido2KeyRestrictions(
+            is_enforced=True, enforcement_type=Fido2RestrictionEnforcementType.Block, aa_guids=[ANDROID])),
+            request_configuration=no_retry())
+    finally:
+        client.request_adapter.base_url = home
+    cfg = raw(legacy, "GET", PATH).body
     assert cfg["keyRestrictions"] == {"isEnforced": True, "enforcementType": "block", "aaGuids": [ANDROID]}
-    assert cfg["passkeyProfiles"][0]["keyRestrictions"]["aaGuids"] == [YUBI]   # legacy and profile independent
+    assert cfg["isAttestationEnforced"] is False and "passkeyProfiles" not in cfg
     assert cfg["isSelfServiceRegistrationAllowed"] is True and cfg["state"] == "enabled"
 
 
