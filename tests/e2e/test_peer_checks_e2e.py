@@ -1,6 +1,6 @@
 """Checks nobody here wrote, after an apply on a tenant with passkey profiles: Maester's EIDSCA AF04-AF06 read
 only the deprecated top level of the FIDO2 configuration, which Graph keeps as a mirror of the default
-profile (issue 13 item 9). The checks are taken from ../shared/data/real/maester-eidsca-fido2.json and
+profile (issue 13 item 9). The checks are taken from tests/data/real/maester-eidsca-fido2.json (the handbook's copy) and
 evaluated here as Maester's PowerShell does, against Maester's own request (beta, `('Fido2')` key form)."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.e2e.stack import ANDROID, FAST_SIM, IOS, YUBI, running_stack
 from tests.e2e.test_policy_e2e import doc_with
 
 ROOT = Path(__file__).resolve().parents[2]
-MAESTER = ROOT.parent / "shared" / "data" / "real" / "maester-eidsca-fido2.json"
+MAESTER = ROOT / "tests" / "data" / "real" / "maester-eidsca-fido2.json"
 FEITIAN = "12ded745-4bed-47d4-abaa-e713f51d6393"
 NOT_ENFORCED = {"isEnforced": False, "enforcementType": "allow", "aaGuids": []}
 

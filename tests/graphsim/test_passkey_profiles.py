@@ -14,14 +14,14 @@ from graphsim.launcher import Simulator, start_simulator
 from tests.graphsim.conftest import ANDROID, FIDO2_TYPE, IOS, PROFILE_ID, YUBI, base_tenant, raw, start
 
 PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
-CAPTURE = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+CAPTURE = (Path(__file__).resolve().parents[1] / "data" / "real"
            / "real-tenant-authenticationmethodspolicy-v1-graph2otel.json")
 SYNCED_PROFILE = "22222222-0000-4000-8000-000000000002"
 ENFORCED = {"isEnforced": True, "enforcementType": "allow", "aaGuids": [YUBI, ANDROID, IOS]}
 
 
 def captured_fido2() -> dict[str, Any]:
-    """The Fido2 configuration of the live capture (../shared/data/real), as Graph returned it."""
+    """The Fido2 configuration of the live capture (tests/data/real, copied from the handbook's ../shared/data/real), as Graph returned it."""
     policy = json.loads(CAPTURE.read_text(encoding="utf-8"))
     (fido2,) = [c for c in policy["authenticationMethodConfigurations"] if c["id"] == "Fido2"]
     return {k: v for k, v in fido2.items() if not k.endswith("@odata.context")}
