@@ -41,6 +41,9 @@ from shared.policy.plan_model import AREA_CA, AREA_METHOD, AREA_STRENGTH, Issue,
 
 FIDO2_FIELDS = ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced", "keyRestrictions",
                 "includeTargets", "excludeTargets", "passkeyProfiles", "defaultPasskeyProfile")
+#: In a tenant with passkey profiles Graph returns these as a mirror of the default profile; writing them there
+#: is deprecated (refused or ignored), so a rollback restores the profiles and leaves the mirror to follow.
+LEGACY_MIRROR = ("isAttestationEnforced", "keyRestrictions")
 CA_FIELDS = ("displayName", "state", "conditions", "grantControls", "sessionControls")
 STRENGTH_OPS = ("create_strength", "update_strength", "update_strength_combinations",
                 "create_combination_configuration", "update_combination_configuration")
@@ -80,7 +83,11 @@ class RollbackPlan:
 
 # --- normalised views: the fields a rollback compares and restores ------------------------------------
 def fido2_fields(raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: copy.deepcopy(raw[k]) for k in FIDO2_FIELDS if raw is not None and k in raw}
+    """The fields a rollback restores; in a tenant with passkey profiles, without the legacy mirror."""
+    if raw is None:
+        return {}
+    skip = LEGACY_MIRROR if raw.get("passkeyProfiles") else ()
+    return {k: copy.deepcopy(raw[k]) for k in FIDO2_FIELDS if k in raw and k not in skip}
 
 
 def strength_fields(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ ENFORCED = {"isEnforced": True, "enforcementType": "allow", "aaGuids": [YUBI, AN
 
 
 def captured_fido2() -> dict[str, Any]:
-    """The Fido2 configuration of the live capture (tests/data/real, copied from the handbook's ../shared/data/real), as Graph returned it."""
+    """The Fido2 configuration of the live capture (tests/data/real), as Graph returned it."""
     policy = json.loads(CAPTURE.read_text(encoding="utf-8"))
     (fido2,) = [c for c in policy["authenticationMethodConfigurations"] if c["id"] == "Fido2"]
     return {k: v for k, v in fido2.items() if not k.endswith("@odata.context")}

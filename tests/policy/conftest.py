@@ -13,11 +13,12 @@ from tests.e2e.stack import tenant, user
 
 @pytest.fixture
 async def use_case_stack(stack_factory: Any) -> AsyncIterator[Callable[..., Any]]:
-    """`await build(**env) -> (Services, Simulator)` for a tenant of three users with a security key each."""
+    """`await build(tenant_doc=None, **env) -> (Services, Simulator)`; by default a tenant of three users with a
+    security key each."""
     sims: list[Simulator] = []
 
-    async def build(**env: str) -> tuple[Services, Simulator]:
-        sim = start_simulator(tenant([user(1), user(2), user(3)]))
+    async def build(tenant_doc: dict[str, Any] | None = None, **env: str) -> tuple[Services, Simulator]:
+        sim = start_simulator(tenant_doc or tenant([user(1), user(2), user(3)]))
         sims.append(sim)
         return await stack_factory(sim, **env), sim
 
