@@ -65,7 +65,8 @@ async def test_a_slow_endpoint_is_delayed_then_dropped(client: GraphServiceClien
         assert (await _stats(sim))["endpoints"][receiver.url] == "slow"
         await asyncio.to_thread(sim.clock, advance=599.0)
         assert not _heard(receiver, 11)
-        await asyncio.to_thread(sim.clock, advance=1.0)           # ten minutes later it goes out
+        # A second past the ten minutes: on a float clock, 599 + 1 can land one ulp short of 600.
+        await asyncio.to_thread(sim.clock, advance=2.0)           # ten minutes later it goes out
         await receiver.wait_until(lambda: _heard(receiver, 11))  # 1 slow in 11: normal again
         receiver.delay = 0.4
         await _change(sim, 12, "slow again")                     # 2 slow in 12: past 15 %
@@ -100,7 +101,8 @@ async def test_a_failing_endpoint_is_retried_only_within_the_retry_window(client
         expired = (await _stats(sim))["notifications"].get("expired", 0)
         await _change(sim, 15, "never delivered")
         await receiver.wait_until(lambda: receiver.rejected >= 3)        # retried while the window lasts
-        await asyncio.to_thread(sim.clock, advance=4 * 3600.0)
+        # Past the window by a second: frozen + 14400.0 - frozen can come out one ulp short of 14400.0.
+        await asyncio.to_thread(sim.clock, advance=4 * 3600.0 + 1.0)
         await receiver.wait_until(lambda: sim.stats()["notifications"].get("expired", 0) == expired + 1)
         receiver.status = 202
         await _change(sim, 16, "delivered")
