@@ -51,25 +51,6 @@ async def test_batch_get_retries_throttled_items_after_retry_after(sim):
     assert [len(answers[uid(n)].body["value"]) for n in (1, 2)] == [1, 0]
 
 
-async def test_batch_get_learns_a_bucket_it_is_not_told(sim):
-    """Against a small bucket the product is not told, bulk reads all complete with few 429s: the pace slows to
-    about the refill rate instead of hammering."""
-    capacity, refill = 40.0, 80.0  # far below the pace's starting guess of 350 RU/s
-    sim.configure(throttle_capacity_ru=capacity, throttle_refill_ru_per_s=refill)
-    sim.control("POST", "throttle/reset")
-    gw = gateway(sim)
-    reads = {f"{r}-{uid(n)}": f"/users/{uid(n)}/authentication/fido2Methods" for r in range(2) for n in range(1, 131)}
-    try:
-        answers = await gw.batch_get(reads)
-    finally:
-        sim.configure(throttle_capacity_ru=8000.0, throttle_refill_ru_per_s=800.0)
-        sim.control("POST", "throttle/reset")
-        await gw.close()
-    assert {a.status for a in answers.values()} == {200}
-    assert gw.counters.throttled_items <= 0.1 * len(reads), gw.counters.throttled_items
-    assert gw.budget.rate < 2 * refill  # it learned to go slower than its guess
-
-
 async def test_errors_map_to_our_tree(sim):
     """404 is NotFound, a refused token is a GraphError with its status, a dead host is GraphUnavailable."""
     gw = gateway(sim)
