@@ -5,9 +5,9 @@
 A flaky suite is one that passes on an idle machine and fails on a busy one, so this starts one CPU burner
 process per core (normal priority, a tight loop) and then runs `python -m pytest -q -p no:cacheprovider`
 (plus the given pytest arguments, e.g. a path) up to `--runs` times, stopping at the first failure. Each
-run's outcome and duration is printed as it ends; the report (JSON, default `.reliability/under-load.json`)
-holds the commit, the machine, the conditions (burners, load average) and every run. The exit status is 0
-only when every run passed.
+run's outcome and duration is printed as it ends, and the report (JSON, default `.reliability/under-load.json`)
+is rewritten after each run (`finished` is false until the series ends). It holds the commit, the machine,
+the conditions (burners, load average) and every run. The exit status is 0 only when every run passed.
 """
 from __future__ import annotations
 
@@ -73,6 +73,16 @@ def run_suite(pytest_args: list[str]) -> tuple[bool, float, str]:
     return done.returncode == 0, seconds, tail
 
 
+def write_report(path: Path, report: dict[str, Any], *, finished: bool) -> None:
+    """Write the report after every run, so a long series that is stopped still shows the runs it made."""
+    passes = sum(1 for run in report["runs"] if run["passed"])
+    report["passedInARow"] = passes  # the loop stops at the first failure
+    report["allPassed"] = passes == report["runsWanted"]
+    report["finished"] = finished
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, load the cores, run the suite until N passes or the first failure, write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -95,17 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             report["runs"].append({"run": number, "passed": passed, "seconds": seconds, "summary": tail,
                                    "loadAverage1m": None if load is None else round(load, 2)})
+            write_report(args.report, report, finished=not passed or number == args.runs)
             sys.stdout.write(f"run {number}/{args.runs}: {'pass' if passed else 'FAIL'} in {seconds} s ({tail})\n")
             sys.stdout.flush()
             if not passed:
                 break
     finally:
         stop_burners(burners)
-    passes = sum(1 for run in report["runs"] if run["passed"])
-    report["passedInARow"] = passes  # the loop stops at the first failure
-    report["allPassed"] = passes == args.runs
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    passes = report["passedInARow"]
     sys.stdout.write(f"{passes} of {args.runs} runs passed in a row with {args.burners} burner(s); "
                      f"report: {args.report}\n")
     return 0 if report["allPassed"] else 1
