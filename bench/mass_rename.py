@@ -1,6 +1,7 @@
 """Flag a mass rename at Graph's throttle limit: the product's real sweep -> queue -> processor path.
 
     python -m bench.mass_rename --users 50000 --json [--throttle-scale 1] [--baseline-sample 200]
+        [--latency-ms 150 --latency-p99-ms 800 --latency-per-item-ms 2]
 
 Setup (not timed): N generated users, about half with a passkey; the first sweep seeds the snapshots;
 then every user is renamed at once in the simulator (`bulk_rename`, no notifications), the simulator's
@@ -30,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import BENCH_SETTINGS, base_parser, emit, machine, peak_rss_mb, tenant_doc
+from bench.common import BENCH_SETTINGS, base_parser, emit, latency_knobs, machine, peak_rss_mb, tenant_doc
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,14 @@ def expected_flags(sim: Any) -> tuple[int, list[str]]:
     return int(data["flags"]), list(data["ids"])
 
 
-async def run(users: int, scale: float, sample: int) -> dict[str, Any]:
+async def run(users: int, scale: float, sample: int, latency: dict[str, float] | None = None) -> dict[str, Any]:
     from devhost.stack import local_stack
     from shared.upn.sweep import sweep
 
+    latency = latency if latency is not None else latency_knobs()
     doc = tenant_doc(users=users, simulator={
         "throttle_capacity_ru": CAPACITY_RU, "throttle_refill_ru_per_s": REFILL_RU_PER_S,
-        "throttle_scale": scale, "notify_paused": True})
+        "throttle_scale": scale, "notify_paused": True, **latency})
     settings = {**BENCH_SETTINGS, "GRAPH_RU_PER_10S": str(round(CAPACITY_RU * scale))}
     async with local_stack(doc, settings=settings, serve=False, ensure_store=True) as stack:
         sim, services = stack.sim, stack.services
@@ -135,7 +137,7 @@ async def run(users: int, scale: float, sample: int) -> dict[str, Any]:
     baseline_seconds = per_user * changed
     return {
         "benchmark": "mass_rename", "users": users, "changed_users": changed, "throttle_scale": scale,
-        "bucket_capacity_ru": capacity, "refill_ru_per_s": refill,
+        "bucket_capacity_ru": capacity, "refill_ru_per_s": refill, "simulator_latency": latency,
         "seconds": round(seconds, 2), "optimum_seconds": round(optimum, 2),
         "ratio_to_optimum": round(optimum / seconds, 3) if seconds > 0 else 0.0,
         "resource_units": ru_total, "resource_units_needed": ru_needed,
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         users, sample = min(users, 120), min(sample, 5)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    result = asyncio.run(run(users, args.throttle_scale, sample))
+    result = asyncio.run(run(users, args.throttle_scale, sample, latency_knobs(args)))
     emit(result, as_json=args.json)
     return 0 if result["flags_written"] == result["flags_expected"] else 1
 

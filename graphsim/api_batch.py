@@ -7,6 +7,11 @@ pitfall 5) unless the `batch_allow_absolute_urls` knob is on, when absolute URLs
 own host are accepted. With any `dependsOn` the items run one by one in the order given and an item
 whose dependency failed gets 424; otherwise they run concurrently. Responses come back shuffled
 (`batch_shuffle_responses`), since Graph promises no order.
+
+Latency: each item waits its own draw (and its own page-size part) like a direct call, so concurrent
+items make the envelope wait for the slowest of them and `dependsOn` items wait for their sum; the
+envelope adds its own draw plus `latency_per_item_ms` per request at the front door. Graph answers a
+batch only when every item is done, and runs dependent items one after another.
 """
 from __future__ import annotations
 
@@ -103,10 +108,18 @@ async def _run(sim: SimServer, outer: SimRequest, item: dict[str, Any]) -> SimRe
     data = b"" if raw_body is None else json.dumps(raw_body).encode()
     sub = SimRequest(method=str(item["method"]).upper(), segments=split_path(path), query=parse_query(parts.query),
                      headers=headers, body=data, root=outer.root, version=outer.version, in_batch=True)
+    delay = sim.faults.latency_s()  # each item waits its own draw, so the envelope waits for the slowest
+    if delay > 0:
+        await asyncio.sleep(delay)
     try:
-        return await sim.dispatch(sub)
+        resp = await sim.dispatch(sub)
     except GraphApiError as exc:  # dispatch answers errors itself; this is a safety net
-        return _item_error(exc.status, exc.code, exc.message)
+        resp = _item_error(exc.status, exc.code, exc.message)
+    size = sim.faults.size_latency_s(resp.items())
+    if size > 0:
+        await asyncio.sleep(size)
+    sim.stats.latency(delay, size)
+    return resp
 
 
 def _envelope(item_id: str, resp: SimResponse) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Pipeline for every Graph call (direct or inside `$batch`): bearer token (401) �
 segment, 405 wrong method) → injected status fault → Conditional Access limit (429, no Retry-After)
 → resource-unit and write buckets (429 with Retry-After and x-ms-throttle-* headers) → handler.
 Every answer carries `request-id`, `client-request-id` and `x-ms-resource-unit`. Transport faults
-(latency, dropped connections) happen at the front door. `/_sim/*` goes to the control router.
+(latency, dropped connections) happen at the front door, and each `$batch` item waits its own latency
+draw inside the envelope (see api_batch). `/_sim/*` goes to the control router.
 """
 from __future__ import annotations
 
@@ -266,6 +267,7 @@ def make_app(sim: SimServer) -> web.Application:
         if sim.config.graph_paused:
             await sim.hold()
         if sim.faults.drop():
+            sim.stats.latency(delay, 0.0)
             sim.stats.faults["drop"] += 1
             if request.transport is not None:
                 request.transport.abort()
@@ -275,7 +277,13 @@ def make_app(sim: SimServer) -> web.Application:
                                                        str(uuid.uuid4()), headers.get("client-request-id", ""))))
         req = SimRequest(request.method, split_path(rest), parse_query(request.rel_url.raw_query_string),
                          headers, body, root, version=first)
-        return _to_web(await sim.dispatch(req))
+        resp = await sim.dispatch(req)
+        # The part of the latency that grows with the answer: after the handler, as producing and sending it.
+        size = sim.faults.size_latency_s(resp.items())
+        if size > 0:
+            await asyncio.sleep(size)
+        sim.stats.latency(delay, size)
+        return _to_web(resp)
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -69,6 +69,15 @@ class SimResponse:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
 
+    def items(self) -> int:
+        """Objects in a collection answer (`value`) or answers in a `$batch` (`responses`); 0 otherwise.
+        What `latency_per_item_ms` multiplies."""
+        if isinstance(self.body, dict):
+            for key in ("value", "responses"):
+                if isinstance(self.body.get(key), list):
+                    return len(self.body[key])
+        return 0
+
 
 def split_path(raw_path: str) -> list[str]:
     """Decoded path segments with OData key and function-call forms unfolded."""

@@ -149,7 +149,7 @@ async def test_a_dropped_batch_connection_does_not_fail_the_message(azurite):
         stack.sim.control("POST", "users/bulk_rename", {"from_domain": OLD, "to_domain": NEW, "notify": False})
         outcomes: list[str] = []
         with Storm(stack.sim, seed=5, fault_429_rate=0.0, fault_503_rate=0.0, fault_drop_rate=0.25,
-                   latency_jitter_ms=0.0) as storm:
+                   latency_ms=0.0) as storm:
             for start in range(0, 100, 20):
                 chunk = [{"id": uid(n)} for n in range(start + 1, start + 21)]  # ids only: UPNs read from Graph
                 try:
