@@ -2,7 +2,8 @@
 
 Pipeline for every Graph call (direct or inside `$batch`): bearer token (401) → route match (400 unknown
 segment, 405 wrong method) → injected status fault → Conditional Access limit (429, no Retry-After)
-→ resource-unit and write buckets (429 with Retry-After and x-ms-throttle-* headers) → handler.
+→ resource-unit and write buckets (429 with Retry-After and x-ms-throttle-* headers) → the tenant's
+authentication-method limit for `users/{id}/authentication/*` (429 in the same shape) → handler.
 Every answer carries `request-id`, `client-request-id` and `x-ms-resource-unit`. Transport faults
 (latency, dropped connections) happen at the front door, and each `$batch` item waits its own latency
 draw inside the envelope (see api_batch). `/_sim/*` goes to the control router.
@@ -197,9 +198,11 @@ class SimServer:
                                "x-ms-throttle-limit-percentage": str(verdict.limit_percentage)}
                     raise GraphApiError(429, "TooManyRequests", "Too many requests. Retry after the time given "
                                         "in the Retry-After header.", headers=headers)
+                pct = verdict.limit_percentage
+                if route.auth_methods:
+                    pct = self._auth_methods_limit(req, ru, pct)
                 if route.write:
                     self.stats.writes += 1
-                pct = verdict.limit_percentage
             else:
                 pct = None
             result: Any = route.handler(self, req, params)
@@ -220,6 +223,25 @@ class SimServer:
         if route_name == "GET /users/delta" and resp.status == 200:
             self.stats.delta_pages += 1
         return resp
+
+    def _auth_methods_limit(self, req: SimRequest, ru: int, pct: float | None) -> float | None:
+        """The tenant's authentication-method limit, after the RU bucket let the call through: a 429 in the RU
+        throttle's shape (its RU still spent unless `throttle_charge_rejected` is off), else the higher of the
+        two usage percentages for `x-ms-throttle-limit-percentage`."""
+        verdict = self.throttle.auth_methods_charge()
+        if not verdict.allowed:
+            if not self.config.throttle_charge_rejected:
+                self.throttle.refund(req.app_id, ru)
+                self.stats.resource_units -= ru
+            self.stats.throttled["auth_methods"] += 1
+            headers = {"Retry-After": str(verdict.retry_after),
+                       "x-ms-throttle-scope": f"Tenant/ReadWrite/{req.app_id}/{self.store.tenant_id}",
+                       "x-ms-throttle-information": verdict.information,
+                       "x-ms-throttle-limit-percentage": str(verdict.limit_percentage)}
+            raise GraphApiError(429, "TooManyRequests", "Too many requests. Retry after the time given "
+                                "in the Retry-After header.", headers=headers)
+        found = [p for p in (pct, verdict.limit_percentage) if p is not None]
+        return max(found) if found else None
 
     def control_dispatch(self, req: SimRequest) -> SimResponse:
         """Run one `/_sim` call (no token, no meters)."""

@@ -31,6 +31,13 @@ class SimConfig:
     write_refill_per_s: float = 20.0
     # Conditional Access: 1 request/s per tenant across all apps, 429 without Retry-After. <= 0 disables.
     ca_requests_per_second: float = 1.0
+    # Authentication-method calls (issue 13 item 2): `users/{id}/authentication/*` per tenant, all apps, each
+    # `$batch` item counted; 429 with Retry-After like the RU bucket. Graph publishes no figure; a public
+    # report of a 10,000-user `authentication/methods` inventory (over an hour sequentially, ~30 min with 16
+    # threads: about 5-6 calls/s at best) gives the pessimistic 6/s. A bucket of `auth_methods_rps *
+    # auth_methods_window_s` calls, starting full, refilled at `auth_methods_rps`. <= 0 disables.
+    auth_methods_rps: float = 6.0
+    auth_methods_window_s: float = 1.0
     # Latency (issue 13 item 1), never on /_sim/*. Each Graph answer, and each `$batch` item inside its
     # envelope, waits a log-normal draw whose median is `latency_ms` and whose 99th percentile is
     # `latency_p99_ms` (a p99 at or below the median means a fixed `latency_ms`), plus `latency_per_item_ms`
