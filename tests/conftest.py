@@ -9,8 +9,11 @@ No test may depend on the wall clock, so hypothesis runs without its per-example
 """
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -76,3 +79,32 @@ async def stack_factory(azurite: Azurite) -> AsyncIterator[Any]:
     use_services(None)
     for services in built:
         await services.close()
+
+
+def graph_waits_move_the_clock(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The product's waits for Graph's pace (its RU budget: Retry-After pauses and refills) move the
+    simulator's throttle clock by the time asked instead of waiting on the wall clock: the product still
+    waits every second Graph asked for, in the simulator's time, and a test of a throttled bulk read runs at
+    machine speed with Graph's limits untouched. Returns the waits the budget asked for.
+
+    Only the budget's waits are moved: it makes one spender wait at a time (its lock), so the clock never
+    moves further than the product actually waited."""
+    import shared.graph.budget as budget_module
+
+    waits: list[float] = []
+    moved = [0.0]
+    real = time.monotonic
+
+    def monotonic() -> float:
+        return real() + moved[0]
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if seconds > 0:
+            moved[0] += seconds
+            await asyncio.to_thread(sim.throttle_clock, advance=seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(budget_module, "time", SimpleNamespace(monotonic=monotonic))
+    monkeypatch.setattr(budget_module, "asyncio", SimpleNamespace(sleep=sleep, Lock=asyncio.Lock))
+    return waits

@@ -12,6 +12,7 @@ from shared.errors import GraphError, GraphUnavailable, NotFound
 from shared.graph.auth import StaticTokenProvider
 from shared.graph.budget import RuBudget
 from shared.graph.gateway import GraphGateway
+from tests.conftest import graph_waits_move_the_clock
 from tests.e2e.stack import tenant, uid, user
 
 
@@ -39,8 +40,9 @@ async def test_raw_reads_follow_every_page(sim):
         await gw.close()
 
 
-async def test_batch_get_retries_throttled_items_after_retry_after(sim):
+async def test_batch_get_retries_throttled_items_after_retry_after(sim, monkeypatch):
     """Items throttled inside a 200 $batch answer are retried after their Retry-After until they succeed."""
+    graph_waits_move_the_clock(sim, monkeypatch)  # 40 passkey reads at 6/s: waited in the simulator's time
     gw = gateway(sim)
     sim.configure(fault_429_rate=0.4, fault_429_retry_after_s=1, fault_seed=7)
     try:
@@ -52,6 +54,29 @@ async def test_batch_get_retries_throttled_items_after_retry_after(sim):
     assert {a.status for a in answers.values()} == {200}
     assert gw.counters.throttled_items > 0
     assert [len(answers[uid(n)].body["value"]) for n in (1, 2)] == [1, 0]
+
+
+async def test_concurrent_bulk_reads_wait_their_turn_under_the_authentication_method_limit(sim, monkeypatch):
+    """Three bulk reads of 20 passkeys at once against Graph's 6 a second: each waits its turn while the others
+    progress, and none gives up, even allowed only two rounds in a row without any answer of the tenant."""
+    waits = graph_waits_move_the_clock(sim, monkeypatch)
+    sim.throttle_clock(frozen=True)  # the bucket refills only by the time the product waits
+    sim.reset_stats()
+    gw = gateway(sim)
+    try:
+        calls = [{uid(n): f"/users/{uid(n)}/authentication/fido2Methods" for n in range(first, first + 20)}
+                 for first in (1, 21, 41)]
+        results = await asyncio.gather(*(gw.batch_get(urls, max_attempts=2) for urls in calls))
+    finally:
+        sim.throttle_clock(frozen=False)
+        await gw.close()
+    for urls, answers in zip(calls, results, strict=True):
+        assert set(answers) == set(urls) and {a.status for a in answers.values()} == {200}
+    stats = sim.stats()
+    assert stats["throttled"]["auth_methods"] > 0 and gw.counters.throttled_items > 0
+    reads = stats["calls"]["by_route"]["GET /users/{id}/authentication/fido2Methods"]
+    assert reads == 60 + stats["throttled"]["total"]  # each read answered once; every other try was a 429
+    assert sum(waits) >= (60 - 6) / 6  # six a second, after the first second's six, in simulated time
 
 
 async def test_errors_map_to_our_tree(sim):
