@@ -1,7 +1,8 @@
 """`POST /$batch`: up to 20 requests dispatched through the same handlers as direct calls.
 
 Each item is metered, faulted and throttled on its own (an item can be a 429 with `Retry-After` inside
-the outer 200); the envelope itself costs nothing. Item URLs are relative to the version (`/users/…`
+the outer 200); the envelope itself costs nothing, but can itself be refused whole with a 429 or 503
+(`fault_batch_429_rate`, `fault_batch_503_rate`) before any item runs. Item URLs are relative to the version (`/users/…`
 or `users/…`). An absolute item URL gets a per-item 400 as on Graph (the trap in graph-contract.md
 pitfall 5) unless the `batch_allow_absolute_urls` knob is on, when absolute URLs on the simulator's
 own host are accepted. With any `dependsOn` the items run one by one in the order given and an item

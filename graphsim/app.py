@@ -1,9 +1,10 @@
 """The simulator's server: route table, the per-request pipeline, and the aiohttp front door.
 
 Pipeline for every Graph call (direct or inside `$batch`): bearer token (401) → route match (400 unknown
-segment, 405 wrong method) → injected status fault → Conditional Access limit (429, no Retry-After)
-→ resource-unit and write buckets (429 with Retry-After and x-ms-throttle-* headers) → the tenant's
-authentication-method limit for `users/{id}/authentication/*` (429 in the same shape) → handler.
+segment, 405 wrong method) → injected status fault (for the `$batch` envelope: its own 429/503) →
+Conditional Access limit (429, no Retry-After) → resource-unit and write buckets (429 with Retry-After
+and x-ms-throttle-* headers) → the tenant's authentication-method limit for `users/{id}/authentication/*`
+(429 in the same shape) → handler.
 Every answer carries `request-id`, `client-request-id` and `x-ms-resource-unit`. Transport faults
 (latency, dropped connections) happen at the front door, and each `$batch` item waits its own latency
 draw inside the envelope (see api_batch). `/_sim/*` goes to the control router.
@@ -204,6 +205,10 @@ class SimServer:
                 if route.write:
                     self.stats.writes += 1
             else:
+                fault = self.faults.batch_status()  # the envelope refused whole: none of its items runs
+                if fault is not None:
+                    self.stats.faults[f"batch_{fault}"] += 1
+                    raise _fault_error(fault, self.config.fault_429_retry_after_s)
                 pct = None
             result: Any = route.handler(self, req, params)
             resp: SimResponse = await result if route.is_async else result

@@ -61,6 +61,10 @@ class SimConfig:
     # $batch.
     batch_shuffle_responses: bool = True
     batch_allow_absolute_urls: bool = False  # Graph answers absolute item URLs with a 400
+    # Whole `$batch` envelopes answered 429 (Retry-After `fault_429_retry_after_s`) or 503 before any item
+    # runs (issue 13 item 6; Graph's gateway can refuse the envelope itself). Draws follow `fault_seed`.
+    fault_batch_429_rate: float = 0.0
+    fault_batch_503_rate: float = 0.0
     # Change notifications.
     notify_batch_window_s: float = 0.2
     notify_max_per_post: int = 100

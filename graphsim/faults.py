@@ -1,8 +1,9 @@
 """Injected faults: latency, random 429/503/504 answers and dropped connections.
 
 Rates come from the knobs (0..1). `fault_seed` makes the sequence repeatable. Control endpoints
-(`/_sim/*`) are never faulted; the `$batch` envelope gets transport faults (latency, drops) while each
-item inside it can get its own status fault, as Graph's items fail one by one.
+(`/_sim/*`) are never faulted; the `$batch` envelope gets transport faults (latency, drops) and its own
+429/503 (`fault_batch_*_rate`, before any item runs) while each item inside it can get its own status
+fault, as Graph's items fail one by one.
 
 Latency is log-normal: `ln(delay)` is normal with mean `ln(latency_ms)` and the standard deviation that
 puts the 99th percentile at `latency_p99_ms`, i.e. `sigma = ln(p99 / median) / z99`. Response times of
@@ -85,4 +86,18 @@ class Faults:
             return 503
         if draw < total:
             return 504
+        return None
+
+    def batch_status(self) -> int | None:
+        """An injected status (429 or 503) for a whole `$batch` envelope, or None."""
+        c = self.config
+        total = c.fault_batch_429_rate + c.fault_batch_503_rate
+        if total <= 0:
+            return None
+        self._check_seed()
+        draw = self.rng.random()
+        if draw < c.fault_batch_429_rate:
+            return 429
+        if draw < total:
+            return 503
         return None
