@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +31,7 @@ T = TypeVar("T")
 BATCH_LIMIT = 20  # Graph's $batch maximum
 BATCH_TRANSPORT_RETRIES = 3  # $batch envelopes of reads re-sent after a dropped connection
 BATCH_UNAVAILABLE_RETRIES = 3  # ... and after a 503/504 of the envelope, beyond the SDK's own retries
+BATCH_GET_MAX_SECONDS = 120.0  # a bulk read waiting its turn under Graph's limits starts no round after this
 
 
 @dataclass
@@ -72,7 +74,7 @@ class GraphCounters:
 
 @dataclass
 class _EnvelopeRetries:
-    """How often one `batch_get` has sent an envelope again after a 503/504 or a dropped connection."""
+    """How often in a row one `batch_get` has sent an envelope again after a 503/504 or a dropped connection."""
 
     unavailable: int = 0
     lost: int = 0
@@ -245,8 +247,8 @@ class GraphGateway:
                                                  body=item.get("body"), headers=item.get("headers") or {})
         return out
 
-    async def batch_get(self, urls: dict[str, str], *, max_attempts: int = 8, ru_per_item: float = 1.0
-                        ) -> dict[str, BatchItem]:
+    async def batch_get(self, urls: dict[str, str], *, max_attempts: int = 8, ru_per_item: float = 1.0,
+                        max_seconds: float = BATCH_GET_MAX_SECONDS) -> dict[str, BatchItem]:
         """GET many relative URLs, 20 per `$batch`, retrying what Graph could not answer yet.
 
         Spends `ru_per_item` from the tenant's budget per item before sending, so a bulk run keeps to Graph's
@@ -254,13 +256,16 @@ class GraphGateway:
         refused whole is handled by `_send_round`. Gives up after `max_attempts` rounds in a row in which no
         batch item of this tenant was answered, by this call or a concurrent one: under Graph's per-tenant
         limit on authentication-method reads a caller may wait its turn while others progress, and a
-        message given up is read again from the start. What is left is returned as 429s.
+        message given up is read again from the start. It also stops starting rounds after `max_seconds`, so
+        a queue message hands its worker back (re-queued for the Retry-After) rather than wait without end.
+        What is left is returned as 429s.
         """
         pending = dict(urls)
         done: dict[str, BatchItem] = {}
         envelopes = _EnvelopeRetries()
         stalled = 0
-        while pending and stalled < max_attempts:
+        started = time.monotonic()
+        while pending and stalled < max_attempts and time.monotonic() - started < max_seconds:
             answered = self.counters.answered_items
             ids = list(pending)
             retry: dict[str, str] = {}
@@ -294,14 +299,17 @@ class GraphGateway:
         """One `$batch` of GETs for `chunk`; {} when the envelope itself must be sent again (every item retried).
 
         The SDK's retry handler has already retried the envelope on 429/503/504. Still refused: a 429 pauses the
-        tenant's budget for its `Retry-After`, a 503/504 waits a doubling backoff (a few times, then raises), a
-        dropped connection is sent again a few times. An envelope Graph refused ran none of its items, and these
-        are idempotent reads, so sending every item again neither loses nor repeats a result: answers are kept
-        by id, once. A queue message thus keeps its deliveries for real failures.
+        tenant's budget for its `Retry-After`, a 503/504 waits a doubling backoff, a dropped connection is sent
+        again; a few 503/504s or drops in a row (a round of a bulk read under Graph's limits sends many
+        envelopes) raise. An envelope Graph refused ran none of its items, and these are idempotent reads, so
+        sending every item again neither loses nor repeats a result: answers are kept by id, once. A queue
+        message thus keeps its deliveries for real failures.
         """
         await self.budget.spend(ru_per_item * len(chunk))
         try:
-            return await self.batch([{"id": i, "method": "GET", "url": pending[i]} for i in chunk])
+            answers = await self.batch([{"id": i, "method": "GET", "url": pending[i]} for i in chunk])
+            envelopes.unavailable = envelopes.lost = 0  # only refusals in a row mean Graph is down
+            return answers
         except GraphThrottled as exc:
             self.counters.throttled_envelopes += 1
             log.info("a $batch of %d reads was throttled whole; sending it again after %s s", len(chunk),

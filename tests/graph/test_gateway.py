@@ -82,6 +82,17 @@ async def test_concurrent_bulk_reads_wait_their_turn_under_the_authentication_me
     assert sum(waits) >= (60 - 6) / 6  # six a second, after the first second's six, in simulated time
 
 
+async def test_a_bulk_read_past_its_time_starts_no_round_and_answers_what_is_left_as_429(sim):
+    """After max_seconds no round starts: the items not read come back as 429s, which the callers turn into
+    GraphThrottled (a queue message re-queued for later) instead of a worker waiting without end."""
+    gw = gateway(sim)
+    try:
+        answers = await gw.batch_get({uid(1): f"/users/{uid(1)}/authentication/fido2Methods"}, max_seconds=0.0)
+    finally:
+        await gw.close()
+    assert answers[uid(1)].status == 429 and gw.counters.batch_items == 0
+
+
 def _seed_refusing_first(envelopes: int, rate: float) -> int:
     """A fault_seed under which the simulator refuses the first `envelopes` $batch envelopes at `rate` and
     accepts the next (it draws one number per envelope from random.Random(fault_seed))."""
