@@ -206,10 +206,13 @@ async def drain(connection_string: str, processor: Any, *, batch_size: int = 16,
                 until: Callable[[], bool] | None = None) -> DrainResult:
     """Deliver the queue to `processor` (the indexed `upn_processor`) the way the Functions host does
     (host.json: batchSize 16, newBatchThreshold 8): a new batch is fetched whenever no more than
-    `new_batch_threshold` deliveries are in flight; a failed delivery becomes visible again, and a message
-    that failed MAX_DEQUEUE_COUNT times moves to `<queue>-poison`. Returns when the queue is empty
-    (hidden messages, e.g. re-queued after a 429, included) and `until()`, when given, is true: a
-    producer running beside the drain may still be queueing."""
+    `new_batch_threshold` deliveries are in flight; a message being processed is kept hidden by renewing
+    its `visibility` (as the host does), a failed delivery becomes visible again, and a message that failed
+    MAX_DEQUEUE_COUNT times moves to `<queue>-poison`. With storage down the renewal fails and the message
+    reappears after `visibility`, as on the host. Returns when the queue is empty (hidden messages, e.g.
+    re-queued after a 429, included) and `until()`, when given, is true: a producer running beside the
+    drain may still be queueing. Not drained within `within` seconds, deliveries still running or not,
+    is an AssertionError."""
     result = DrainResult()
     deadline = time.monotonic() + within
     async with _queue(connection_string, queue_name) as queue, \
@@ -219,11 +222,21 @@ async def drain(connection_string: str, processor: Any, *, batch_size: int = 16,
 
         async def one(msg: Any) -> None:
             body = str(msg.content).encode()
+            held = [msg.pop_receipt]
+            done = asyncio.Event()
+            renewing = asyncio.create_task(_keep_hidden(queue, msg.id, held, visibility, done))
+            failure: Exception | None = None
             try:
                 await processor(QueueMessage(id=msg.id, body=body, dequeue_count=msg.dequeue_count,
                                              pop_receipt=msg.pop_receipt))
             except Exception as exc:
-                name = getattr(exc, "code", type(exc).__name__)
+                failure = exc
+            finally:
+                done.set()  # on cancellation too: the renewal stops
+            await renewing
+            msg.pop_receipt = held[0]
+            if failure is not None:
+                name = getattr(failure, "code", type(failure).__name__)
                 result.errors[name] = result.errors.get(name, 0) + 1
                 result.failed += 1
                 with contextlib.suppress(AzureError):  # storage down: the message reappears after `visibility`
@@ -258,6 +271,9 @@ async def drain(connection_string: str, processor: Any, *, batch_size: int = 16,
                     if batch:
                         continue
                 if running:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"queue not drained within {within} s ({len(running)} deliveries "
+                                             "still running)")
                     await asyncio.wait(running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
@@ -273,6 +289,23 @@ async def drain(connection_string: str, processor: Any, *, batch_size: int = 16,
         finally:
             for task in list(running):
                 task.cancel()
+
+
+async def _keep_hidden(queue: QueueClient, message_id: str, held: list[str], visibility: int,
+                       done: asyncio.Event) -> None:
+    """Push a message's visibility out by `visibility` seconds every half of it until `done`, keeping the
+    newest pop receipt in `held[0]` (the Functions host renews a message in process the same way, so a slow
+    delivery, e.g. reads waiting their turn under Graph's limits, is not delivered twice). A renewal that
+    fails (storage down, or the message gone) is tried again next time; an update in flight is never cut."""
+    while True:
+        try:
+            await asyncio.wait_for(done.wait(), timeout=max(0.5, visibility / 2))
+            return
+        except TimeoutError:
+            pass
+        with contextlib.suppress(AzureError):
+            renewed = await queue.update_message(message_id, pop_receipt=held[0], visibility_timeout=visibility)
+            held[0] = renewed.pop_receipt
 
 
 async def poison_count(connection_string: str, queue_name: str = QUEUE_NAME) -> int:
