@@ -82,26 +82,28 @@ async def stack_factory(azurite: Azurite) -> AsyncIterator[Any]:
 
 
 def graph_waits_move_the_clock(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The product's waits for Graph's pace (its RU budget: Retry-After pauses and refills) move the
-    simulator's throttle clock by the time asked instead of waiting on the wall clock: the product still
-    waits every second Graph asked for, in the simulator's time, and a test of a throttled bulk read runs at
-    machine speed with Graph's limits untouched. Returns the waits the budget asked for.
+    """The product's waits for Graph's pace (its RU budgets: Retry-After pauses and refills) move the
+    simulator's throttle clock instead of waiting on the wall clock: the product still waits every second
+    Graph asked for, in the simulator's time, and a test of a throttled bulk read runs at machine speed with
+    Graph's limits untouched. Returns the waits the budgets asked for.
 
-    Only the budget's waits are moved: it makes one spender wait at a time (its lock), so the clock never
-    moves further than the product actually waited."""
+    Every budget of the process reads one virtual clock (the wall clock plus what was skipped). A budget
+    computes its wait from that clock just before it sleeps, so a second waiter already sees the first
+    one's jump and asks only for what it still lacks: the simulator never refills more than the product
+    waited, however many budgets (instances) wait at once."""
     import shared.graph.budget as budget_module
 
     waits: list[float] = []
-    moved = [0.0]
+    skipped = [0.0]
     real = time.monotonic
 
     def monotonic() -> float:
-        return real() + moved[0]
+        return real() + skipped[0]
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
         if seconds > 0:
-            moved[0] += seconds
+            skipped[0] += seconds  # before any await: a waiter running next reads the moved clock
             await asyncio.to_thread(sim.throttle_clock, advance=seconds)
         await asyncio.sleep(0)
 
