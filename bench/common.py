@@ -8,7 +8,8 @@ processes, so `time.process_time()` and `ru_maxrss` here measure our process alo
 Graph is never instant: every simulator a benchmark starts answers with the realistic latency preset
 (`graphsim.config.REALISTIC_LATENCY`: a log-normal wait with a 150 ms median and an 800 ms p99, plus 2 ms
 per object of a page or request of a `$batch`) unless `--latency-ms`, `--latency-p99-ms` or
-`--latency-per-item-ms` say otherwise (`--latency-ms 0` for the old instant simulator).
+`--latency-per-item-ms` say otherwise (`--latency-ms 0 --latency-per-item-ms 0` for the old instant
+simulator).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def base_parser(description: str, *, graph: bool = True) -> argparse.ArgumentPar
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")
     if graph:
         parser.add_argument("--latency-ms", type=float, default=REALISTIC_LATENCY["latency_ms"],
-                            help="median Graph latency in ms (default %(default)s; 0: answer at once)")
+                            help="median Graph latency in ms (default %(default)s; 0: no drawn wait)")
         parser.add_argument("--latency-p99-ms", type=float, default=REALISTIC_LATENCY["latency_p99_ms"],
                             help="99th-percentile Graph latency in ms (default %(default)s)")
         parser.add_argument("--latency-per-item-ms", type=float, default=REALISTIC_LATENCY["latency_per_item_ms"],
