@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import base_parser, emit, machine, settings_env
+from bench.common import base_parser, emit, latency_knobs, machine, settings_env
 from devhost.stack import loopback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,8 +57,10 @@ def median_of(code: str, runs: int, env: dict[str, str] | None = None) -> tuple[
     return statistics.median(samples), samples
 
 
-def run(runs: int) -> dict[str, Any]:
+def run(runs: int, latency: dict[str, float] | None = None) -> dict[str, Any]:
     import json
+
+    latency = latency if latency is not None else latency_knobs()
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(ROOT)
@@ -70,6 +72,7 @@ def run(runs: int) -> dict[str, Any]:
         bare.append(spawn_seconds(BARE, env))
         index.append(spawn_seconds(INDEX, env))
     demo = json.loads((ROOT / "graphsim" / "tenants" / "demo.json").read_text(encoding="utf-8"))
+    demo.setdefault("simulator", {}).update(**latency)
     with loopback(demo) as (azurite, sim):
         # As behind App Service Authentication: the platform's flag, and the reader's principal in VERIFY.
         verify_env = {**env, **settings_env(azurite, sim, demo["tenantId"]), "WEBSITE_AUTH_ENABLED": "True"}
@@ -80,7 +83,7 @@ def run(runs: int) -> dict[str, Any]:
         "benchmark": "cold_start", "runs": runs,
         "import_index_seconds": round(index_median, 3), "bare_import_seconds": round(bare_median, 3),
         "ratio_to_bare_import": round(index_median / bare_median, 3),
-        "first_verify_seconds": round(verify_median, 3),
+        "first_verify_seconds": round(verify_median, 3), "simulator_latency": latency,
         "samples": {"import_index": [round(x, 3) for x in index], "bare_import": [round(x, 3) for x in bare],
                     "first_verify": [round(x, 3) for x in verify]},
         "machine": machine(),
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
-    result = run(1 if args.smoke else max(1, args.runs))
+    result = run(1 if args.smoke else max(1, args.runs), latency_knobs(args))
     emit(result, as_json=args.json)
     return 0
 

@@ -4,6 +4,12 @@ printing one JSON object.
 
 Benchmarks run the product's real code paths against Azurite and the simulator; both are separate
 processes, so `time.process_time()` and `ru_maxrss` here measure our process alone.
+
+Graph is never instant: every simulator a benchmark starts answers with the realistic latency preset
+(`graphsim.config.REALISTIC_LATENCY`: a log-normal wait with a 150 ms median and an 800 ms p99, plus 2 ms
+per object of a page or request of a `$batch`) unless `--latency-ms`, `--latency-p99-ms` or
+`--latency-per-item-ms` say otherwise (`--latency-ms 0 --latency-per-item-ms 0` for the old instant
+simulator).
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ import resource
 import sys
 import uuid
 from typing import Any
+
+from graphsim.config import REALISTIC_LATENCY
 
 YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
 
@@ -55,17 +63,37 @@ def emit(result: dict[str, Any], *, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with `--json` (one JSON object on stdout) and `--smoke` (tiny, for tests)."""
+def base_parser(description: str, *, graph: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with `--json` (one JSON object on stdout) and `--smoke` (tiny, for tests), and
+    for a benchmark that talks to the Graph simulator (`graph`) the latency flags, defaulting to the
+    realistic preset."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")
+    if graph:
+        parser.add_argument("--latency-ms", type=float, default=REALISTIC_LATENCY["latency_ms"],
+                            help="median Graph latency in ms (default %(default)s; 0: no drawn wait)")
+        parser.add_argument("--latency-p99-ms", type=float, default=REALISTIC_LATENCY["latency_p99_ms"],
+                            help="99th-percentile Graph latency in ms (default %(default)s)")
+        parser.add_argument("--latency-per-item-ms", type=float, default=REALISTIC_LATENCY["latency_per_item_ms"],
+                            help="ms added per object of a page or request of a $batch (default %(default)s)")
     return parser
+
+
+def latency_knobs(args: argparse.Namespace | None = None) -> dict[str, float]:
+    """The simulator's latency knobs from the parsed flags (the realistic preset without `args`)."""
+    if args is None:
+        return dict(REALISTIC_LATENCY)
+    return {"latency_ms": args.latency_ms, "latency_p99_ms": args.latency_p99_ms,
+            "latency_per_item_ms": args.latency_per_item_ms}
 
 
 def tenant_doc(*, users: int = 0, explicit_users: list[dict[str, Any]] | None = None,
                simulator: dict[str, Any] | None = None, passkey_ratio: float = 0.5) -> dict[str, Any]:
-    """A simulator tenant: `users` generated users (about `passkey_ratio` with a passkey) and a FIDO2 policy."""
+    """A simulator tenant: `users` generated users (about `passkey_ratio` with a passkey) and a FIDO2 policy.
+
+    The simulator answers with the realistic latency preset unless `simulator` sets the latency knobs
+    (benchmarks pass `latency_knobs(args)`)."""
     doc: dict[str, Any] = {
         "tenantId": str(uuid.uuid4()), "users": explicit_users or [], "groups": [],
         "domains": ["contoso.example", "fabrikam.example"],
@@ -76,7 +104,7 @@ def tenant_doc(*, users: int = 0, explicit_users: list[dict[str, Any]] | None = 
             "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}],
             "excludeTargets": []}},
         "authenticationStrengthPolicies": [], "conditionalAccessPolicies": [],
-        "simulator": dict(simulator or {}),
+        "simulator": {**REALISTIC_LATENCY, **(simulator or {})},
     }
     if users:
         doc["generate"] = {"users": users, "passkeyRatio": passkey_ratio, "domain": "contoso.example", "seed": 7}

@@ -1,6 +1,7 @@
 """Run every benchmark and write the figures into README.md (between the bench markers).
 
     python -m bench.run_all [--smoke] [--no-readme] [--users 50000,100000]
+        [--latency-ms 150 --latency-p99-ms 800 --latency-per-item-ms 2]
 
 Each benchmark runs in its own process (`python -m bench.<name> --json`) so imports, RSS and CPU are
 its own; the JSON objects are printed as one JSON list on stdout and rendered as a table with the
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine
+from graphsim.config import REALISTIC_LATENCY
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -94,11 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; never touches README.md")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--users", default="50000,100000", help="mass-rename sizes, comma-separated")
+    parser.add_argument("--latency-ms", type=float, default=REALISTIC_LATENCY["latency_ms"],
+                        help="median Graph latency for the benchmarks that call Graph (default %(default)s)")
+    parser.add_argument("--latency-p99-ms", type=float, default=REALISTIC_LATENCY["latency_p99_ms"])
+    parser.add_argument("--latency-per-item-ms", type=float, default=REALISTIC_LATENCY["latency_per_item_ms"])
     args = parser.parse_args(argv)
     extra = ["--smoke"] if args.smoke else []
-    results = [run_one("mass_rename", "--users", str(n), *extra) for n in
+    latency = ["--latency-ms", str(args.latency_ms), "--latency-p99-ms", str(args.latency_p99_ms),
+               "--latency-per-item-ms", str(args.latency_per_item_ms)]
+    results = [run_one("mass_rename", "--users", str(n), *latency, *extra) for n in
                ([120] if args.smoke else [int(x) for x in args.users.split(",") if x.strip()])]
-    results += [run_one("cold_start", *extra), run_one("state_writes", *extra), run_one("webhook_ack", *extra)]
+    results += [run_one("cold_start", *latency, *extra), run_one("state_writes", *extra),
+                run_one("webhook_ack", *extra)]
     body = table(results, machine())
     if not (args.smoke or args.no_readme):
         write_readme(body)

@@ -103,7 +103,7 @@ async def run(count: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], graph=False)  # Azurite only
     parser.add_argument("--entities", type=int, default=2000)
     args = parser.parse_args(argv)
     result = asyncio.run(run(200 if args.smoke else max(32, args.entities)))

@@ -1,12 +1,18 @@
 """`POST /$batch`: up to 20 requests dispatched through the same handlers as direct calls.
 
 Each item is metered, faulted and throttled on its own (an item can be a 429 with `Retry-After` inside
-the outer 200); the envelope itself costs nothing. Item URLs are relative to the version (`/users/…`
+the outer 200); the envelope itself costs nothing, but can itself be refused whole with a 429 or 503
+(`fault_batch_429_rate`, `fault_batch_503_rate`) before any item runs. Item URLs are relative to the version (`/users/…`
 or `users/…`). An absolute item URL gets a per-item 400 as on Graph (the trap in graph-contract.md
 pitfall 5) unless the `batch_allow_absolute_urls` knob is on, when absolute URLs on the simulator's
 own host are accepted. With any `dependsOn` the items run one by one in the order given and an item
 whose dependency failed gets 424; otherwise they run concurrently. Responses come back shuffled
 (`batch_shuffle_responses`), since Graph promises no order.
+
+Latency: each item waits its own draw (and its own page-size part) like a direct call, so concurrent
+items make the envelope wait for the slowest of them and `dependsOn` items wait for their sum; the
+envelope adds its own draw plus `latency_per_item_ms` per request at the front door. Graph answers a
+batch only when every item is done, and runs dependent items one after another.
 """
 from __future__ import annotations
 
@@ -103,10 +109,18 @@ async def _run(sim: SimServer, outer: SimRequest, item: dict[str, Any]) -> SimRe
     data = b"" if raw_body is None else json.dumps(raw_body).encode()
     sub = SimRequest(method=str(item["method"]).upper(), segments=split_path(path), query=parse_query(parts.query),
                      headers=headers, body=data, root=outer.root, version=outer.version, in_batch=True)
+    delay = sim.faults.latency_s()  # each item waits its own draw, so the envelope waits for the slowest
+    if delay > 0:
+        await asyncio.sleep(delay)
     try:
-        return await sim.dispatch(sub)
+        resp = await sim.dispatch(sub)
     except GraphApiError as exc:  # dispatch answers errors itself; this is a safety net
-        return _item_error(exc.status, exc.code, exc.message)
+        resp = _item_error(exc.status, exc.code, exc.message)
+    size = sim.faults.size_latency_s(resp.items())
+    if size > 0:
+        await asyncio.sleep(size)
+    sim.stats.latency(delay, size)
+    return resp
 
 
 def _envelope(item_id: str, resp: SimResponse) -> dict[str, Any]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from graphsim.app import SimServer
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
-_THROTTLE_KNOBS = ("throttle_", "write_")
+_THROTTLE_KNOBS = ("throttle_", "write_", "auth_methods_")
 
 
 def health(sim: SimServer, req: SimRequest, params: dict[str, str]) -> SimResponse:

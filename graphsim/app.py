@@ -1,11 +1,13 @@
 """The simulator's server: route table, the per-request pipeline, and the aiohttp front door.
 
 Pipeline for every Graph call (direct or inside `$batch`): bearer token (401) → route match (400 unknown
-segment, 405 wrong method) → the token's permissions for the route (403, graphsim/permissions.py) → injected
-status fault → Conditional Access limit (429, no Retry-After)
-→ resource-unit and write buckets (429 with Retry-After and x-ms-throttle-* headers) → handler.
+segment, 405 wrong method) → the token's permissions for the route (403, graphsim/permissions.py) →
+injected status fault (for the `$batch` envelope: its own 429/503) → Conditional Access limit (429, no
+Retry-After) → resource-unit and write buckets (429 with Retry-After and x-ms-throttle-* headers) → the
+tenant's authentication-method limit for `users/{id}/authentication/*` (429 in the same shape) → handler.
 Every answer carries `request-id`, `client-request-id` and `x-ms-resource-unit`. Transport faults
-(latency, dropped connections) happen at the front door. `/_sim/*` goes to the control router.
+(latency, dropped connections) happen at the front door, and each `$batch` item waits its own latency
+draw inside the envelope (see api_batch). `/_sim/*` goes to the control router.
 """
 from __future__ import annotations
 
@@ -212,10 +214,16 @@ class SimServer:
                                "x-ms-throttle-limit-percentage": str(verdict.limit_percentage)}
                     raise GraphApiError(429, "TooManyRequests", "Too many requests. Retry after the time given "
                                         "in the Retry-After header.", headers=headers)
+                pct = verdict.limit_percentage
+                if route.auth_methods:
+                    pct = self._auth_methods_limit(req, ru, pct)
                 if route.write:
                     self.stats.writes += 1
-                pct = verdict.limit_percentage
             else:
+                fault = self.faults.batch_status()  # the envelope refused whole: none of its items runs
+                if fault is not None:
+                    self.stats.faults[f"batch_{fault}"] += 1
+                    raise _fault_error(fault, self.config.fault_429_retry_after_s)
                 pct = None
             result: Any = route.handler(self, req, params)
             resp: SimResponse = await result if route.is_async else result
@@ -252,6 +260,25 @@ class SimServer:
     def tick(self) -> None:
         """Run what fell due on the simulator's clock (called every TICK_S and after each clock move)."""
         self.notifier.tick()
+
+    def _auth_methods_limit(self, req: SimRequest, ru: int, pct: float | None) -> float | None:
+        """The tenant's authentication-method limit, after the RU bucket let the call through: a 429 in the RU
+        throttle's shape (its RU still spent unless `throttle_charge_rejected` is off), else the higher of the
+        two usage percentages for `x-ms-throttle-limit-percentage`."""
+        verdict = self.throttle.auth_methods_charge()
+        if not verdict.allowed:
+            if not self.config.throttle_charge_rejected:
+                self.throttle.refund(req.app_id, ru)
+                self.stats.resource_units -= ru
+            self.stats.throttled["auth_methods"] += 1
+            headers = {"Retry-After": str(verdict.retry_after),
+                       "x-ms-throttle-scope": f"Tenant/ReadWrite/{req.app_id}/{self.store.tenant_id}",
+                       "x-ms-throttle-information": verdict.information,
+                       "x-ms-throttle-limit-percentage": str(verdict.limit_percentage)}
+            raise GraphApiError(429, "TooManyRequests", "Too many requests. Retry after the time given "
+                                "in the Retry-After header.", headers=headers)
+        found = [p for p in (pct, verdict.limit_percentage) if p is not None]
+        return max(found) if found else None
 
     def control_dispatch(self, req: SimRequest) -> SimResponse:
         """Run one `/_sim` call (no token, no meters)."""
@@ -299,6 +326,7 @@ def make_app(sim: SimServer) -> web.Application:
         if sim.config.graph_paused:
             await sim.hold()
         if sim.faults.drop():
+            sim.stats.latency(delay, 0.0)
             sim.stats.faults["drop"] += 1
             if request.transport is not None:
                 request.transport.abort()
@@ -308,7 +336,13 @@ def make_app(sim: SimServer) -> web.Application:
                                                        str(uuid.uuid4()), headers.get("client-request-id", ""))))
         req = SimRequest(request.method, split_path(rest), parse_query(request.rel_url.raw_query_string),
                          headers, body, root, version=first)
-        return _to_web(await sim.dispatch(req))
+        resp = await sim.dispatch(req)
+        # The part of the latency that grows with the answer: after the handler, as producing and sending it.
+        size = sim.faults.size_latency_s(resp.items())
+        if size > 0:
+            await asyncio.sleep(size)
+        sim.stats.latency(delay, size)
+        return _to_web(resp)
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -69,6 +69,15 @@ class SimResponse:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
 
+    def items(self) -> int:
+        """Objects in a collection answer (`value`) or answers in a `$batch` (`responses`); 0 otherwise.
+        What `latency_per_item_ms` multiplies."""
+        if isinstance(self.body, dict):
+            for key in ("value", "responses"):
+                if isinstance(self.body.get(key), list):
+                    return len(self.body[key])
+        return 0
+
 
 def split_path(raw_path: str) -> list[str]:
     """Decoded path segments with OData key and function-call forms unfolded."""
@@ -129,6 +138,7 @@ class Route:
     write: bool = False
     ca: bool = False              # Conditional Access: 1 request/s per tenant
     envelope: bool = False        # the $batch envelope: free, never faulted
+    auth_methods: bool = False    # users/{id}/authentication/*: the tenant's authentication-method limit
     cost: Callable[[SimRequest], int] | None = None   # None: writes 1 RU (+1 write), GETs read_cost(ru)
     is_async: bool = False
 
@@ -149,6 +159,8 @@ class Router:
             route.write = True
         if method == "GET" and route.cost is None:
             route.cost = read_cost(route.ru)
+        if "auth_methods" not in opts:
+            route.auth_methods = len(pattern) > 2 and pattern[0] == "users" and pattern[2] == "authentication"
         first = pattern[0]
         key = (len(pattern), "*" if first.startswith("{") else first.lower())
         self._by_shape.setdefault(key, []).append(route)

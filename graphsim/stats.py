@@ -27,6 +27,14 @@ class Stats:
         self.batch_items = 0
         self.delta_pages = 0
         self.notifications: Counter[str] = Counter()
+        self.latency_delayed = 0          # answers (and $batch items) that waited a drawn latency
+        self.latency_seconds = 0.0
+
+    def latency(self, drawn: float, size: float) -> None:
+        """Count one answer's added latency: its draw plus the part that grows with its size."""
+        if drawn > 0 or size > 0:
+            self.latency_delayed += 1
+            self.latency_seconds += drawn + size
 
     def call(self, route: str, status: int) -> None:
         """Count one dispatched Graph operation (a `$batch` item counts as one)."""
@@ -46,6 +54,7 @@ class Stats:
             "faults": dict(self.faults),
             "batch": {"requests": self.batch_requests, "items": self.batch_items},
             "delta_pages": self.delta_pages,
+            "latency": {"delayed": self.latency_delayed, "seconds": round(self.latency_seconds, 3)},
             "notifications": {"delivered": 0, "dropped": 0, "failed": 0, "posts": 0, "lifecycle": 0,
                               "validations": 0, **self.notifications},
         }

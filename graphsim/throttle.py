@@ -1,5 +1,6 @@
-"""Graph's identity throttling: resource-unit and write buckets per app and tenant, and the
-Conditional Access limit of one request per second per tenant.
+"""Graph's identity throttling: resource-unit and write buckets per app and tenant, the
+Conditional Access limit of one request per second per tenant, and the authentication-method limit
+(`users/{id}/authentication/*`, `auth_methods_rps` per tenant across apps; unpublished, see config.py).
 
 Buckets refill continuously from a monotonic clock and start full, so the numbers are exact enough
 for benchmarks: a client that spends faster than the refill rate gets a 429 whose `Retry-After` is the
@@ -83,6 +84,7 @@ class Throttle:
         self.ru: dict[str, TokenBucket] = {}
         self.writes: dict[str, TokenBucket] = {}
         self.ca_last: float | None = None
+        self.auth_methods: TokenBucket | None = None  # one per tenant, shared by every app
         self.clock = ThrottleClock()
 
     def reset(self) -> None:
@@ -90,6 +92,7 @@ class Throttle:
         self.ru.clear()
         self.writes.clear()
         self.ca_last = None
+        self.auth_methods = None
 
     def _limits(self) -> tuple[float, float, float, float]:
         c = self.config
@@ -141,6 +144,31 @@ class Throttle:
             return False
         self.ca_last = now
         return True
+
+    def refund(self, app: str, ru: int) -> None:
+        """Give back `ru` charged to `app` for a call another limit then refused (when refused calls are free)."""
+        bucket = self.ru.get(app)
+        if bucket is not None:
+            bucket.level += ru
+
+    def auth_methods_charge(self) -> Verdict:
+        """One `users/{id}/authentication/*` call against the tenant's bucket; a refused call takes nothing
+        from it (only a granted call is known to count) and waits until one call's worth has refilled."""
+        rate = self.config.auth_methods_rps
+        if rate <= 0 or not self.config.throttle_enabled:
+            return Verdict(True)
+        cap = max(1.0, rate * self.config.auth_methods_window_s)
+        now = self.clock.now()
+        if self.auth_methods is None:
+            self.auth_methods = TokenBucket(cap, now)
+        bucket = self.auth_methods
+        bucket.refill(cap, rate, now)
+        if bucket.level >= 1:
+            bucket.level -= 1
+            return Verdict(True, limit_percentage=_percentage(bucket.level, cap))
+        retry = max(1, math.ceil((1 - bucket.level) / rate))
+        return Verdict(False, retry_after=retry, information="ResourceUnitLimitExceeded",
+                       limit_percentage=_percentage(bucket.level, cap) or 1.0)
 
     def levels(self) -> dict[str, float]:
         """Current RU level per app (after refill), for `/_sim/stats`."""

@@ -10,10 +10,13 @@ No test may depend on the wall clock, so hypothesis runs without its per-example
 """
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -102,3 +105,34 @@ def az_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     log = install_fake_az(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     return log
+
+
+def graph_waits_move_the_clock(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The product's waits for Graph's pace (its RU budgets: Retry-After pauses and refills) move the
+    simulator's throttle clock instead of waiting on the wall clock: the product still waits every second
+    Graph asked for, in the simulator's time, and a test of a throttled bulk read runs at machine speed with
+    Graph's limits untouched. Returns the waits the budgets asked for.
+
+    Every budget of the process reads one virtual clock (the wall clock plus what was skipped). A budget
+    computes its wait from that clock just before it sleeps, so a second waiter already sees the first
+    one's jump and asks only for what it still lacks: the simulator never refills more than the product
+    waited, however many budgets (instances) wait at once."""
+    import shared.graph.budget as budget_module
+
+    waits: list[float] = []
+    skipped = [0.0]
+    real = time.monotonic
+
+    def monotonic() -> float:
+        return real() + skipped[0]
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if seconds > 0:
+            skipped[0] += seconds  # before any await: a waiter running next reads the moved clock
+            await asyncio.to_thread(sim.throttle_clock, advance=seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(budget_module, "time", SimpleNamespace(monotonic=monotonic))
+    monkeypatch.setattr(budget_module, "asyncio", SimpleNamespace(sleep=sleep, Lock=asyncio.Lock))
+    return waits

@@ -5,14 +5,16 @@ from a GET: graph-contract pitfall 1). Reads that the SDK's models would lose or
 `passkeyTypes`, multi-method `allowedCombinations`, delta pages, bulk `fido2Methods`) go through
 `get_json`/`batch`, which use the *same* request adapter: same auth, retry handler and base URL.
 
-The SDK's retry handler honours `Retry-After` on 429/503/504 for whole requests; `$batch` items are
-never retried by the SDK, so `batch_get` retries them itself, honouring each item's `Retry-After`.
+The SDK's retry handler honours `Retry-After` on 429/503/504 for whole requests, a `$batch` envelope
+included; `$batch` items are never retried by the SDK, so `batch_get` retries them itself, honouring each
+item's `Retry-After`, and sends a whole envelope again when it is still refused after the SDK's retries.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BATCH_LIMIT = 20  # Graph's $batch maximum
 BATCH_TRANSPORT_RETRIES = 3  # $batch envelopes of reads re-sent after a dropped connection
+BATCH_UNAVAILABLE_RETRIES = 3  # ... and after a 503/504 of the envelope, beyond the SDK's own retries
+BATCH_GET_MAX_SECONDS = 120.0  # a bulk read waiting its turn under Graph's limits starts no round after this
 
 
 @dataclass
@@ -55,6 +59,8 @@ class GraphCounters:
     by_method: dict[str, int] = field(default_factory=dict)
     batch_items: int = 0
     throttled_items: int = 0
+    answered_items: int = 0       # batch items answered for good (not 429/503/504): the tenant's progress
+    throttled_envelopes: int = 0  # whole $batch envelopes still 429 after the SDK's retries
 
     def count(self, method: str) -> None:
         self.requests += 1
@@ -62,7 +68,16 @@ class GraphCounters:
 
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "byMethod": dict(self.by_method), "batchItems": self.batch_items,
-                "throttledItems": self.throttled_items}
+                "throttledItems": self.throttled_items, "answeredItems": self.answered_items,
+                "throttledEnvelopes": self.throttled_envelopes}
+
+
+@dataclass
+class _EnvelopeRetries:
+    """How often in a row one `batch_get` has sent an envelope again after a 503/504 or a dropped connection."""
+
+    unavailable: int = 0
+    lost: int = 0
 
 
 def _is_sign_in_failure(exc: Exception) -> bool:
@@ -232,35 +247,31 @@ class GraphGateway:
                                                  body=item.get("body"), headers=item.get("headers") or {})
         return out
 
-    async def batch_get(self, urls: dict[str, str], *, max_attempts: int = 8, ru_per_item: float = 1.0
-                        ) -> dict[str, BatchItem]:
-        """GET many relative URLs, 20 per `$batch`, retrying throttled items after their `Retry-After`.
+    async def batch_get(self, urls: dict[str, str], *, max_attempts: int = 8, ru_per_item: float = 1.0,
+                        max_seconds: float = BATCH_GET_MAX_SECONDS) -> dict[str, BatchItem]:
+        """GET many relative URLs, 20 per `$batch`, retrying what Graph could not answer yet.
 
-        Spends `ru_per_item` from the tenant's budget per item before sending, so a bulk run keeps
-        to Graph's pace. Items that still fail after `max_attempts` are returned with their status.
+        Spends `ru_per_item` from the tenant's budget per item before sending, so a bulk run keeps to Graph's
+        pace. Items answered 429 go again after their `Retry-After` (503/504 items at once); an envelope
+        refused whole is handled by `_send_round`. Gives up after `max_attempts` rounds in a row in which no
+        batch item of this tenant was answered, by this call or a concurrent one: under Graph's per-tenant
+        limit on authentication-method reads a caller may wait its turn while others progress, and a
+        message given up is read again from the start. It also stops starting rounds after `max_seconds`, so
+        a queue message hands its worker back (re-queued for the Retry-After) rather than wait without end.
+        What is left is returned as 429s.
         """
         pending = dict(urls)
         done: dict[str, BatchItem] = {}
-        lost_envelopes = 0
-        for _attempt in range(max_attempts):
-            if not pending:
-                break
+        envelopes = _EnvelopeRetries()
+        stalled = 0
+        started = time.monotonic()
+        while pending and stalled < max_attempts and time.monotonic() - started < max_seconds:
+            answered = self.counters.answered_items
             ids = list(pending)
             retry: dict[str, str] = {}
             for start in range(0, len(ids), BATCH_LIMIT):
                 chunk = ids[start:start + BATCH_LIMIT]
-                await self.budget.spend(ru_per_item * len(chunk))
-                try:
-                    answers = await self.batch([{"id": i, "method": "GET", "url": pending[i]} for i in chunk])
-                except GraphUnavailable as exc:
-                    # A connection dropped under idempotent reads: send them again (a few times) rather than
-                    # fail the whole caller, e.g. a queue message that would burn one of its deliveries.
-                    if exc.status_code is not None or lost_envelopes >= BATCH_TRANSPORT_RETRIES:
-                        raise
-                    lost_envelopes += 1
-                    log.info("a $batch of %d reads got no answer (%d); sending them again", len(chunk), lost_envelopes)
-                    await asyncio.sleep(0.1 * lost_envelopes)
-                    answers = {}
+                answers = await self._send_round(chunk, pending, ru_per_item, envelopes)
                 longest = 0.0
                 for i in chunk:
                     answer = answers.get(i)
@@ -271,15 +282,52 @@ class GraphGateway:
                             longest = max(longest, answer.retry_after)
                     else:
                         done[i] = answer
+                        self.counters.answered_items += 1
                 if longest:
                     self.budget.pause(longest)
             pending = retry
+            stalled = stalled + 1 if self.counters.answered_items == answered else 0
             if pending:
                 await asyncio.sleep(0)  # the budget holds the actual wait
         for i, url in pending.items():
             done[i] = BatchItem(id=i, status=429, body={"error": {"code": "TooManyRequests",
                                                                    "message": f"still throttled: {url}"}})
         return done
+
+    async def _send_round(self, chunk: list[str], pending: dict[str, str], ru_per_item: float,
+                          envelopes: _EnvelopeRetries) -> dict[str, BatchItem]:
+        """One `$batch` of GETs for `chunk`; {} when the envelope itself must be sent again (every item retried).
+
+        The SDK's retry handler has already retried the envelope on 429/503/504. Still refused: a 429 pauses the
+        tenant's budget for its `Retry-After`, a 503/504 waits a doubling backoff, a dropped connection is sent
+        again; a few 503/504s or drops in a row (a round of a bulk read under Graph's limits sends many
+        envelopes) raise. An envelope Graph refused ran none of its items, and these are idempotent reads, so
+        sending every item again neither loses nor repeats a result: answers are kept by id, once. A queue
+        message thus keeps its deliveries for real failures.
+        """
+        await self.budget.spend(ru_per_item * len(chunk))
+        try:
+            answers = await self.batch([{"id": i, "method": "GET", "url": pending[i]} for i in chunk])
+            envelopes.unavailable = envelopes.lost = 0  # only refusals in a row mean Graph is down
+            return answers
+        except GraphThrottled as exc:
+            self.counters.throttled_envelopes += 1
+            log.info("a $batch of %d reads was throttled whole; sending it again after %s s", len(chunk),
+                     exc.retry_after)
+            self.budget.pause(exc.retry_after or 1.0)
+        except GraphUnavailable as exc:
+            if exc.status_code in (503, 504) and envelopes.unavailable < BATCH_UNAVAILABLE_RETRIES:
+                envelopes.unavailable += 1
+                log.info("a $batch of %d reads answered %d; sending it again (%d)", len(chunk), exc.status_code,
+                         envelopes.unavailable)
+                await asyncio.sleep(0.5 * 2 ** (envelopes.unavailable - 1))
+            elif exc.status_code is None and envelopes.lost < BATCH_TRANSPORT_RETRIES:
+                envelopes.lost += 1
+                log.info("a $batch of %d reads got no answer (%d); sending them again", len(chunk), envelopes.lost)
+                await asyncio.sleep(0.1 * envelopes.lost)
+            else:
+                raise
+        return {}
 
     # ------------------------------------------------------------------ errors
     def _map_error(self, exc: Exception, what: str) -> Exception:

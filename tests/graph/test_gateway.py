@@ -1,6 +1,8 @@
 """GraphGateway against the simulator, through msgraph-sdk: raw reads, paging, $batch retries, errors."""
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +11,10 @@ from graphsim.launcher import Simulator, start_simulator
 from shared.config import Settings
 from shared.errors import GraphError, GraphUnavailable, NotFound
 from shared.graph.gateway import GraphGateway
+from shared.graph.passkeys import read_passkeys
+from tests.conftest import graph_waits_move_the_clock
 from tests.e2e.stack import tenant, uid, user
+from tests.graphsim.conftest import sdk_backoff_moves_the_clock
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,9 @@ async def test_raw_reads_follow_every_page(sim):
         await gw.close()
 
 
-async def test_batch_get_retries_throttled_items_after_retry_after(sim):
+async def test_batch_get_retries_throttled_items_after_retry_after(sim, monkeypatch):
     """Items throttled inside a 200 $batch answer are retried after their Retry-After until they succeed."""
+    graph_waits_move_the_clock(sim, monkeypatch)  # 40 passkey reads at 6/s: waited in the simulator's time
     gw = gateway(sim)
     sim.configure(fault_429_rate=0.4, fault_429_retry_after_s=1, fault_seed=7)
     try:
@@ -49,6 +55,97 @@ async def test_batch_get_retries_throttled_items_after_retry_after(sim):
     assert {a.status for a in answers.values()} == {200}
     assert gw.counters.throttled_items > 0
     assert [len(answers[uid(n)].body["value"]) for n in (1, 2)] == [1, 0]
+
+
+async def test_concurrent_bulk_reads_wait_their_turn_under_the_authentication_method_limit(sim, monkeypatch):
+    """Three bulk reads of 20 passkeys at once against Graph's 6 a second: each waits its turn while the others
+    progress, and none gives up, even allowed only two rounds in a row without any answer of the tenant."""
+    waits = graph_waits_move_the_clock(sim, monkeypatch)
+    sim.throttle_clock(frozen=True)  # the bucket refills only by the time the product waits
+    sim.reset_stats()
+    gw = gateway(sim)
+    try:
+        calls = [{uid(n): f"/users/{uid(n)}/authentication/fido2Methods" for n in range(first, first + 20)}
+                 for first in (1, 21, 41)]
+        results = await asyncio.gather(*(gw.batch_get(urls, max_attempts=2) for urls in calls))
+    finally:
+        sim.throttle_clock(frozen=False)
+        await gw.close()
+    for urls, answers in zip(calls, results, strict=True):
+        assert set(answers) == set(urls) and {a.status for a in answers.values()} == {200}
+    stats = sim.stats()
+    assert stats["throttled"]["auth_methods"] > 0 and gw.counters.throttled_items > 0
+    reads = stats["calls"]["by_route"]["GET /users/{id}/authentication/fido2Methods"]
+    assert reads == 60 + stats["throttled"]["total"]  # each read answered once; every other try was a 429
+    assert sum(waits) >= (60 - 6) / 6  # six a second, after the first second's six, in simulated time
+
+
+async def test_a_bulk_read_past_its_time_starts_no_round_and_answers_what_is_left_as_429(sim):
+    """After max_seconds no round starts: the items not read come back as 429s, which the callers turn into
+    GraphThrottled (a queue message re-queued for later) instead of a worker waiting without end."""
+    gw = gateway(sim)
+    try:
+        answers = await gw.batch_get({uid(1): f"/users/{uid(1)}/authentication/fido2Methods"}, max_seconds=0.0)
+    finally:
+        await gw.close()
+    assert answers[uid(1)].status == 429 and gw.counters.batch_items == 0
+
+
+def _seed_refusing_first(envelopes: int, rate: float) -> int:
+    """A fault_seed under which the simulator refuses the first `envelopes` $batch envelopes at `rate` and
+    accepts the next (it draws one number per envelope from random.Random(fault_seed))."""
+    for seed in range(100_000):
+        rng = random.Random(seed)
+        draws = [rng.random() for _ in range(envelopes + 1)]
+        if all(d < rate for d in draws[:envelopes]) and draws[envelopes] >= rate:
+            return seed
+    raise AssertionError("no such seed")
+
+
+@pytest.mark.parametrize(("knob", "status"), [("fault_batch_429_rate", 429), ("fault_batch_503_rate", 503)])
+async def test_an_envelope_refused_whole_is_sent_again_whole(sim, monkeypatch, knob, status):
+    """A $batch envelope still 429 (Retry-After) or 503 after the SDK's three retries is sent again whole by
+    the product: every passkey read answered, each item run exactly once, the Retry-After honoured."""
+    sdk_slept = sdk_backoff_moves_the_clock(sim, monkeypatch)
+    budget_waits = graph_waits_move_the_clock(sim, monkeypatch)
+    sim.control("POST", "throttle/reset")
+    sim.configure(**{knob: 0.5, "fault_429_retry_after_s": 1, "fault_seed": _seed_refusing_first(4, 0.5)})
+    sim.reset_stats()
+    gw = gateway(sim)
+    users = [uid(n) for n in range(1, 6)]
+    try:
+        found = await read_passkeys(gw, users)
+    finally:
+        sim.configure(**{knob: 0.0, "fault_seed": None})
+        await gw.close()
+    assert {u: len(keys) for u, keys in found.items()} == {uid(n): n % 2 for n in range(1, 6)}
+    stats = sim.stats()
+    assert stats["faults"] == {f"batch_{status}": 4}  # the first try and the SDK's 3 retries; then the product's
+    assert stats["calls"]["by_route"]["GET /users/{id}/authentication/fido2Methods"] == 5  # each item ran once
+    assert stats["batch"] == {"requests": 1, "items": 5}
+    if status == 429:
+        assert sdk_slept == [1, 1, 1] and gw.counters.throttled_envelopes == 1
+        assert sum(budget_waits) == pytest.approx(1.0, abs=0.1)  # then the product's own wait for Retry-After
+    else:
+        assert len(sdk_slept) == 3 and gw.counters.throttled_envelopes == 0
+
+
+async def test_an_envelope_refused_for_good_fails_the_read_without_a_partial_answer(sim, monkeypatch):
+    """Envelopes answered 503 every time: after the SDK's and the product's retries the read raises
+    GraphUnavailable; no item ran, so nothing half-read is returned."""
+    sdk_backoff_moves_the_clock(sim, monkeypatch)
+    sim.configure(fault_batch_503_rate=1.0)
+    sim.reset_stats()
+    gw = gateway(sim)
+    try:
+        with pytest.raises(GraphUnavailable):
+            await read_passkeys(gw, [uid(1), uid(2)])
+    finally:
+        sim.configure(fault_batch_503_rate=0.0)
+        await gw.close()
+    stats = sim.stats()
+    assert stats["faults"] == {"batch_503": 4 * 4}  # 1 + 3 retries by the SDK, sent 1 + 3 times by the product
+    assert "GET /users/{id}/authentication/fido2Methods" not in stats["calls"]["by_route"]
 
 
 async def test_errors_map_to_our_tree(sim):

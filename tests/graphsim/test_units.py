@@ -6,7 +6,6 @@ import pytest
 from graphsim import throttle as throttle_module
 from graphsim.config import SimConfig
 from graphsim.errors import GraphApiError
-from graphsim.faults import Faults
 from graphsim.odata import candidate_ids, compile_filter, parse_filter, uses_advanced
 from graphsim.routing import split_path
 from graphsim.store import TenantStore
@@ -132,13 +131,6 @@ def test_frozen_throttle_clock_moves_only_by_hand(monkeypatch: pytest.MonkeyPatc
     assert t.clock.now() == pytest.approx(100.35) and not t.ca_allowed()
     with pytest.raises(ValueError):
         t.clock.advance(-1.0)
-
-
-def test_latency_is_fixed_plus_jitter() -> None:
-    """Latency draws stay within [latency_ms, latency_ms + jitter] and a seed repeats the sequence."""
-    cfg = SimConfig(latency_ms=50, latency_jitter_ms=20, fault_seed=3)
-    draws = [Faults(cfg).latency_s() for _ in range(2)]
-    assert draws[0] == draws[1] and 0.05 <= draws[0] <= 0.07
 
 
 def test_generated_users_are_deterministic() -> None:

@@ -15,7 +15,7 @@ from shared.policy.apply import apply_document
 from shared.services import Services
 from shared.upn.sweep import sweep
 from shared.upn.ticket_webhook import sign_ticket
-from tests.conftest import TICKET_SECRET, make_settings
+from tests.conftest import TICKET_SECRET, graph_waits_move_the_clock, make_settings
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import policy_document, policy_tenant
 from tests.reliability.summary import record
@@ -106,11 +106,12 @@ async def test_several_instances_applying_at_once_write_once(azurite):
             assert r["yielded"] + r["other"].count("no-op") == INSTANCES - 1, rounds
 
 
-async def test_processors_racing_on_the_same_users_make_one_flag_each(azurite, processor):
+async def test_processors_racing_on_the_same_users_make_one_flag_each(azurite, processor, monkeypatch):
     """The same 20 renamed users reach six processors at once (sweep and notification messages, twice
     each, plus two tickets): every user ends with one pending flag holding one history entry."""
     users = [user(n) for n in range(1, 21)]
     async with running_stack(azurite, tenant(users), drain=False) as stack:
+        graph_waits_move_the_clock(stack.sim, monkeypatch)  # six contenders' passkey reads at Graph's 6 a second
         await sweep(stack.services)
         stack.sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
                                                         "to_domain": "fabrikam.example", "notify": False})

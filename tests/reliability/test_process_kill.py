@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.upn.sweep import sweep
+from tests.conftest import graph_waits_move_the_clock
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, drain, judge, poison_count
 from tests.reliability.summary import record, soak_factor
@@ -66,7 +67,7 @@ def pages_past(sim: Any, more: int) -> Callable[[], Awaitable[bool]]:
     return reached
 
 
-async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite, processor):
+async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite, processor, monkeypatch):
     """Five SIGKILLs at random moments of `python -m shared sweep`, then a run to the end: the checkpoint
     carries each run on, and processing the queue flags every renamed user with a passkey exactly once."""
     count = 300 * soak_factor()
@@ -97,6 +98,7 @@ async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite
         outcome, code, err = await run_sweep_process(env, kill_when=None)
         runs.append({"outcome": outcome, "exit": code, "pagesSoFar": stack.sim.stats()["delta_pages"]})
         checkpoint, _ = await stack.services.store.checkpoints.get("delta")
+        graph_waits_move_the_clock(stack.sim, monkeypatch)  # ~225 passkey reads at Graph's 6 a second
         drained = await drain(conn, processor, within=90)
         verdict = await judge(stack.services, stack.sim, original)
         poisoned = await poison_count(conn)

@@ -14,6 +14,7 @@ from shared.policy.apply import apply_document
 from shared.policy.verify import verify
 from shared.upn.subscriptions import ensure_subscription
 from shared.upn.sweep import sweep
+from tests.conftest import graph_waits_move_the_clock
 from tests.e2e.stack import ANDROID, IOS, YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import Storm, clear_queue, drain, judge, poison_count, policy_document, policy_tenant
 from tests.reliability.summary import record, soak_factor
@@ -59,7 +60,7 @@ async def _notifications_settled(stack: Any, renamed: int, within: float = 120.0
         await asyncio.sleep(0.1)
 
 
-async def test_bulk_flagging_survives_an_error_storm(azurite, processor):
+async def test_bulk_flagging_survives_an_error_storm(azurite, processor, monkeypatch):
     """Hundreds of users renamed: notifications and a sweep both queue them during a Graph error storm;
     every renamed user with a passkey ends with exactly one flag, and every snapshot holds the new UPN."""
     count = 250 * soak_factor()
@@ -68,6 +69,8 @@ async def test_bulk_flagging_survives_an_error_storm(azurite, processor):
     doc["simulator"]["delta_page_size"] = 50  # a few delta pages to read under the storm
     started = time.monotonic()
     async with running_stack(azurite, doc, drain=False) as stack:
+        # Hundreds of passkey reads at Graph's 6 a second: the product's waits pass in the simulator's time.
+        graph_waits_move_the_clock(stack.sim, monkeypatch)
         conn = azurite.connection_string
         await clear_queue(conn)
         assert (await sweep(stack.services))["seeded"]
@@ -138,18 +141,19 @@ async def test_policy_apply_survives_an_error_storm(azurite):
         assert sum(storm.faults.values()) > 0
 
 
-async def test_a_dropped_batch_connection_does_not_fail_the_message(azurite):
+async def test_a_dropped_batch_connection_does_not_fail_the_message(azurite, monkeypatch):
     """Connections dropped under a `$batch` of idempotent reads are retried inside the message: the
     processing succeeds instead of burning one of the message's five deliveries (then the poison queue)."""
     from shared.upn.processor import process_users
 
     users = [user(n) for n in range(1, 101)]
     async with running_stack(azurite, tenant(users), drain=False) as stack:
+        graph_waits_move_the_clock(stack.sim, monkeypatch)  # 100 passkey reads at Graph's 6 a second
         await sweep(stack.services)
         stack.sim.control("POST", "users/bulk_rename", {"from_domain": OLD, "to_domain": NEW, "notify": False})
         outcomes: list[str] = []
         with Storm(stack.sim, seed=5, fault_429_rate=0.0, fault_503_rate=0.0, fault_drop_rate=0.25,
-                   latency_jitter_ms=0.0) as storm:
+                   latency_ms=0.0) as storm:
             for start in range(0, 100, 20):
                 chunk = [{"id": uid(n)} for n in range(start + 1, start + 21)]  # ids only: UPNs read from Graph
                 try:

@@ -3,6 +3,7 @@ crash, and on a full re-read queues only the changed users, each with its old UP
 from __future__ import annotations
 
 from shared.upn.sweep import sweep
+from tests.conftest import graph_waits_move_the_clock
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
 from tests.upn.stack_steps import rename, subscribe
 
@@ -21,12 +22,13 @@ async def test_a_sweep_catches_a_rename_whose_notification_was_dropped(azurite):
         assert len(await stack.all_flags()) == 1
 
 
-async def test_a_crash_mid_sweep_resumes_without_missing_anyone(azurite):
+async def test_a_crash_mid_sweep_resumes_without_missing_anyone(azurite, monkeypatch):
     """A sweep that dies after some pages resumes from its checkpoint; every renamed user is flagged."""
     users = [user(n) for n in range(1, 41)]
     doc = tenant(users)
     doc["simulator"]["delta_page_size"] = 5
     async with running_stack(azurite, doc) as stack:
+        graph_waits_move_the_clock(stack.sim, monkeypatch)  # 20 passkey reads at Graph's 6 a second
         await sweep(stack.services)
         renamed = list(range(1, 41, 2))
         for n in renamed:
@@ -108,6 +110,7 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
     doc = tenant(users)
     doc["simulator"]["delta_page_size"] = 5
     async with running_stack(azurite, doc) as stack:
+        graph_waits_move_the_clock(stack.sim, monkeypatch)  # 20 passkey reads at Graph's 6 a second
         await sweep(stack.services)
         renamed = list(range(1, 61, 3))
         for n in renamed:
