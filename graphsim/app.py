@@ -295,6 +295,7 @@ def make_app(sim: SimServer) -> web.Application:
         sim.stats.http_requests += 1
         delay = sim.faults.latency_s()
         if delay > 0:
+            sim.stats.delayed(delay)
             await asyncio.sleep(delay)
         if sim.config.graph_paused:
             await sim.hold()

@@ -27,12 +27,22 @@ class Stats:
         self.batch_items = 0
         self.delta_pages = 0
         self.notifications: Counter[str] = Counter()
+        # Requests answered after a drawn latency above zero, and the total of those delays: what a figure of
+        # "requests delayed" counts (a knob being on says nothing about whether a request waited).
+        self.delayed_requests = 0
+        self.delayed_seconds = 0.0
 
     def call(self, route: str, status: int) -> None:
         """Count one dispatched Graph operation (a `$batch` item counts as one)."""
         self.calls += 1
         self.by_route[route] += 1
         self.by_status[str(status)] += 1
+
+    def delayed(self, seconds: float) -> None:
+        """Count one Graph request held `seconds` (> 0) by the drawn latency before it was answered."""
+        if seconds > 0:
+            self.delayed_requests += 1
+            self.delayed_seconds += seconds
 
     def as_dict(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """All counters as JSON."""
@@ -46,6 +56,7 @@ class Stats:
             "faults": dict(self.faults),
             "batch": {"requests": self.batch_requests, "items": self.batch_items},
             "delta_pages": self.delta_pages,
+            "delayed": {"requests": self.delayed_requests, "seconds": round(self.delayed_seconds, 3)},
             "notifications": {"delivered": 0, "dropped": 0, "failed": 0, "posts": 0, "lifecycle": 0,
                               "validations": 0, **self.notifications},
         }

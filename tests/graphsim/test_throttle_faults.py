@@ -162,3 +162,22 @@ def test_outer_batch_is_free_and_items_pay(sim: Simulator) -> None:
     resp = raw(sim, "POST", "/$batch", {"requests": reqs})
     assert resp.status == 200 and resp.headers["x-ms-resource-unit"] == "0"
     assert sim.stats()["resource_units"] == 2
+
+
+def test_stats_count_the_requests_actually_delayed(sim: Simulator) -> None:
+    """`delayed.requests` counts Graph requests held by a drawn latency above zero, never the ones answered at
+    once nor control paths, so a "requests delayed" figure counts only what waited."""
+    sim.configure(latency_ms=0.0, latency_jitter_ms=0.0)
+    sim.reset_stats()
+    for n in (1, 2):
+        assert raw(sim, "GET", f"/users/{uid(n)}").status == 200
+    assert sim.stats()["delayed"] == {"requests": 0, "seconds": 0.0}
+    sim.configure(latency_ms=20.0)
+    try:
+        for n in (1, 2, 3):
+            assert raw(sim, "GET", f"/users/{uid(n)}").status == 200
+        sim.stats()  # a control path: never delayed, never counted
+    finally:
+        sim.configure(latency_ms=0.0)
+    delayed = sim.stats()["delayed"]
+    assert delayed["requests"] == 3 and delayed["seconds"] >= 0.06, delayed
