@@ -145,6 +145,10 @@ class Probe:
         self.statuses: Counter[int] = Counter()
         self.sent = 0
         self.refused = 0
+        self.invalid = 0          # requests the test's oracle (tests/reliability/invalid.py) calls invalid
+        self.invalid_refused = 0  # ... and of those, the ones refused
+        self.valid_refused = 0
+        self.invalid_accepted: list[str] = []  # labels, for the figures' detail
         self.problems: list[str] = []
         self.last: dict[str, Any] = {}
 
@@ -152,20 +156,29 @@ class Probe:
         self.last = await snapshot_storage(self.conn, self.stack.tenant_id)
 
     async def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None,
-                   params: dict[str, str] | None = None, label: str = "", **as_caller: Any) -> int:
-        """POST and judge the answer; `principal=` as in Stack.post (the admin by default)."""
+                   params: dict[str, str] | None = None, label: str = "", invalid: bool | None = None,
+                   **as_caller: Any) -> int:
+        """POST and judge the answer; `principal=` as in Stack.post (the admin by default); `invalid`: what
+        the test's oracle says of the request (None: not judged)."""
         status, text, _ = await self.stack.post(path, body, headers=headers, params=params, **as_caller)
-        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES)
+        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES, invalid=invalid)
 
-    async def get(self, path: str, params: dict[str, str], label: str = "", **as_caller: Any) -> int:
+    async def get(self, path: str, params: dict[str, str], label: str = "", invalid: bool | None = None,
+                  **as_caller: Any) -> int:
         status, text, _ = await self.stack.get(path, params=params, **as_caller)
-        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES)
+        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES, invalid=invalid)
 
-    async def _judge(self, status: int, text: str, label: str, *, public: bool = False) -> int:
+    async def _judge(self, status: int, text: str, label: str, *, public: bool = False,
+                     invalid: bool | None = None) -> int:
         """Count the answer; a refusal must be the error envelope (a code only on public routes) and
         must not have written anything."""
         self.sent += 1
         self.statuses[status] += 1
+        self.invalid += bool(invalid)
+        self.invalid_refused += bool(invalid) and status >= 400
+        self.valid_refused += invalid is False and status >= 400
+        if invalid and status < 400:
+            self.invalid_accepted.append(f"{label}: {status}")
         if status >= 500:
             self.problems.append(f"{label}: {status} {text[:200]}")
         if status >= 400:
