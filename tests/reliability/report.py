@@ -90,8 +90,10 @@ def render(data: Mapping[str, Any]) -> str:
               f"{t['badInputs']:,} |",
               f"| Data lost (missed or duplicate flags, wrong snapshots, writes by refused requests, leaked "
               f"secrets) | {t['dataLost']:,} |"]
-    lines += ["", f"_Recorded by {t['tests']} tests, last run {stamp}, size factor {'/'.join(map(str, soak))} "
-                  "(1 = `make test`)._"]
+    commits = sorted({str(e.get("commit", "unknown")) for e in tests.values()})
+    machines = sorted({str(e.get("machine", "unknown")) for e in tests.values()})
+    lines += ["", f"_Recorded by {t['tests']} tests at commit {', '.join(commits)}, last run {stamp}, on "
+                  f"{'; '.join(machines)}, size factor {'/'.join(map(str, soak))} (1 = `make test`)._"]
     return "\n".join(lines) + "\n"
 
 

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import subprocess
 import time
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,24 @@ ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_PATH = Path(os.environ.get("PG_RELIABILITY_SUMMARY", ROOT / ".reliability" / "summary.json"))
 FAULT_KINDS = ("429", "503", "504", "drop", "latency", "azurite_kill", "azurite_restart", "sigkill", "race",
                "throttled", "notify_drop", "notify_delay")
+
+
+@cache
+def commit() -> str:
+    """The commit the tests run at (12 hex digits), `+dirty` when the working tree differs from it."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    sha = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> str:
+    """What ran the tests: OS, architecture, cores and Python."""
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def soak_factor() -> int:
@@ -80,6 +101,7 @@ def record(test: str, *, area: str, faults: Mapping[str, int] | None = None, run
     entry = {"area": area, "faults": {k: int(v) for k, v in (faults or {}).items() if v},
              "runs": runs, "survived": survived, "failed": failed, "badInputs": bad_inputs, "rejected": rejected,
              "dataLost": data_lost, "soak": soak_factor(), "detail": dict(detail or {}),
+             "commit": commit(), "machine": machine(),
              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     data = load(path)
     data["tests"][test] = entry

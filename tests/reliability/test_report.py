@@ -57,3 +57,14 @@ def test_the_readme_table_is_replaced_between_its_markers(tmp_path: Path) -> Non
     real = report.README.read_text(encoding="utf-8")
     assert real.index("## Reliability") < real.index(report.BEGIN) < real.index(report.END) < real.index(
         "## Deployment")
+
+
+def test_the_footer_names_the_commit_and_machine_of_the_runs(tmp_path: Path) -> None:
+    """Each record carries the commit it ran at; two records at different commits both show in the footer."""
+    path = tmp_path / "summary.json"
+    summary.record("a", area="storm", runs=1, survived=1, path=path)
+    data = summary.load(path)
+    data["tests"]["b"] = {**data["tests"]["a"], "commit": "0123456789ab"}
+    text = report.render(data)
+    assert f"at commit {', '.join(sorted({summary.commit(), '0123456789ab'}))}," in text
+    assert summary.machine() in text
