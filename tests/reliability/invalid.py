@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import jsonschema
 import yaml
@@ -97,11 +98,14 @@ def notification_body(component: str, raw: bytes, *, client_state: str, tenant_i
                for item in items)
 
 
-def query(route: str, params: Mapping[str, str], *, issued_tokens: Collection[str] = ()) -> bool:
+def query_invalid(route: str, params: Mapping[str, str], *, issued_tokens: Collection[str] = ()) -> bool:
     """Query parameters of GET /flags, /flags/export or /runs: a known parameter breaking its schema (an
-    integer is ASCII digits), or a page token this server never issued. Unknown parameters are ignored."""
+    integer is ASCII digits), or a page token this server never issued. Unknown parameters are ignored, and an
+    empty value is no value (as a route reads the query)."""
     limits = {"flags": "FlagsLimit", "runs": "RunsLimit"}
     for name, value in params.items():
+        if value == "":
+            continue
         if name == "limit" and route in limits:
             # ASCII digits only; past 20 digits it is out of any bound the description sets
             if not re.fullmatch(r"-?[0-9]{1,20}", value) or not conforms(int(value), _parameter(limits[route])):
@@ -177,3 +181,48 @@ def page_token(kind: str, token: str) -> bool:
     value = strict_json(decoded)
     return (value is _NOT_JSON or not isinstance(value, dict) or value.get("k") != kind
             or not isinstance(value.get("after"), str) or not value["after"])
+
+
+def post(path: str, raw: bytes, *, client_state: str, tenant_id: str) -> bool:
+    """A POST to `path` (relative to /api): its OpenAPI body schema, our clientState and tenant for
+    notifications, desired-state.schema.json for an ad-hoc document; an unsigned ticket is forged."""
+    if path in ("graph/notifications", "graph/lifecycle"):
+        component = "ChangeNotifications" if path == "graph/notifications" else "LifecycleNotifications"
+        return notification_body(component, raw, client_state=client_state, tenant_id=tenant_id)
+    if path == "tickets":
+        value = strict_json(raw)
+        return not isinstance(value, dict) or ticket_fields(value)
+    if path == "policy/apply":
+        return body("ApplyBody", raw)
+    if path == "flags/approve-removal":
+        return body("ApprovalBody", raw)
+    if not raw.strip():
+        return False  # verify and plan need no body
+    if body("DocumentBody", raw):
+        return True
+    document = json.loads(raw).get("document")
+    return document is not None and desired_state_text(json.dumps(document).encode())
+
+
+def openapi_case(method: str, path: str, path_parameters: Mapping[str, Any], url: str, raw_body: bytes | None, *,
+                 client_state: str, tenant_id: str, signed: bool = False) -> bool:
+    """A request a fuzzer (schemathesis) built for `method path` of the description: invalid when a declared
+    input breaks its schema or the request is forged. Schemathesis's "negative" cases are not all invalid
+    (an omitted optional parameter, an ignored header, a handshake whose body is never read), so each case
+    is judged here, whatever mode made it. Headers other than the ticket's signature are not inputs: the
+    principal comes from App Service Authentication. The query is judged as it went over the wire (`url`) and
+    as a route reads it: the first value of each parameter, an empty value being no value, unknown ones ignored."""
+    route = path.strip("/")
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        params.setdefault(name, value)
+    if route.startswith("runs/"):
+        run_id = path_parameters.get("runId")
+        return not isinstance(run_id, str) or not re.fullmatch(r"[0-9a-f]{32}", run_id)
+    if method.upper() == "GET":
+        return route in ("runs", "flags", "flags/export") and query_invalid(route, params)
+    if route in ("graph/notifications", "graph/lifecycle") and "validationToken" in params:
+        return validation_params(params)  # a handshake: the body is not read
+    if route == "tickets" and not signed:
+        return True  # no valid HMAC: forged
+    return post(route, raw_body or b"", client_state=client_state, tenant_id=tenant_id)

@@ -297,34 +297,16 @@ HOSTILE = [None, True, 0, -1, 2**64, 1.5e308, "", " ", "\ud800", "a\x00b", "x" *
            "users('x')/authentication", "00000000-0000-0000-0000-000000000000"]
 
 
-def invalid_post(path: str, raw: bytes, tenant_id: str) -> bool:
-    """The oracle's word on a POST to `path` (tests/reliability/invalid.py): its OpenAPI body schema, our
-    clientState and tenant for notifications, desired-state.schema.json for an ad-hoc document."""
-    if path in ("graph/notifications", "graph/lifecycle"):
-        component = "ChangeNotifications" if path == "graph/notifications" else "LifecycleNotifications"
-        return invalid.notification_body(component, raw, client_state=CLIENT_STATE, tenant_id=tenant_id)
-    if path == "tickets":
-        value = invalid.strict_json(raw)
-        return not isinstance(value, dict) or invalid.ticket_fields(value)
-    if path == "policy/apply":
-        return invalid.body("ApplyBody", raw)
-    if not raw.strip():
-        return False  # verify and plan need no body
-    if invalid.body("DocumentBody", raw):
-        return True
-    document = json.loads(raw).get("document")
-    return document is not None and invalid.desired_state_text(json.dumps(document).encode())
-
-
 class JudgedProbe(Probe):
     """A Probe that asks the oracle about each request it sends, so only invalid ones count as bad inputs."""
 
     async def post(self, path: str, body: bytes, **kwargs: Any) -> int:  # type: ignore[override]
-        kwargs.setdefault("invalid", invalid_post(path, body, self.stack.tenant_id))
+        kwargs.setdefault("invalid", invalid.post(path, body, client_state=CLIENT_STATE,
+                                                  tenant_id=self.stack.tenant_id))
         return await super().post(path, body, **kwargs)
 
     async def get(self, path: str, params: dict[str, str], label: str = "", **kwargs: Any) -> int:  # type: ignore[override]
-        kwargs.setdefault("invalid", invalid.query(path, params))
+        kwargs.setdefault("invalid", invalid.query_invalid(path, params))
         return await super().get(path, params, label, **kwargs)
 
 
