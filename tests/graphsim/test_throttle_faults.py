@@ -162,3 +162,4 @@ def test_outer_batch_is_free_and_items_pay(sim: Simulator) -> None:
     resp = raw(sim, "POST", "/$batch", {"requests": reqs})
     assert resp.status == 200 and resp.headers["x-ms-resource-unit"] == "0"
     assert sim.stats()["resource_units"] == 2
+

@@ -1,17 +1,21 @@
 """Shared tools of the reliability tests: storm knobs, a storage snapshot, a host-like queue drain, and the
 ground truth a run must end in.
 
-The snapshot and the drain use their own SDK clients built from the connection string, not the product's
-StateStore, so they prove what is in storage independently of the code under test.
+The snapshot, the ground truth (`judge`, `raw_flags`, `raw_snapshots`, `raw_checkpoint`) and the drain use their
+own SDK clients built from the connection string, not the product's StateStore, so they prove what is in
+storage independently of the code under test.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import json
 import logging
+import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,8 +30,8 @@ from azure.storage.queue.aio import QueueClient
 
 from graphsim.launcher import Simulator
 from shared.config import QUEUE_NAME
+from shared.errors import PasskeyGuardError
 from shared.state import TABLES
-from shared.upn.flag import flag_to_dict
 from tests.e2e.stack import tenant, user
 
 log = logging.getLogger(__name__)
@@ -141,6 +145,10 @@ class Probe:
         self.statuses: Counter[int] = Counter()
         self.sent = 0
         self.refused = 0
+        self.invalid = 0          # requests the test's oracle (tests/reliability/invalid.py) calls invalid
+        self.invalid_refused = 0  # ... and of those, the ones refused
+        self.valid_refused = 0
+        self.invalid_accepted: list[str] = []  # labels, for the figures' detail
         self.problems: list[str] = []
         self.last: dict[str, Any] = {}
 
@@ -148,20 +156,29 @@ class Probe:
         self.last = await snapshot_storage(self.conn, self.stack.tenant_id)
 
     async def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None,
-                   params: dict[str, str] | None = None, label: str = "", **as_caller: Any) -> int:
-        """POST and judge the answer; `principal=` as in Stack.post (the admin by default)."""
+                   params: dict[str, str] | None = None, label: str = "", invalid: bool | None = None,
+                   **as_caller: Any) -> int:
+        """POST and judge the answer; `principal=` as in Stack.post (the admin by default); `invalid`: what
+        the test's oracle says of the request (None: not judged)."""
         status, text, _ = await self.stack.post(path, body, headers=headers, params=params, **as_caller)
-        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES)
+        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES, invalid=invalid)
 
-    async def get(self, path: str, params: dict[str, str], label: str = "", **as_caller: Any) -> int:
+    async def get(self, path: str, params: dict[str, str], label: str = "", invalid: bool | None = None,
+                  **as_caller: Any) -> int:
         status, text, _ = await self.stack.get(path, params=params, **as_caller)
-        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES)
+        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES, invalid=invalid)
 
-    async def _judge(self, status: int, text: str, label: str, *, public: bool = False) -> int:
+    async def _judge(self, status: int, text: str, label: str, *, public: bool = False,
+                     invalid: bool | None = None) -> int:
         """Count the answer; a refusal must be the error envelope (a code only on public routes) and
         must not have written anything."""
         self.sent += 1
         self.statuses[status] += 1
+        self.invalid += bool(invalid)
+        self.invalid_refused += bool(invalid) and status >= 400
+        self.valid_refused += invalid is False and status >= 400
+        if invalid and status < 400:
+            self.invalid_accepted.append(f"{label}: {status}")
         if status >= 500:
             self.problems.append(f"{label}: {status} {text[:200]}")
         if status >= 400:
@@ -183,6 +200,70 @@ class Probe:
         return status
 
 
+# ------------------------------------------------------------------------------------------ raw rows
+# The ground truth is read with the SDK's own clients and decoded here from the documented row shapes
+# (shared/state/codec.py's module docstring, flags.py, snapshots.py, checkpoints.py), never through the product's
+# store: a fault in the store's reading code cannot then hide a fault in what it wrote.
+_SNAPSHOT_PROPERTY = re.compile(r"u([0-9a-f]{32})")
+
+
+def _decoded(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored document: `<name>__json` is JSON, `<name>__z0..` + `<name>__zn` zlib-compressed base64 JSON."""
+    doc: dict[str, Any] = {}
+    for prop, raw in entity.items():
+        value = _plain(raw)
+        if prop.endswith("__json"):
+            doc[prop[:-6]] = json.loads(value)
+        elif prop.endswith("__zn"):
+            name = prop[:-4]
+            packed = "".join(str(_plain(entity[f"{name}__z{i}"])) for i in range(int(value)))
+            doc[name] = json.loads(zlib.decompress(base64.b64decode(packed)).decode("ascii"))
+        elif not re.fullmatch(r".+__z\d+", prop):
+            doc[prop] = value
+    return doc
+
+
+async def _tenant_rows(connection_string: str, table: str, tenant_id: str) -> list[dict[str, Any]]:
+    """Every row of `tenant_id` (PartitionKey `<tenant>` or `<tenant>|...`) in `table`, decoded."""
+    rows: list[dict[str, Any]] = []
+    async with TableServiceClient.from_connection_string(connection_string) as service:
+        client = service.get_table_client(table)
+        try:
+            async for entity in client.query_entities("PartitionKey ge @lo and PartitionKey lt @hi",
+                                                      parameters={"lo": tenant_id, "hi": tenant_id + "~"}):
+                rows.append(_decoded(entity))
+        except ResourceNotFoundError:
+            pass  # never created: no rows
+    return rows
+
+
+async def raw_flags(connection_string: str, tenant_id: str) -> list[dict[str, Any]]:
+    """Every flag row of the tenant as stored (one dict per row: `userId`, `oldUpn`, `newUpn`, `history`...)."""
+    return await _tenant_rows(connection_string, "flags", tenant_id)
+
+
+async def raw_snapshots(connection_string: str, tenant_id: str) -> dict[str, list[str]]:
+    """Each user's snapshot UPNs as stored (a property `u<hex id>` holding `<upn>[ <seen at>]`); a user found
+    in more than one row has more than one UPN here."""
+    out: dict[str, list[str]] = {}
+    for row in await _tenant_rows(connection_string, "snapshots", tenant_id):
+        for prop, value in row.items():
+            match = _SNAPSHOT_PROPERTY.fullmatch(prop)
+            if match and isinstance(value, str):
+                h = match.group(1)
+                user_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                out.setdefault(user_id, []).append(value.split(" ", 1)[0])
+    return out
+
+
+async def raw_checkpoint(connection_string: str, tenant_id: str, name: str = "delta") -> dict[str, Any] | None:
+    """The stored value of checkpoint `name` (RowKey `name`), or None when there is none."""
+    for row in await _tenant_rows(connection_string, "checkpoints", tenant_id):
+        if row.get("RowKey") == name and isinstance(row.get("value"), dict):
+            return dict(row["value"])
+    return None
+
+
 # ------------------------------------------------------------------------------------------ host-like drain
 @dataclass
 class DrainResult:
@@ -190,6 +271,7 @@ class DrainResult:
 
     delivered: int = 0
     failed: int = 0
+    clean_failed: int = 0  # failures that were our own error (PasskeyGuardError), the rest are unclear
     poisoned: int = 0
     storage_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -233,6 +315,7 @@ async def drain(connection_string: str, processor: Any, *, batch_size: int = 16,
                 name = getattr(failure, "code", type(failure).__name__)
                 result.errors[name] = result.errors.get(name, 0) + 1
                 result.failed += 1
+                result.clean_failed += isinstance(failure, PasskeyGuardError)
                 with contextlib.suppress(AzureError):  # storage down: the message reappears after `visibility`
                     if msg.dequeue_count >= MAX_DEQUEUE_COUNT:
                         with contextlib.suppress(ResourceExistsError):
@@ -355,6 +438,7 @@ class Verdict:
     duplicates: set[str]
     wrong_upn: set[str]
     stale_snapshots: set[str]
+    history: dict[str, int] = field(default_factory=dict)
 
     @property
     def lost(self) -> int:
@@ -368,29 +452,33 @@ class Verdict:
                 f"stale_snapshots={sorted(self.stale_snapshots)[:5]}")
 
 
-async def judge(services: Any, sim: Simulator, original: Mapping[str, str]) -> Verdict:
-    """Compare flags and snapshots with `/_sim/state`: every user whose UPN differs from `original`
-    and who holds a passkey has exactly one flag (one history entry) naming the old and new UPN; nobody
-    else has one; every snapshot holds the user's current UPN."""
+async def judge(connection_string: str, tenant_id: str, sim: Simulator, original: Mapping[str, str], *,
+                changes: Mapping[str, int] | None = None) -> Verdict:
+    """Compare the stored flags and snapshots (read with raw SDK clients) with `/_sim/state`.
+
+    Every user whose UPN differs from `original` and who holds a passkey has exactly one flag row naming the
+    old and new UPN, whose history holds exactly one entry per distinct change (`changes[user]`, 1 unless
+    told): a replayed or duplicate delivery that added an entry shows here, where a count of rows keyed by
+    user never could. Nobody else has a flag, and every snapshot holds the user's current UPN once."""
     truth = {u["id"].lower(): u for u in sim.state()["users"] if not u.get("deletedDateTime")}
     expected = {uid for uid, u in truth.items()
                 if original.get(uid) and original[uid].lower() != u["userPrincipalName"].lower()
                 and (u.get("authentication") or {}).get("fido2Methods")}
-    flags = [flag_to_dict(f.flag) async for f in services.store.flags.every()]
     counted: dict[str, int] = {}
+    history: dict[str, int] = {}
     wrong: set[str] = set()
     duplicates: set[str] = set()
-    for flag in flags:
-        uid = flag["userId"]
+    for flag in await raw_flags(connection_string, tenant_id):
+        uid = str(flag.get("userId", "")).lower()
         counted[uid] = counted.get(uid, 0) + 1
-        if len(flag.get("history") or []) != 1:
-            duplicates.add(uid)
+        history[uid] = history.get(uid, 0) + len(flag.get("history") or [])
         user = truth.get(uid)
-        if user is None or flag["newUpn"] != user["userPrincipalName"] or flag["oldUpn"] != original.get(uid):
+        if user is None or flag.get("newUpn") != user["userPrincipalName"] or flag.get("oldUpn") != original.get(uid):
             wrong.add(uid)
+    duplicates |= {uid for uid, n in history.items() if n != (changes or {}).get(uid, 1)}
     duplicates |= {uid for uid, n in counted.items() if n > 1}
-    snaps = await services.store.snapshots.get(list(truth))
-    stale = {uid for uid, u in truth.items() if snaps.get(uid) != u["userPrincipalName"]}
+    snaps = await raw_snapshots(connection_string, tenant_id)
+    stale = {uid for uid, u in truth.items() if snaps.get(uid) != [u["userPrincipalName"]]}
     return Verdict(expected=expected, flagged=counted, missed=expected - set(counted),
                    unexpected=set(counted) - expected, duplicates=duplicates, wrong_upn=wrong & expected,
-                   stale_snapshots=stale)
+                   stale_snapshots=stale, history=history)

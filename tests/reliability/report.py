@@ -28,6 +28,9 @@ FAULT_LABELS = {
     "azurite_restart": "Azurite restarted mid-run, writes in flight",
     "sigkill": "`python -m shared sweep` SIGKILLed mid-run",
     "race": "concurrent contenders (applies, processors)",
+    "throttled": "Graph 429 from its exhausted resource-unit bucket (not injected)",
+    "notify_drop": "Change notifications dropped by Graph",
+    "notify_delay": "Change notifications held back and delivered late",
 }
 RUN_AREAS = ("storm", "azurite", "kill", "concurrency")
 
@@ -36,7 +39,7 @@ def totals(tests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Sums over every recorded test."""
     faults = {kind: 0 for kind in FAULT_KINDS}
     fault_tests: dict[str, list[str]] = {kind: [] for kind in FAULT_KINDS}
-    out: dict[str, Any] = {"runs": 0, "survived": 0, "badInputs": 0, "rejected": 0, "dataLost": 0,
+    out: dict[str, Any] = {"runs": 0, "survived": 0, "failed": 0, "badInputs": 0, "rejected": 0, "dataLost": 0,
                            "tests": len(tests), "runsByArea": {}, "applies": 0, "safeApplies": 0}
     for name, entry in sorted(tests.items()):
         for kind, count in (entry.get("faults") or {}).items():
@@ -46,8 +49,10 @@ def totals(tests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         if entry.get("area") in RUN_AREAS:
             out["runs"] += int(entry.get("runs", 0))
             out["survived"] += int(entry.get("survived", 0))
+            out["failed"] += int(entry.get("failed", 0))
+            # [runs that were to survive (failed attempts apart), survived]
             area = out["runsByArea"].setdefault(entry["area"], [0, 0])
-            area[0] += int(entry.get("runs", 0))
+            area[0] += int(entry.get("runs", 0)) - int(entry.get("failed", 0))
             area[1] += int(entry.get("survived", 0))
         if entry.get("area") == "policy":
             out["applies"] += int(entry.get("runs", 0))
@@ -73,15 +78,22 @@ def render(data: Mapping[str, Any]) -> str:
             lines.append(f"| {FAULT_LABELS[kind]} | {t['faults'][kind]:,} | {', '.join(t['faultTests'][kind])} |")
     lines += ["", "| Outcome | Figure |", "|---|---:|"]
     areas = ", ".join(f"{a} {r[1]}/{r[0]}" for a, r in sorted(t["runsByArea"].items()))
-    lines += [f"| Runs hit by faults or races that survived them ({areas}) | {t['survived']:,} of {t['runs']:,} |",
+    lines += [f"| Runs hit by faults or races that completed with the right outcome ({areas}) | {t['survived']:,} of "
+              f"{t['runs'] - t['failed']:,} |",
+              f"| Attempts stopped by a fault with our clear error and run again (apart from the runs above) | "
+              f"{t['failed']:,} |",
               f"| Random applies against the simulator that kept every AAGUID not removed, and whose repeat "
               f"wrote nothing | {t['safeApplies']:,} of {t['applies']:,} |",
-              f"| Bad inputs tried (fuzzed, malformed, forged, oversized) | {t['badInputs']:,} |",
-              f"| Requests and inputs rejected (a 4xx, or our error naming the field) | {t['rejected']:,} |",
+              f"| Invalid inputs tried (fuzzed, malformed, forged, oversized; valid ones not counted) | "
+              f"{t['badInputs']:,} |",
+              f"| Invalid inputs rejected (a 4xx, or our error naming the field) | {t['rejected']:,} of "
+              f"{t['badInputs']:,} |",
               f"| Data lost (missed or duplicate flags, wrong snapshots, writes by refused requests, leaked "
               f"secrets) | {t['dataLost']:,} |"]
-    lines += ["", f"_Recorded by {t['tests']} tests, last run {stamp}, size factor {'/'.join(map(str, soak))} "
-                  "(1 = `make test`)._"]
+    commits = sorted({str(e.get("commit", "unknown")) for e in tests.values()})
+    machines = sorted({str(e.get("machine", "unknown")) for e in tests.values()})
+    lines += ["", f"_Recorded by {t['tests']} tests at commit {', '.join(commits)}, last run {stamp}, on "
+                  f"{'; '.join(machines)}, size factor {'/'.join(map(str, soak))} (1 = `make test`)._"]
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,7 @@ from shared.policy.runs import list_runs
 from shared.policy.verify import verify
 from shared.upn.sweep import sweep
 from tests.e2e.stack import YUBI, running_stack, tenant, user
-from tests.reliability.helpers import drain, judge, poison_count
+from tests.reliability.helpers import drain, judge, poison_count, raw_snapshots
 from tests.reliability.summary import record, soak_factor
 
 AUTOSAVE_SECONDS = 5.0  # Azurite's LokiJS autosave interval
@@ -167,13 +167,19 @@ async def test_azurite_restarted_and_killed_during_a_sweep_and_processing(persis
         # Nothing is corrupted: every table reads back, the state matches the ground truth.
         report = await verify(stack.services, trigger="test")
         runs = await list_runs(stack.services, limit=5)
-        verdict = await judge(stack.services, stack.sim, original)
+        verdict = await judge(conn, stack.tenant_id, stack.sim, original)
         poisoned = await poison_count(conn)
         lost = verdict.lost + poisoned
         errors = {**drained.errors, **drained_after.errors}
+        # Runs as they happened: each sweep attempt and each delivery. Those that failed with our clear error and
+        # were run again are apart; an unclear failure, or a completed run whose end state is wrong, did not survive.
+        sweep_failed = [o for o in sweeper.outcomes if o not in ("completed", "partial")]
+        clean = len(sweep_failed) - len(sweeper.unclear) + drained.clean_failed + drained_after.clean_failed
+        completed = len(sweeper.outcomes) - len(sweep_failed) + drained.delivered + drained_after.delivered
         record("azurite_restart", area="azurite", faults={"azurite_kill": outages["kill"], "azurite_restart":
                                                                  outages["restart"]},
-               runs=2, survived=2 if lost == 0 and not sweeper.unclear else 0, data_lost=lost,
+               runs=len(sweeper.outcomes) + drained.delivered + drained.failed + drained_after.delivered
+               + drained_after.failed, failed=clean, survived=completed if lost == 0 else 0, data_lost=lost,
                detail={"users": count, "expectedFlags": len(verdict.expected), "outages": outages,
                        "sweepOutcomes": sweeper.outcomes, "deliveries": drained.delivered + drained_after.delivered,
                        "failedDeliveries": drained.failed + drained_after.failed, "processorErrors": errors,
@@ -195,16 +201,23 @@ async def test_a_storage_outage_longer_than_the_retries_is_a_clear_state_error(p
     async with running_stack(az, doc, drain=False) as stack:
         await sweep(stack.services)
         await asyncio.to_thread(az.stop)  # graceful: what was written is kept (see the module docstring)
+        outages = 1
         started = time.monotonic()
         with pytest.raises(PasskeyGuardError) as failed:
             await sweep(stack.services)
+        outcomes = [failed.value.code]
         waited = time.monotonic() - started
         await asyncio.to_thread(az.start)
-        snapshots = await stack.services.store.snapshots.count()
+        stored = await raw_snapshots(az.connection_string, stack.tenant_id)
+        snapshots = sum(len(upns) for upns in stored.values())
         again = await sweep(stack.services)
-        record("azurite_down", area="azurite", faults={"azurite_kill": 1}, runs=1,
-               survived=int(clear_state_error(failed.value) and again["complete"]), data_lost=10 - snapshots,
-               detail={"error": failed.value.code, "message": failed.value.message,
+        outcomes.append("completed" if again["complete"] else "partial")
+        # The run on dead storage is apart when it failed with our clear error; the run after it survived when it
+        # completed and every snapshot written before the outage is there.
+        record("azurite_down", area="azurite", faults={"azurite_kill": outages}, runs=len(outcomes),
+               failed=int(clear_state_error(failed.value)),
+               survived=int(again["complete"] and snapshots == 10), data_lost=abs(10 - snapshots),
+               detail={"outcomes": outcomes, "message": failed.value.message,
                        "secondsToFail": round(waited, 1)})
         assert clear_state_error(failed.value), (type(failed.value).__name__, failed.value.message)
         assert "storage unreachable while" in failed.value.message

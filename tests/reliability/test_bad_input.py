@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from shared.errors import AuthError, InputError, PasskeyGuardError, PayloadTooLarge
 from shared.policy.document import parse_document
 from shared.state.keys import decode_page_token, encode_page_token
+from shared.state.tables import page_after
 from shared.upn.event_grid_events import parse_event_grid_trigger
 from shared.upn.graph_notifications import validation_token
 from shared.upn.intake import MAX_BODY_BYTES, ChangeNotice, LifecycleEvent
@@ -39,6 +40,7 @@ from tests import payloads
 from tests.conftest import CLIENT_STATE
 from tests.conftest import TICKET_SECRET as TICKET
 from tests.e2e.stack import running_stack, tenant, uid, user
+from tests.reliability import invalid
 from tests.reliability.helpers import Probe, policy_document
 from tests.reliability.summary import record, soak_factor
 
@@ -73,20 +75,36 @@ def names_a_field(error: PasskeyGuardError) -> bool:
 
 
 class Tally:
-    """Counts what a property test fed in and how much of it was refused."""
+    """Counts what a property test fed in, how much of it the oracle (tests/reliability/invalid.py) calls
+    invalid, and how much of that was refused; hypothesis also generates valid inputs, which are not counted
+    as bad (a valid one refused is counted apart)."""
 
     def __init__(self) -> None:
         self.tried = 0
-        self.refused = 0
+        self.invalid = 0
+        self.refused = 0        # invalid inputs refused
+        self.valid_refused = 0
+        self.unjudged = 0
 
-    def outcome(self, call: Any) -> Any:
+    def judged(self, invalid: bool | None, refused: bool) -> None:
         self.tried += 1
+        if invalid is None:
+            self.unjudged += 1
+        elif invalid:
+            self.invalid += 1
+            self.refused += refused
+        else:
+            self.valid_refused += refused
+
+    def outcome(self, call: Any, invalid: bool | None) -> Any:
         try:
-            return call()
+            result = call()
         except OURS as error:
-            self.refused += 1
+            self.judged(invalid, True)
             assert names_a_field(error), error.message
             return error
+        self.judged(invalid, False)
+        return result
 
 
 TALLIES: dict[str, Tally] = {}
@@ -103,9 +121,10 @@ def _record_parser_figures() -> Any:
     yield
     parsers = {k: v for k, v in TALLIES.items() if not k.startswith("http:")}
     if parsers:
-        record("parser_properties", area="fuzz", bad_inputs=sum(t.tried for t in parsers.values()),
+        record("parser_properties", area="fuzz", bad_inputs=sum(t.invalid for t in parsers.values()),
                rejected=sum(t.refused for t in parsers.values()),
-               detail={k: {"tried": v.tried, "refused": v.refused} for k, v in parsers.items()})
+               detail={k: {"tried": v.tried, "invalid": v.invalid, "invalidRefused": v.refused,
+                           "validRefused": v.valid_refused, "unjudged": v.unjudged} for k, v in parsers.items()})
 
 
 # ------------------------------------------------------------------------------------------ 1. parsers
@@ -135,7 +154,7 @@ def test_the_event_grid_trigger_helper_never_crashes(event_id: str, subject: str
     None, or raises our error naming the field."""
     result = tally("eventGridTrigger").outcome(lambda: parse_event_grid_trigger(
         event_id=event_id, subject=subject, event_type=event_type, data=data, tenant_id=TENANT,
-        client_state=client_state))
+        client_state=client_state), invalid.event_grid(event_type, data, client_state=client_state, tenant_id=TENANT))
     assert result is None or isinstance(result, (ChangeNotice, LifecycleEvent, *OURS))
     if isinstance(result, ChangeNotice):
         assert result.tenant_id == TENANT.lower() and len(result.user_id) == 36
@@ -147,7 +166,7 @@ def test_the_event_grid_trigger_helper_never_crashes(event_id: str, subject: str
                        max_size=3))
 def test_the_validation_handshake_never_crashes(params: dict[str, str]) -> None:
     """Any query gives the token back unchanged, None when it is not a handshake, or an InputError."""
-    result = tally("validationToken").outcome(lambda: validation_token(params))
+    result = tally("validationToken").outcome(lambda: validation_token(params), invalid.validation_params(params))
     if isinstance(result, str):
         assert result == params["validationToken"] and len(result) <= 2048 and "\n" not in result
 
@@ -158,7 +177,7 @@ def test_the_validation_handshake_never_crashes(params: dict[str, str]) -> None:
        | st.sampled_from([b"[" * 50_000, b'{"passkeyMethod": NaN}', b'"\\ud800"', b"\xef\xbb\xbf{}"]))
 def test_desired_state_text_never_crashes(raw: bytes) -> None:
     """The desired-state file's text: a DesiredState, or an InputError listing {field, problem}."""
-    result = tally("desiredStateText").outcome(lambda: parse_document(raw))
+    result = tally("desiredStateText").outcome(lambda: parse_document(raw), invalid.desired_state_text(raw))
     if isinstance(result, InputError):
         assert isinstance(result.detail, list) and all(p["field"] and p["problem"] for p in result.detail)
 
@@ -178,7 +197,8 @@ def test_signed_ticket_shaped_bodies_only_raise_input_errors(fields: dict[str, A
     or an InputError naming the field; never an AuthError, never a crash."""
     raw = json.dumps(fields).encode("utf-8", "surrogatepass")
     headers = sign_ticket(raw, TICKET_SECRET, NOW)
-    result = tally("signedTicket").outcome(lambda: verify_ticket(raw, headers, secret=TICKET_SECRET, now=NOW))
+    result = tally("signedTicket").outcome(lambda: verify_ticket(raw, headers, secret=TICKET_SECRET, now=NOW),
+                                           invalid.ticket_fields(fields))
     assert not isinstance(result, AuthError)
     if not isinstance(result, InputError):
         for value in (result.event_id, result.user_principal_name, result.old_upn, result.new_upn, result.ticket_id):
@@ -222,15 +242,18 @@ async def test_queue_messages_are_refused_clearly_before_any_io(body: bytes) -> 
     from shared.upn.dispatch import handle_message
 
     counter = tally("queueMessage")
-    counter.tried += 1
+    bad = invalid.queue_message(body, tenant_id=TENANT)
     try:
         await handle_message(_StubServices(), body)  # type: ignore[arg-type]
     except InputError as error:
-        counter.refused += 1
+        counter.judged(bad, True)
         assert names_a_field(error), error.message
     except _Untouchable.Reached:
+        counter.judged(bad, False)
         message = json.loads(body)
         assert message["tenant"] == TENANT and message["kind"] in ("users", "lifecycle")
+    else:
+        counter.judged(bad, False)
 
 
 @FAST
@@ -238,16 +261,24 @@ async def test_queue_messages_are_refused_clearly_before_any_io(body: bytes) -> 
        | st.sampled_from([b"[" * 100_000, b"{" * 3000, b'{"a": NaN}', b'{"a": -Infinity}', b"\x00", b" "]))
 def test_http_json_bodies_never_crash(raw: bytes) -> None:
     """The admin routes' body parser: a dict, or an InputError (a 400), never a RecursionError or a 500."""
-    result = tally("httpJsonBody").outcome(lambda: read_json_object(raw))
+    result = tally("httpJsonBody").outcome(lambda: read_json_object(raw), invalid.json_object_body(raw))
     assert isinstance(result, dict | InputError)
+
+
+def _read_page_token(token: str) -> dict[str, Any]:
+    """What a listing does with a token before it reads: decode it, then take the last key it returned."""
+    state = decode_page_token("flags", token)
+    page_after(state)
+    return state
 
 
 @FAST
 @given(st.text(max_size=60) | json_values.map(lambda v: base64.urlsafe_b64encode(
     json.dumps({"k": "flags", "after": v}).encode("utf-8", "surrogatepass")).decode().rstrip("=")))
 def test_page_tokens_never_crash(token: str) -> None:
-    """A page token is our own opaque state or an InputError; a decoded token is always storable text."""
-    result = tally("pageToken").outcome(lambda: decode_page_token("flags", token))
+    """A page token is our own opaque state (with the last key it returned) or an InputError; a decoded token
+    is always storable text."""
+    result = tally("pageToken").outcome(lambda: _read_page_token(token), invalid.page_token("flags", token))
     if isinstance(result, dict):
         json.dumps(result, ensure_ascii=False).encode("utf-8")
 
@@ -264,6 +295,19 @@ def _notification(tenant_id: str, n: int, **overrides: Any) -> dict[str, Any]:
 HOSTILE = [None, True, 0, -1, 2**64, 1.5e308, "", " ", "\ud800", "a\x00b", "x" * 5000, [], {}, [[[[[]]]]],
            {"$ref": "#"}, "' or 1=1 --", "../../etc/passwd", "%00", "<script>", "Users/../groups/x",
            "users('x')/authentication", "00000000-0000-0000-0000-000000000000"]
+
+
+class JudgedProbe(Probe):
+    """A Probe that asks the oracle about each request it sends, so only invalid ones count as bad inputs."""
+
+    async def post(self, path: str, body: bytes, **kwargs: Any) -> int:  # type: ignore[override]
+        kwargs.setdefault("invalid", invalid.post(path, body, client_state=CLIENT_STATE,
+                                                  tenant_id=self.stack.tenant_id))
+        return await super().post(path, body, **kwargs)
+
+    async def get(self, path: str, params: dict[str, str], label: str = "", **kwargs: Any) -> int:  # type: ignore[override]
+        kwargs.setdefault("invalid", invalid.query_invalid(path, params))
+        return await super().get(path, params, label, **kwargs)
 
 
 def _mutate(value: Any, rng: random.Random, depth: int = 0) -> Any:
@@ -308,7 +352,7 @@ async def test_hostile_requests_to_the_served_app_never_5xx_and_refusals_write_n
     async with running_stack(azurite, tenant(users), drain=False, ENFORCEMENT_MODE="enforce",
                              ALLOW_ADHOC_DOCUMENTS="true") as stack:
         await sweep(stack.services)
-        probe = Probe(stack, azurite.connection_string)
+        probe = JudgedProbe(stack, azurite.connection_string)
         await probe.start()
         tid = stack.tenant_id
 
@@ -368,9 +412,12 @@ async def test_hostile_requests_to_the_served_app_never_5xx_and_refusals_write_n
             params = {rng.choice(["limit", "status", "pageToken", "x"]): str(rng.choice(HOSTILE))[:3000]}
             await probe.get(rng.choice(["flags", "runs", "flags/export"]), params, label=f"query #{n}")
 
-        record("http_hostile_requests", area="fuzz", bad_inputs=probe.sent, rejected=probe.refused,
+        record("http_hostile_requests", area="fuzz", bad_inputs=probe.invalid, rejected=probe.invalid_refused,
                data_lost=sum("wrote" in p for p in probe.problems),
-               detail={"byStatus": dict(sorted(probe.statuses.items())), "problems": probe.problems[:5]})
+               detail={"sent": probe.sent, "invalid": probe.invalid, "invalidRefused": probe.invalid_refused,
+                       "validRefused": probe.valid_refused, "invalidAccepted": probe.invalid_accepted[:5],
+                       "byStatus": dict(sorted(probe.statuses.items())),
+                       "problems": probe.problems[:5]})
         assert not probe.problems, "\n".join(probe.problems[:10])
         assert probe.refused > cases // 2
 
@@ -384,12 +431,13 @@ async def test_oversized_bodies_get_413_and_write_nothing(azurite):
         await probe.start()
         big = b'{"value": [], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
         for path in ("policy/verify", "policy/plan", "policy/apply", "graph/notifications", "graph/lifecycle"):
-            assert await probe.post(path, big, label=f"1 MiB+ to {path}") == 413
+            assert await probe.post(path, big, label=f"1 MiB+ to {path}", invalid=len(big) > MAX_BODY_BYTES) == 413
         ticket = b'{"eventId": "big", "action": "verify_policy", "pad": "' + b"x" * MAX_TICKET_BYTES + b'"}'
+        over = len(ticket) > MAX_TICKET_BYTES
         assert await probe.post("tickets", ticket, headers=sign_ticket(ticket, TICKET, int(time.time())),
-                                label="signed 64 KiB+ ticket") == 413
-        assert await probe.post("tickets", ticket, label="unsigned 64 KiB+ ticket") == 413
-        record("oversized_bodies", area="fuzz", bad_inputs=probe.sent, rejected=probe.refused,
+                                label="signed 64 KiB+ ticket", invalid=over) == 413
+        assert await probe.post("tickets", ticket, label="unsigned 64 KiB+ ticket", invalid=over) == 413
+        record("oversized_bodies", area="fuzz", bad_inputs=probe.invalid, rejected=probe.invalid_refused,
                data_lost=sum("wrote" in p for p in probe.problems), detail={"byStatus": dict(probe.statuses)})
         assert not probe.problems, probe.problems
         assert probe.statuses == Counter({413: 7})

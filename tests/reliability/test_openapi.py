@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from shared.principal import PRINCIPAL_HEADER
 from shared.upn.sweep import sweep
+from tests.conftest import CLIENT_STATE
 from tests.e2e.stack import ADMIN_PRINCIPAL, running_stack, tenant, uid, user
 from tests.functions.routes import ROUTE_ACCESS, SPEC, load_spec, spec_operations
+from tests.reliability import invalid
 from tests.reliability.helpers import snapshot_storage, storage_diff
 from tests.reliability.summary import record, soak_factor
 
@@ -94,6 +96,7 @@ class Fuzz:
         self.by_status: Counter[int] = Counter()
         self.failures: list[str] = []
         self.writes_by_refused: list[dict[str, Any]] = []
+        self.invalid_accepted: list[str] = []
         self.last: dict[str, Any] = {}
 
     def snapshot(self) -> dict[str, Any]:
@@ -118,6 +121,16 @@ class Fuzz:
         if status >= 400:
             self.counts["rejected"] += 1
             self.counts[f"{mode}:rejected"] += 1
+        sent = response.request.body
+        bad = invalid.openapi_case(case.operation.method, case.operation.path, case.path_parameters or {},
+                                   str(response.request.url), sent.encode() if isinstance(sent, str) else sent,
+                                   client_state=CLIENT_STATE, tenant_id=self.stack.tenant_id)
+        self.counts["invalid:sent" if bad else "valid:sent"] += 1
+        if status >= 400:
+            self.counts["invalid:rejected" if bad else "valid:rejected"] += 1
+        elif bad:
+            self.invalid_accepted.append(f"{case.operation.label} {status} path={case.path_parameters} "
+                                         f"query={case.query} body={str(sent)[:160]}")
         try:
             case.validate_response(response, checks=_checks())
         except FailureGroup as group:
@@ -179,9 +192,13 @@ async def test_schemathesis_finds_no_5xx_no_spec_breach_and_no_write_by_a_refuse
         started = time.monotonic()
         await asyncio.to_thread(fuzz.run, EXAMPLES * soak_factor())
         seconds = round(time.monotonic() - started, 1)
-        record("openapi_fuzz", area="fuzz", bad_inputs=fuzz.counts["negative:sent"],
-               rejected=fuzz.counts["rejected"], data_lost=len(fuzz.writes_by_refused),
+        # Bad inputs are the cases the oracle (tests/reliability/invalid.py) calls invalid, whichever mode made
+        # them: a "negative" case may well be valid (an omitted optional parameter, an ignored header), and a
+        # "positive" one forged (a notification without our clientState, an unsigned ticket).
+        record("openapi_fuzz", area="fuzz", bad_inputs=fuzz.counts["invalid:sent"],
+               rejected=fuzz.counts["invalid:rejected"], data_lost=len(fuzz.writes_by_refused),
                detail={"requests": fuzz.counts["sent"], "negativeCases": fuzz.counts["negative:sent"],
+                       "validRefused": fuzz.counts["valid:rejected"], "invalidAccepted": fuzz.invalid_accepted[:10],
                        "negativeRejected": fuzz.counts["negative:rejected"], "serverErrors": fuzz.counts["5xx"],
                        "specBreaches": len(fuzz.failures), "byStatus": dict(sorted(fuzz.by_status.items())),
                        "seconds": seconds})

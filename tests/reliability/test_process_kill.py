@@ -1,6 +1,7 @@
 """A Passkey Guard process SIGKILLed at random points of a sweep (`python -m shared sweep` as a subprocess
 against the simulator and Azurite), several times: the next run resumes from the checkpoint, and after
-the queue is processed every renamed user with a passkey is flagged exactly once."""
+the queue is processed every renamed user with a passkey is flagged exactly once. A kill counts as mid-run
+only when the stored checkpoint (read raw from Azurite) moved on between kills."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,7 @@ from typing import Any
 from shared.upn.sweep import sweep
 from tests.conftest import graph_waits_move_the_clock
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
-from tests.reliability.helpers import clear_queue, drain, judge, poison_count
+from tests.reliability.helpers import clear_queue, drain, judge, poison_count, raw_checkpoint
 from tests.reliability.summary import record, soak_factor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,31 +87,43 @@ async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite
         env = sweep_env(stack, conn)
         stack.sim.reset_stats()
         runs: list[dict[str, Any]] = []
-        kills = 0
+        kills = mid_run = 0
+        last = await raw_checkpoint(conn, stack.tenant_id)
         for _ in range(KILLS * soak_factor()):
-            # at a random page of the run: runs of at most 6 pages cannot finish the sweep (~38 pages per soak unit)
-            outcome, code, err = await run_sweep_process(env, kill_when=pages_past(stack.sim, rng.randint(1, 6)))
+            # At a random page of the run, 8 to 11 pages in: a resumed run first re-reads the up to
+            # SWEEP_HOLD_PAGES (4) pages its stored link trails by, so an earlier kill could leave the checkpoint
+            # where it was; 5 runs of at most 11 pages, at most 7 of them new, cannot finish the sweep (~38 pages
+            # per soak unit).
+            outcome, code, err = await run_sweep_process(env, kill_when=pages_past(stack.sim, rng.randint(8, 11)))
             pages = stack.sim.stats()["delta_pages"]
-            runs.append({"outcome": outcome, "exit": code, "pagesSoFar": pages})
+            # Mid-run only when the checkpoint (read raw from storage) moved on since the previous kill and the
+            # run had not finished: a kill before the first checkpoint or after the last proves nothing.
+            now = await raw_checkpoint(conn, stack.tenant_id)
+            advanced = bool(now and last and now.get("nextLink") and now.get("nextLink") != last.get("nextLink"))
+            runs.append({"outcome": outcome, "exit": code, "pagesSoFar": pages, "checkpointAdvanced": advanced})
             kills += outcome == "killed"
+            mid_run += outcome == "killed" and advanced
+            last = now
             assert outcome == "killed" or code == 0, err
         started = time.monotonic()
         outcome, code, err = await run_sweep_process(env, kill_when=None)
         runs.append({"outcome": outcome, "exit": code, "pagesSoFar": stack.sim.stats()["delta_pages"]})
-        checkpoint, _ = await stack.services.store.checkpoints.get("delta")
+        checkpoint = await raw_checkpoint(conn, stack.tenant_id)
         graph_waits_move_the_clock(stack.sim, monkeypatch)  # ~225 passkey reads at Graph's 6 a second
         drained = await drain(conn, processor, within=90)
-        verdict = await judge(stack.services, stack.sim, original)
+        verdict = await judge(conn, stack.tenant_id, stack.sim, original)
         poisoned = await poison_count(conn)
         lost = verdict.lost + poisoned
         total_pages = -(-len(renamed) // 6)
-        record("sweep_sigkill", area="kill", faults={"sigkill": kills}, runs=len(runs),
+        record("sweep_sigkill", area="kill", faults={"sigkill": mid_run}, runs=len(runs),
                survived=len(runs) if lost == 0 else 0, data_lost=lost,
                detail={"users": count, "renamed": len(renamed), "expectedFlags": len(verdict.expected),
-                       "runs": runs, "pagesOneRunNeeds": total_pages, "deliveries": drained.delivered,
+                       "runs": runs, "kills": kills, "midRunKills": mid_run,
+                       "pagesOneRunNeeds": total_pages, "deliveries": drained.delivered,
                        "lastRunSeconds": round(time.monotonic() - started, 1)})
         assert code == 0, err
         assert kills >= 4, runs  # most runs were cut short (one may have finished first)
+        assert mid_run >= 4, runs  # and most of those with the checkpoint moved on since the previous kill
         assert checkpoint and checkpoint.get("deltaLink") and not checkpoint.get("nextLink")
         assert poisoned == 0
         assert verdict.lost == 0, verdict.explain()
