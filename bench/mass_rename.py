@@ -1,12 +1,15 @@
 """Flag a mass rename at Graph's throttle limit: the product's real sweep -> queue -> processor path.
 
     python -m bench.mass_rename --users 50000 --json [--throttle-scale 1] [--baseline-sample 200]
-        [--latency-ms 150 --latency-p99-ms 800 --latency-per-item-ms 2]
+                                [--random-bucket --seed S]
+                                [--latency-ms 150 --latency-p99-ms 800 --latency-per-item-ms 2]
 
 Setup (not timed): N generated users, about half with a passkey; the first sweep seeds the snapshots;
 then every user is renamed at once in the simulator (`bulk_rename`, no notifications), the simulator's
 stats are reset and its RU bucket refilled (Graph's large-tenant budget: 8,000 RU per 10 s, starting
-full, times `--throttle-scale`).
+full, times `--throttle-scale`; with `--random-bucket`, a capacity and refill drawn from `--seed`, see
+`draw_bucket`). The product is never told the bucket: its pace learns it from Graph's answers and starts
+the measured run from its starting guess (`budget.reset()`). The drawn values are in the JSON output.
 
 Measured: from the start of `sweep()` until the last queue message is handled, i.e. every flag is
 written. The sweep enqueues to Azurite; the product's in-process drain (`shared.upn.drain`) pulls messages
@@ -40,6 +43,16 @@ log = logging.getLogger(__name__)
 
 CAPACITY_RU = 8000  # Graph, large tenant: 8,000 RU per 10 s (platform-limits.md)
 REFILL_RU_PER_S = 800
+
+
+def draw_bucket(seed: int) -> tuple[float, float]:
+    """(capacity RU, refill RU/s) for the simulator, drawn from `seed`: a capacity from half Graph's smallest
+    published bucket to twice its largest (1,750 to 16,000 RU), refilled over 5 to 20 s."""
+    import random
+
+    rng = random.Random(seed)
+    capacity = round(rng.uniform(1750, 16000))
+    return float(capacity), round(capacity / rng.uniform(5, 20), 1)
 
 
 async def consume(services: Any, sweep_done: asyncio.Event, stats: dict[str, Any]) -> None:
@@ -83,16 +96,19 @@ def expected_flags(sim: Any) -> tuple[int, list[str]]:
     return int(data["flags"]), list(data["ids"])
 
 
-async def run(users: int, scale: float, sample: int, latency: dict[str, float] | None = None) -> dict[str, Any]:
+async def run(users: int, scale: float, sample: int, seed: int | None = None,
+              latency: dict[str, float] | None = None) -> dict[str, Any]:
+    """The benchmark; `seed` draws the simulator's bucket (`draw_bucket`), else Graph's large-tenant one."""
     from devhost.stack import local_stack
     from shared.upn.sweep import sweep
 
+    bucket_ru, refill_ru_per_s = draw_bucket(seed) if seed is not None else (CAPACITY_RU, REFILL_RU_PER_S)
     latency = latency if latency is not None else latency_knobs()
     doc = tenant_doc(users=users, simulator={
-        "throttle_capacity_ru": CAPACITY_RU, "throttle_refill_ru_per_s": REFILL_RU_PER_S,
+        "throttle_capacity_ru": bucket_ru, "throttle_refill_ru_per_s": refill_ru_per_s,
         "throttle_scale": scale, "notify_paused": True, **latency})
-    settings = {**BENCH_SETTINGS, "GRAPH_RU_PER_10S": str(round(CAPACITY_RU * scale))}
-    async with local_stack(doc, settings=settings, serve=False, ensure_store=True) as stack:
+    # The product's settings say nothing of the bucket: its pace learns it (shared/graph/budget.py).
+    async with local_stack(doc, settings=BENCH_SETTINGS, serve=False, ensure_store=True) as stack:
         sim, services = stack.sim, stack.services
         seeded = await sweep(services, trigger="bench-seed")
         assert seeded["seeded"] and seeded["complete"], seeded
@@ -100,7 +116,8 @@ async def run(users: int, scale: float, sample: int, latency: dict[str, float] |
                                                             "to_domain": "fabrikam.example", "notify": False},
                               timeout=600)
         flags_expected, sample_ids = await asyncio.to_thread(expected_flags, sim)
-        # Both buckets full again: the simulator's and ours (it tracks Graph's from our side).
+        # Graph's bucket full again, and the product's pace back at its starting guess: what the seed sweep
+        # taught it is forgotten, so the measured run learns the bucket from the start.
         await asyncio.sleep(0)
         sim.control("POST", "throttle/reset")
         services.graph.budget.reset()
@@ -123,6 +140,7 @@ async def run(users: int, scale: float, sample: int, latency: dict[str, float] |
         seconds = t1 - t0
         rss = peak_rss_mb()
         stats = sim.stats()
+        pace_at_end, pace_pauses = services.graph.budget.rate, services.graph.budget.throttled
 
         flags_written = 0
         async for _ in services.store.flags.every():
@@ -139,7 +157,7 @@ async def run(users: int, scale: float, sample: int, latency: dict[str, float] |
     throttled_ru = int(throttled.get("ru", 0)) + int(throttled.get("auth_methods", 0))
     ru_total = int(stats["resource_units"])
     ru_needed = ru_total - throttled_ru
-    capacity, refill = CAPACITY_RU * scale, REFILL_RU_PER_S * scale
+    capacity, refill = bucket_ru * scale, refill_ru_per_s * scale
     optimum_ru = max(0.0, (ru_needed - capacity) / refill)
     auth_rate = float(knobs["auth_methods_rps"]) if knobs["throttle_enabled"] else 0.0
     auth_burst = max(1.0, auth_rate * float(knobs["auth_methods_window_s"]))
@@ -148,8 +166,11 @@ async def run(users: int, scale: float, sample: int, latency: dict[str, float] |
     baseline_seconds = per_user * changed
     return {
         "benchmark": "mass_rename", "users": users, "changed_users": changed, "throttle_scale": scale,
-        "bucket_capacity_ru": capacity, "refill_ru_per_s": refill, "simulator_latency": latency,
-        "auth_methods_rps": auth_rate,
+        "bucket_capacity_ru": capacity, "refill_ru_per_s": refill,
+        "bucket_drawn": {"seed": seed, "capacity_ru": bucket_ru, "refill_ru_per_s": refill_ru_per_s}
+        if seed is not None else None,
+        "pace_ru_per_s_at_end": round(pace_at_end, 1), "pace_pauses": pace_pauses,
+        "simulator_latency": latency, "auth_methods_rps": auth_rate,
         "seconds": round(seconds, 2), "optimum_seconds": round(optimum, 2),
         "optimum_seconds_ru": round(optimum_ru, 2), "optimum_seconds_auth_methods": round(optimum_auth, 2),
         "ratio_to_optimum": round(optimum / seconds, 3) if seconds > 0 else 0.0,
@@ -176,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--throttle-scale", type=float, default=1.0)
     parser.add_argument("--baseline-sample", type=int, default=200)
+    parser.add_argument("--random-bucket", action="store_true",
+                        help="draw the simulator's bucket capacity and refill from --seed (the product is not told)")
+    parser.add_argument("--seed", type=int, default=0, help="the draw's seed, with --random-bucket")
     args = parser.parse_args(argv)
     users, sample = args.users, args.baseline_sample
     if args.smoke:
         users, sample = min(users, 120), min(sample, 5)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    result = asyncio.run(run(users, args.throttle_scale, sample, latency_knobs(args)))
+    result = asyncio.run(run(users, args.throttle_scale, sample, args.seed if args.random_bucket else None,
+                             latency_knobs(args)))
     emit(result, as_json=args.json)
     return 0 if result["flags_written"] == result["flags_expected"] else 1
 

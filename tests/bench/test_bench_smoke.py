@@ -38,6 +38,18 @@ def test_mass_rename_flags_every_renamed_passkey_holder_through_the_queue() -> N
     assert result["resource_units"] >= result["users"]  # one fido2Methods read per renamed user, at least
 
 
+def test_mass_rename_draws_a_bucket_the_product_is_not_told() -> None:
+    """`--random-bucket --seed S` draws the simulator's bucket from the seed and records it in the output only."""
+    from bench.mass_rename import draw_bucket
+
+    result = run_bench("mass_rename", "--random-bucket", "--seed", "3")
+    capacity, refill = draw_bucket(3)
+    assert result["bucket_drawn"] == {"seed": 3, "capacity_ru": capacity, "refill_ru_per_s": refill}
+    assert (result["bucket_capacity_ru"], result["refill_ru_per_s"]) == (capacity, refill)
+    assert draw_bucket(3) == (capacity, refill) != draw_bucket(4)
+    assert result["flags_written"] == result["flags_expected"] == result["flags_reported"]
+
+
 @pytest.mark.parametrize(("module", "keys"), [
     ("cold_start", ("import_index_seconds", "bare_import_seconds", "ratio_to_bare_import", "first_verify_seconds")),
     ("state_writes", ("batched_entities_per_s", "single_entities_per_s", "ratio", "entities")),
