@@ -148,8 +148,16 @@ class RuPace:
         else:
             self._reset_interval(now)
 
-    def pause(self, seconds: float) -> None:
-        """Graph said 429 with `Retry-After: seconds`: nobody spends until then, and the pace is cut once a burst."""
+    def pause(self, seconds: float, limit_percentage: float | None = None) -> None:
+        """Graph said 429 with `Retry-After: seconds`: nobody spends until then, and the pace is cut once a burst.
+
+        A 429 is the tenant's limit when the 429 itself or the answers before it said the limit was near
+        (`x-ms-throttle-limit-percentage` of 80 % or more): then the pace halves, as low as `FLOOR_RU_PER_S`.
+        A 429 while Graph said we were under 80 % is not our pace's to learn from (a transient refusal, a
+        storm, another limit): the pause is kept all the same, but the cut stops at the smallest published
+        tier, or a storm of such 429s would halve the pace to the floor and stall the tenant's work for hours
+        while sending slower would not have avoided one of them.
+        """
         now = time.monotonic()
         self._refill(now)
         self.throttled += 1
@@ -157,7 +165,8 @@ class RuPace:
         self._level = min(self._level, 0.0)
         self.slow_start = False
         if now >= self._cut_until:
-            self._slow_down(CUT, now)
+            near_limit = (limit_percentage or 0.0) >= 0.8 or self._last_percentage is not None
+            self._slow_down(CUT, now, floor=FLOOR_RU_PER_S if near_limit else min(self.rate, self.start_ru_per_s))
             # Until the pause ends, 429s answer requests sent before it, at the old pace: one cut covers them.
             self._cut_until = self._paused_until
             self._settling = True
@@ -180,11 +189,12 @@ class RuPace:
             return self.rate + (self._limit_rate - self.rate) / 2
         return self.rate * GROWTH
 
-    def _slow_down(self, factor: float, now: float) -> None:
-        """Met the limit: remember the pace that met it, and go `factor` times what was actually sent."""
+    def _slow_down(self, factor: float, now: float, floor: float = FLOOR_RU_PER_S) -> None:
+        """Met the limit: remember the pace that met it, and go `factor` times what was actually sent (not
+        below `floor`)."""
         sending = self._sending(now)
-        self._limit_rate = sending
-        self._set_rate(sending * factor, now)
+        self._limit_rate = max(sending, floor)
+        self._set_rate(max(sending * factor, floor), now)
         self._level = min(self._level, 0.0)  # and no burst: Graph's bucket has none left to give
 
     def _set_rate(self, rate: float, now: float) -> None:

@@ -292,6 +292,7 @@ class GraphGateway:
                 chunk = ids[start:start + BATCH_LIMIT]
                 answers = await self._send_round(chunk, pending, ru_per_item, envelopes)
                 longest = 0.0
+                refusals: list[float | None] = []
                 for i in chunk:
                     answer = answers.get(i)
                     if answer is None or answer.status in (429, 503, 504):
@@ -299,6 +300,7 @@ class GraphGateway:
                         if answer is not None and answer.status == 429:
                             self.counters.throttled_items += 1
                             longest = max(longest, answer.retry_after)
+                            refusals.append(answer.limit_percentage)
                     else:
                         done[i] = answer
                         self.counters.answered_items += 1
@@ -306,7 +308,7 @@ class GraphGateway:
                 if metered:
                     self.budget.observe(max((p for p in metered if p is not None), default=None))
                 if longest:
-                    self.budget.pause(longest)
+                    self.budget.pause(longest, max((p for p in refusals if p is not None), default=None))
             pending = retry
             stalled = stalled + 1 if self.counters.answered_items == answered else 0
             if pending:

@@ -149,13 +149,14 @@ async def test_a_second_spender_does_not_double_the_429s(clock: VirtualClock, se
 
 
 async def test_a_429_pauses_every_spender_for_retry_after_and_cuts_the_pace_once(clock: VirtualClock) -> None:
-    """Several 429s of one burst: nobody spends until the longest Retry-After, and the pace is halved once."""
+    """Several 429s of one burst at the limit: nobody spends until the longest Retry-After, and the pace is
+    halved once."""
     pace = RuPace(100)
     await pace.spend(100)  # the pace's one-second burst
     rate = pace.rate
-    pace.pause(5)
-    pace.pause(2)  # a shorter Retry-After of the same burst neither shortens the pause nor cuts again
-    pace.pause(5)
+    pace.pause(5, 1.0)
+    pace.pause(2, 1.0)  # a shorter Retry-After of the same burst neither shortens the pause nor cuts again
+    pace.pause(5, 1.0)
     assert pace.rate == pytest.approx(rate * CUT) and pace.throttled == 3
     started: list[float] = []
 
@@ -165,8 +166,43 @@ async def test_a_429_pauses_every_spender_for_retry_after_and_cuts_the_pace_once
 
     await clock.run(asyncio.ensure_future(asyncio.gather(spender(), spender())))
     assert min(started) >= 5.0 and max(started) < 5.1
-    pace.pause(1)  # a 429 after the pause answers a request sent at the new pace: cut again
+    pace.pause(1, 1.0)  # a 429 after the pause answers a request sent at the new pace: cut again
     assert pace.rate == pytest.approx(rate * CUT * CUT)
+
+
+async def test_a_storm_of_429s_below_the_limit_keeps_every_pause_but_never_stalls_the_pace(clock: VirtualClock) -> None:
+    """30 % of $batch rounds refused with Retry-After 1 s while Graph never said the limit was near (a storm,
+    not our pace): each refusal still holds every spender for its Retry-After, and the pace stays at the
+    smallest published tier, so 2,000 rounds take about as long as their pauses, not hours at the floor."""
+    pace = RuPace()
+    draw = random.Random(7)
+    refusals = 0
+    for _ in range(2000):
+        await clock.run(asyncio.ensure_future(pace.spend(BATCH)))
+        clock.now += LATENCY_S
+        if draw.random() < 0.30:
+            refusals += 1
+            paused_at = clock.now
+            pace.pause(1.0)
+            waiter = asyncio.ensure_future(pace.spend(0.001))
+            await clock.run(waiter)
+            assert clock.now >= paused_at + 1.0  # the Retry-After held
+        else:
+            pace.observe(None)
+    assert pace.rate >= START_RU_PER_S and pace.throttled == refusals
+    assert clock.now < 2000 * LATENCY_S + refusals * 1.0 + 2000 * BATCH / START_RU_PER_S
+
+
+async def test_a_429_after_the_header_said_the_limit_was_near_cuts_below_the_starting_pace(
+        clock: VirtualClock) -> None:
+    """The same refusal after answers at 90 % of the limit is the tenant's limit: the pace halves past its start."""
+    pace = RuPace(100)
+    await pace.spend(100)
+    pace.observe(0.9)
+    rate = pace.rate
+    clock.now += 2.0
+    pace.pause(1.0)
+    assert pace.rate < min(rate, 100)
 
 
 async def test_the_header_climbing_slows_the_pace_and_its_absence_speeds_it(clock: VirtualClock) -> None:
