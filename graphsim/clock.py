@@ -9,6 +9,7 @@ time window never waits on the machine's speed.
 """
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,8 @@ class SimClock(ThrottleClock):
     def __init__(self) -> None:
         super().__init__()
         self._epoch = datetime.now(UTC)      # wall time when the clock started ...
-        self._start = time.monotonic()       # ... and the monotonic reading at that moment
+        self._start = float(math.floor(time.monotonic()))  # ... and the monotonic second of that moment
+        # (whole, like a frozen reading: seconds since the start then come out exact)
 
     def utcnow(self) -> datetime:
         """Graph's current time: real UTC at start plus however far this clock has moved since."""

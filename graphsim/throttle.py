@@ -32,9 +32,13 @@ class ThrottleClock:
         return self.frozen if self.frozen is not None else time.monotonic() + self.offset
 
     def freeze(self, frozen: bool) -> None:
-        """Stop the clock at its current reading, or let it run on from where it stands."""
+        """Stop the clock at its next whole second, or let it run on from where it stands.
+
+        A whole second, so a test's whole-second moves land exactly on a window's edge: frozen at 0.7, then
+        `29 + 1` would come out one ulp away from `30` now and then, and a test of "shown at 30 s" would flake.
+        """
         if frozen and self.frozen is None:
-            self.frozen = self.now()
+            self.frozen = float(math.ceil(self.now()))
         elif not frozen and self.frozen is not None:
             self.offset = self.frozen - time.monotonic()
             self.frozen = None

@@ -137,6 +137,15 @@ def _queue(connection_string: str, name: str) -> QueueClient:
                                               message_decode_policy=TextBase64DecodePolicy())
 
 
+def _rejected(text: str) -> int | None:
+    """The `rejected` count of a batch answer, or None when the answer has none."""
+    try:
+        count = json.loads(text).get("rejected")
+    except (ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) and count > 0 else None
+
+
 class Probe:
     """Sends requests to the served app; each refused one is checked for writes against a snapshot."""
 
@@ -157,11 +166,12 @@ class Probe:
 
     async def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None,
                    params: dict[str, str] | None = None, label: str = "", invalid: bool | None = None,
-                   **as_caller: Any) -> int:
+                   invalid_items: int | None = None, **as_caller: Any) -> int:
         """POST and judge the answer; `principal=` as in Stack.post (the admin by default); `invalid`: what
-        the test's oracle says of the request (None: not judged)."""
+        the test's oracle says of the request (None: not judged); `invalid_items` as in `_judge`."""
         status, text, _ = await self.stack.post(path, body, headers=headers, params=params, **as_caller)
-        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES, invalid=invalid)
+        return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES, invalid=invalid,
+                                 invalid_items=invalid_items)
 
     async def get(self, path: str, params: dict[str, str], label: str = "", invalid: bool | None = None,
                   **as_caller: Any) -> int:
@@ -169,15 +179,17 @@ class Probe:
         return await self._judge(status, text, label or path, public=path in PUBLIC_ROUTES, invalid=invalid)
 
     async def _judge(self, status: int, text: str, label: str, *, public: bool = False,
-                     invalid: bool | None = None) -> int:
+                     invalid: bool | None = None, invalid_items: int | None = None) -> int:
         """Count the answer; a refusal must be the error envelope (a code only on public routes) and
-        must not have written anything."""
+        must not have written anything. `invalid_items`: for a batch whose items are refused one by one (change
+        notifications), how many the oracle calls invalid; a 202 that counts exactly those as `rejected` refused
+        them."""
         self.sent += 1
         self.statuses[status] += 1
         self.invalid += bool(invalid)
-        self.invalid_refused += bool(invalid) and status >= 400
+        self.invalid_refused += bool(invalid) and (status >= 400 or _rejected(text) == invalid_items)
         self.valid_refused += invalid is False and status >= 400
-        if invalid and status < 400:
+        if invalid and status < 400 and _rejected(text) != invalid_items:
             self.invalid_accepted.append(f"{label}: {status}")
         if status >= 500:
             self.problems.append(f"{label}: {status} {text[:200]}")

@@ -98,6 +98,23 @@ def notification_body(component: str, raw: bytes, *, client_state: str, tenant_i
                for item in items)
 
 
+def notification_items(raw: bytes, *, client_state: str, tenant_id: str) -> int | None:
+    """How many items of a change-notification POST are invalid (break the ChangeNotification schema, or are
+    forged), or None when the POST is invalid as a whole (not strict JSON, or not an object with a `value`
+    list). The product's batch rule drops such items one by one and counts them in its answer's `rejected`,
+    so an item, not the whole batch, is what it refuses."""
+    value = strict_json(raw)
+    if value is _NOT_JSON or not conforms({**value, "value": []} if isinstance(value, dict) else value,
+                                          _component("ChangeNotifications")):
+        return None
+    items = value["value"]
+    if not isinstance(items, list):
+        return None
+    item_schema = _component("ChangeNotification")
+    return sum(1 for item in items if not conforms(item, item_schema) or item.get("clientState") != client_state
+               or str(item.get("tenantId", "")).lower() != tenant_id.lower())
+
+
 def query_invalid(route: str, params: Mapping[str, str], *, issued_tokens: Collection[str] = ()) -> bool:
     """Query parameters of GET /flags, /flags/export or /runs: a known parameter breaking its schema (an
     integer is ASCII digits), or a page token this server never issued. Unknown parameters are ignored, and an

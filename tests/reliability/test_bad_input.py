@@ -303,6 +303,9 @@ class JudgedProbe(Probe):
     async def post(self, path: str, body: bytes, **kwargs: Any) -> int:  # type: ignore[override]
         kwargs.setdefault("invalid", invalid.post(path, body, client_state=CLIENT_STATE,
                                                   tenant_id=self.stack.tenant_id))
+        if path == "graph/notifications":
+            kwargs.setdefault("invalid_items", invalid.notification_items(
+                body, client_state=CLIENT_STATE, tenant_id=self.stack.tenant_id))
         return await super().post(path, body, **kwargs)
 
     async def get(self, path: str, params: dict[str, str], label: str = "", **kwargs: Any) -> int:  # type: ignore[override]

@@ -103,6 +103,19 @@ class Fuzz:
         future = asyncio.run_coroutine_threadsafe(snapshot_storage(self.conn, self.stack.tenant_id), self.loop)
         return future.result(timeout=30)
 
+    def items_rejected(self, case: Any, response: Any, sent: Any) -> bool:
+        """A change-notification batch whose 202 counts exactly the items the oracle calls invalid as
+        `rejected`: the product refuses such items one by one (tests/reliability/invalid.py)."""
+        if not case.operation.path.endswith("/graph/notifications") or response.status_code != 202:
+            return False
+        raw = sent.encode() if isinstance(sent, str) else (sent or b"")
+        expected = invalid.notification_items(raw, client_state=CLIENT_STATE, tenant_id=self.stack.tenant_id)
+        try:
+            rejected = response.json().get("rejected")
+        except (ValueError, AttributeError):
+            return False
+        return expected is not None and expected > 0 and rejected == expected
+
     def one(self, case: Any, mode: str) -> None:
         import requests
         from schemathesis.core.failures import FailureGroup
@@ -126,7 +139,7 @@ class Fuzz:
                                    str(response.request.url), sent.encode() if isinstance(sent, str) else sent,
                                    client_state=CLIENT_STATE, tenant_id=self.stack.tenant_id)
         self.counts["invalid:sent" if bad else "valid:sent"] += 1
-        if status >= 400:
+        if status >= 400 or (bad and self.items_rejected(case, response, sent)):
             self.counts["invalid:rejected" if bad else "valid:rejected"] += 1
         elif bad:
             self.invalid_accepted.append(f"{case.operation.label} {status} path={case.path_parameters} "
