@@ -41,6 +41,17 @@ class StaticTokenProvider(AccessTokenProvider):
         return self._validator
 
 
+def app_credential(settings: Settings) -> Any:
+    """The app's own sign-in for a real Graph: its managed identity (`AZURE_CLIENT_ID`), else
+    DefaultAzureCredential; None for a loopback Graph, which gets the dev token. The caller closes it."""
+    if settings.graph_is_local:
+        return None
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    return (ManagedIdentityCredential(client_id=settings.azure_client_id) if settings.azure_client_id
+            else DefaultAzureCredential())
+
+
 def build_auth_provider(settings: Settings, *, credential: Any = None) -> AuthenticationProvider:
     """The authentication provider for `settings.graph_base_url`; credentials are created lazily here.
 
@@ -51,14 +62,12 @@ def build_auth_provider(settings: Settings, *, credential: Any = None) -> Authen
     if settings.graph_is_local:
         return BaseBearerTokenAuthenticationProvider(StaticTokenProvider(settings.graph_dev_token, [host]))
 
-    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
     from kiota_authentication_azure.azure_identity_authentication_provider import (
         AzureIdentityAuthenticationProvider,
     )
 
     if credential is None:
-        credential = (ManagedIdentityCredential(client_id=settings.azure_client_id) if settings.azure_client_id
-                      else DefaultAzureCredential())
+        credential = app_credential(settings)
     # allowed_hosts pins tokens to Graph's own host; scopes are explicit (graph-contract pitfall 9). The options
     # go to every get_token: tokens are requested for TENANT_ID, not the sign-in's home tenant (a managed
     # identity ignores it; shared/graph/tenant.py then confirms the tenant that answers).

@@ -124,6 +124,7 @@ class GraphGateway:
         self._client: GraphServiceClient | None = None
         self.counters = GraphCounters()
         self.budget = budget or RuPace()  # learns the tenant's pace: Graph never says its bucket
+        self._credential: Any = None  # a credential this gateway created for itself (closed by `close`)
         self.tenant_confirmed = False  # set by shared.graph.tenant.confirm_tenant before the first request
         self._tenant_lock: asyncio.Lock | None = None  # one confirmation at a time (parallel first reads)
 
@@ -135,9 +136,11 @@ class GraphGateway:
             from msgraph import GraphServiceClient
             from msgraph.graph_request_adapter import GraphRequestAdapter
 
-            from shared.graph.auth import build_auth_provider
+            from shared.graph.auth import app_credential, build_auth_provider
 
-            auth = self._auth = self._auth_provider or build_auth_provider(self.settings)
+            if self._auth_provider is None:  # the app's own sign-in, which this gateway then closes
+                self._credential = app_credential(self.settings)
+            auth = self._auth = self._auth_provider or build_auth_provider(self.settings, credential=self._credential)
             adapter = GraphRequestAdapter(auth)  # no custom httpx client: pitfall 8
             adapter.base_url = self.settings.graph_base_url
             self._client = GraphServiceClient(request_adapter=adapter)
@@ -150,6 +153,9 @@ class GraphGateway:
                 await http.aclose()
             self._client = None
             self._auth = None
+        if self._credential is not None:
+            credential, self._credential = self._credential, None
+            await credential.close()
 
     async def access_token(self) -> str:
         """The bearer token this gateway sends to Graph ("" when its credential gives none), for

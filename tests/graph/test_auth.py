@@ -88,3 +88,27 @@ async def test_in_azure_the_apps_user_assigned_identity_signs_in(managed_identit
         await tokens._credentials.close()  # kiota keeps the credential private; the test owns its session
     [asked] = managed_identity.requests
     assert asked["client_id"] == APP_IDENTITY and asked["resource"] == "https://graph.microsoft.com"
+
+
+async def test_a_gateway_closes_the_managed_identity_credential_it_created(
+        managed_identity: FakeManagedIdentity, monkeypatch: Any) -> None:
+    """The app's gateway signs in with a managed-identity credential it builds itself; closing the gateway
+    closes that credential's session too (the CLI's administrator credential is the services' to close)."""
+    import azure.identity.aio as identity_aio
+
+    from shared.graph.gateway import GraphGateway
+
+    closed: list[str] = []
+
+    class Watched(identity_aio.ManagedIdentityCredential):
+        async def close(self) -> None:
+            closed.append("managed identity")
+            await super().close()
+
+    monkeypatch.setattr(identity_aio, "ManagedIdentityCredential", Watched)
+    gateway = GraphGateway(settings(AZURE_CLIENT_ID=APP_IDENTITY))
+    assert await gateway.access_token() == MANAGED_IDENTITY_TOKEN
+    await gateway.close()
+    assert closed == ["managed identity"]
+    await gateway.close()  # a second close closes nothing twice
+    assert closed == ["managed identity"]
