@@ -18,13 +18,28 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from graphsim.config import REALISTIC_LATENCY
 
 YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def commit(digits: int = 40) -> str:
+    """The checked-out commit (`digits` hex digits), with `+dirty` when tracked files differ from it."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    sha = git("rev-parse", f"--short={digits}", "HEAD") or "unknown"
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def machine() -> dict[str, Any]:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine
+from bench.common import commit, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REPORT = ROOT / ".reliability" / "under-load.json"
@@ -50,15 +50,6 @@ def stop_burners(burners: list[multiprocessing.Process]) -> None:
         proc.terminate()
     for proc in burners:
         proc.join(timeout=10)
-
-
-def commit() -> str:
-    """The checked-out commit, with `-dirty` when the worktree has uncommitted changes."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-    sha = git("rev-parse", "HEAD") or "unknown"
-    return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def run_suite(pytest_args: list[str]) -> tuple[bool, float, str]:

@@ -65,16 +65,34 @@ def test_each_benchmark_prints_its_figures(module: str, keys: tuple[str, ...]) -
         assert result["messages_queued"] >= result["notifications"]  # every acknowledged user was queued
 
 
-def test_the_readme_table_names_targets_and_machine() -> None:
-    """run_all renders a table row per figure with its target, and the machine it ran on."""
-    from bench.run_all import table
+def test_apply_applies_the_seed_once_and_a_second_apply_writes_nothing() -> None:
+    """The smoke apply (legacy and profiles shape) is applied and read back, the second apply writes nothing,
+    and verify passes, with Conditional Access calls counted at Graph's one a second."""
+    for shape in ([], ["--profiles"]):
+        result = run_bench("apply", *shape)
+        assert result["shape"] == ("profiles" if shape else "legacy")
+        assert result["apply_result"] == "applied" and result["verify_compliant"], result
+        assert result["apply_graph"]["writes"] > 0 and result["apply_graph"]["ca_requests"] > 0
+        assert result["second_apply_result"] == "no-op" and result["second_apply_graph"]["writes"] == 0
+        assert result["ca_requests_per_second"] == 1.0
+
+
+def test_the_readme_table_names_commit_conditions_targets_and_machine() -> None:
+    """run_all renders a table row per figure with its target, headed by the commit, the date, the machine and
+    the conditions the benchmarks recorded (latency, drawn bucket, limits, load)."""
+    from bench.run_all import conditions, table
 
     box = {"cpu": "Test CPU", "cores": 2, "ram_gib": 4.0, "python": "3.11.7", "os": "Linux"}
     rename = {"benchmark": "mass_rename", "users": 100, "throttle_scale": 1.0, "seconds": 10.0, "optimum_seconds": 9.5,
               "ratio_to_optimum": 0.95, "cpu_ms_per_user": 0.5, "graph_requests_per_user": 0.055,
               "resource_units_per_user": 1.0, "responses_429": 0, "flags_written": 5, "flags_expected": 6,
-              "peak_rss_mb": 80.0, "baseline_ratio": 3.0}
-    text = table([rename], box)
+              "peak_rss_mb": 80.0, "baseline_ratio": 3.0, "auth_methods_rps": 6.0,
+              "bucket_drawn": {"seed": 1, "capacity_ru": 5000.0, "refill_ru_per_s": 400.0}}
+    latency = {"latency_ms": 150.0, "latency_p99_ms": 800.0, "latency_per_item_ms": 2.0}
+    text = table([rename], box, conditions([rename], latency, [1.5, 2.25]))
     assert "Test CPU, 2 cores, 4.0 GiB RAM, Python 3.11.7" in text
+    assert "at commit " in text and "median 150 ms, p99 800 ms" in text
+    assert "seed 1: 5,000 RU refilled at 400.0 RU/s" in text and "limited to 6 a second" in text
+    assert "load average (1 min) 1.5 to 2.2" in text
     assert "flags written 5 of 6" in text and "| **no** |" in text
     assert "ratio 0.95 | >= 0.9 | yes |" in text

@@ -25,12 +25,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from bench.common import commit as bench_commit
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_PATH = Path(os.environ.get("PG_RELIABILITY_SUMMARY", ROOT / ".reliability" / "summary.json"))
@@ -41,14 +42,7 @@ FAULT_KINDS = ("429", "503", "504", "drop", "latency", "azurite_kill", "azurite_
 @cache
 def commit() -> str:
     """The commit the tests run at (12 hex digits), `+dirty` when the working tree differs from it."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    sha = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return bench_commit(12)
 
 
 def machine() -> str:
