@@ -18,7 +18,7 @@ from typing import Any, Literal
 Relation = Literal["same", "stricter", "partial", "differs"]
 
 #: What each relation means, for the report's readers.
-RELATIONS: dict[str, str] = {
+RELATIONS: dict[Relation, str] = {
     "same": "passes and fails on the same setting as our check",
     "stricter": "our check also fails in cases the peer check passes",
     "partial": "the peer check asks more than our check; the rest is covered elsewhere or not at all",
@@ -32,7 +32,9 @@ SOURCES: dict[str, str] = {
     MAESTER: "maester365/maester at 6bf1d98f; it reads only the deprecated top-level FIDO2 fields, which Graph "
              "mirrors from the default passkey profile",
     EIDSCA: "Cloud-Architekt/AzureAD-Attack-Defense (AADSCAv4) at cb1eb1e8; listed upstream, not run by Maester",
-    CIPP: "KelvinTegelaar/CIPP-API at adf32422",
+    CIPP: "KelvinTegelaar/CIPP-API at adf32422; standards.FIDO2PasskeyProfiles reads the tenant's default passkey "
+          "profile (a tenant without one is non-compliant), while our checks read the profile the document manages, "
+          "or the legacy top level",
     SCUBAGEAR: "cisagov/ScubaGear at 4d34e9a4",
 }
 
@@ -80,8 +82,6 @@ _ATTESTATION_WHY = ("the seed procedure ('Enable Microsoft Authenticator passkey
                     "attestation = No for Authenticator passkeys: with it on, a passkey's metadata must be in the "
                     "FIDO Alliance Metadata Service and pass Microsoft's validation, and attestation support for "
                     "them is only planned")
-_CIPP_PROFILE = ("CIPP compares the tenant's default passkey profile with its own settings (no default profile "
-                 "is non-compliant); our checks read the profile the document manages, or the legacy top level")
 _CA_SCOPE = "ScubaGear needs an enabled policy for All users and All resources requiring a phishing-resistant strength"
 
 #: For every check id in shared/policy/checks.py, the peer checks it maps to (an empty tuple: none does).
@@ -117,13 +117,14 @@ PEERS: dict[str, tuple[PeerCheck, ...]] = {
                   "Maester expects isAttestationEnforced true and fails a tenant that passes here; "
                   + _ATTESTATION_WHY),
         PeerCheck(CIPP, "EIDSCAAF03", "differs",
-                  "CIPP passes only isAttestationEnforced true, as EIDSCA.AF03; " + _ATTESTATION_WHY),
+                  "CIPP passes only isAttestationEnforced true; attestation stays off for the reason given at "
+                  "EIDSCA.AF03"),
         PeerCheck(CIPP, "standards.EnableFIDO2", "differs",
-                  "its remediation PATCH sets isAttestationEnforced true, which fails this check; "
-                  + _ATTESTATION_WHY),
+                  "its remediation PATCH sets isAttestationEnforced true, which fails this check; attestation stays "
+                  "off for the reason given at EIDSCA.AF03"),
         PeerCheck(CIPP, "standards.FIDO2PasskeyProfiles", "partial",
                   "agrees when set to Attestation Enforcement = Disabled; it also compares passkey types and key "
-                  "restrictions; " + _CIPP_PROFILE),
+                  "restrictions"),
     ),
     "PG-FIDO2-005": (
         PeerCheck(MAESTER, "EIDSCA.AF04", "stricter",
@@ -138,8 +139,7 @@ PEERS: dict[str, tuple[PeerCheck, ...]] = {
         PeerCheck(CIPP, "EIDSCAAF06", "stricter",
                   "CIPP also passes block mode; the seed procedure needs Restrict specific keys = Allow"),
         PeerCheck(CIPP, "standards.FIDO2PasskeyProfiles", "partial",
-                  "agrees when set to Enforce AAGUID Key Restrictions on, Key Restriction Type = Allow; "
-                  + _CIPP_PROFILE),
+                  "agrees when set to Enforce AAGUID Key Restrictions on, Key Restriction Type = Allow"),
     ),
     "PG-FIDO2-006": (
         PeerCheck(MAESTER, "EIDSCA.AF05", "stricter",
@@ -150,7 +150,7 @@ PEERS: dict[str, tuple[PeerCheck, ...]] = {
                   "document's"),
         PeerCheck(CIPP, "standards.FIDO2PasskeyProfiles", "partial",
                   "CIPP fails on any AAGUID outside its list, while apply keeps AAGUIDs already allowed unless "
-                  "the document removes them: give CIPP the tenant's whole allow list; " + _CIPP_PROFILE),
+                  "the document removes them: give CIPP the tenant's whole allow list"),
     ),
     # No published check remembers the allow list between runs, so none sees an AAGUID silently vanish.
     "PG-FIDO2-007": (),
@@ -183,8 +183,7 @@ PEERS: dict[str, tuple[PeerCheck, ...]] = {
     "PG-DOC-001": (
         PeerCheck(CIPP, "standards.FIDO2PasskeyProfiles", "partial",
                   "both compare the tenant with a declared configuration: CIPP passkey types, attestation and "
-                  "key restrictions, we every field the document decides (passkey types are not among them); "
-                  + _CIPP_PROFILE),
+                  "key restrictions, we every field the document decides (passkey types are not among them)"),
     ),
 }
 

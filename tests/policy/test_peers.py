@@ -7,12 +7,25 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+import yaml
 
 from shared.policy.checks import CHECKS, build_check_context
-from shared.policy.peers import CIPP, EIDSCA, MAESTER, NOT_COVERED, PEERS, SCUBAGEAR, SOURCES, PeerCheck, peers_of
+from shared.policy.peers import (
+    CIPP,
+    EIDSCA,
+    MAESTER,
+    NOT_COVERED,
+    PEERS,
+    RELATIONS,
+    SCUBAGEAR,
+    SOURCES,
+    PeerCheck,
+    Relation,
+    peers_of,
+)
 from tests.policy.policy_factories import YUBIKEY, desired, legacy_fido2, strength
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "real"
@@ -101,13 +114,20 @@ def test_a_mapping_that_is_not_the_same_must_say_how() -> None:
         "tool": MAESTER, "id": "EIDSCA.AF01", "relation": "same"}
 
 
+def test_the_openapi_description_lists_the_relations() -> None:
+    """openapi/passkey-guard.yaml's PeerCheck and the `Relation` type offer exactly the relations explained."""
+    spec = yaml.safe_load((REAL.parents[2] / "openapi" / "passkey-guard.yaml").read_text(encoding="utf-8"))
+    assert set(spec["components"]["schemas"]["PeerCheck"]["properties"]["relation"]["enum"]) == set(RELATIONS)
+    assert set(get_args(Relation)) == set(RELATIONS)
+
+
 def test_attestation_is_mapped_as_a_deliberate_difference() -> None:
-    """PG-FIDO2-004 (attestation off) shows Maester's EIDSCA.AF03 and CIPP's EIDSCAAF03 as `differs`, citing the
-    seed procedure, never as agreement."""
+    """PG-FIDO2-004 (attestation off) shows Maester's EIDSCA.AF03 as `differs`, citing the seed procedure, and
+    CIPP's EIDSCAAF03 as `differs` pointing there, never as agreement."""
     peers = {p.id: p for p in PEERS["PG-FIDO2-004"]}
-    for pid in ("EIDSCA.AF03", "EIDSCAAF03"):
-        assert peers[pid].relation == "differs" and "seed procedure" in peers[pid].note
-        assert "Enforce attestation = No" in peers[pid].note
+    assert peers["EIDSCA.AF03"].relation == "differs"
+    assert "seed procedure" in peers["EIDSCA.AF03"].note and "Enforce attestation = No" in peers["EIDSCA.AF03"].note
+    assert peers["EIDSCAAF03"].relation == "differs" and "EIDSCA.AF03" in peers["EIDSCAAF03"].note
 
 
 # --- running the published rules that are plain property comparisons ---------------------------------------
