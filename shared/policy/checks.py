@@ -7,6 +7,9 @@ are enforced in allow mode with the required AAGUIDs, nothing allowed at the las
 the custom strength exists and matches, and the CA policy (when managed) requires it in the decided state
 for the decided users, groups and applications. PG-DOC-001 compares every field the document decides, with
 the plan's own diff (`plan.drift`), so whenever `plan` would change something, `verify` fails.
+
+Each check carries the published peer checks it maps to (Maester EIDSCA, CIPP, ScubaGear), kept as data in
+`shared/policy/peers.py`, with a note wherever the organisation deliberately differs.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from shared.policy.current import (
     strengths_named,
 )
 from shared.policy.document import DesiredState
+from shared.policy.peers import PeerCheck, peers_of
 from shared.policy.plan import drift
 from shared.policy.plan_model import ChangeRow
 
@@ -62,13 +66,14 @@ class CheckContext:
 
 @dataclass(frozen=True)
 class Check:
-    """A compliance check: metadata next to the pure function that evaluates it."""
+    """A compliance check: metadata next to the pure function that evaluates it, and its peer checks."""
 
     id: str
     title: str
     rationale: str
     remediation: str
     fn: Callable[[CheckContext], CheckResult]
+    peers: tuple[PeerCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ def _check(check_id: str, title: str, rationale: str, remediation: str
             return CheckResult(check_id, status, reason)
         run.__doc__ = fn.__doc__
         run.__name__ = fn.__name__
-        CHECKS.append(Check(check_id, title, rationale, remediation, run))
+        CHECKS.append(Check(check_id, title, rationale, remediation, run, peers_of(check_id)))
         return run
     return register
 

@@ -4,7 +4,7 @@
   words), `render_table` (fixed width, cells of several lines);
 - the plan: `render_plan_table` (CLI) and `plan_to_markdown` (to paste into a ticket);
 - the verification report: `report_to_json` (what the HTTP surface returns and the runs table keeps) and
-  `report_to_markdown`;
+  `report_to_markdown`, each check with the published peer checks it maps to (`shared/policy/peers.py`);
 - a rollback: `render_rollback_table`.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from shared.ids import is_guid
 from shared.policy.aaguids import label_of
 from shared.policy.checks import Report
+from shared.policy.peers import NOT_COVERED, RELATIONS, SOURCES, PeerCheck
 from shared.policy.plan_model import AREA_CA, ChangeRow, Plan
 from shared.policy.rollback_plan import RollbackPlan
 
@@ -158,14 +159,40 @@ def report_to_json(report: Report, *, tenant_id: str, generated_at: datetime | s
         "summary": {**report.counts(), "total": len(report.results), "text": _summary(report)},
         "checks": [
             {"id": r.id, "title": report.check(r.id).title, "status": r.status, "reason": r.reason,
-             "rationale": report.check(r.id).rationale, "remediation": report.check(r.id).remediation}
+             "rationale": report.check(r.id).rationale, "remediation": report.check(r.id).remediation,
+             "peers": [p.to_json() for p in report.check(r.id).peers]}
             for r in report.results
         ],
+        "peerChecks": {"relations": dict(RELATIONS), "sources": dict(SOURCES),
+                       "notCovered": [u.to_json() for u in NOT_COVERED]},
     }
 
 
+def _peer_tag(peer: PeerCheck) -> str:
+    """A peer in the checks table: `Tool ID`, with the relation unless it is the same check."""
+    return peer.label if peer.relation == "same" else f"{peer.label} ({peer.relation})"
+
+
+def _peer_section(report: Report) -> list[str]:
+    """The Markdown section on peer checks: what the relations mean, where the checks come from, every
+    mapping with a note (each `differs` says why), and the published checks none of ours covers."""
+    out = ["", "## Peer checks", "",
+           "Published checks administrators already run, beside ours in the table above. Relations:", ""]
+    out += [f"- {name}: {meaning}" for name, meaning in RELATIONS.items()]
+    out += ["", "Sources:", ""] + [f"- {tool}: {source}" for tool, source in SOURCES.items()]
+    noted = [(c.id, p) for c in report.checks for p in c.peers if p.note]
+    if noted:
+        out += ["", "### Notes", ""]
+        out += [f"- {cid} vs {p.tool} `{p.id}`, {p.relation}: {p.note}" for cid, p in noted]
+    if NOT_COVERED:
+        out += ["", "### Not covered", ""]
+        out += [f"- {u.tool} `{u.id}`: not covered, because {u.because}" for u in NOT_COVERED]
+    return out
+
+
 def report_to_markdown(report: Report, *, tenant_id: str, generated_at: datetime | str) -> str:
-    """The verification report as Markdown for a ticket: header, summary, checks table, remediation."""
+    """The verification report as Markdown for a ticket: header, summary, checks table with the peer checks
+    beside ours, remediation, then the peer checks' notes (where we differ, and why)."""
     out = [
         "# Passkey Guard verification report",
         "",
@@ -174,8 +201,9 @@ def report_to_markdown(report: Report, *, tenant_id: str, generated_at: datetime
         "",
         f"**{_summary(report)}**",
         "",
-        _md_table(["Status", "Check", "Title", "Reason"],
-                  [[STATUS_MARKERS[r.status], r.id, report.check(r.id).title, r.reason] for r in report.results]),
+        _md_table(["Status", "Check", "Peer checks", "Title", "Reason"],
+                  [[STATUS_MARKERS[r.status], r.id, "\n".join(_peer_tag(p) for p in report.check(r.id).peers),
+                    report.check(r.id).title, r.reason] for r in report.results]),
     ]
     failed = report.failed
     if failed:
@@ -183,6 +211,7 @@ def report_to_markdown(report: Report, *, tenant_id: str, generated_at: datetime
         for r in failed:
             c = report.check(r.id)
             out.append(f"- **{r.id}** {c.title}: {c.remediation}")
+    out += _peer_section(report)
     return "\n".join(out) + "\n"
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from shared.policy.checks import Report, build_check_context, run_checks
+from shared.policy.peers import NOT_COVERED, PEERS
 from shared.policy.plan import build_plan
 from shared.policy.plan_codec import plan_from_json, plan_to_json
 from shared.policy.plan_model import STRENGTH_ID_PLACEHOLDER, Plan
@@ -185,7 +186,7 @@ def failing_report() -> Report:
 
 
 def test_report_json() -> None:
-    """The JSON report has tenant, UTC time, verdict, counts and each check with its texts."""
+    """The JSON report has tenant, UTC time, verdict, counts and each check with its texts and peer checks."""
     doc = report_to_json(failing_report(), tenant_id="tenant-1", generated_at=WHEN)
     json.dumps(doc)  # serialisable
     assert doc["tenantId"] == "tenant-1" and doc["generatedAt"] == "2026-05-01T12:00:00Z"
@@ -193,7 +194,7 @@ def test_report_json() -> None:
     assert doc["summary"]["failed"] == len([c for c in doc["checks"] if c["status"] == "failed"]) > 0
     assert doc["summary"]["total"] == 13
     first = doc["checks"][0]
-    assert set(first) == {"id", "title", "status", "reason", "rationale", "remediation"}
+    assert set(first) == {"id", "title", "status", "reason", "rationale", "remediation", "peers"}
 
 
 def test_report_time_is_normalised_to_utc() -> None:
@@ -212,7 +213,7 @@ def test_report_markdown_for_a_ticket() -> None:
     assert "- Tenant: `tenant-1`" in lines and "- Generated: 2026-05-01T12:00:00Z" in lines
     assert any(line.startswith("**NOT COMPLIANT:") for line in lines)
     table = [line for line in lines if line.startswith("| ")]
-    assert table[0] == "| Status | Check | Title | Reason |"
+    assert table[0] == "| Status | Check | Peer checks | Title | Reason |"
     markers = {line.split("|")[1].strip() for line in table[1:]}
     assert markers <= {"PASS", "FAIL", "SKIP"} and {"PASS", "FAIL", "SKIP"} <= markers
     assert "Team \\| vault" in md  # pipes in reasons are escaped
@@ -228,3 +229,42 @@ def test_compliant_markdown_has_no_remediation() -> None:
     md = report_to_markdown(run_checks(ctx), tenant_id="t", generated_at="2026-05-01T12:00:00Z")
     assert "**COMPLIANT: 8 passed, 0 failed, 5 skipped**" in md
     assert "## Remediation" not in md
+
+
+def test_report_json_shows_each_checks_peer_checks_and_what_none_covers() -> None:
+    """Each check in the JSON lists the peer checks it maps to (tool, id, relation, note), the attestation check
+    shows Maester's EIDSCA.AF03 as `differs` with the why, and the report names the peer checks none covers."""
+    doc = report_to_json(failing_report(), tenant_id="t", generated_at=WHEN)
+    by_id = {c["id"]: c for c in doc["checks"]}
+    for check_id, peers in PEERS.items():
+        assert by_id[check_id]["peers"] == [p.to_json() for p in peers]
+    af03 = next(p for p in by_id["PG-FIDO2-004"]["peers"] if p["id"] == "EIDSCA.AF03")
+    assert af03["tool"] == "Maester" and af03["relation"] == "differs" and "Enforce attestation = No" in af03["note"]
+    assert doc["peerChecks"]["notCovered"] == [u.to_json() for u in NOT_COVERED]
+    assert set(doc["peerChecks"]["relations"]) == {"same", "stricter", "partial", "differs"}
+    assert set(doc["peerChecks"]["sources"]) == {p.tool for peers in PEERS.values() for p in peers}
+
+
+def _table_row(md: str, check_id: str) -> list[str]:
+    row = next(line for line in md.splitlines() if line.startswith("| ") and f" {check_id} " in line)
+    return [cell.strip() for cell in row.split(" | ")]
+
+
+def test_report_markdown_shows_peer_ids_beside_ours_and_says_where_we_differ() -> None:
+    """In the Markdown every check's row lists its peer ids beside our id (marked unless the same), the notes
+    say `differs: why` for each deliberate difference, and the not-covered peer checks are named with a reason."""
+    md = report_to_markdown(failing_report(), tenant_id="t", generated_at=WHEN)
+    for check_id, peers in PEERS.items():
+        cell = _table_row(md, check_id)[2]
+        for p in peers:
+            shown = p.label if p.relation == "same" else f"{p.label} ({p.relation})"
+            assert shown in cell.split("<br>"), (check_id, shown, cell)
+    assert "Maester EIDSCA.AF03 (differs)" in _table_row(md, "PG-FIDO2-004")[2]
+    notes = md.split("## Peer checks", 1)[1]
+    for check_id, peers in PEERS.items():
+        for p in peers:
+            if p.relation == "differs":
+                assert f"- {check_id} vs {p.tool} `{p.id}`, differs: {p.note}" in notes
+    assert "`EIDSCA.AF03`, differs: Maester expects isAttestationEnforced true" in notes
+    for u in NOT_COVERED:
+        assert f"{u.tool} `{u.id}`: not covered, because {u.because}" in notes
