@@ -61,11 +61,13 @@ test: deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The suite RUNS times in a row (stopping at the first failure) while one CPU burner per core loads the machine;
-# PYTEST_ARGS narrows it (e.g. PYTEST_ARGS=tests/graphsim). Report: .reliability/under-load.json.
+# PYTEST_ARGS narrows it (e.g. PYTEST_ARGS=tests/graphsim); RESUME=1 goes on with an unfinished series of the same
+# commit. Report: .reliability/under-load.json.
 RUNS ?= 10
 PYTEST_ARGS ?=
+RESUME ?=
 test-under-load: deps
-	$(BIN)/python -m bench.suite_under_load --runs $(RUNS) -- $(PYTEST_ARGS)
+	$(BIN)/python -m bench.suite_under_load --runs $(RUNS) $(if $(RESUME),--resume) -- $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

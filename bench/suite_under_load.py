@@ -1,13 +1,15 @@
 """Run the test suite N times in a row while every core is kept busy by another process (issue #12, item 10).
 
-    python -m bench.suite_under_load [--runs 10] [--burners N] [--report PATH] [-- PYTEST ARGS...]
+    python -m bench.suite_under_load [--runs 10] [--burners N] [--report PATH] [--resume] [-- PYTEST ARGS...]
 
 A flaky suite is one that passes on an idle machine and fails on a busy one, so this starts one CPU burner
 process per core (normal priority, a tight loop) and then runs `python -m pytest -q -p no:cacheprovider`
 (plus the given pytest arguments, e.g. a path) up to `--runs` times, stopping at the first failure. Each
 run's outcome and duration is printed as it ends, and the report (JSON, default `.reliability/under-load.json`)
 is rewritten after each run (`finished` is false until the series ends). It holds the commit, the machine,
-the conditions (burners, load average) and every run. The exit status is 0 only when every run passed.
+the conditions (burners, load average) and every run. Ten runs take longer than a working session here, so
+`--resume` goes on with an unfinished series of the same commit, machine and conditions in which every run so
+far passed (the run cut off by the stop counts neither way). The exit status is 0 only when every run passed.
 """
 from __future__ import annotations
 
@@ -64,6 +66,29 @@ def run_suite(pytest_args: list[str]) -> tuple[bool, float, str]:
     return done.returncode == 0, seconds, tail
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def resumed(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
+    """The unfinished series in `path`, to go on with, when it ran the same commit (not dirty), on this machine,
+    the same way, and every run so far passed; else `fresh`, with the reason. The run that was going on when
+    the series stopped (a machine restart, a session's end) is not counted either way; `resumedAt` records
+    each resumption."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return fresh
+    same = {key: earlier.get(key) == fresh[key] for key in ("commit", "machine", "conditions", "runsWanted")}
+    if (not all(same.values()) or "dirty" in fresh["commit"] or earlier.get("finished")
+            or not all(run.get("passed") for run in earlier.get("runs", []))):
+        sys.stdout.write(f"not resuming {path}: a new series (same: {same}, finished: {earlier.get('finished')})\n")
+        return fresh
+    earlier.setdefault("resumedAt", []).append(_now())
+    sys.stdout.write(f"resuming {path} after {len(earlier['runs'])} passing run(s)\n")
+    return dict(earlier)
+
+
 def write_report(path: Path, report: dict[str, Any], *, finished: bool) -> None:
     """Write the report after every run, so a long series that is stopped still shows the runs it made."""
     passes = sum(1 for run in report["runs"] if run["passed"])
@@ -82,20 +107,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burners", type=int, default=os.cpu_count() or 1,
                         help="CPU burner processes (default: one per core)")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where the JSON report goes")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with the unfinished series in --report if it ran this commit the same way")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {
-        "commit": commit(), "machine": machine(), "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit(), "machine": machine(), "started": _now(),
         "conditions": {"burners": args.burners, "burnerPriority": "normal (nice 0)",
                        "command": " ".join(["python -m pytest -q -p no:cacheprovider", *args.pytest_args])},
         "runsWanted": args.runs, "runs": []}
+    if args.resume:
+        report = resumed(args.report, report)
     burners = start_burners(args.burners)
     try:
-        for number in range(1, args.runs + 1):
+        for number in range(len(report["runs"]) + 1, args.runs + 1):
             passed, seconds, tail = run_suite(args.pytest_args)
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             report["runs"].append({"run": number, "passed": passed, "seconds": seconds, "summary": tail,
-                                   "loadAverage1m": None if load is None else round(load, 2)})
+                                   "ended": _now(), "loadAverage1m": None if load is None else round(load, 2)})
             write_report(args.report, report, finished=not passed or number == args.runs)
             sys.stdout.write(f"run {number}/{args.runs}: {'pass' if passed else 'FAIL'} in {seconds} s ({tail})\n")
             sys.stdout.flush()
