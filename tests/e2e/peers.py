@@ -1,0 +1,184 @@
+"""The published peer checks, translated so they run against the simulator (issue 13, "Checks nobody here wrote").
+
+Three tools check the FIDO2/passkey policy Passkey Guard writes; their checks are copied as data in
+tests/data/real/ (see its README for commits and paths):
+
+- Maester's EIDSCA AF01-AF06 (`maester-eidsca-fido2.json`),
+- CIPP's FIDO2 standards and its own EIDSCA/ZTNA tests (`cipp-fido2-passkey-standards.json`),
+- ScubaGear's MS.AAD.3.x (`scubagear-aad-phishing-resistant-mfa.json`).
+
+Each check is translated into a few lines of Python next to the upstream text it stands for, and every
+evaluation first asserts that text unchanged in the file: when the file is replaced from a newer upstream
+and a check changed, the tests fail instead of evaluating yesterday's meaning. Each tool reads Graph where it
+does (endpoint, key form and API version, from the file where the file says), as an app of its own holding
+only `Policy.Read.All`.
+
+A verdict is one of Maester's three: "passed", "failed" or "skipped".
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devhost.graph_tokens import unsigned_jwt
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "real"
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+Json = dict[str, Any]
+
+
+@cache
+def published(name: str) -> Json:
+    """One of the peer files in tests/data/real, parsed."""
+    return json.loads((DATA / name).read_text(encoding="utf-8"))
+
+
+def verdict(ok: bool) -> str:
+    """A pass/fail verdict."""
+    return PASSED if ok else FAILED
+
+
+# ------------------------------------------------------------------ reading Graph as a peer tool does
+@dataclass
+class PeerGraph:
+    """A peer tool's Graph client: the simulator's root, the tenant, and an app token with the tool's roles."""
+
+    root_url: str
+    tenant_id: str
+    app_id: str
+    roles: tuple[str, ...] = ("Policy.Read.All",)
+
+    async def get(self, version: str, relative_uri: str) -> Json:
+        """GET `relative_uri` on API `version`; a collection is followed through its `@odata.nextLink`s."""
+        token = unsigned_jwt({"aud": "https://graph.microsoft.com", "tid": self.tenant_id, "appid": self.app_id,
+                              "idtyp": "app", "roles": list(self.roles)})
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as client:
+            url: str | None = f"{self.root_url}/{version}/{relative_uri}"
+            body: Json = {}
+            while url:
+                resp = await client.get(url)
+                assert resp.status_code == 200, f"{self.app_id}: GET {url}: {resp.status_code} {resp.text}"
+                page = resp.json()
+                if "value" in body:
+                    body["value"].extend(page.get("value", []))
+                else:
+                    body = page
+                url = page.get("@odata.nextLink")
+            return body
+
+
+# ------------------------------------------------------------------ PowerShell semantics the translations need
+def ps_string(value: Any) -> str:
+    """PowerShell's `[string]` cast of a value read from Graph JSON: $null is '', booleans 'True'/'False'."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def ps_eq(value: Any, text: str) -> bool:
+    """`[string]$value -eq 'text'`: PowerShell compares strings without regard to case."""
+    return ps_string(value).casefold() == text.casefold()
+
+
+def ps_contains(values: Iterable[Any] | None, text: str) -> bool:
+    """`$values -contains 'text'` for a list of strings (case-insensitive, as -eq)."""
+    return any(ps_eq(v, text) for v in values or [])
+
+
+def ps_notcontains_null(values: list[Any] | None) -> bool:
+    """`$values -notcontains $null`: PowerShell treats a scalar left operand as a one-item collection, so a
+    missing list ($null) contains $null and the answer is False; an empty list answers True."""
+    return values is not None and None not in values
+
+
+def _key_restrictions(config: Json) -> Json:
+    return config.get("keyRestrictions") or {}
+
+
+# ------------------------------------------------------------------ Maester EIDSCA AF01-AF06
+MAESTER = "maester-eidsca-fido2.json"
+
+#: Each check's `rawValue` expression, verbatim, and its translation over Maester's read of the FIDO2
+#: configuration (`$result`). Maester casts the raw value to [string] and passes when it `-eq` the
+#: `Should -Be` value (Test-MtEidscaAF0n.ps1).
+MAESTER_RAW_VALUES: dict[str, tuple[str, Callable[[Json], Any]]] = {
+    "EIDSCA.AF01": ("$result.state", lambda r: r.get("state")),
+    "EIDSCA.AF02": ("$result.isSelfServiceRegistrationAllowed", lambda r: r.get("isSelfServiceRegistrationAllowed")),
+    "EIDSCA.AF03": ("$result.isAttestationEnforced", lambda r: r.get("isAttestationEnforced")),
+    "EIDSCA.AF04": ("$result.keyRestrictions.isEnforced", lambda r: _key_restrictions(r).get("isEnforced")),
+    "EIDSCA.AF05": ("$result.keyRestrictions.aaGuids -notcontains $null",
+                    lambda r: ps_notcontains_null(_key_restrictions(r).get("aaGuids"))),
+    "EIDSCA.AF06": ("$result.keyRestrictions.aaGuids -notcontains $null -and "
+                    "($result.keyRestrictions.enforcementType -eq 'allow' -or "
+                    "$result.keyRestrictions.enforcementType -eq 'block')",
+                    lambda r: ps_notcontains_null(_key_restrictions(r).get("aaGuids"))
+                    and (ps_eq(_key_restrictions(r).get("enforcementType"), "allow")
+                         or ps_eq(_key_restrictions(r).get("enforcementType"), "block"))),
+}
+
+
+@dataclass(frozen=True)
+class MaesterRead:
+    """What Maester reads: the FIDO2 configuration (`$result`) and `$EnabledAuthMethods`."""
+
+    fido2: Json
+    enabled_methods: list[str]
+
+
+#: The skip conditions, verbatim, and their translation. `$EnabledAuthMethods` is
+#: `(Get-MtAuthenticationMethodPolicyConfig -State Enabled).Id`: the ids of the configurations in beta
+#: `policies/authenticationMethodsPolicy` whose state -eq 'Enabled'. `Test-MtEidscaAF04` returns AF04's raw
+#: value as [string], so `-eq $false` compares it with 'False' (maester365/maester
+#: powershell/internal/eidsca/Test-MtEidscaAF04.ps1, powershell/public/Get-MtAuthenticationMethodPolicyConfig.ps1).
+MAESTER_SKIPS: dict[str | None, Callable[[MaesterRead], bool]] = {
+    None: lambda read: False,
+    "$EnabledAuthMethods -notcontains 'Fido2'": lambda read: not ps_contains(read.enabled_methods, "Fido2"),
+    "$EnabledAuthMethods -notcontains 'Fido2' -or (Test-MtEidscaAF04) -eq $false":
+        lambda read: not ps_contains(read.enabled_methods, "Fido2")
+        or ps_eq(MAESTER_RAW_VALUES["EIDSCA.AF04"][1](read.fido2), "False"),
+}
+
+
+def maester_checks() -> dict[str, Json]:
+    """Maester's published AF checks by id, each asserted to be the one translated here."""
+    checks = {c["id"]: c for c in published(MAESTER)["checks"]}
+    assert sorted(checks) == sorted(MAESTER_RAW_VALUES), "Maester's set of EIDSCA.AF checks changed upstream"
+    for check_id, (expression, _) in MAESTER_RAW_VALUES.items():
+        check = checks[check_id]
+        assert check["ps1_rawValue_expression_verbatim"] == expression, f"{check_id} changed upstream"
+        assert check["skip_condition_ps1_verbatim"] in MAESTER_SKIPS, f"{check_id}'s skip changed upstream"
+    return checks
+
+
+async def maester_read(graph: PeerGraph) -> MaesterRead:
+    """Maester's two requests: the FIDO2 configuration as every AF check names it (beta, `('Fido2')` key form)
+    and the beta authentication methods policy behind `$EnabledAuthMethods`."""
+    requests = {(c["graph_request"]["api_version"], c["graph_request"]["relative_uri"])
+                for c in maester_checks().values()}
+    assert len(requests) == 1, f"the AF checks no longer share one request: {requests}"
+    ((version, uri),) = requests
+    fido2 = await graph.get(version, uri)
+    policy = await graph.get("beta", "policies/authenticationMethodsPolicy")
+    enabled = [c.get("id") for c in policy.get("authenticationMethodConfigurations", [])
+               if ps_eq(c.get("state"), "Enabled")]
+    return MaesterRead(fido2=fido2, enabled_methods=[str(i) for i in enabled])
+
+
+def maester_verdicts(read: MaesterRead) -> dict[str, str]:
+    """Maester's verdict on each of EIDSCA AF01-AF06."""
+    out: dict[str, str] = {}
+    for check_id, check in maester_checks().items():
+        if MAESTER_SKIPS[check["skip_condition_ps1_verbatim"]](read):
+            out[check_id] = SKIPPED
+            continue
+        raw = MAESTER_RAW_VALUES[check_id][1](read.fido2)
+        out[check_id] = verdict(ps_eq(raw, check["expected_value_pester_Should_Be"]))
+    return out
