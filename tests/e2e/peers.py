@@ -18,6 +18,7 @@ A verdict is one of Maester's three: "passed", "failed" or "skipped".
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -71,6 +72,13 @@ class PeerGraph:
                     body = page
                 url = page.get("@odata.nextLink")
             return body
+
+
+def _graph_url(published_url: str) -> tuple[str, str]:
+    """`https://graph.microsoft.com/<version>/<path>` as a peer file writes it: (version, path)."""
+    m = re.fullmatch(r"(?:GET )?https://graph\.microsoft\.com/(v1\.0|beta)/(\S+)", published_url)
+    assert m, f"not a Graph URL: {published_url!r}"
+    return m.group(1), m.group(2)
 
 
 # ------------------------------------------------------------------ PowerShell semantics the translations need
@@ -182,3 +190,150 @@ def maester_verdicts(read: MaesterRead) -> dict[str, str]:
         raw = MAESTER_RAW_VALUES[check_id][1](read.fido2)
         out[check_id] = verdict(ps_eq(raw, check["expected_value_pester_Should_Be"]))
     return out
+
+
+# ------------------------------------------------------------------ CIPP
+CIPP = "cipp-fido2-passkey-standards.json"
+#: CIPP's tests and the EnableFIDO2 baseline read its cache of the authentication methods policy, which
+#: KelvinTegelaar/CIPP-API fills with GET beta policies/authenticationMethodsPolicy
+#: (Modules/CIPPDB/Public/DBCache/Set-CIPPDBCacheAuthenticationMethodsPolicy.ps1).
+CIPP_POLICY_READ = ("beta", "policies/authenticationMethodsPolicy")
+
+#: CIPP's own EIDSCA tests: assignments and pass condition verbatim, translated over `$Fido2Config`, the
+#: policy's configuration whose id -eq 'Fido2'.
+CIPP_EIDSCA: dict[str, tuple[list[str], str, Callable[[Json], bool]]] = {
+    "EIDSCAAF01": ([], "$Fido2Config.state -eq 'enabled'", lambda c: ps_eq(c.get("state"), "enabled")),
+    "EIDSCAAF02": ([], "$Fido2Config.isSelfServiceRegistrationAllowed -eq $true",
+                   lambda c: c.get("isSelfServiceRegistrationAllowed") is True),
+    "EIDSCAAF03": ([], "$Fido2Config.isAttestationEnforced -eq $true",
+                   lambda c: c.get("isAttestationEnforced") is True),
+    "EIDSCAAF04": ([], "$Fido2Config.keyRestrictions.isEnforced -eq $true",
+                   lambda c: _key_restrictions(c).get("isEnforced") is True),
+    "EIDSCAAF05": (["$aaGuids = $Fido2Config.keyRestrictions.aaGuids"], "$aaGuids -and $aaGuids.Count -gt 0",
+                   lambda c: len(_key_restrictions(c).get("aaGuids") or []) > 0),
+    "EIDSCAAF06": (["$aaGuids = $Fido2Config.keyRestrictions.aaGuids",
+                    "$enforcementType = $Fido2Config.keyRestrictions.enforcementType"],
+                   "$aaGuids -and $aaGuids.Count -gt 0 -and $enforcementType -in @('allow', 'block')",
+                   lambda c: len(_key_restrictions(c).get("aaGuids") or []) > 0
+                   and ps_string(_key_restrictions(c).get("enforcementType")).casefold() in ("allow", "block")),
+}
+
+
+def _fido2_enabled(c: Json) -> bool:
+    return ps_eq(c.get("state"), "enabled")
+
+
+#: CIPP's Zero Trust tests: the pass condition verbatim; its variables as CIPP-API assigns them
+#: (Modules/CIPPTests/Public/Tests/ZTNA/Identity/Invoke-CippTestZTNA2183{8,9}.ps1):
+#: `$Fido2Enabled = $Fido2Config.state -eq 'enabled'`,
+#: `$HasIncludeTargets = $IncludeTargets -and $IncludeTargets.Count -gt 0`.
+CIPP_ZTNA: dict[str, tuple[str, Callable[[Json], bool]]] = {
+    "ZTNA21838": ("$Fido2Enabled", _fido2_enabled),
+    "ZTNA21839": ("$Fido2Enabled -and $HasIncludeTargets",
+                  lambda c: _fido2_enabled(c) and len(c.get("includeTargets") or []) > 0),
+}
+
+
+async def cipp_policy_fido2(graph: PeerGraph) -> Json:
+    """`$Fido2Config`: the Fido2 entry of CIPP's cached beta authentication methods policy."""
+    policy = await graph.get(*CIPP_POLICY_READ)
+    (fido2,) = [c for c in policy.get("authenticationMethodConfigurations", []) if ps_eq(c.get("id"), "Fido2")]
+    return fido2
+
+
+def cipp_test_verdicts(fido2: Json) -> dict[str, str]:
+    """CIPP's verdict on its EIDSCAAF01-06 and ZTNA21838/21839 tests."""
+    tests = published(CIPP)["tests"]
+    assert sorted(tests["EIDSCA"]) == sorted(CIPP_EIDSCA), "CIPP's set of EIDSCA tests changed upstream"
+    assert sorted(tests["ZeroTrustAssessment"]) == sorted(CIPP_ZTNA), "CIPP's set of ZTNA tests changed upstream"
+    out: dict[str, str] = {}
+    for test_id, (assignments, condition, evaluate) in CIPP_EIDSCA.items():
+        test = tests["EIDSCA"][test_id]
+        assert (test["assignments_verbatim"], test["pass_condition_verbatim"]) == (assignments, condition), \
+            f"CIPP {test_id} changed upstream"
+        out[test_id] = verdict(evaluate(fido2))
+    for test_id, (condition, evaluate) in CIPP_ZTNA.items():
+        assert tests["ZeroTrustAssessment"][test_id]["pass_condition_verbatim"] == condition, \
+            f"CIPP {test_id} changed upstream"
+        out[test_id] = verdict(evaluate(fido2))
+    return out
+
+
+#: How CIPP's EnableFIDO2 baseline reads, as translated by `cipp_enable_fido2`.
+ENABLE_FIDO2_READ = {"cacheType": "AuthenticationMethodsPolicy", "array": "authenticationMethodConfigurations",
+                     "filter": [{"property": "id", "value": "Fido2"}]}
+
+
+def cipp_enable_fido2(policy_fido2: Json) -> tuple[str, dict[str, tuple[Any, Any]]]:
+    """standards.EnableFIDO2: the baseline's `expected` compared as a subset of the Fido2 entry (its verdict),
+    and what its remediation PATCH would change (field: (would write, tenant has))."""
+    standard = published(CIPP)["standards"]["standards.EnableFIDO2"]
+    baseline = standard["baseline_json_verbatim"]
+    assert baseline["read"] == ENABLE_FIDO2_READ and baseline["compare"] == "subset", "EnableFIDO2 changed upstream"
+    assert baseline["expected"] == {"state": "enabled"} == {standard["compliance_rule"]["property"]:
+                                                             standard["compliance_rule"]["expected"]}
+    passed = all(policy_fido2.get(key) == value for key, value in baseline["expected"].items())
+    (request,) = baseline["remediate"]["requests"]
+    assert request["method"] == "PATCH", "EnableFIDO2's remediation changed upstream"
+    would_change = {key: (value, policy_fido2.get(key)) for key, value in request["body"].items()
+                    if key != "@odata.type" and policy_fido2.get(key) != value}
+    return verdict(passed), would_change
+
+
+#: What FIDO2PasskeyProfiles compares on the default profile, in the file's words and as translated.
+PASSKEY_PROFILE_FIELDS = ("passkeyTypes", "attestationEnforcement", "keyRestrictions.isEnforced",
+                          "keyRestrictions.enforcementType", "keyRestrictions.aaGuids (order-insensitive set compare)")
+
+
+@dataclass(frozen=True)
+class CippPasskeyProfileSettings:
+    """The settings an administrator gives standards.FIDO2PasskeyProfiles (its addedComponent fields)."""
+
+    PasskeyTypes: str
+    AttestationEnforcement: str
+    EnforceKeyRestrictions: bool
+    AAGUIDs: str
+    EnforcementType: str | None = None
+
+    def validate(self) -> None:
+        """The values are among those the standard's form offers."""
+        allowed = published(CIPP)["standards"]["standards.FIDO2PasskeyProfiles"]["setting_values_allowed"]
+        assert self.PasskeyTypes in allowed["PasskeyTypes"]
+        assert self.AttestationEnforcement in allowed["AttestationEnforcement"]
+        assert self.EnforcementType is None or self.EnforcementType in allowed["EnforcementType"]
+        assert allowed["EnforceKeyRestrictions"] == "boolean" and allowed["AAGUIDs"] == "comma-separated string"
+
+
+def cipp_passkey_profiles(fido2: Json, settings: CippPasskeyProfileSettings) -> tuple[str, str]:
+    """standards.FIDO2PasskeyProfiles' verdict on the direct read of the FIDO2 configuration, with CIPP's
+    alert text when it is not compliant."""
+    standard = published(CIPP)["standards"]["standards.FIDO2PasskeyProfiles"]
+    rule = standard["compliance_rule"]
+    assert tuple(rule["all_must_equal_settings"]) == PASSKEY_PROFILE_FIELDS, "FIDO2PasskeyProfiles changed upstream"
+    assert rule["evaluated_profile"] == "passkeyProfiles[] element whose id == defaultPasskeyProfile"
+    settings.validate()
+    enforcement_type = settings.EnforcementType or rule["enforcementType_default_when_unset"]
+    wanted = sorted(a.strip().casefold() for a in settings.AAGUIDs.split(",") if a.strip())
+    profiles = [p for p in fido2.get("passkeyProfiles") or []
+                if ps_eq(p.get("id"), ps_string(fido2.get("defaultPasskeyProfile")))]
+    if not profiles:
+        alert = re.fullmatch(r"non-compliant \(alert text: '(.+)'\)", rule["no_default_profile"])
+        assert alert, "FIDO2PasskeyProfiles' verdict without a default profile changed upstream"
+        return FAILED, alert.group(1)
+    (profile,) = profiles
+    restrictions = profile.get("keyRestrictions") or {}
+    # PowerShell's -eq and Compare-Object ignore case.
+    compliant = (ps_eq(profile.get("passkeyTypes"), settings.PasskeyTypes)
+                 and ps_eq(profile.get("attestationEnforcement"), settings.AttestationEnforcement)
+                 and restrictions.get("isEnforced") is settings.EnforceKeyRestrictions
+                 and ps_eq(restrictions.get("enforcementType"), enforcement_type)
+                 and sorted(str(a).casefold() for a in restrictions.get("aaGuids") or []) == wanted)
+    # The alert text is Invoke-CIPPStandardFIDO2PasskeyProfiles.ps1's (the file gives only the other one).
+    return (PASSED, "") if compliant else (FAILED, "Default passkey profile exists but is not configured as expected.")
+
+
+async def cipp_fido2_direct(graph: PeerGraph) -> Json:
+    """FIDO2PasskeyProfiles' own read of the FIDO2 configuration, as the file gives it (beta, lower-case
+    `authenticationmethodspolicy`, `/Fido2` path form)."""
+    standard = published(CIPP)["standards"]["standards.FIDO2PasskeyProfiles"]
+    return await graph.get(*_graph_url(standard["graph_read"]))
