@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -337,3 +337,142 @@ async def cipp_fido2_direct(graph: PeerGraph) -> Json:
     `authenticationmethodspolicy`, `/Fido2` path form)."""
     standard = published(CIPP)["standards"]["standards.FIDO2PasskeyProfiles"]
     return await graph.get(*_graph_url(standard["graph_read"]))
+
+
+# ------------------------------------------------------------------ ScubaGear MS.AAD.3.x
+SCUBAGEAR = "scubagear-aad-phishing-resistant-mfa.json"
+#: ScubaGear reads Conditional Access with this cmdlet, which is GET beta identity/conditionalAccess/policies.
+SCUBA_CA_CMDLET = "Get-MgBetaIdentityConditionalAccessPolicy"
+SCUBA_CA_READ = ("beta", "identity/conditionalAccess/policies")
+PHISHING_RESISTANT = ("windowsHelloForBusiness", "fido2", "x509CertificateMultiFactor")
+
+#: The built-in role template ids of the roles ScubaGear's "Highly Privileged Roles" section names (fixed
+#: across tenants; Microsoft Entra built-in roles reference). ScubaGear reads them from the tenant.
+PRIVILEGED_ROLE_TEMPLATE_IDS = {
+    "Global Administrator": "62e90394-69f5-4237-9190-012177145e10",
+    "Privileged Role Administrator": "e8611ab8-c189-46e8-94e1-60213ab1f814",
+    "User Administrator": "fe930be7-5e62-47db-91af-98c3a49a38b1",
+    "SharePoint Administrator": "f28a1f50-f6e7-4571-818b-6a12f2af6b6c",
+    "Exchange Administrator": "29232cdf-9323-42fd-ade2-1d097af3e4de",
+    "Hybrid Identity Administrator": "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2",
+    "Application Administrator": "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
+    "Cloud Application Administrator": "158c047a-c907-4556-b7ef-446551a6b5f7",
+}
+
+
+@dataclass(frozen=True)
+class ScubaConfig:
+    """The part of a ScubaGear configuration file these policies read: per policy id, the CapExclusions
+    (`Users`, `Groups`) an agency declares for its emergency-access accounts."""
+
+    cap_exclusions: Mapping[str, Mapping[str, list[str]]] = field(default_factory=dict)
+
+    def permitted(self, policy_id: str, kind: str) -> set[str]:
+        return {str(x).lower() for x in (self.cap_exclusions.get(policy_id) or {}).get(kind, [])}
+
+
+def _users(policy: Json) -> Json:
+    return (policy.get("conditions") or {}).get("users") or {}
+
+
+def _apps(policy: Json) -> Json:
+    return (policy.get("conditions") or {}).get("applications") or {}
+
+
+def is_phishing_resistant_mfa(policy: Json) -> bool:
+    """IsPhishingResistantMFA: the strength's allowedCombinations, as a set, is non-empty and inside the
+    acceptable set (combinationConfigurations are not looked at)."""
+    data = published(SCUBAGEAR)
+    rule = data["rego_rules_as_data"]["IsPhishingResistantMFA"]
+    assert tuple(rule["acceptable_set"]) == PHISHING_RESISTANT == tuple(data["phishing_resistant_allowed_combinations"])
+    assert rule["true_when"] == ["set minus acceptable_set is empty", "set is non-empty"]
+    strength = (policy.get("grantControls") or {}).get("authenticationStrength") or {}
+    combinations = set(strength.get("allowedCombinations") or [])
+    return not combinations - set(PHISHING_RESISTANT) and len(combinations) > 0
+
+
+def _exclusions_permitted(policy: Json, config: ScubaConfig, policy_id: str) -> bool:
+    """User and group exclusions all declared in the config's CapExclusions (Utils/AAD.rego
+    UserExclusionsFullyExempt, GroupExclusionsFullyExempt); no application excluded (AADConfig.rego:
+    IsEmptyContainer(ExcludeApplications)); no guests or external users excluded, which the config cannot declare."""
+    users = _users(policy)
+    return ({str(u).lower() for u in users.get("excludeUsers") or []} <= config.permitted(policy_id, "Users")
+            and {str(g).lower() for g in users.get("excludeGroups") or []} <= config.permitted(policy_id, "Groups")
+            and not _apps(policy).get("excludeApplications")
+            and not users.get("excludeGuestsOrExternalUsers"))
+
+
+ScubaCondition = Callable[[Json, ScubaConfig], bool]
+#: Every condition of the file's rego_rules_as_data, verbatim, and its translation over one CA policy read
+#: with Get-MgBetaIdentityConditionalAccessPolicy (PascalCase in Rego, camelCase in Graph's JSON).
+SCUBA_CONDITIONS: dict[str, ScubaCondition] = {
+    "Conditions.Users.IncludeUsers contains 'All'": lambda p, c: "All" in (_users(p).get("includeUsers") or []),
+    "Conditions.Applications.IncludeApplications contains 'All'":
+        lambda p, c: "All" in (_apps(p).get("includeApplications") or []),
+    "count(Conditions.Users.ExcludeRoles) == 0": lambda p, c: not _users(p).get("excludeRoles"),
+    "State == 'enabled'": lambda p, c: p.get("state") == "enabled",
+    "IsPhishingResistantMFA(policy) == true": lambda p, c: is_phishing_resistant_mfa(p),
+    "user/group/app/guest exclusions all permitted by the ScubaGear config for MS.AAD.3.1v1":
+        lambda p, c: _exclusions_permitted(p, c, "MS.AAD.3.1v1"),
+    "every privileged role template id (input.privileged_roles RoleTemplateId) is in Conditions.Users.IncludeRoles":
+        lambda p, c: set(PRIVILEGED_ROLE_TEMPLATE_IDS.values())
+        <= {str(r).lower() for r in _users(p).get("includeRoles") or []},
+    "exclusions permitted by config for MS.AAD.3.6v1": lambda p, c: _exclusions_permitted(p, c, "MS.AAD.3.6v1"),
+}
+#: The CA policies ScubaGear evaluates here; MS.AAD.3.5v2 is about other methods (see scuba_not_evaluated).
+SCUBA_CA_POLICIES = ("MS.AAD.3.1v1", "MS.AAD.3.6v1")
+
+
+def _privileged_role_names() -> list[str]:
+    section = published(SCUBAGEAR)["highly_privileged_roles_section_verbatim"]
+    return re.findall(r"^- (.+)$", section, flags=re.MULTILINE)
+
+
+def scuba_ca_rules() -> dict[str, list[str]]:
+    """The conditions of MS.AAD.3.1v1 and 3.6v1, each asserted to be one translated here."""
+    data = published(SCUBAGEAR)
+    assert sorted(_privileged_role_names()) == sorted(PRIVILEGED_ROLE_TEMPLATE_IDS), "privileged roles changed"
+    rules: dict[str, list[str]] = {}
+    for policy_id in SCUBA_CA_POLICIES:
+        rule = data["rego_rules_as_data"][policy_id]
+        assert rule["pass_when"] == "at least one CA policy matches all of" and rule["commandlet"] == [SCUBA_CA_CMDLET]
+        assert set(rule["conditions"]) <= set(SCUBA_CONDITIONS), f"{policy_id}'s conditions changed upstream"
+        rules[policy_id] = rule["conditions"]
+    return rules
+
+
+async def scuba_ca_policies(graph: PeerGraph) -> list[Json]:
+    """What Get-MgBetaIdentityConditionalAccessPolicy -All returns."""
+    return list((await graph.get(*SCUBA_CA_READ)).get("value", []))
+
+
+@dataclass(frozen=True)
+class ScubaResult:
+    """A policy's verdict and, for each CA policy in the tenant (by displayName), the conditions it misses."""
+
+    verdict: str
+    misses: dict[str, list[str]]
+
+
+def scuba_verdicts(ca_policies: list[Json], config: ScubaConfig) -> dict[str, ScubaResult]:
+    """ScubaGear's verdict on MS.AAD.3.1v1 and 3.6v1: passed when one CA policy meets every condition."""
+    out: dict[str, ScubaResult] = {}
+    for policy_id, conditions in scuba_ca_rules().items():
+        misses = {str(p.get("displayName")): [c for c in conditions if not SCUBA_CONDITIONS[c](p, config)]
+                  for p in ca_policies}
+        out[policy_id] = ScubaResult(verdict(any(not m for m in misses.values())), misses)
+    return out
+
+
+def scuba_not_evaluated() -> dict[str, str]:
+    """The ScubaGear policies in the file not evaluated here, with why; with SCUBA_CA_POLICIES they are all of
+    the file's policies, so a policy added upstream fails the test until it is placed."""
+    data = published(SCUBAGEAR)
+    rule = data["rego_rules_as_data"]["MS.AAD.3.5v2"]
+    assert rule["pass_when"] == ("every authentication method configuration with Id in ['Sms','Voice','Email'] "
+                                 "has State == 'disabled'")
+    out = {"MS.AAD.3.5v2": "SMS, Voice and Email OTP are methods Passkey Guard neither reads nor writes, and the "
+                           "simulator serves only the Fido2 configuration, so the rule would pass vacuously"}
+    rules = data["rego_rules_as_data"].keys() - {"IsPhishingResistantMFA"}
+    assert sorted([*SCUBA_CA_POLICIES, *out]) == sorted(data["policies"]) == sorted(rules)
+    return out

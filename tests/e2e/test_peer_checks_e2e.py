@@ -1,6 +1,6 @@
-"""Checks nobody here wrote (issue 13): Maester's EIDSCA AF01-AF06 and CIPP's FIDO2 standards and tests, run
-the way each tool runs them (tests/e2e/peers.py) against the simulator after Passkey Guard applies the
-seed-following desired state (policy/desired-state.json, which follows
+"""Checks nobody here wrote (issue 13): Maester's EIDSCA AF01-AF06, CIPP's FIDO2 standards and tests, and
+ScubaGear's MS.AAD.3.x, run the way each tool runs them (tests/e2e/peers.py) against the simulator after
+Passkey Guard applies the seed-following desired state (policy/desired-state.json, which follows
 ../shared/seed/how-to-enable-authenticator-passkey.md) to a legacy tenant and to one with passkey profiles.
 
 Where a peer disagrees with the seed on purpose, the test asserts the disagreement and says why; everything
@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 
 from shared.policy.apply import apply_document
+from shared.policy.document import DEFAULT_CA_STATE
 from tests.e2e.peers import (
     FAILED,
     PASSED,
     SKIPPED,
     CippPasskeyProfileSettings,
     PeerGraph,
+    ScubaConfig,
+    ScubaResult,
     cipp_enable_fido2,
     cipp_fido2_direct,
     cipp_passkey_profiles,
@@ -30,9 +33,12 @@ from tests.e2e.peers import (
     cipp_test_verdicts,
     maester_read,
     maester_verdicts,
+    scuba_ca_policies,
+    scuba_not_evaluated,
+    scuba_verdicts,
 )
 from tests.e2e.stack import ANDROID, FAST_SIM, IOS, YUBI, Stack, running_stack
-from tests.e2e.test_policy_e2e import doc_with, legacy_tenant, profiles_tenant
+from tests.e2e.test_policy_e2e import BREAK_GLASS, doc_with, legacy_tenant, profiles_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 FEITIAN = "12ded745-4bed-47d4-abaa-e713f51d6393"
@@ -158,3 +164,64 @@ async def test_cipp_fido2_standards_and_tests_agree_after_a_seed_apply_except_at
             # remediation would create none: it PATCHes the profiles that exist).
             assert "passkeyProfiles" not in direct
             assert cipp_passkey_profiles(direct, settings) == (FAILED, "No default passkey profile found.")
+
+
+# ------------------------------------------------------------------ ScubaGear
+CA_NAME = "Require Authenticator passkey"
+#: The agency's ScubaGear config declares the emergency-access group as an allowed exclusion, as ScubaGear's
+#: configuration documents for Conditional Access policy exclusions.
+SCUBA_CONFIG = ScubaConfig({"MS.AAD.3.1v1": {"Groups": [BREAK_GLASS]}, "MS.AAD.3.6v1": {"Groups": [BREAK_GLASS]}})
+ENABLED = "State == 'enabled'"
+ROLES = ("every privileged role template id (input.privileged_roles RoleTemplateId) is in "
+         "Conditions.Users.IncludeRoles")
+EXCLUSIONS_31 = "user/group/app/guest exclusions all permitted by the ScubaGear config for MS.AAD.3.1v1"
+
+
+def seed_ca(**extra: Any) -> dict[str, Any]:
+    """The conditionalAccess section that requires the seed's strength of all users on all resources, sparing
+    the break-glass group; its state is left to the document's default unless given."""
+    return {"displayName": CA_NAME, "includeUsers": ["All"], "excludeGroups": [BREAK_GLASS],
+            "includeApplications": ["All"], **extra}
+
+
+async def _scuba_read(stack: Stack) -> list[dict[str, Any]]:
+    # ScubaGear runs as another app some time after the apply; Conditional Access allows one request per
+    # second per tenant across apps, so the simulator's clock moves on by that second instead of a sleep.
+    stack.sim.throttle_clock(advance=1.1)
+    return await scuba_ca_policies(peer(stack, "scubagear"))
+
+
+@pytest.mark.parametrize("shape", TENANTS)
+async def test_scubagear_counts_the_ca_policy_only_once_it_is_enforced(azurite, shape):
+    """MS.AAD.3.1v1 fails while the CA policy is report-only (the document's default) and passes once the
+    operator enforces it, with the break-glass group declared in ScubaGear's config; MS.AAD.3.6v1 fails, as
+    Passkey Guard targets users and groups, never directory roles; MS.AAD.3.5v2 is out of scope."""
+    assert scuba_not_evaluated().keys() == {"MS.AAD.3.5v2"}
+    async with running_stack(azurite, TENANTS[shape](), drain=False) as stack:
+        await _apply(stack, doc_with(conditionalAccess=seed_ca()), shape)
+        policies = await _scuba_read(stack)
+        (mine,) = policies
+        assert mine["state"] == DEFAULT_CA_STATE == "enabledForReportingButNotEnforced"
+        assert mine["grantControls"]["authenticationStrength"]["allowedCombinations"] == ["fido2"]
+        # Deliberate difference: policy/desired-state.json says "Add a conditionalAccess section (report-only by
+        # default)". A report-only policy enforces nothing, so ScubaGear rightly does not count it; the seed's
+        # "Enforce Authenticator passkey sign-in" is the operator's next step once the report shows no one is
+        # locked out. The strength itself (fido2 only) is phishing-resistant to ScubaGear.
+        assert scuba_verdicts(policies, SCUBA_CONFIG) == {
+            "MS.AAD.3.1v1": ScubaResult(FAILED, {CA_NAME: [ENABLED]}),
+            "MS.AAD.3.6v1": ScubaResult(FAILED, {CA_NAME: [ENABLED, ROLES]}),
+        }
+
+        # Enforcing is the operator's explicit step: Passkey Guard refuses it unless the lockout is accepted.
+        await _apply(stack, doc_with(conditionalAccess=seed_ca(state="enabled")), shape, accept_lockout=True)
+        policies = await _scuba_read(stack)
+        # Enforced: MS.AAD.3.1v1 passes (ScubaGear does not look at the strength's AAGUID restriction, only at
+        # allowedCombinations). MS.AAD.3.6v1 wants a policy naming each highly privileged role; the document
+        # has no role targets, so that backup policy is the operator's, outside Passkey Guard.
+        assert scuba_verdicts(policies, SCUBA_CONFIG) == {
+            "MS.AAD.3.1v1": ScubaResult(PASSED, {CA_NAME: []}),
+            "MS.AAD.3.6v1": ScubaResult(FAILED, {CA_NAME: [ROLES]}),
+        }
+        # Without the exclusion declared in ScubaGear's config, the break-glass group fails 3.1 as well.
+        assert scuba_verdicts(policies, ScubaConfig())["MS.AAD.3.1v1"] == ScubaResult(
+            FAILED, {CA_NAME: [EXCLUSIONS_31]})
