@@ -8,6 +8,7 @@ else must agree."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable
@@ -155,13 +156,13 @@ async def test_cipp_fido2_standards_and_tests_agree_after_a_seed_apply_except_at
         if shape == "profiles":
             assert cipp_passkey_profiles(direct, settings) == (PASSED, "")
             # CIPP's other attestation option, the one AF03 wants, is not what the seed applies.
-            attested = CippPasskeyProfileSettings(**{**settings.__dict__, "AttestationEnforcement": "registrationOnly"})
+            attested = dataclasses.replace(settings, AttestationEnforcement="registrationOnly")
             assert cipp_passkey_profiles(direct, attested) == (
                 FAILED, "Default passkey profile exists but is not configured as expected.")
         else:
             # Deliberate difference: the seed's procedure writes the legacy fields, and Passkey Guard does not
             # migrate a legacy tenant to passkey profiles; CIPP evaluates only a default passkey profile (and its
-            # remediation would create none: it PATCHes the profiles that exist).
+            # remediation rewrites only profiles that exist, so it would not make one either).
             assert "passkeyProfiles" not in direct
             assert cipp_passkey_profiles(direct, settings) == (FAILED, "No default passkey profile found.")
 
