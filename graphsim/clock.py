@@ -39,7 +39,7 @@ class SimClock(ThrottleClock):
 
     def state(self) -> dict[str, object]:
         """What `/_sim/clock` answers: frozen or not, the monotonic reading and Graph's time."""
-        return {"frozen": self.frozen is not None, "now": self.now(),
+        return {"frozen": self.frozen is not None, "now": self.now(), "sinceStart": self.since_start(),
                 "utc": self.utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
 
 
