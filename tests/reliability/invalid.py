@@ -104,12 +104,11 @@ def notification_items(raw: bytes, *, client_state: str, tenant_id: str) -> int 
     list). The product's batch rule drops such items one by one and counts them in its answer's `rejected`,
     so an item, not the whole batch, is what it refuses."""
     value = strict_json(raw)
-    if value is _NOT_JSON or not conforms({**value, "value": []} if isinstance(value, dict) else value,
-                                          _component("ChangeNotifications")):
+    if value is _NOT_JSON or not isinstance(value, dict) or not isinstance(value.get("value"), list):
+        return None
+    if not conforms({**value, "value": []}, _component("ChangeNotifications")):
         return None
     items = value["value"]
-    if not isinstance(items, list):
-        return None
     item_schema = _component("ChangeNotification")
     return sum(1 for item in items if not conforms(item, item_schema) or item.get("clientState") != client_state
                or str(item.get("tenantId", "")).lower() != tenant_id.lower())
