@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.config import Settings
 from shared.errors import GraphError, GraphSignInFailed, GraphThrottled, GraphUnavailable, NotFound
-from shared.graph.budget import RuPace
+from shared.graph.budget import RuBudget
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -49,22 +49,6 @@ class BatchItem:
             return max(0.0, float(self.headers.get("Retry-After") or self.headers.get("retry-after") or 1))
         except ValueError:
             return 1.0
-
-    @property
-    def limit_percentage(self) -> float | None:
-        """Graph's `x-ms-throttle-limit-percentage` on this answer (sent above 80 % of a limit), or None."""
-        return limit_percentage(self.headers)
-
-
-def limit_percentage(headers: dict[str, str]) -> float | None:
-    """The `x-ms-throttle-limit-percentage` header as a number, or None when absent or unreadable."""
-    for key, value in headers.items():
-        if key.lower() == "x-ms-throttle-limit-percentage":
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
 
 
 @dataclass
@@ -117,13 +101,13 @@ def _headers_dict(collection: Any) -> dict[str, str]:
 class GraphGateway:
     """The one door to Microsoft Graph for a tenant. Build once per process; the client is lazy."""
 
-    def __init__(self, settings: Settings, *, auth_provider: Any = None, budget: RuPace | None = None) -> None:
+    def __init__(self, settings: Settings, *, auth_provider: Any = None, budget: RuBudget | None = None) -> None:
         self.settings = settings
         self._auth_provider = auth_provider
         self._auth: Any = None  # the provider the client uses (built with it)
         self._client: GraphServiceClient | None = None
         self.counters = GraphCounters()
-        self.budget = budget or RuPace()  # learns the tenant's pace: Graph never says its bucket
+        self.budget = budget or RuBudget(settings.graph_ru_per_10s)
         self._credential: Any = None  # a credential this gateway created for itself (closed by `close`)
         self.tenant_confirmed = False  # set by shared.graph.tenant.confirm_tenant before the first request
         self._tenant_lock: asyncio.Lock | None = None  # one confirmation at a time (parallel first reads)
@@ -231,14 +215,12 @@ class GraphGateway:
                        ru: float = 0.0) -> dict[str, Any]:
         """GET `url` (relative to the base URL, or an absolute nextLink/deltaLink) as raw JSON.
 
-        `ru`: resource units to charge to the tenant's pace without waiting (bulk reads running beside
-        `batch_get` pass their cost, and their answers teach the pace as the batches' do).
+        `ru`: resource units to charge to the tenant's budget without waiting (bulk reads running
+        beside `batch_get` pass their cost, so the budget keeps matching Graph's bucket).
         """
         if ru:
             self.budget.charge(ru)
-        body, answer_headers = await self.send_raw("GET", url, headers=headers, what=what)
-        if ru:
-            self.budget.observe(limit_percentage(answer_headers))
+        body, _ = await self.send_raw("GET", url, headers=headers, what=what)
         return body or {}
 
     async def get_pages(self, url: str, *, what: str = "") -> AsyncIterator[dict[str, Any]]:
@@ -275,13 +257,12 @@ class GraphGateway:
                         max_seconds: float = BATCH_GET_MAX_SECONDS) -> dict[str, BatchItem]:
         """GET many relative URLs, 20 per `$batch`, retrying what Graph could not answer yet.
 
-        Spends `ru_per_item` from the tenant's pace per item before sending, and tells the pace what Graph
-        answered (the items' `x-ms-throttle-limit-percentage`, or a 429's `Retry-After`), so a bulk run keeps
-        to Graph's pace. Items answered 429 go again after their `Retry-After` (503/504 items at once); an
-        envelope refused whole is handled by `_send_round`. Gives up after `max_attempts` rounds in a row in
-        which no batch item of this tenant was answered, by this call or a concurrent one: under Graph's
-        per-tenant limit on authentication-method reads a caller may wait its turn while others progress, and
-        a message given up is read again from the start. It also stops starting rounds after `max_seconds`, so
+        Spends `ru_per_item` from the tenant's budget per item before sending, so a bulk run keeps to Graph's
+        pace. Items answered 429 go again after their `Retry-After` (503/504 items at once); an envelope
+        refused whole is handled by `_send_round`. Gives up after `max_attempts` rounds in a row in which no
+        batch item of this tenant was answered, by this call or a concurrent one: under Graph's per-tenant
+        limit on authentication-method reads a caller may wait its turn while others progress, and a
+        message given up is read again from the start. It also stops starting rounds after `max_seconds`, so
         a queue message hands its worker back (re-queued for the Retry-After) rather than wait without end.
         What is left is returned as 429s.
         """
@@ -298,7 +279,6 @@ class GraphGateway:
                 chunk = ids[start:start + BATCH_LIMIT]
                 answers = await self._send_round(chunk, pending, ru_per_item, envelopes)
                 longest = 0.0
-                refusals: list[float | None] = []
                 for i in chunk:
                     answer = answers.get(i)
                     if answer is None or answer.status in (429, 503, 504):
@@ -306,15 +286,11 @@ class GraphGateway:
                         if answer is not None and answer.status == 429:
                             self.counters.throttled_items += 1
                             longest = max(longest, answer.retry_after)
-                            refusals.append(answer.limit_percentage)
                     else:
                         done[i] = answer
                         self.counters.answered_items += 1
-                metered = [a.limit_percentage for a in answers.values() if a.status != 429]
-                if metered:
-                    self.budget.observe(max((p for p in metered if p is not None), default=None))
                 if longest:
-                    self.budget.pause(longest, max((p for p in refusals if p is not None), default=None))
+                    self.budget.pause(longest)
             pending = retry
             stalled = stalled + 1 if self.counters.answered_items == answered else 0
             if pending:
