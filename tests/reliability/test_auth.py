@@ -74,7 +74,8 @@ async def test_anonymous_health_names_no_tenant_and_no_secret(azurite):
         status, text, _ = await stack.get("health", principal=None)
         assert "versions" not in text and "enforcementMode" not in text
         assert status == 200
-        for secret in (stack.tenant_id, CLIENT_STATE, TICKET_SECRET, "test-token", ACCOUNT_KEY):
+        for secret in (stack.tenant_id, CLIENT_STATE, TICKET_SECRET, stack.services.settings.graph_dev_token,
+                       ACCOUNT_KEY):
             assert secret not in text
 
 
