@@ -30,11 +30,16 @@ async def subscribe(stack: Stack) -> dict[str, Any]:
 TENANT_ADMIN_TOKEN = "tenant-administrator"
 
 
+async def as_tenant_admin(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> None:
+    """One Graph call by the tenant's administrator (`path` under the simulator's /v1.0); it must succeed."""
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TENANT_ADMIN_TOKEN}"}) as graph:
+        resp = await graph.request(method, f"{stack.sim.base_url}{path}", json=body)
+    assert resp.status_code < 300, resp.text
+
+
 async def rename(stack: Stack, n: int, new_upn: str) -> None:
     """An administrator changes user n's UPN through Graph (the simulator notifies as Graph would)."""
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TENANT_ADMIN_TOKEN}"}) as graph:
-        resp = await graph.patch(f"{stack.sim.base_url}/users/{uid(n)}", json={"userPrincipalName": new_upn})
-    assert resp.status_code == 204, resp.text
+    await as_tenant_admin(stack, "PATCH", f"/users/{uid(n)}", {"userPrincipalName": new_upn})
 
 
 def notification(stack: Stack, n: int, *, client_state: str = CLIENT_STATE,
