@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from devhost.azurite import Azurite, start_azurite
+from devhost.graph_tokens import app_token, granted_roles
 from devhost.stack import stack_settings
 from graphsim.launcher import Simulator
 from shared.config import Settings
@@ -57,14 +58,25 @@ def new_tenant_id() -> str:
     return str(uuid.uuid4())
 
 
-#: The app settings every test stack adds to `devhost.stack.stack_settings`.
-TEST_SETTINGS = {"GRAPH_DEV_TOKEN": "test-token", "NOTIFICATION_CLIENT_STATE": CLIENT_STATE,
-                 "TICKET_WEBHOOK_SECRET": TICKET_SECRET}
+#: The app settings every test stack adds to `devhost.stack.stack_settings` (with `app_settings`' token).
+TEST_SETTINGS = {"NOTIFICATION_CLIENT_STATE": CLIENT_STATE, "TICKET_WEBHOOK_SECRET": TICKET_SECRET}
+
+
+def graph_token(tenant_id: str) -> str:
+    """The app's Graph token in tests: an app-only JWT for `tenant_id` with exactly the roles infra grants an
+    enforce-mode deployment with every option on (stale-passkey removal, application reads), so the simulator
+    checks each call the product makes against the documented permissions, as Graph would."""
+    return app_token(tenant_id, granted_roles("always", "enforce", "removeStalePasskeys", "readApplications"))
+
+
+def app_settings(tenant_id: str, **env: str) -> dict[str, str]:
+    """TEST_SETTINGS with the tenant's Graph token, and `env` over both."""
+    return {**TEST_SETTINGS, "GRAPH_DEV_TOKEN": graph_token(tenant_id), **env}
 
 
 def make_settings(azurite: Azurite, sim: Simulator, tenant_id: str, **env: str) -> Settings:
     """The product's settings for this stack, as app settings would give them."""
-    return Settings.from_env(stack_settings(azurite, sim, tenant_id, **{**TEST_SETTINGS, **env}))
+    return Settings.from_env(stack_settings(azurite, sim, tenant_id, **app_settings(tenant_id, **env)))
 
 
 @pytest.fixture

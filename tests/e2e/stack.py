@@ -22,11 +22,11 @@ import aiohttp
 
 from devhost.azurite import Azurite
 from devhost.host import DevHost
-from devhost.stack import local_stack
+from devhost.stack import local_stack, tenant_id_of
 from graphsim.launcher import Simulator
 from shared.principal import ADMIN_ROLE, PRINCIPAL_HEADER, encode_principal
 from shared.services import Services
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import app_settings
 
 YUBI = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
 ANDROID = "de1e552d-db1d-4423-a619-566b625cdc84"
@@ -146,7 +146,8 @@ async def running_stack(azurite: Azurite, tenant_doc: dict[str, Any], *, drain: 
                         **env: str) -> AsyncIterator[Stack]:
     """`devhost.stack.local_stack` on the session Azurite with the test settings, as App Service
     Authentication would run it, the queue drained often so tests wait little."""
-    settings = {**TEST_SETTINGS, "WEBSITE_AUTH_ENABLED": "True", **env}  # the platform's report of Easy Auth
+    # the platform's report of Easy Auth, and the app's Graph token with the roles infra grants
+    settings = app_settings(tenant_id_of(tenant_doc), WEBSITE_AUTH_ENABLED="True", **env)
     async with local_stack(tenant_doc, azurite=azurite, settings=settings, drain=drain,
                            poll_seconds=0.05) as stack:
         assert stack.host is not None

@@ -17,6 +17,7 @@ from typing import Any
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from devhost.graph_tokens import admin_token
 from shared.config import QUEUE_NAME
 from shared.upn.messages import send_messages, users_message
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli_env(stack: Any, connection_string: str) -> dict[str, str]:
     """The environment an administrator's shell has: the app's settings, pointing at this stack."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "STATE_", "NOTIFICATION_", "TICKET_"))}
-    env.update({"TENANT_ID": stack.tenant_id, "GRAPH_BASE_URL": stack.sim.base_url, "GRAPH_DEV_TOKEN": "test-token",
+    env.update({"TENANT_ID": stack.tenant_id, "GRAPH_BASE_URL": stack.sim.base_url,
+                "GRAPH_DEV_TOKEN": admin_token(stack.tenant_id),
                 "STATE_STORAGE": connection_string, "PYTHONDONTWRITEBYTECODE": "1"})
     return env
 

@@ -180,7 +180,7 @@ async def test_without_the_authentication_method_write_role_apply_is_refused_nam
 async def test_audit_modes_granted_roles_suffice_for_a_full_verify_run(azurite):
     """The local stack's own app token in audit mode (exactly infra's audit roles, opaque tokens refused): the
     timer's audit-mode run verifies the applied tenant as passed, and Graph refused none of its calls."""
-    settings = {k: v for k, v in TEST_SETTINGS.items() if k != "GRAPH_DEV_TOKEN"}
+    settings = dict(TEST_SETTINGS)  # no Graph token: the stack mints the audit-mode one
     async with local_stack(legacy_tenant(), azurite=azurite, settings=settings, serve=False) as stack:
         claims = token_claims(stack.services.settings.graph_dev_token)
         assert claims is not None and claims["tid"] == stack.tenant_id

@@ -55,7 +55,7 @@ async def test_a_cli_apply_records_the_signed_in_administrator_not_the_apps_mode
 async def test_a_cli_run_against_the_simulator_with_an_opaque_token_names_the_local_developer(azurite, tmp_path):
     """An opaque dev token names no one: the run says a local developer acted with the dev token."""
     async with running_stack(azurite, legacy_tenant(), drain=False) as stack:
-        env = cli_env(stack, azurite.connection_string)
+        env = {**cli_env(stack, azurite.connection_string), "GRAPH_DEV_TOKEN": "local-dev-token"}
         checked = await cli(env, "verify", "--document", write_document(tmp_path), "--json")
         assert checked.returncode in (0, 1), checked.stderr
         [row] = [r for r in await run_rows(stack) if r["id"] == json.loads(checked.stdout)["runId"]]

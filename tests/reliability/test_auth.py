@@ -24,6 +24,7 @@ from tests.conftest import CLIENT_STATE, TICKET_SECRET
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import Probe, policy_document, policy_tenant, raw_flags, snapshot_storage, storage_diff
 from tests.reliability.summary import record
+from tests.upn.stack_steps import rename
 
 ADMIN_ROUTES = {"runs_list", "run_get", "policy_verify", "policy_plan", "policy_apply", "flags_list", "flags_export",
                 "flags_approve_removal", "health_details"}
@@ -74,7 +75,8 @@ async def test_anonymous_health_names_no_tenant_and_no_secret(azurite):
         status, text, _ = await stack.get("health", principal=None)
         assert "versions" not in text and "enforcementMode" not in text
         assert status == 200
-        for secret in (stack.tenant_id, CLIENT_STATE, TICKET_SECRET, "test-token", ACCOUNT_KEY):
+        for secret in (stack.tenant_id, CLIENT_STATE, TICKET_SECRET, stack.services.settings.graph_dev_token,
+                       ACCOUNT_KEY):
             assert secret not in text
 
 
@@ -201,10 +203,8 @@ async def test_no_secret_or_token_reaches_the_logs(azurite, functions, caplog):
         services.settings = replace(services.settings, notification_url=f"{stack.host.url}/api/graph/notifications",
                                     lifecycle_notification_url=f"{stack.host.url}/api/graph/lifecycle")
         await ensure_subscription(services)
-        from msgraph.generated.models.user import User
-
         for n in (1, 2):
-            await services.graph.client.users.by_user_id(uid(n)).patch(User(user_principal_name=f"user{n}@x.example"))
+            await rename(stack, n, f"user{n}@x.example")
         stack.sim.control("POST", "notifications/flush")
 
         async def flagged() -> bool:

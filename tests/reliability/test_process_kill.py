@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.upn.sweep import sweep
-from tests.conftest import graph_waits_move_the_clock
+from tests.conftest import graph_token, graph_waits_move_the_clock
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, drain, judge, poison_count, raw_checkpoint
 from tests.reliability.summary import record, soak_factor
@@ -29,7 +29,8 @@ WITHIN = 300.0  # bounds a run that hangs; never reached when things work
 def sweep_env(stack: Any, connection_string: str) -> dict[str, str]:
     """The environment a deployed sweep would have, pointing at this stack."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "STATE_", "NOTIFICATION_", "TICKET_"))}
-    env.update({"TENANT_ID": stack.tenant_id, "GRAPH_BASE_URL": stack.sim.base_url, "GRAPH_DEV_TOKEN": "test-token",
+    env.update({"TENANT_ID": stack.tenant_id, "GRAPH_BASE_URL": stack.sim.base_url,
+                "GRAPH_DEV_TOKEN": graph_token(stack.tenant_id),
                 "STATE_STORAGE": connection_string, "PYTHONDONTWRITEBYTECODE": "1"})
     return env
 

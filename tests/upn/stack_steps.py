@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import httpx
+
 from shared.upn.subscriptions import ensure_subscription
 from shared.upn.ticket_webhook import sign_ticket
 from tests import payloads
@@ -23,11 +25,21 @@ async def subscribe(stack: Stack) -> dict[str, Any]:
     return await ensure_subscription(stack.services)
 
 
-async def rename(stack: Stack, n: int, new_upn: str) -> None:
-    """Change user n's UPN through Graph (the simulator notifies as Graph would)."""
-    from msgraph.generated.models.user import User
+#: The bearer token of the tenant's own administrator, renaming users in the portal or with their own tools:
+#: opaque, so the simulator grants it every role. The app's token may not write users, as in Azure.
+TENANT_ADMIN_TOKEN = "tenant-administrator"
 
-    await stack.services.graph.client.users.by_user_id(uid(n)).patch(User(user_principal_name=new_upn))
+
+async def as_tenant_admin(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> None:
+    """One Graph call by the tenant's administrator (`path` under the simulator's /v1.0); it must succeed."""
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TENANT_ADMIN_TOKEN}"}) as graph:
+        resp = await graph.request(method, f"{stack.sim.base_url}{path}", json=body)
+    assert resp.status_code < 300, resp.text
+
+
+async def rename(stack: Stack, n: int, new_upn: str) -> None:
+    """An administrator changes user n's UPN through Graph (the simulator notifies as Graph would)."""
+    await as_tenant_admin(stack, "PATCH", f"/users/{uid(n)}", {"userPrincipalName": new_upn})
 
 
 def notification(stack: Stack, n: int, *, client_state: str = CLIENT_STATE,

@@ -24,9 +24,7 @@ async def test_the_csv_export_escapes_every_cell_a_spreadsheet_would_run(azurite
             stack.sim.register_passkey(uid(n), displayName=name, aaGuid="de1e552d-db1d-4423-a619-566b625cdc84")
         for n, new_upn in ((1, "=1+1@fabrikam.example"), (2, "-user2@fabrikam.example"),
                            (3, "user3@fabrikam.example")):
-            from msgraph.generated.models.user import User
-
-            await stack.services.graph.client.users.by_user_id(uid(n)).patch(User(user_principal_name=new_upn))
+            await rename(stack, n, new_upn)
         await sweep(stack.services)
 
         async def three() -> bool:

@@ -6,7 +6,7 @@ from shared.upn.sweep import sweep
 from tests import payloads
 from tests.conftest import CLIENT_STATE
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
-from tests.upn.stack_steps import notification, rename, subscribe
+from tests.upn.stack_steps import as_tenant_admin, notification, rename, subscribe
 
 
 async def test_a_renamed_user_without_a_passkey_gets_no_flag(azurite):
@@ -75,8 +75,8 @@ async def test_a_user_deleted_for_good_is_forgotten_once_graph_says_404(azurite)
         await subscribe(stack)
         await rename(stack, 1, "user1@fabrikam.example")
         await eventually(lambda: stack.flag(uid(1)))
-        await stack.services.graph.send_raw("DELETE", f"/users/{uid(1)}")
-        await stack.services.graph.send_raw("DELETE", f"/directory/deletedItems/{uid(1)}")
+        await as_tenant_admin(stack, "DELETE", f"/users/{uid(1)}")
+        await as_tenant_admin(stack, "DELETE", f"/directory/deletedItems/{uid(1)}")
 
         async def forgotten() -> bool:
             snapshots = await stack.services.store.snapshots.get([uid(1), uid(2)])

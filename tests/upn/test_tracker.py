@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devhost.graph_tokens import admin_token
 from shared.upn.sweep import sweep
 from shared.upn.ticket_webhook import sign_ticket
 from shared.upn.tracker import track_flags
@@ -134,7 +135,7 @@ async def test_the_cli_approves_every_waiting_flag(azurite):
         assert (await track_flags(stack.services))["awaitingApproval"] == 2
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "STATE_", "NOTIFICATION_"))}
         env.update({"TENANT_ID": stack.tenant_id, "GRAPH_BASE_URL": stack.sim.base_url,
-                    "GRAPH_DEV_TOKEN": "test-token", "STATE_STORAGE": azurite.connection_string})
+                    "GRAPH_DEV_TOKEN": admin_token(stack.tenant_id), "STATE_STORAGE": azurite.connection_string})
         proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared", "flags", "approve-removal",
                                                         "--all-waiting", "--json"],
                                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
