@@ -4,11 +4,15 @@ Graph meters identity reads in resource units (RU) per app and tenant: 8,000 RU 
 tenant, with the bucket starting full (platform-limits.md). Bulk paths `spend()` before each request; a
 429's `Retry-After` pauses every spender of the tenant (`pause()`), because usage keeps counting while
 throttled and hammering only lengthens the penalty.
+
+Authentication-method reads (`users/{id}/authentication/*`) also meet a per-tenant limit in calls, far
+below the RU budget and unpublished; `CallPace` learns it from the calls Graph accepts.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 
 class RuBudget:
@@ -68,3 +72,95 @@ class RuBudget:
         self.throttled += 1
         self._paused_until = max(self._paused_until, now + seconds)
         self._level = min(self._level, 0.0)
+
+
+class CallPace:
+    """A pace in calls per second for reads under a per-tenant call limit Graph does not publish (the
+    authentication-method reads: a few a second in public reports), learned from what Graph accepted.
+
+    A limit in calls refuses the part of a `$batch` beyond its burst whatever the average pace, so halving on
+    each 429 would only drive the pace to nothing. Instead, the first refusal sets the pace to the rate Graph
+    actually accepted over the last `WINDOW_S` seconds (at least a second of it), and each later one to that
+    rate or `EASE` of the pace, whichever is higher (the pauses count in the rate taken); the burst is a
+    second of the pace (the batch size, at most `MAX_BURST`), and everyone waits out the `Retry-After`. Until the
+    first refusal the pace grows by `SLOW_START_GROWTH` a second while spenders wait on it, and after it by
+    `PROBE_GROWTH` every `PROBE_EVERY_S`, so a limit that rises is found again without a refusal each time.
+    """
+
+    START_PER_S = 20.0
+    FLOOR_PER_S = 0.5
+    CEILING_PER_S = 200.0
+    MAX_BURST = 20  # Graph's $batch maximum
+    WINDOW_S = 5.0
+    SLOW_START_GROWTH = 1.5
+    PROBE_GROWTH = 1.05
+    PROBE_EVERY_S = 5.0
+    EASE = 0.9
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self.refused = 0   # calls Graph refused (429)
+        self.accepted = 0  # calls Graph answered
+        self.waited_seconds = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was learned (a fresh process; benchmarks)."""
+        now = time.monotonic()
+        self.rate = self.START_PER_S
+        self.slow_start = True
+        self._level = float(self.burst)
+        self._stamp = now
+        self._paused_until = 0.0
+        self._last_growth = now
+        self._held_back = False
+        self._recent: deque[tuple[float, int]] = deque()
+
+    @property
+    def burst(self) -> int:
+        """How many calls may go at once: a second of the pace, between 1 and `MAX_BURST`."""
+        return max(1, min(self.MAX_BURST, int(self.rate)))
+
+    async def spend(self, calls: int) -> None:
+        """Wait until the pace allows `calls` calls (and no `Retry-After` is in force), then take them."""
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._level = min(float(self.burst), self._level + (now - self._stamp) * self.rate)
+                self._stamp = now
+                need = min(calls, self.burst)
+                wait = max(self._paused_until - now, (need - self._level) / self.rate if self._level < need else 0.0)
+                if wait <= 1e-9:
+                    self._level -= calls
+                    return
+                self._held_back = True
+                self.waited_seconds += wait
+                await asyncio.sleep(wait)
+
+    def answered(self, accepted: int, refused: int, retry_after: float = 1.0) -> None:
+        """A `$batch` came back: `accepted` calls answered, `refused` answered 429 with `retry_after`."""
+        now = time.monotonic()
+        self.accepted += accepted
+        self.refused += refused
+        if accepted:
+            self._recent.append((now, accepted))
+        while self._recent and self._recent[0][0] < now - self.WINDOW_S:
+            self._recent.popleft()
+        if refused:
+            span = max(1.0, now - self._recent[0][0]) if self._recent else self.WINDOW_S
+            taken = sum(n for _, n in self._recent) / span
+            # The first refusal ends the slow start at what Graph took; later ones come at about the limit, and
+            # the rate taken counts the pauses too, so the pace gives up at most EASE of itself to them.
+            learned = taken if self.slow_start else max(taken, self.rate * self.EASE)
+            self.rate = min(self.CEILING_PER_S, max(self.FLOOR_PER_S, learned))
+            self.slow_start = False
+            self._paused_until = max(self._paused_until, now + retry_after)
+            self._level = min(self._level, 0.0)
+            self._last_growth = now
+            self._held_back = False
+        elif now - self._last_growth >= (1.0 if self.slow_start else self.PROBE_EVERY_S):
+            if self._held_back:  # only a pace that held somebody back is known to be too slow
+                growth = self.SLOW_START_GROWTH if self.slow_start else self.PROBE_GROWTH
+                self.rate = min(self.CEILING_PER_S, self.rate * growth)
+            self._last_growth = now
+            self._held_back = False

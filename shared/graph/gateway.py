@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.config import Settings
 from shared.errors import GraphError, GraphSignInFailed, GraphThrottled, GraphUnavailable, NotFound
-from shared.graph.budget import RuBudget
+from shared.graph.budget import CallPace, RuBudget
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -108,6 +108,7 @@ class GraphGateway:
         self._client: GraphServiceClient | None = None
         self.counters = GraphCounters()
         self.budget = budget or RuBudget(settings.graph_ru_per_10s)
+        self.auth_pace = CallPace()  # the tenant's authentication-method reads, under their own call limit
         self._credential: Any = None  # a credential this gateway created for itself (closed by `close`)
         self.tenant_confirmed = False  # set by shared.graph.tenant.confirm_tenant before the first request
         self._tenant_lock: asyncio.Lock | None = None  # one confirmation at a time (parallel first reads)
@@ -254,7 +255,8 @@ class GraphGateway:
         return out
 
     async def batch_get(self, urls: dict[str, str], *, max_attempts: int = 8, ru_per_item: float = 1.0,
-                        max_seconds: float = BATCH_GET_MAX_SECONDS) -> dict[str, BatchItem]:
+                        max_seconds: float = BATCH_GET_MAX_SECONDS, pace: CallPace | None = None
+                        ) -> dict[str, BatchItem]:
         """GET many relative URLs, 20 per `$batch`, retrying what Graph could not answer yet.
 
         Spends `ru_per_item` from the tenant's budget per item before sending, so a bulk run keeps to Graph's
@@ -265,6 +267,10 @@ class GraphGateway:
         message given up is read again from the start. It also stops starting rounds after `max_seconds`, so
         a queue message hands its worker back (re-queued for the Retry-After) rather than wait without end.
         What is left is returned as 429s.
+
+        With a `pace` (reads under a per-tenant call limit, such as authentication methods), each `$batch`
+        holds at most the pace's burst and waits for the pace; its items' 429s teach that pace and wait out
+        their `Retry-After` there, not in the RU budget, whose other spenders that limit does not hold back.
         """
         pending = dict(urls)
         done: dict[str, BatchItem] = {}
@@ -275,21 +281,25 @@ class GraphGateway:
             answered = self.counters.answered_items
             ids = list(pending)
             retry: dict[str, str] = {}
-            for start in range(0, len(ids), BATCH_LIMIT):
-                chunk = ids[start:start + BATCH_LIMIT]
+            while ids:
+                chunk, ids = ids[:pace.burst if pace else BATCH_LIMIT], ids[pace.burst if pace else BATCH_LIMIT:]
+                if pace is not None:
+                    await pace.spend(len(chunk))
                 answers = await self._send_round(chunk, pending, ru_per_item, envelopes)
-                longest = 0.0
+                longest, refused = 0.0, 0
                 for i in chunk:
                     answer = answers.get(i)
                     if answer is None or answer.status in (429, 503, 504):
                         retry[i] = pending[i]
                         if answer is not None and answer.status == 429:
                             self.counters.throttled_items += 1
-                            longest = max(longest, answer.retry_after)
+                            longest, refused = max(longest, answer.retry_after), refused + 1
                     else:
                         done[i] = answer
                         self.counters.answered_items += 1
-                if longest:
+                if pace is not None and answers:
+                    pace.answered(len(chunk) - len([i for i in chunk if i in retry]), refused, longest or 1.0)
+                elif longest:
                     self.budget.pause(longest)
             pending = retry
             stalled = stalled + 1 if self.counters.answered_items == answered else 0

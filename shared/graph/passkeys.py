@@ -26,7 +26,7 @@ async def read_passkeys(graph: GraphGateway, user_ids: list[str]) -> dict[str, l
     """Each user's `fido2Methods` as raw JSON, 20 per `$batch` at the tenant's pace; a missing user has none."""
     if not user_ids:
         return {}
-    answers = await graph.batch_get({uid: fido2_methods_path(uid) for uid in user_ids})
+    answers = await graph.batch_get({uid: fido2_methods_path(uid) for uid in user_ids}, pace=graph.auth_pace)
     raise_if_throttled(answers)
     out: dict[str, list[dict[str, Any]]] = {}
     for uid, answer in answers.items():
