@@ -80,9 +80,9 @@ class CallPace:
 
     A limit in calls refuses the part of a `$batch` beyond its burst whatever the average pace, so halving on
     each 429 would only drive the pace to nothing. Instead, the first refusal sets the pace to the rate Graph
-    actually accepted over the last `WINDOW_S` seconds (at least a second of it), and each later one to that
-    rate or `EASE` of the pace, whichever is higher (the pauses count in the rate taken); the burst is a
-    second of the pace (the batch size, at most `MAX_BURST`), and everyone waits out the `Retry-After`. Until the
+    actually accepted over the last `WINDOW_S` seconds (at least a second of it), and each later burst of
+    refusals eases it by `EASE`; the burst is a second of the pace (the batch size, at most `MAX_BURST`), and
+    everyone waits out the `Retry-After`. Until the
     first refusal the pace grows by `SLOW_START_GROWTH` a second while spenders wait on it, and after it by
     `PROBE_GROWTH` every `PROBE_EVERY_S`, so a limit that rises is found again without a refusal each time.
     """
@@ -112,6 +112,7 @@ class CallPace:
         self._level = float(self.burst)
         self._stamp = now
         self._paused_until = 0.0
+        self._cut_until = 0.0  # refusals before this answer calls sent before the last cut
         self._last_growth = now
         self._held_back = False
         self._recent: deque[tuple[float, int]] = deque()
@@ -146,15 +147,20 @@ class CallPace:
             self._recent.append((now, accepted))
         while self._recent and self._recent[0][0] < now - self.WINDOW_S:
             self._recent.popleft()
-        if refused:
+        if refused and now < self._cut_until:
+            # Sent before the pause began, at the pace already cut for: wait, but do not cut again.
+            self._paused_until = max(self._paused_until, now + retry_after)
+            self._level = min(self._level, 0.0)
+        elif refused:
             span = max(1.0, now - self._recent[0][0]) if self._recent else self.WINDOW_S
             taken = sum(n for _, n in self._recent) / span
-            # The first refusal ends the slow start at what Graph took; later ones come at about the limit, and
-            # the rate taken counts the pauses too, so the pace gives up at most EASE of itself to them.
-            learned = taken if self.slow_start else max(taken, self.rate * self.EASE)
-            self.rate = min(self.CEILING_PER_S, max(self.FLOOR_PER_S, learned))
+            # The first refusal ends the slow start at what Graph took; later ones come at about the limit (the
+            # pace probes up to it), so each eases the pace by EASE, never faster than what Graph took.
+            learned = taken if self.slow_start else self.rate * self.EASE
+            self.rate = max(self.FLOOR_PER_S, min(self.rate, learned))  # a refusal never speeds the pace up
             self.slow_start = False
             self._paused_until = max(self._paused_until, now + retry_after)
+            self._cut_until = self._paused_until
             self._level = min(self._level, 0.0)
             self._last_growth = now
             self._held_back = False

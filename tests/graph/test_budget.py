@@ -166,3 +166,21 @@ async def test_a_call_pace_waits_out_retry_after_and_keeps_batches_to_its_burst(
     started = clock.now
     await pace.spend(pace.burst)
     assert clock.now >= started + 2
+
+
+async def test_refusals_of_batches_sent_before_the_pause_cut_the_call_pace_once(clock: MovingClock) -> None:
+    """Several `$batch`es in flight meet the limit together: the first refusal cuts, the others only wait."""
+    pace = CallPace()
+    pace.answered(6, 14, retry_after=1)  # ends the slow start
+    clock.now += 10.0
+    await pace.spend(pace.burst)
+    pace.answered(pace.burst, 0)
+    rate = pace.rate
+    pace.answered(3, 3, retry_after=1)
+    cut = pace.rate
+    pace.answered(0, 6, retry_after=1)  # sent before that pause: no second cut
+    pace.answered(0, 6, retry_after=2)
+    assert cut < rate and pace.rate == cut
+    started = clock.now
+    await pace.spend(1)
+    assert clock.now >= started + 2  # the longest Retry-After still holds
