@@ -112,7 +112,7 @@ class CallPace:
         self._level = float(self.burst)
         self._stamp = now
         self._paused_until = 0.0
-        self._cut_until = 0.0  # refusals before this answer calls sent before the last cut
+        self._cut_at = float("-inf")  # when the pace was last cut: refusals of batches sent before are stale
         self._last_growth = now
         self._held_back = False
         self._recent: deque[tuple[float, int]] = deque()
@@ -122,35 +122,39 @@ class CallPace:
         """How many calls may go at once: a second of the pace, between 1 and `MAX_BURST`."""
         return max(1, min(self.MAX_BURST, int(self.rate)))
 
-    async def spend(self, calls: int) -> None:
-        """Wait until the pace allows `calls` calls (and no `Retry-After` is in force), then take them."""
+    async def take(self, wanted: int) -> int:
+        """Wait until the pace allows a batch (and no `Retry-After` is in force), and take it: `wanted` calls or
+        the burst at that moment, whichever is fewer. The size is decided when the wait ends, not before: a
+        spender that queued while the pace was faster must not send the bigger batch it asked for then."""
         async with self._lock:
             while True:
                 now = time.monotonic()
                 self._level = min(float(self.burst), self._level + (now - self._stamp) * self.rate)
                 self._stamp = now
-                need = min(calls, self.burst)
+                need = max(1, min(wanted, self.burst))
                 wait = max(self._paused_until - now, (need - self._level) / self.rate if self._level < need else 0.0)
                 if wait <= 1e-9:
-                    self._level -= calls
-                    return
+                    self._level -= need
+                    return need
                 self._held_back = True
                 self.waited_seconds += wait
                 await asyncio.sleep(wait)
 
-    def answered(self, accepted: int, refused: int, retry_after: float = 1.0) -> None:
-        """A `$batch` came back: `accepted` calls answered, `refused` answered 429 with `retry_after`."""
+    def answered(self, accepted: int, refused: int, retry_after: float = 1.0, *, sent_at: float | None = None) -> None:
+        """A `$batch` sent at `sent_at` (monotonic; default now) came back: `accepted` calls answered, `refused`
+        answered 429 with `retry_after`. Refusals of a batch sent before the last cut answer the pace already
+        cut for: they are counted, and neither cut again nor lengthen the pause (with many batches in flight,
+        each late refusal pushing the pause on would hold the tenant's reads nearly all the time)."""
         now = time.monotonic()
+        stale = sent_at is not None and sent_at < self._cut_at
         self.accepted += accepted
         self.refused += refused
         if accepted:
             self._recent.append((now, accepted))
         while self._recent and self._recent[0][0] < now - self.WINDOW_S:
             self._recent.popleft()
-        if refused and now < self._cut_until:
-            # Sent before the pause began, at the pace already cut for: wait, but do not cut again.
-            self._paused_until = max(self._paused_until, now + retry_after)
-            self._level = min(self._level, 0.0)
+        if refused and stale:
+            pass
         elif refused:
             span = max(1.0, now - self._recent[0][0]) if self._recent else self.WINDOW_S
             taken = sum(n for _, n in self._recent) / span
@@ -160,7 +164,7 @@ class CallPace:
             self.rate = max(self.FLOOR_PER_S, min(self.rate, learned))  # a refusal never speeds the pace up
             self.slow_start = False
             self._paused_until = max(self._paused_until, now + retry_after)
-            self._cut_until = self._paused_until
+            self._cut_at = now
             self._level = min(self._level, 0.0)
             self._last_growth = now
             self._held_back = False

@@ -282,9 +282,9 @@ class GraphGateway:
             ids = list(pending)
             retry: dict[str, str] = {}
             while ids:
-                chunk, ids = ids[:pace.burst if pace else BATCH_LIMIT], ids[pace.burst if pace else BATCH_LIMIT:]
-                if pace is not None:
-                    await pace.spend(len(chunk))
+                size = await pace.take(min(len(ids), BATCH_LIMIT)) if pace is not None else BATCH_LIMIT
+                sent_at = time.monotonic()
+                chunk, ids = ids[:size], ids[size:]
                 answers = await self._send_round(chunk, pending, ru_per_item, envelopes)
                 longest, refused = 0.0, 0
                 for i in chunk:
@@ -298,7 +298,8 @@ class GraphGateway:
                         done[i] = answer
                         self.counters.answered_items += 1
                 if pace is not None and answers:
-                    pace.answered(len(chunk) - len([i for i in chunk if i in retry]), refused, longest or 1.0)
+                    pace.answered(len(chunk) - len([i for i in chunk if i in retry]), refused, longest or 1.0,
+                                  sent_at=sent_at)
                 elif longest:
                     self.budget.pause(longest)
             pending = retry
