@@ -286,7 +286,7 @@ class GraphGateway:
                 sent_at = time.monotonic()
                 chunk, ids = ids[:size], ids[size:]
                 answers = await self._send_round(chunk, pending, ru_per_item, envelopes)
-                longest, refused = 0.0, 0
+                longest, refused, accepted = 0.0, 0, 0
                 for i in chunk:
                     answer = answers.get(i)
                     if answer is None or answer.status in (429, 503, 504):
@@ -296,10 +296,10 @@ class GraphGateway:
                             longest, refused = max(longest, answer.retry_after), refused + 1
                     else:
                         done[i] = answer
+                        accepted += 1
                         self.counters.answered_items += 1
                 if pace is not None and answers:
-                    pace.answered(len(chunk) - len([i for i in chunk if i in retry]), refused, longest or 1.0,
-                                  sent_at=sent_at)
+                    pace.answered(accepted, refused, longest or 1.0, sent_at=sent_at)
                 elif longest:
                     self.budget.pause(longest)
             pending = retry
