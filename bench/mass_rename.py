@@ -8,9 +8,9 @@ Setup (not timed): N generated users, about half with a passkey; the first sweep
 then every user is renamed at once in the simulator (`bulk_rename`, no notifications), the simulator's
 stats are reset and its RU bucket refilled (Graph's large-tenant budget: 8,000 RU per 10 s, starting
 full, times `--throttle-scale`; with `--random-bucket`, a capacity and refill drawn from `--seed`, see
-`draw_bucket`). The product is never told the simulator's bucket: it paces at `GRAPH_RU_PER_10S` (Graph's
-large-tenant figure by default), pauses for each `Retry-After`, and starts the measured run with a full budget
-(`budget.reset()`). The drawn values are in the JSON output.
+`draw_bucket`). The product is never told the bucket nor the authentication-method limit: its RU pace and
+its call pace learn them from Graph's answers and start the measured run from their starting guesses
+(`reset()`). The drawn values are in the JSON output.
 
 Measured: from the start of `sweep()` until the last queue message is handled, i.e. every flag is
 written. The sweep enqueues to Azurite; the product's in-process drain (`shared.upn.drain`) pulls messages
@@ -108,8 +108,7 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
     doc = tenant_doc(users=users, simulator={
         "throttle_capacity_ru": bucket_ru, "throttle_refill_ru_per_s": refill_ru_per_s,
         "throttle_scale": scale, "notify_paused": True, **latency})
-    # The product's settings say nothing of the simulator's bucket (shared/graph/budget.py paces at its own
-    # GRAPH_RU_PER_10S and pauses for each Retry-After).
+    # The product's settings say nothing of the bucket: its pace learns it (shared/graph/budget.py).
     async with local_stack(doc, settings=BENCH_SETTINGS, serve=False, ensure_store=True) as stack:
         sim, services = stack.sim, stack.services
         seeded = await sweep(services, trigger="bench-seed")
@@ -118,10 +117,12 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
                                                             "to_domain": "fabrikam.example", "notify": False},
                               timeout=600)
         flags_expected, sample_ids = await asyncio.to_thread(expected_flags, sim)
-        # Graph's bucket full again, and the product's budget too: the seed sweep's spending is forgotten.
+        # Graph's bucket full again, and the product's paces back at their starting guesses: what the seed sweep
+        # taught them is forgotten, so the measured run learns the bucket and the call limit from the start.
         await asyncio.sleep(0)
         sim.control("POST", "throttle/reset")
         services.graph.budget.reset()
+        services.graph.auth_pace.reset()
         sim.reset_stats()
         knobs = sim.control("GET", "config")
 
@@ -141,7 +142,8 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
         seconds = t1 - t0
         rss = peak_rss_mb()
         stats = sim.stats()
-        budget_rate, budget_pauses = services.graph.budget.rate, services.graph.budget.throttled
+        pace_at_end, pace_pauses = services.graph.budget.rate, services.graph.budget.throttled
+        call_pace_at_end = services.graph.auth_pace.rate
 
         flags_written = 0
         async for _ in services.store.flags.every():
@@ -170,7 +172,8 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
         "bucket_capacity_ru": capacity, "refill_ru_per_s": refill,
         "bucket_drawn": {"seed": seed, "capacity_ru": bucket_ru, "refill_ru_per_s": refill_ru_per_s}
         if seed is not None else None,
-        "budget_ru_per_s": round(budget_rate, 1), "budget_pauses": budget_pauses,
+        "pace_ru_per_s_at_end": round(pace_at_end, 1), "pace_pauses": pace_pauses,
+        "passkey_reads_per_s_at_end": round(call_pace_at_end, 2),
         "simulator_latency": latency, "auth_methods_rps": auth_rate,
         "seconds": round(seconds, 2), "optimum_seconds": round(optimum, 2),
         "optimum_seconds_ru": round(optimum_ru, 2), "optimum_seconds_auth_methods": round(optimum_auth, 2),

@@ -58,11 +58,6 @@ param allowAdhocDocuments bool = false
 @description('Path of the desired-state policy document, relative to the app root.')
 param policyFile string = 'policy/desired-state.json'
 
-@minValue(1)
-@maxValue(8000)
-@description('Graph resource units the app may spend per 10 s for the tenant; 8,000 is the large-tenant limit per app and tenant.')
-param graphRuPer10s int = 8000
-
 // --- schedules (NCRONTAB, six fields with seconds, UTC) ------------------------------------------
 
 @minLength(11)
@@ -305,7 +300,6 @@ module functionApp 'app/function.bicep' = {
 
     allowAdhocDocuments: allowAdhocDocuments
     policyFile: policyFile
-    graphRuPer10s: graphRuPer10s
     policySchedule: policySchedule
     sweepSchedule: sweepSchedule
     trackerSchedule: trackerSchedule

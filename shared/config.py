@@ -35,7 +35,6 @@ TICKET_WEBHOOK_SECRET = "TICKET_WEBHOOK_SECRET"  # noqa: S105 (a setting name)
 REMOVE_STALE_PASSKEYS = "REMOVE_STALE_PASSKEYS"
 STALE_PASSKEY_REMOVAL_MAX_PER_RUN = "STALE_PASSKEY_REMOVAL_MAX_PER_RUN"
 ALLOW_ADHOC_DOCUMENTS = "ALLOW_ADHOC_DOCUMENTS"
-GRAPH_RU_PER_10S = "GRAPH_RU_PER_10S"
 APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 # Read by the Functions host from binding expressions (%NAME%) in function_app.py.
@@ -50,7 +49,7 @@ APP_SETTINGS: tuple[str, ...] = (
     TENANT_ID, GRAPH_BASE_URL, GRAPH_DEV_TOKEN, AZURE_CLIENT_ID, STATE_STORAGE_TABLE_URI,
     STATE_STORAGE_QUEUE_URI, STATE_STORAGE_CLIENT_ID, POLICY_FILE, ENFORCEMENT_MODE, NOTIFICATION_URL,
     LIFECYCLE_NOTIFICATION_URL, NOTIFICATION_CLIENT_STATE, TICKET_WEBHOOK_SECRET, REMOVE_STALE_PASSKEYS,
-    GRAPH_RU_PER_10S, APPLICATIONINSIGHTS_CONNECTION_STRING, POLICY_SCHEDULE, SWEEP_SCHEDULE,
+    APPLICATIONINSIGHTS_CONNECTION_STRING, POLICY_SCHEDULE, SWEEP_SCHEDULE,
     TRACKER_SCHEDULE, SUBSCRIPTION_SCHEDULE, EVENTS_PURGE_SCHEDULE, STALE_PASSKEY_REMOVAL_MAX_PER_RUN,
     ALLOW_ADHOC_DOCUMENTS,
 )
@@ -68,8 +67,6 @@ DEFAULT_POLICY_FILE = "policy/desired-state.json"
 ENFORCEMENT_MODES = ("audit", "enforce")
 QUEUE_NAME = "upn-changes"  # the queue trigger's queue; also named in infra/
 POLICY_JOBS_QUEUE = "policy-jobs"  # HTTP plan/apply jobs for the policy_jobs trigger; also named in infra/
-#: The Graph large-tenant budget: 8,000 resource units per 10 s per app and tenant.
-DEFAULT_RU_PER_10S = 8000
 #: Passkeys the tracker may delete in one run before further flags wait for an administrator's approval.
 DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN = 25
 
@@ -151,7 +148,6 @@ class Settings:
     notification_client_state: str | None = None
     ticket_webhook_secret: str | None = None
     remove_stale_passkeys: bool = False
-    graph_ru_per_10s: int = DEFAULT_RU_PER_10S
     stale_passkey_removal_max_per_run: int = DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN
     allow_adhoc_documents: bool = False
     auth_enabled: bool = False  # WEBSITE_AUTH_ENABLED: admin routes trust the principal header only then
@@ -204,9 +200,6 @@ class Settings:
         remove = _switch(get, REMOVE_STALE_PASSKEYS)
         adhoc = _switch(get, ALLOW_ADHOC_DOCUMENTS)
 
-        budget_text = get(GRAPH_RU_PER_10S) or str(DEFAULT_RU_PER_10S)
-        if not budget_text.isdigit() or int(budget_text) <= 0:
-            raise ConfigError(f"setting {GRAPH_RU_PER_10S} is malformed: expected a positive whole number")
         cap_text = get(STALE_PASSKEY_REMOVAL_MAX_PER_RUN) or str(DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN)
         if not (cap_text.isascii() and cap_text.isdigit() and len(cap_text) <= 9):
             raise ConfigError(f"setting {STALE_PASSKEY_REMOVAL_MAX_PER_RUN} is malformed: expected a whole number "
@@ -233,7 +226,6 @@ class Settings:
             notification_client_state=client_state,
             ticket_webhook_secret=get(TICKET_WEBHOOK_SECRET),
             remove_stale_passkeys=remove,
-            graph_ru_per_10s=int(budget_text),
             stale_passkey_removal_max_per_run=int(cap_text),
             allow_adhoc_documents=adhoc,
             auth_enabled=(get(WEBSITE_AUTH_ENABLED) or "").lower() == "true",

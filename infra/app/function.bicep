@@ -87,11 +87,6 @@ param allowAdhocDocuments bool
 @description('POLICY_FILE: desired-state policy document, relative to the app root.')
 param policyFile string
 
-@minValue(1)
-@maxValue(8000)
-@description('GRAPH_RU_PER_10S: Graph resource-unit budget per 10 s.')
-param graphRuPer10s int
-
 @minLength(11)
 @maxLength(100)
 @description('POLICY_SCHEDULE: NCRONTAB (6 fields, UTC) of the policy_enforcement timer.')
@@ -245,7 +240,6 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TENANT_ID: tenantId
     AZURE_CLIENT_ID: identityClientId
     GRAPH_BASE_URL: 'https://graph.microsoft.com/v1.0'
-    GRAPH_RU_PER_10S: string(graphRuPer10s)
     // Behaviour. Not string(bool): ARM renders a bool as 'True'.
     ENFORCEMENT_MODE: enforcementMode
     REMOVE_STALE_PASSKEYS: removeStalePasskeys ? 'true' : 'false'

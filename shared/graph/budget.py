@@ -1,12 +1,23 @@
-"""A client-side resource-unit budget per tenant, so bulk reads run at Graph's pace instead of into 429s.
+"""A client-side pace per tenant that learns Graph's resource-unit limit, so bulk reads run near it, not into 429s.
 
-Graph meters identity reads in resource units (RU) per app and tenant: 8,000 RU per 10 s for a large
-tenant, with the bucket starting full (platform-limits.md). Bulk paths `spend()` before each request; a
-429's `Retry-After` pauses every spender of the tenant (`pause()`), because usage keeps counting while
-throttled and hammering only lengthens the penalty.
+Graph meters identity reads in resource units (RU) per app and tenant, in a bucket whose size depends on the
+tenant and may change (platform-limits.md: 3,500 to 8,000 RU per 10 s, and "Graph may 429 below them"). The
+product is never told the bucket, so it learns the pace from what Graph says back:
 
-Authentication-method reads (`users/{id}/authentication/*`) also meet a per-tenant limit in calls, far
-below the RU budget and unpublished; `CallPace` learns it from the calls Graph accepts.
+- every metered answer without `x-ms-throttle-limit-percentage` (Graph sends it only above 80 % of a limit)
+  while the pace held a spender back: go faster, by `SLOW_START_GROWTH` a second until the first sign of the
+  limit (the "slow start"), then half way back to the pace that last met the limit and gently (`GROWTH`) past;
+- the header present: the first time, halve (the bucket that masked the overshoot is nearly spent); after
+  that, slow down (`EASE`, or halve when it would reach 100 % within `RUNWAY_S`) while it climbs, and speed up
+  while it falls;
+- a 429: nobody of the tenant spends until its `Retry-After` (usage keeps counting while throttled, so
+  hammering only lengthens the penalty), and the pace is halved, once for all the 429s of one burst.
+
+Every slowdown applies to the RU actually sent, not to the pace allowed, which nobody may have used.
+It starts at `START_RU_PER_S`, Graph's smallest published tier, and never passes `CEILING_RU_PER_S`, the
+app's own limit across all tenants. Bulk paths `spend()` before each request; reads that must not queue (the
+sweep's sequential delta pages) `charge()` and later spenders wait out the debt; the gateway `observe()`s each
+metered answer and `pause()`s on a 429.
 """
 from __future__ import annotations
 
@@ -14,64 +25,193 @@ import asyncio
 import time
 from collections import deque
 
+#: Graph's smallest published tier (S, under 50 users): 3,500 RU per 10 s. Below any large tenant's 800 RU/s.
+START_RU_PER_S = 350.0
+#: Graph's limit per app across all tenants: 150,000 RU per 20 s. No tenant can be faster.
+CEILING_RU_PER_S = 7500.0
+#: Never slower than this, so a run of 429s cannot stop the tenant's work for good.
+FLOOR_RU_PER_S = 1.0
+#: The pace changes at most once per interval (seconds): answers in flight still describe the old pace.
+INTERVAL_S = 1.0
+#: Growth per interval: before the first sign of the limit, and after it.
+SLOW_START_GROWTH = 1.3
+GROWTH = 1.05
+#: Slowing per interval while `x-ms-throttle-limit-percentage` climbs, and the cut on a 429 or on leaving the
+#: slow start.
+EASE = 0.9
+CUT = 0.5
+#: A header value this high slows the pace even when it is not climbing: the next burst could be a 429.
+HIGH = 0.95
+#: A header climbing fast enough to reach 100 % within this many seconds halves the pace instead of easing it.
+RUNWAY_S = 3 * INTERVAL_S
+#: Our own bucket holds this many seconds of the pace, so concurrent spenders may go in a short burst.
+BURST_S = 0.25
 
-class RuBudget:
-    """A token bucket in resource units: `capacity` RU, refilled at `capacity / window` RU per second."""
 
-    def __init__(self, capacity: float, window_seconds: float = 10.0, *, start_full: bool = True) -> None:
-        if capacity <= 0 or window_seconds <= 0:
-            raise ValueError("capacity and window must be positive")
-        self.capacity = float(capacity)
-        self.rate = self.capacity / window_seconds
-        self._level = self.capacity if start_full else 0.0
-        self._stamp = time.monotonic()
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
+class RuPace:
+    """A token bucket in RU whose refill rate (`rate`, RU/s) is learned from Graph's answers (`observe`, `pause`)."""
+
+    def __init__(self, start_ru_per_s: float = START_RU_PER_S) -> None:
+        if start_ru_per_s <= 0:
+            raise ValueError("the starting pace must be positive")
+        self.start_ru_per_s = float(start_ru_per_s)
         self.spent = 0.0
         self.waited_seconds = 0.0
         self.throttled = 0  # 429s reported through `pause`
+        self._lock = asyncio.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was learned: the starting pace, a full burst, no pause (a fresh process; benchmarks)."""
+        now = time.monotonic()
+        self.rate = self.start_ru_per_s
+        self.slow_start = True
+        self._level = self.rate * BURST_S
+        self._stamp = now
+        self._paused_until = 0.0
+        self._cut_until = 0.0  # 429s before this belong to a burst already cut for
+        self._last_adjust = now
+        self._held_back = False  # a spender waited for the pace since the last adjustment
+        self._spent_since_adjust = 0.0
+        self._last_percentage: float | None = None  # the latest header value (None: under 80 %)
+        self._reference_percentage: float | None = None  # ... and the one seen at the last change of pace
+        self._limit_rate: float | None = None  # the pace sent when the limit was last met
+        self._settling = False  # after a 429: the next interval only takes a reference reading
+        self._last_sending: float | None = None  # RU/s actually sent in the last interval
+
+    @property
+    def capacity(self) -> float:
+        return self.rate * BURST_S
 
     def _refill(self, now: float) -> None:
         self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
         self._stamp = now
 
     async def spend(self, units: float = 1.0) -> None:
-        """Wait until `units` RU are available (and no pause is in force), then take them."""
+        """Wait until the pace allows `units` RU (and no pause is in force), then take them."""
         async with self._lock:  # FIFO: one waiter at a time keeps the pace smooth and fair
             while True:
                 now = time.monotonic()
                 self._refill(now)
-                wait = max(self._paused_until - now, (units - self._level) / self.rate if self._level < units else 0.0)
-                if wait <= 0:
+                need = min(units, self.capacity)  # a request bigger than the burst goes into debt
+                wait = max(self._paused_until - now, (need - self._level) / self.rate if self._level < need else 0.0)
+                if wait <= 1e-9:  # float dust must not make a spender sleep for no time, over and over
                     self._level -= units
                     self.spent += units
+                    self._spent_since_adjust += units
                     return
+                self._held_back = True
                 self.waited_seconds += wait
                 await asyncio.sleep(wait)
 
     def charge(self, units: float = 1.0) -> None:
-        """Take `units` now without waiting (the bucket may go into debt, which later spenders wait out).
+        """Take `units` now without waiting (into debt, which later spenders wait out).
 
         For calls that must not queue behind bulk spenders, such as the sweep's sequential delta pages:
-        the lookups they feed wait instead, and our view of Graph's bucket stays exact.
+        the lookups they feed wait instead.
         """
         self._refill(time.monotonic())
         self._level -= units
         self.spent += units
+        self._spent_since_adjust += units
 
-    def reset(self) -> None:
-        """Full again, no pause in force (Graph's bucket after a quiet spell; benchmarks and tests)."""
-        self._level = self.capacity
-        self._stamp = time.monotonic()
-        self._paused_until = 0.0
+    def observe(self, limit_percentage: float | None) -> None:
+        """A metered answer came back (not a 429) with this `x-ms-throttle-limit-percentage` (0.8..1.8), or None.
 
-    def pause(self, seconds: float) -> None:
-        """Graph said `Retry-After: seconds`: nobody spends until then, and the bucket is taken as empty."""
+        Graph's bucket is above 80 % used while the header comes: a climbing value means we spend faster than
+        it refills, a falling one slower. The pace changes once an interval, comparing with the value seen at
+        the last change; only the first sign of the limit acts at once (the slow start overshoots most).
+        """
+        now = time.monotonic()
+        percentage = limit_percentage if limit_percentage is not None and limit_percentage >= 0.8 else None
+        self._last_percentage = percentage
+        if percentage is not None and self.slow_start:
+            self.slow_start = False
+            self._slow_down(CUT, now)
+            return
+        if now - self._last_adjust < INTERVAL_S or now < self._cut_until:
+            return
+        if self._settling:  # the first interval after a 429's pause: the bucket refilled while paused
+            self._settling = False
+            self._reset_interval(now)
+            return
+        reference = self._reference_percentage
+        if percentage is not None and (reference is None or percentage > reference or percentage >= HIGH):
+            # At this climb Graph's bucket runs out within a few intervals: halve, not ease.
+            climb = (percentage - (reference or 0.8)) / (now - self._last_adjust)
+            soon = climb > 0 and (1.0 - percentage) / climb < RUNWAY_S
+            self._slow_down(CUT if soon or percentage >= 1.0 else EASE, now)
+        elif percentage is None or (reference is not None and percentage < reference):
+            if self._held_back:  # only a pace that held somebody back is known to be too slow
+                self._set_rate(self._grown(), now)
+            else:
+                self._reset_interval(now)
+        else:
+            self._reset_interval(now)
+
+    def pause(self, seconds: float, limit_percentage: float | None = None) -> None:
+        """Graph said 429 with `Retry-After: seconds`: nobody spends until then, and the pace is cut once a burst.
+
+        A 429 is the tenant's limit when the 429 itself or the answers before it said the limit was near
+        (`x-ms-throttle-limit-percentage` of 80 % or more): then the pace halves, as low as `FLOOR_RU_PER_S`.
+        A 429 while Graph said we were under 80 % is not our pace's to learn from (a transient refusal, a
+        storm, another limit): the pause is kept all the same, but the cut stops at the smallest published
+        tier, or a storm of such 429s would halve the pace to the floor and stall the tenant's work for hours
+        while sending slower would not have avoided one of them.
+        """
         now = time.monotonic()
         self._refill(now)
         self.throttled += 1
         self._paused_until = max(self._paused_until, now + seconds)
         self._level = min(self._level, 0.0)
+        self.slow_start = False
+        if now >= self._cut_until:
+            near_limit = (limit_percentage or 0.0) >= 0.8 or self._last_percentage is not None
+            self._slow_down(CUT, now, floor=FLOOR_RU_PER_S if near_limit else min(self.rate, self.start_ru_per_s))
+            # Until the pause ends, 429s answer requests sent before it, at the old pace: one cut covers them.
+            self._cut_until = self._paused_until
+            self._settling = True
+            self._last_adjust = self._paused_until  # what is sent is measured from when sending resumes
+
+    def _sending(self, now: float) -> float:
+        """The pace actually used since the last adjustment (RU/s), at most the allowed one: a slowdown cuts
+        what was sent, or an allowed pace that nobody used would make it no slowdown at all."""
+        elapsed = now - self._last_adjust
+        if elapsed < INTERVAL_S / 2:  # too short to tell: what the last interval sent
+            return min(self.rate, self._last_sending) if self._last_sending is not None else self.rate
+        return min(self.rate, self._spent_since_adjust / elapsed)
+
+    def _grown(self) -> float:
+        """The next, faster pace: doubled in the slow start; else half way back to the pace that last met the
+        limit, and gently past it (Graph's bucket may have grown, or the other spenders gone)."""
+        if self.slow_start:
+            return self.rate * SLOW_START_GROWTH
+        if self._limit_rate is not None and self.rate < self._limit_rate * EASE:
+            return self.rate + (self._limit_rate - self.rate) / 2
+        return self.rate * GROWTH
+
+    def _slow_down(self, factor: float, now: float, floor: float = FLOOR_RU_PER_S) -> None:
+        """Met the limit: remember the pace that met it, and go `factor` times what was actually sent (not
+        below `floor`)."""
+        sending = self._sending(now)
+        self._limit_rate = max(sending, floor)
+        self._set_rate(max(sending * factor, floor), now)
+        self._level = min(self._level, 0.0)  # and no burst: Graph's bucket has none left to give
+
+    def _set_rate(self, rate: float, now: float) -> None:
+        self._refill(now)
+        self.rate = min(CEILING_RU_PER_S, max(FLOOR_RU_PER_S, rate))
+        self._level = min(self._level, self.capacity)
+        self._reset_interval(now)
+
+    def _reset_interval(self, now: float) -> None:
+        elapsed = now - self._last_adjust
+        if elapsed >= INTERVAL_S / 2:
+            self._last_sending = self._spent_since_adjust / elapsed
+        self._spent_since_adjust = 0.0
+        self._last_adjust = now
+        self._held_back = False
+        self._reference_percentage = self._last_percentage
 
 
 class CallPace:

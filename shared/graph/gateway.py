@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.config import Settings
 from shared.errors import GraphError, GraphSignInFailed, GraphThrottled, GraphUnavailable, NotFound
-from shared.graph.budget import CallPace, RuBudget
+from shared.graph.budget import CallPace, RuPace
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -49,6 +49,22 @@ class BatchItem:
             return max(0.0, float(self.headers.get("Retry-After") or self.headers.get("retry-after") or 1))
         except ValueError:
             return 1.0
+
+    @property
+    def limit_percentage(self) -> float | None:
+        """Graph's `x-ms-throttle-limit-percentage` on this answer (sent above 80 % of a limit), or None."""
+        return limit_percentage(self.headers)
+
+
+def limit_percentage(headers: dict[str, str]) -> float | None:
+    """The `x-ms-throttle-limit-percentage` header as a number, or None when absent or unreadable."""
+    for key, value in headers.items():
+        if key.lower() == "x-ms-throttle-limit-percentage":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 @dataclass
@@ -101,13 +117,13 @@ def _headers_dict(collection: Any) -> dict[str, str]:
 class GraphGateway:
     """The one door to Microsoft Graph for a tenant. Build once per process; the client is lazy."""
 
-    def __init__(self, settings: Settings, *, auth_provider: Any = None, budget: RuBudget | None = None) -> None:
+    def __init__(self, settings: Settings, *, auth_provider: Any = None, budget: RuPace | None = None) -> None:
         self.settings = settings
         self._auth_provider = auth_provider
         self._auth: Any = None  # the provider the client uses (built with it)
         self._client: GraphServiceClient | None = None
         self.counters = GraphCounters()
-        self.budget = budget or RuBudget(settings.graph_ru_per_10s)
+        self.budget = budget or RuPace()  # learns the tenant's RU pace: Graph never says its bucket
         self.auth_pace = CallPace()  # the tenant's authentication-method reads, under their own call limit
         self._credential: Any = None  # a credential this gateway created for itself (closed by `close`)
         self.tenant_confirmed = False  # set by shared.graph.tenant.confirm_tenant before the first request
@@ -216,12 +232,14 @@ class GraphGateway:
                        ru: float = 0.0) -> dict[str, Any]:
         """GET `url` (relative to the base URL, or an absolute nextLink/deltaLink) as raw JSON.
 
-        `ru`: resource units to charge to the tenant's budget without waiting (bulk reads running
-        beside `batch_get` pass their cost, so the budget keeps matching Graph's bucket).
+        `ru`: resource units to charge to the tenant's pace without waiting (bulk reads running beside
+        `batch_get` pass their cost, and their answers teach the pace as the batches' do).
         """
         if ru:
             self.budget.charge(ru)
-        body, _ = await self.send_raw("GET", url, headers=headers, what=what)
+        body, answer_headers = await self.send_raw("GET", url, headers=headers, what=what)
+        if ru:
+            self.budget.observe(limit_percentage(answer_headers))
         return body or {}
 
     async def get_pages(self, url: str, *, what: str = "") -> AsyncIterator[dict[str, Any]]:
@@ -259,18 +277,20 @@ class GraphGateway:
                         ) -> dict[str, BatchItem]:
         """GET many relative URLs, 20 per `$batch`, retrying what Graph could not answer yet.
 
-        Spends `ru_per_item` from the tenant's budget per item before sending, so a bulk run keeps to Graph's
-        pace. Items answered 429 go again after their `Retry-After` (503/504 items at once); an envelope
-        refused whole is handled by `_send_round`. Gives up after `max_attempts` rounds in a row in which no
-        batch item of this tenant was answered, by this call or a concurrent one: under Graph's per-tenant
-        limit on authentication-method reads a caller may wait its turn while others progress, and a
-        message given up is read again from the start. It also stops starting rounds after `max_seconds`, so
+        Spends `ru_per_item` from the tenant's pace per item before sending, and tells the pace what Graph
+        answered (the items' `x-ms-throttle-limit-percentage`, or a 429's `Retry-After`), so a bulk run keeps
+        to Graph's pace. Items answered 429 go again after their `Retry-After` (503/504 items at once); an
+        envelope refused whole is handled by `_send_round`. Gives up after `max_attempts` rounds in a row in
+        which no batch item of this tenant was answered, by this call or a concurrent one: under Graph's
+        per-tenant limit on authentication-method reads a caller may wait its turn while others progress, and
+        a message given up is read again from the start. It also stops starting rounds after `max_seconds`, so
         a queue message hands its worker back (re-queued for the Retry-After) rather than wait without end.
         What is left is returned as 429s.
 
         With a `pace` (reads under a per-tenant call limit, such as authentication methods), each `$batch`
-        holds at most the pace's burst and waits for the pace; its items' 429s teach that pace and wait out
-        their `Retry-After` there, not in the RU budget, whose other spenders that limit does not hold back.
+        holds at most the pace's burst and waits for the pace; its items' answers and 429s teach that pace and
+        wait out their `Retry-After` there, not in the RU pace, whose other spenders that limit does not hold
+        back (their RU are still spent from it).
         """
         pending = dict(urls)
         done: dict[str, BatchItem] = {}
@@ -286,22 +306,13 @@ class GraphGateway:
                 sent_at = time.monotonic()
                 chunk, ids = ids[:size], ids[size:]
                 answers = await self._send_round(chunk, pending, ru_per_item, envelopes)
-                longest, refused, accepted = 0.0, 0, 0
                 for i in chunk:
                     answer = answers.get(i)
                     if answer is None or answer.status in (429, 503, 504):
                         retry[i] = pending[i]
-                        if answer is not None and answer.status == 429:
-                            self.counters.throttled_items += 1
-                            longest, refused = max(longest, answer.retry_after), refused + 1
                     else:
                         done[i] = answer
-                        accepted += 1
-                        self.counters.answered_items += 1
-                if pace is not None and answers:
-                    pace.answered(accepted, refused, longest or 1.0, sent_at=sent_at)
-                elif longest:
-                    self.budget.pause(longest)
+                self._learn(answers, pace, sent_at)
             pending = retry
             stalled = stalled + 1 if self.counters.answered_items == answered else 0
             if pending:
@@ -310,6 +321,29 @@ class GraphGateway:
             done[i] = BatchItem(id=i, status=429, body={"error": {"code": "TooManyRequests",
                                                                    "message": f"still throttled: {url}"}})
         return done
+
+    def _learn(self, answers: dict[str, BatchItem], pace: CallPace | None, sent_at: float) -> None:
+        """Count one `$batch`'s answers and tell the pace that governs them what Graph said.
+
+        Reads under a call limit (`pace`) teach only that pace: the header on them may speak of either limit,
+        and a burst refused by the call limit says nothing of the RU bucket. Other reads teach the RU pace:
+        the highest `x-ms-throttle-limit-percentage` of the answered items, and a pause for the longest
+        `Retry-After` of the refused ones."""
+        refused = [a for a in answers.values() if a.status == 429]
+        accepted = sum(1 for a in answers.values() if a.status not in (429, 503, 504))
+        self.counters.throttled_items += len(refused)
+        self.counters.answered_items += accepted
+        longest = max((a.retry_after for a in refused), default=0.0)
+        if pace is not None:
+            if answers:
+                pace.answered(accepted, len(refused), longest or 1.0, sent_at=sent_at)
+            return
+        metered = [a.limit_percentage for a in answers.values() if a.status != 429]
+        if metered:
+            self.budget.observe(max((p for p in metered if p is not None), default=None))
+        if refused:
+            near = [a.limit_percentage for a in refused if a.limit_percentage is not None]
+            self.budget.pause(longest, max(near, default=None))
 
     async def _send_round(self, chunk: list[str], pending: dict[str, str], ru_per_item: float,
                           envelopes: _EnvelopeRetries) -> dict[str, BatchItem]:

@@ -57,6 +57,29 @@ async def test_batch_get_retries_throttled_items_after_retry_after(sim, monkeypa
     assert [len(answers[uid(n)].body["value"]) for n in (1, 2)] == [1, 0]
 
 
+async def test_batch_get_learns_a_bucket_it_is_not_told(sim, monkeypatch):
+    """Against a small bucket the product is not told, bulk reads all complete with few 429s: the pace slows to
+    about the refill rate instead of hammering."""
+    # The pace's waits move the simulator's clock, so the test times nothing on the machine. The reads are of
+    # users (1 RU each, as a passkey read), not passkeys: those also meet Graph's authentication-method
+    # limit of 6 a second, far below this bucket's refill, and this test is about the RU bucket.
+    graph_waits_move_the_clock(sim, monkeypatch)
+    capacity, refill = 40.0, 80.0  # far below the pace's starting guess of 350 RU/s
+    sim.configure(throttle_capacity_ru=capacity, throttle_refill_ru_per_s=refill)
+    sim.control("POST", "throttle/reset")
+    gw = gateway(sim)
+    reads = {f"{r}-{uid(n)}": f"/users/{uid(n)}" for r in range(2) for n in range(1, 131)}
+    try:
+        answers = await gw.batch_get(reads)
+    finally:
+        sim.configure(throttle_capacity_ru=8000.0, throttle_refill_ru_per_s=800.0)
+        sim.control("POST", "throttle/reset")
+        await gw.close()
+    assert {a.status for a in answers.values()} == {200}
+    assert gw.counters.throttled_items <= 0.1 * len(reads), gw.counters.throttled_items
+    assert gw.budget.rate < 2 * refill  # it learned to go slower than its guess
+
+
 async def test_concurrent_bulk_reads_wait_their_turn_under_the_authentication_method_limit(sim, monkeypatch):
     """Three bulk reads of 20 passkeys at once against Graph's 6 a second: each waits its turn while the others
     progress, and none gives up, even allowed only two rounds in a row without any answer of the tenant."""
