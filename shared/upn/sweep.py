@@ -4,6 +4,8 @@ as `users` messages for the processor, checkpointing every page.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -166,6 +168,12 @@ class _SweepRun:
         await self._save()
 
 
+async def _read_page(services: Services, link: str) -> tuple[datetime, DeltaPage]:
+    """One delta page and the moment its request started (its UPNs were current then or later)."""
+    read_at = _now()
+    return read_at, await read_delta_page(services.graph, link)
+
+
 async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None) -> dict[str, Any]:
     """The backstop: read users/delta from the stored link, queue the changes, checkpoint every page.
 
@@ -177,7 +185,9 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     there and may re-queue a few pages, which the idempotent processor absorbs. Each page's RU is
     charged to the tenant's budget, so the processors' lookups keep to Graph's pace around it. A 410
     or syncStateNotFound starts a full resync: every user is compared with the snapshot, so only
-    real changes are flagged.
+    real changes are flagged. The sweep is pipelined: the next page is requested as soon as a page
+    arrives, so its Graph latency overlaps with handling the current one (the checkpoint still names a
+    page only once the pages before it are handled).
     """
     from shared.telemetry import bind_run, current_run_id
 
@@ -188,18 +198,28 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
         # Every snapshot in memory (one query per partition), so unchanged users cost nothing, new users are
         # recorded here, and only changed users are queued, each with its old UPN.
         run.known = await services.store.snapshots.load_all(raw=True)
-    while True:
-        read_at = _now()  # the page's UPNs were current at this moment or later
-        try:
-            page = await read_delta_page(services.graph, run.fetch)
-        except DeltaExpired as exc:
-            await run.restart(exc)
-            continue
-        at_limit = max_pages is not None and run.pages + 1 >= max_pages
-        await run.take(page, read_at, last=page.next_link is None or at_limit)
-        await run.advance(page)
-        if not run.state.get("nextLink") or at_limit:
-            break
+    ahead: asyncio.Task[tuple[datetime, DeltaPage]] | None = None  # the next page, read while this one is handled
+    try:
+        while True:
+            try:
+                read_at, page = await (ahead or _read_page(services, run.fetch))
+            except DeltaExpired as exc:
+                ahead = None
+                await run.restart(exc)
+                continue
+            at_limit = max_pages is not None and run.pages + 1 >= max_pages
+            ahead = None
+            if page.next_link is not None and not at_limit:
+                ahead = asyncio.create_task(_read_page(services, page.next_link))
+            await run.take(page, read_at, last=page.next_link is None or at_limit)
+            await run.advance(page)
+            if not run.state.get("nextLink") or at_limit:
+                break
+    finally:
+        if ahead is not None:  # the run failed while the next page was being read: nobody will handle it
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
     return {"trigger": trigger, "pages": run.pages, "users": run.users, "messagesQueued": run.queued,
             "resyncs": run.resyncs, "complete": not run.state.get("nextLink"), "seeded": run.seeded,
             "seconds": round(time.monotonic() - started, 3)}

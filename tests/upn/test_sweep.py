@@ -135,3 +135,33 @@ async def test_a_sweep_killed_while_holding_users_resumes_and_misses_no_one(azur
         assert len(await stack.all_flags()) == len(renamed)
         snaps = await stack.services.store.snapshots.load_all()
         assert snaps == {uid(n): f"user{n}@{'fabrikam' if n in renamed else 'contoso'}.example" for n in range(1, 61)}
+
+
+async def test_the_next_delta_page_is_requested_while_the_current_one_is_handled(azurite, monkeypatch):
+    """The sweep is pipelined: while it handles a page, Graph has already answered its request for the next
+    one. A sweep that read one page after the other would never see that here, and the wait would fail."""
+    import asyncio
+
+    from shared.upn.sweep import _SweepRun
+
+    doc = tenant([user(n) for n in range(1, 13)])
+    doc["simulator"]["delta_page_size"] = 3
+    async with running_stack(azurite, doc) as stack:
+        real_take = _SweepRun.take
+        overlapped: list[int] = []
+
+        async def take(run, page, read_at, *, last):
+            if not last:
+                async def next_page_answered() -> bool:
+                    stats = await asyncio.to_thread(stack.sim.stats)
+                    return stats["delta_pages"] >= run.pages + 2  # this page is number run.pages + 1
+                await eventually(next_page_answered, timeout=30)
+                overlapped.append(run.pages + 1)
+            await real_take(run, page, read_at, last=last)
+
+        monkeypatch.setattr(_SweepRun, "take", take)
+        stack.sim.reset_stats()
+        result = await sweep(stack.services)
+        assert result["complete"] and result["users"] == 12
+        assert overlapped == list(range(1, result["pages"])) and result["pages"] >= 4
+        assert (await asyncio.to_thread(stack.sim.stats))["delta_pages"] == result["pages"]  # none read twice
