@@ -31,16 +31,20 @@ class Services:
         """The services for `settings`; `administrator` signs in as the person at the keyboard (the CLI)
         instead of the app's managed identity, for Graph and for identity-based storage."""
         from shared.graph.gateway import GraphGateway
+        from shared.pace_board import PaceBoard
         from shared.state import StateStore
 
         if not administrator:
-            return cls(settings=settings, graph=GraphGateway(settings), store=StateStore.from_settings(settings))
-        from shared.credentials import administrator_credential
-        from shared.graph.auth import build_auth_provider
+            graph, store, credential = GraphGateway(settings), StateStore.from_settings(settings), None
+        else:
+            from shared.credentials import administrator_credential
+            from shared.graph.auth import build_auth_provider
 
-        credential = administrator_credential()
-        graph = GraphGateway(settings, auth_provider=build_auth_provider(settings, credential=credential))
-        store = StateStore.from_settings(settings, credential=credential if settings.storage.uses_identity else None)
+            credential = administrator_credential()
+            graph = GraphGateway(settings, auth_provider=build_auth_provider(settings, credential=credential))
+            store = StateStore.from_settings(settings,
+                                             credential=credential if settings.storage.uses_identity else None)
+        graph.budget.peer = PaceBoard(store.checkpoints).sync  # one Graph budget across the app's instances
         return cls(settings=settings, graph=graph, store=store, credential=credential)
 
     async def close(self) -> None:

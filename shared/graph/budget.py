@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 #: Graph's smallest published tier (S, under 50 users): 3,500 RU per 10 s. Below any large tenant's 800 RU/s.
 START_RU_PER_S = 350.0
@@ -46,6 +47,10 @@ HIGH = 0.95
 RUNWAY_S = 3 * INTERVAL_S
 #: Our own bucket holds this many seconds of the pace, so concurrent spenders may go in a short burst.
 BURST_S = 0.25
+#: With other instances of the app (`peer`), their news is exchanged at most this often (seconds).
+PEER_SYNC_S = 1.0
+#: Another instance's cut is followed unless we cut this recently ourselves (the same burst of 429s).
+FOLLOW_WINDOW_S = 2 * PEER_SYNC_S
 
 
 class RuPace:
@@ -58,6 +63,12 @@ class RuPace:
         self.spent = 0.0
         self.waited_seconds = 0.0
         self.throttled = 0  # 429s reported through `pause`
+        self.cuts = 0  # times a 429 cut the pace (other instances follow each: `follow_cut`)
+        #: Exchanges news with the app's other instances (`shared/pace_board.py`); run in the background at
+        #: most every PEER_SYNC_S while this pace is used, never holding a spender up.
+        self.peer: Callable[[RuPace], Awaitable[None]] | None = None
+        self._peer_task: asyncio.Task[None] | None = None
+        self._peer_at = float("-inf")
         self._lock = asyncio.Lock()
         self.reset()
 
@@ -78,6 +89,7 @@ class RuPace:
         self._limit_rate: float | None = None  # the pace sent when the limit was last met
         self._settling = False  # after a 429: the next interval only takes a reference reading
         self._last_sending: float | None = None  # RU/s actually sent in the last interval
+        self._last_cut = float("-inf")  # when the pace was last slowed down
 
     @property
     def capacity(self) -> float:
@@ -89,6 +101,10 @@ class RuPace:
 
     async def spend(self, units: float = 1.0) -> None:
         """Wait until the pace allows `units` RU (and no pause is in force), then take them."""
+        first = self.peer is not None and self._peer_at == float("-inf")
+        self._sync_peers()
+        if first and self._peer_task is not None:  # join the others' pace before the first spend, not overshoot
+            await asyncio.wait([self._peer_task], timeout=PEER_SYNC_S)
         async with self._lock:  # FIFO: one waiter at a time keeps the pace smooth and fair
             while True:
                 now = time.monotonic()
@@ -103,6 +119,46 @@ class RuPace:
                 self._held_back = True
                 self.waited_seconds += wait
                 await asyncio.sleep(wait)
+
+    def _sync_peers(self) -> None:
+        """Start an exchange with the other instances when one is due and none is running."""
+        now = time.monotonic()
+        if self.peer is None or now - self._peer_at < PEER_SYNC_S or (self._peer_task and not self._peer_task.done()):
+            return
+        self._peer_at = now
+        self._peer_task = asyncio.ensure_future(self.peer(self))
+
+    async def stop_peers(self) -> None:
+        """Let an exchange in progress finish (its write is one call), and start no more."""
+        self.peer = None
+        if self._peer_task is not None and not self._peer_task.done():
+            await asyncio.wait([self._peer_task], timeout=5.0)
+
+    @property
+    def paused_until(self) -> float:
+        """When the pause in force ends (monotonic; in the past when none is)."""
+        return self._paused_until
+
+    def hold(self, until: float) -> None:
+        """Another instance met a 429: nobody here spends until `until` (monotonic) either. Not counted as
+        our 429, and the 429s our requests in flight meet until then belong to the same burst."""
+        self._paused_until = max(self._paused_until, until)
+        self._cut_until = max(self._cut_until, until)
+        self._level = min(self._level, 0.0)
+
+    def follow_cut(self) -> None:
+        """Another instance cut the tenant's pace on a 429: cut ours as well, so the app as a whole slows
+        down by the same factor (each instance learning alone, the others would keep sending). Not when we
+        cut for the same burst ourselves (within `FOLLOW_WINDOW_S`): the app would slow down twice."""
+        now = time.monotonic()
+        self.slow_start = False
+        if now - self._last_cut >= FOLLOW_WINDOW_S:
+            self._slow_down(CUT, now)
+
+    def join(self, rate: float) -> None:
+        """Start at the pace the other instances learned, instead of a slow start from the smallest tier."""
+        self.slow_start = False
+        self._set_rate(rate, time.monotonic())
 
     def charge(self, units: float = 1.0) -> None:
         """Take `units` now without waiting (into debt, which later spenders wait out).
@@ -166,6 +222,7 @@ class RuPace:
         self._level = min(self._level, 0.0)
         self.slow_start = False
         if now >= self._cut_until:
+            self.cuts += 1
             near_limit = (limit_percentage or 0.0) >= 0.8 or self._last_percentage is not None
             self._slow_down(CUT, now, floor=FLOOR_RU_PER_S if near_limit else min(self.rate, self.start_ru_per_s))
             # Until the pause ends, 429s answer requests sent before it, at the old pace: one cut covers them.
@@ -193,6 +250,7 @@ class RuPace:
     def _slow_down(self, factor: float, now: float, floor: float = FLOOR_RU_PER_S) -> None:
         """Met the limit: remember the pace that met it, and go `factor` times what was actually sent (not
         below `floor`)."""
+        self._last_cut = now
         sending = self._sending(now)
         self._limit_rate = max(sending, floor)
         self._set_rate(max(sending * factor, floor), now)

@@ -55,6 +55,13 @@ class BatchItem:
         """Graph's `x-ms-throttle-limit-percentage` on this answer (sent above 80 % of a limit), or None."""
         return limit_percentage(self.headers)
 
+    @property
+    def app_limit(self) -> bool:
+        """A 429 of the app's own limit in this tenant (`x-ms-throttle-scope: Tenant_Application/...`, the RU
+        bucket), rather than a limit of the tenant as a whole (`Tenant/...`) or an unstated one."""
+        scope = next((v for k, v in self.headers.items() if k.lower() == "x-ms-throttle-scope"), "")
+        return scope.split("/", 1)[0].lower() == "tenant_application"
+
 
 def limit_percentage(headers: dict[str, str]) -> float | None:
     """The `x-ms-throttle-limit-percentage` header as a number, or None when absent or unreadable."""
@@ -148,6 +155,7 @@ class GraphGateway:
         return self._client
 
     async def close(self) -> None:
+        await self.budget.stop_peers()
         if self._client is not None:
             http = getattr(self._client.request_adapter, "_http_client", None)
             if http is not None:
@@ -325,19 +333,26 @@ class GraphGateway:
     def _learn(self, answers: dict[str, BatchItem], pace: CallPace | None, sent_at: float) -> None:
         """Count one `$batch`'s answers and tell the pace that governs them what Graph said.
 
-        Reads under a call limit (`pace`) teach only that pace: the header on them may speak of either limit,
-        and a burst refused by the call limit says nothing of the RU bucket. Other reads teach the RU pace:
-        the highest `x-ms-throttle-limit-percentage` of the answered items, and a pause for the longest
+        Reads under a call limit (`pace`) teach that pace, but for their 429s in the RU bucket's scope
+        (`BatchItem.app_limit`), which teach the RU pace: the header on their answers may speak of either
+        limit, and a burst refused by the call limit says nothing of the RU bucket. Other reads teach the RU
+        pace: the highest `x-ms-throttle-limit-percentage` of the answered items, and a pause for the longest
         `Retry-After` of the refused ones."""
         refused = [a for a in answers.values() if a.status == 429]
         accepted = sum(1 for a in answers.values() if a.status not in (429, 503, 504))
         self.counters.throttled_items += len(refused)
         self.counters.answered_items += accepted
-        longest = max((a.retry_after for a in refused), default=0.0)
         if pace is not None:
+            calls = [a for a in refused if not a.app_limit]
             if answers:
-                pace.answered(accepted, len(refused), longest or 1.0, sent_at=sent_at)
+                pace.answered(accepted, len(calls), max((a.retry_after for a in calls), default=1.0),
+                              sent_at=sent_at)
+            refused = [a for a in refused if a.app_limit]
+            if refused:
+                self.budget.pause(max(a.retry_after for a in refused),
+                                  max((p for a in refused if (p := a.limit_percentage) is not None), default=None))
             return
+        longest = max((a.retry_after for a in refused), default=0.0)
         metered = [a.limit_percentage for a in answers.values() if a.status != 429]
         if metered:
             self.budget.observe(max((p for p in metered if p is not None), default=None))
