@@ -97,9 +97,67 @@ def expected_flags(sim: Any) -> tuple[int, list[str]]:
     return int(data["flags"]), list(data["ids"])
 
 
+async def measure_here(services: Any) -> dict[str, Any]:
+    """The measured run in this process: the sweep and the product's in-process drain side by side."""
+    from shared.upn.sweep import sweep
+
+    sweep_done = asyncio.Event()
+    counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
+    cpu0, t0 = time.process_time(), time.monotonic()
+
+    async def sweeper() -> dict[str, Any]:
+        try:
+            return await sweep(services, trigger="bench")
+        finally:
+            sweep_done.set()
+
+    swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
+    t1 = counters["last_done"] or time.monotonic()
+    budget = services.graph.budget
+    return {"seconds": t1 - t0, "cpu": time.process_time() - cpu0, "rss": peak_rss_mb(), "swept": swept,
+            "counters": counters, "pace_ru_per_s_at_end": round(budget.rate, 1), "pace_pauses": budget.throttled,
+            "passkey_reads_per_s_at_end": round(services.graph.auth_pace.rate, 2)}
+
+
+async def measure_in_processes(stack: Any, instances: int) -> dict[str, Any]:
+    """The measured run as on Azure: `python -m shared sweep` and `instances` queue processors
+    (`bench.instance`), each its own OS process with its own paces, against this simulator and Azurite.
+    Seconds run from starting the processes to the last message any of them handled (wall clock); CPU is
+    the children's, interpreter start included; RSS the largest process's."""
+    import json
+    import os
+    import resource
+    import tempfile
+    from pathlib import Path
+
+    env = {**os.environ, **stack.settings, "PG_INSTANCE_SETTINGS": json.dumps(stack.settings)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryDirectory() as tmp:
+        done = Path(tmp) / "sweep-done"
+        t0 = time.time()
+        processors = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.instance", "--wait-seconds", "300", "--until-file", str(done), env=env,
+            stdout=subprocess.PIPE) for _ in range(instances)]
+        sweeper = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared", "sweep", "--json", env=env,
+                                                       stdout=subprocess.PIPE)
+        swept = json.loads((await sweeper.communicate())[0].decode())
+        done.touch()
+        reports = [json.loads((await p.communicate())[0].decode().strip().splitlines()[-1]) for p in processors]
+    if sweeper.returncode or any(p.returncode for p in processors) or any(r["failed"] for r in reports):
+        raise RuntimeError(f"the processes did not finish cleanly: sweep {sweeper.returncode}, {reports}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    last = max((r["lastDoneAt"] for r in reports if r["lastDoneAt"]), default=time.time())
+    counters = {k: sum(r[k] for r in reports) for k in ("messages", "flagged", "requeued")}
+    return {"seconds": last - t0, "cpu": cpu,
+            "rss": max(r["peakRssMb"] for r in reports), "swept": swept, "counters": counters,
+            "instances": reports, "pace_pauses": sum(r["ruPauses"] for r in reports)}
+
+
 async def run(users: int, scale: float, sample: int, seed: int | None = None,
-              latency: dict[str, float] | None = None) -> dict[str, Any]:
-    """The benchmark; `seed` draws the simulator's bucket (`draw_bucket`), else Graph's large-tenant one."""
+              latency: dict[str, float] | None = None, instances: int = 0) -> dict[str, Any]:
+    """The benchmark; `seed` draws the simulator's bucket (`draw_bucket`), else Graph's large-tenant one;
+    `instances` > 0 runs the sweep and that many processors as their own processes."""
     from devhost.stack import local_stack
     from shared.upn.sweep import sweep
 
@@ -126,24 +184,9 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
         sim.reset_stats()
         knobs = sim.control("GET", "config")
 
-        sweep_done = asyncio.Event()
-        counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
-        cpu0, t0 = time.process_time(), time.monotonic()
-
-        async def sweeper() -> dict[str, Any]:
-            try:
-                return await sweep(services, trigger="bench")
-            finally:
-                sweep_done.set()
-
-        swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
-        t1 = counters["last_done"] or time.monotonic()
-        cpu = time.process_time() - cpu0
-        seconds = t1 - t0
-        rss = peak_rss_mb()
+        measured = await (measure_in_processes(stack, instances) if instances else measure_here(services))
+        seconds, cpu, rss, swept, counters = (measured[k] for k in ("seconds", "cpu", "rss", "swept", "counters"))
         stats = sim.stats()
-        pace_at_end, pace_pauses = services.graph.budget.rate, services.graph.budget.throttled
-        call_pace_at_end = services.graph.auth_pace.rate
 
         flags_written = 0
         async for _ in services.store.flags.every():
@@ -172,8 +215,8 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
         "bucket_capacity_ru": capacity, "refill_ru_per_s": refill,
         "bucket_drawn": {"seed": seed, "capacity_ru": bucket_ru, "refill_ru_per_s": refill_ru_per_s}
         if seed is not None else None,
-        "pace_ru_per_s_at_end": round(pace_at_end, 1), "pace_pauses": pace_pauses,
-        "passkey_reads_per_s_at_end": round(call_pace_at_end, 2),
+        **{k: measured[k] for k in ("pace_ru_per_s_at_end", "pace_pauses", "passkey_reads_per_s_at_end", "instances")
+           if k in measured}, "instances_run": instances,
         "simulator_latency": latency, "auth_methods_rps": auth_rate,
         "seconds": round(seconds, 2), "optimum_seconds": round(optimum, 2),
         "optimum_seconds_ru": round(optimum_ru, 2), "optimum_seconds_auth_methods": round(optimum_auth, 2),
@@ -204,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-bucket", action="store_true",
                         help="draw the simulator's bucket capacity and refill from --seed (the product is not told)")
     parser.add_argument("--seed", type=int, default=0, help="the draw's seed, with --random-bucket")
+    parser.add_argument("--instances", type=int, default=0,
+                        help="run the sweep and this many queue processors as their own OS processes (0: in this "
+                             "process, side by side)")
     args = parser.parse_args(argv)
     users, sample = args.users, args.baseline_sample
     if args.smoke:
         users, sample = min(users, 120), min(sample, 5)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     result = asyncio.run(run(users, args.throttle_scale, sample, args.seed if args.random_bucket else None,
-                             latency_knobs(args)))
+                             latency_knobs(args), args.instances))
     emit(result, as_json=args.json)
     return 0 if result["flags_written"] == result["flags_expected"] else 1
 

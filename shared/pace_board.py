@@ -1,4 +1,4 @@
-"""One Graph budget across the app's instances: their RU paces exchange news through a row in Table Storage.
+"""One Graph budget across the app's instances: their paces exchange news through a row in Table Storage.
 
 Graph's resource-unit bucket belongs to the app and the tenant together, so on Flex Consumption every instance
 spends from the same bucket, and none is told its size. Each instance's `RuPace` learns from the answers it
@@ -13,9 +13,11 @@ hear of, or a second instance doubles the 429s:
   and the others shrink theirs to make room: the app's total stays what was learned. One that leaves frees
   its share for the others to find again by probing.
 
-Each instance exchanges at most once a second while it spends (`budget.PEER_SYNC_S`), in the background: a
-read and an ETag-guarded write of the checkpoint row `pace|ru`. A lost race is read again; a storage failure
-only skips that exchange (the pace goes on alone), it never holds a Graph call up.
+The same holds for the per-tenant limit on authentication-method reads, which every instance's `CallPace`
+learns: its board is the row `pace|calls`. Each instance exchanges at most once a second while it spends
+(`budget.PEER_SYNC_S`), in the background: a read and an ETag-guarded write of the checkpoint row. A lost
+race is read again; a storage failure only skips that exchange (the pace goes on alone), it never holds a
+Graph call up.
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ import uuid
 from typing import Any
 
 from shared.errors import ConcurrencyError
-from shared.graph.budget import RuPace
+from shared.graph.budget import SharedPace
 from shared.state import ABSENT
 from shared.state.checkpoints import CheckpointTable
 
 log = logging.getLogger(__name__)
 
-BOARD = "pace|ru"
+BOARD = "pace|ru"  # the RU pace's board; the authentication-method reads' call pace has `pace|calls`
+CALLS_BOARD = "pace|calls"
 #: An instance that has not posted for this long is gone (its pace no longer counts).
 MEMBER_TTL_S = 10.0
 _ATTEMPTS = 3
@@ -49,7 +52,7 @@ class PaceBoard:
         self._members = 1  # active instances (us included) at our last exchange
         self.exchanges = 0
 
-    async def sync(self, pace: RuPace) -> None:
+    async def sync(self, pace: SharedPace) -> None:
         """One exchange; never raises (a failure is logged and the pace goes on alone)."""
         try:
             for _ in range(_ATTEMPTS):
@@ -61,7 +64,7 @@ class PaceBoard:
             log.warning("the shared Graph pace could not be exchanged (%s); this instance paces alone",
                         type(exc).__name__)
 
-    async def _exchange(self, pace: RuPace, board: dict[str, Any], etag: str) -> bool:
+    async def _exchange(self, pace: SharedPace, board: dict[str, Any], etag: str) -> bool:
         wall, mono = time.time(), time.monotonic()
         others = {k: m for k, m in (board.get("members") or {}).items()
                   if k != self.member and isinstance(m, dict) and wall - float(m.get("seen", 0)) <= MEMBER_TTL_S}

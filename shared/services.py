@@ -31,7 +31,7 @@ class Services:
         """The services for `settings`; `administrator` signs in as the person at the keyboard (the CLI)
         instead of the app's managed identity, for Graph and for identity-based storage."""
         from shared.graph.gateway import GraphGateway
-        from shared.pace_board import PaceBoard
+        from shared.pace_board import CALLS_BOARD, PaceBoard
         from shared.state import StateStore
 
         if not administrator:
@@ -44,7 +44,9 @@ class Services:
             graph = GraphGateway(settings, auth_provider=build_auth_provider(settings, credential=credential))
             store = StateStore.from_settings(settings,
                                              credential=credential if settings.storage.uses_identity else None)
-        graph.budget.peer = PaceBoard(store.checkpoints).sync  # one Graph budget across the app's instances
+        # One Graph budget across the app's instances: the RU pace and the passkey reads' call pace
+        graph.budget.peer = PaceBoard(store.checkpoints).sync
+        graph.auth_pace.peer = PaceBoard(store.checkpoints, name=CALLS_BOARD).sync
         return cls(settings=settings, graph=graph, store=store, credential=credential)
 
     async def close(self) -> None:

@@ -81,3 +81,25 @@ async def test_an_instance_alone_keeps_its_slow_start(seats):
     await a_seat.sync(a)
     assert a.slow_start and a.rate == START_RU_PER_S
 
+
+
+async def test_the_call_pace_is_shared_too(stores):
+    """The passkey reads' call pace has its own board: a refusal of instance a's reads holds b's until its
+    Retry-After, b (which joined a at half its pace) eases its pace once, and a newcomer c starts at its share
+    instead of a slow start."""
+    from shared.graph.budget import CallPace
+    from shared.pace_board import CALLS_BOARD
+
+    a_seat, b_seat = (PaceBoard(s.checkpoints, member=m, name=CALLS_BOARD) for s, m in zip(stores, "ab"))
+    a, b = CallPace(), CallPace()
+    await a_seat.sync(a)
+    await b_seat.sync(b)
+    a.answered(6, 14, retry_after=20)  # the end of a's slow start: the limit met
+    await a_seat.sync(a)
+    b_rate = b.rate
+    await b_seat.sync(b)
+    assert b.paused_until >= time.monotonic() + 18 and b.refused == 0
+    assert b.rate == pytest.approx(b_rate * CallPace.EASE)
+    c = CallPace()
+    await PaceBoard(stores[0].checkpoints, member="c", name=CALLS_BOARD).sync(c)
+    assert not c.slow_start and c.rate == pytest.approx((a.rate + b.rate) / 3)

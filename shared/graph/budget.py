@@ -53,7 +53,56 @@ PEER_SYNC_S = 1.0
 FOLLOW_WINDOW_S = 2 * PEER_SYNC_S
 
 
-class RuPace:
+class SharedPace:
+    """What a pace shares with the app's other instances (`shared/pace_board.py`): `peer` exchanges news at most
+    every PEER_SYNC_S while the pace is used, in the background (the first exchange before the first call, so a
+    newcomer joins the others' pace instead of overshooting); the subclass says what a peer's 429 (`hold`), cut
+    (`follow_cut`) and learned pace (`join`) mean for it, and counts its own `cuts`."""
+
+    rate: float
+
+    def _init_peers(self) -> None:
+        self.cuts = 0  # times a 429 cut this pace (the other instances follow each: `follow_cut`)
+        self.peer: Callable[[SharedPace], Awaitable[None]] | None = None
+        self._peer_task: asyncio.Task[None] | None = None
+        self._peer_at = float("-inf")
+
+    async def _hear_peers(self) -> None:
+        first = self.peer is not None and self._peer_at == float("-inf")
+        self._sync_peers()
+        if first and self._peer_task is not None:
+            await asyncio.wait([self._peer_task], timeout=PEER_SYNC_S)
+
+    def _sync_peers(self) -> None:
+        """Start an exchange with the other instances when one is due and none is running."""
+        now = time.monotonic()
+        if self.peer is None or now - self._peer_at < PEER_SYNC_S or (self._peer_task and not self._peer_task.done()):
+            return
+        self._peer_at = now
+        self._peer_task = asyncio.ensure_future(self.peer(self))
+
+    async def stop_peers(self) -> None:
+        """Let an exchange in progress finish (its write is one call), and start no more."""
+        self.peer = None
+        if self._peer_task is not None and not self._peer_task.done():
+            await asyncio.wait([self._peer_task], timeout=5.0)
+
+    @property
+    def paused_until(self) -> float:
+        """When the pause in force ends (monotonic; in the past when none is)."""
+        raise NotImplementedError
+
+    def hold(self, until: float) -> None:
+        raise NotImplementedError
+
+    def follow_cut(self) -> None:
+        raise NotImplementedError
+
+    def join(self, rate: float) -> None:
+        raise NotImplementedError
+
+
+class RuPace(SharedPace):
     """A token bucket in RU whose refill rate (`rate`, RU/s) is learned from Graph's answers (`observe`, `pause`)."""
 
     def __init__(self, start_ru_per_s: float = START_RU_PER_S) -> None:
@@ -63,12 +112,7 @@ class RuPace:
         self.spent = 0.0
         self.waited_seconds = 0.0
         self.throttled = 0  # 429s reported through `pause`
-        self.cuts = 0  # times a 429 cut the pace (other instances follow each: `follow_cut`)
-        #: Exchanges news with the app's other instances (`shared/pace_board.py`); run in the background at
-        #: most every PEER_SYNC_S while this pace is used, never holding a spender up.
-        self.peer: Callable[[RuPace], Awaitable[None]] | None = None
-        self._peer_task: asyncio.Task[None] | None = None
-        self._peer_at = float("-inf")
+        self._init_peers()
         self._lock = asyncio.Lock()
         self.reset()
 
@@ -101,10 +145,7 @@ class RuPace:
 
     async def spend(self, units: float = 1.0) -> None:
         """Wait until the pace allows `units` RU (and no pause is in force), then take them."""
-        first = self.peer is not None and self._peer_at == float("-inf")
-        self._sync_peers()
-        if first and self._peer_task is not None:  # join the others' pace before the first spend, not overshoot
-            await asyncio.wait([self._peer_task], timeout=PEER_SYNC_S)
+        await self._hear_peers()
         async with self._lock:  # FIFO: one waiter at a time keeps the pace smooth and fair
             while True:
                 now = time.monotonic()
@@ -119,20 +160,6 @@ class RuPace:
                 self._held_back = True
                 self.waited_seconds += wait
                 await asyncio.sleep(wait)
-
-    def _sync_peers(self) -> None:
-        """Start an exchange with the other instances when one is due and none is running."""
-        now = time.monotonic()
-        if self.peer is None or now - self._peer_at < PEER_SYNC_S or (self._peer_task and not self._peer_task.done()):
-            return
-        self._peer_at = now
-        self._peer_task = asyncio.ensure_future(self.peer(self))
-
-    async def stop_peers(self) -> None:
-        """Let an exchange in progress finish (its write is one call), and start no more."""
-        self.peer = None
-        if self._peer_task is not None and not self._peer_task.done():
-            await asyncio.wait([self._peer_task], timeout=5.0)
 
     @property
     def paused_until(self) -> float:
@@ -272,7 +299,7 @@ class RuPace:
         self._reference_percentage = self._last_percentage
 
 
-class CallPace:
+class CallPace(SharedPace):
     """A pace in calls per second for reads under a per-tenant call limit Graph does not publish (the
     authentication-method reads: a few a second in public reports), learned from what Graph accepted.
 
@@ -300,6 +327,7 @@ class CallPace:
         self.refused = 0   # calls Graph refused (429)
         self.accepted = 0  # calls Graph answered
         self.waited_seconds = 0.0
+        self._init_peers()
         self.reset()
 
     def reset(self) -> None:
@@ -324,6 +352,7 @@ class CallPace:
         """Wait until the pace allows a batch (and no `Retry-After` is in force), and take it: `wanted` calls or
         the burst at that moment, whichever is fewer. The size is decided when the wait ends, not before: a
         spender that queued while the pace was faster must not send the bigger batch it asked for then."""
+        await self._hear_peers()
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -361,6 +390,7 @@ class CallPace:
             learned = taken if self.slow_start else self.rate * self.EASE
             self.rate = max(self.FLOOR_PER_S, min(self.rate, learned))  # a refusal never speeds the pace up
             self.slow_start = False
+            self.cuts += 1
             self._paused_until = max(self._paused_until, now + retry_after)
             self._cut_at = now
             self._level = min(self._level, 0.0)
@@ -372,3 +402,32 @@ class CallPace:
                 self.rate = min(self.CEILING_PER_S, self.rate * growth)
             self._last_growth = now
             self._held_back = False
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def hold(self, until: float) -> None:
+        """Another instance met the limit: nobody here sends until `until` (monotonic) either, and refusals of
+        our batches already in flight answer the same burst (stale: counted, no cut)."""
+        now = time.monotonic()
+        self._paused_until = max(self._paused_until, until)
+        self._cut_at = max(self._cut_at, now)
+        self._level = min(self._level, 0.0)
+
+    def follow_cut(self) -> None:
+        """Another instance cut the tenant's pace: ease ours as a later burst would (half at the end of a slow
+        start), unless our own cut answered the same burst."""
+        now = time.monotonic()
+        if now - self._cut_at < FOLLOW_WINDOW_S:
+            return
+        self.rate = max(self.FLOOR_PER_S, self.rate * (0.5 if self.slow_start else self.EASE))
+        self.slow_start = False
+        self._cut_at = self._last_growth = now
+        self._level = min(self._level, 0.0)
+
+    def join(self, rate: float) -> None:
+        """Start at our share of the pace the other instances learned."""
+        self.rate = max(self.FLOOR_PER_S, min(self.CEILING_PER_S, rate))
+        self.slow_start = False
+        self._level = min(self._level, float(self.burst))

@@ -156,6 +156,7 @@ class GraphGateway:
 
     async def close(self) -> None:
         await self.budget.stop_peers()
+        await self.auth_pace.stop_peers()
         if self._client is not None:
             http = getattr(self._client.request_adapter, "_http_client", None)
             if http is not None:

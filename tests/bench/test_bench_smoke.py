@@ -50,6 +50,16 @@ def test_mass_rename_draws_a_bucket_the_product_is_not_told() -> None:
     assert result["flags_written"] == result["flags_expected"] == result["flags_reported"]
 
 
+def test_mass_rename_with_processor_processes_flags_every_holder_once() -> None:
+    """`--instances 2`: the sweep and two queue processors, each its own OS process with its own paces, write
+    exactly the expected flags, and each processor reports what it did."""
+    result = run_bench("mass_rename", "--instances", "2", "--baseline-sample", "0")
+    assert result["instances_run"] == 2 and len(result["instances"]) == 2
+    assert len({i["pid"] for i in result["instances"]}) == 2
+    assert sum(i["messages"] for i in result["instances"]) == result["messages"] >= result["sweep_messages"]
+    assert result["flags_written"] == result["flags_expected"] == result["flags_reported"] > 0
+
+
 @pytest.mark.parametrize(("module", "keys"), [
     ("cold_start", ("import_index_seconds", "bare_import_seconds", "ratio_to_bare_import", "first_verify_seconds")),
     ("state_writes", ("batched_entities_per_s", "single_entities_per_s", "ratio", "entities")),

@@ -52,8 +52,8 @@ async def _run_instances(azurite, instances: int, *flags: str) -> dict:
         sim.control("POST", "throttle/reset")
         sim.reset_stats()
         env = {**os.environ, "PG_INSTANCE_SETTINGS": json.dumps(settings)}
-        procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.instance", "--wait-seconds", "3", *flags,
-                                                      cwd=ROOT, env=env, stdout=subprocess.PIPE)
+        procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.instance", "--wait-seconds", "3",
+                                                      *flags, cwd=ROOT, env=env, stdout=subprocess.PIPE)
                  for _ in range(instances)]
         outputs = [json.loads((await p.communicate())[0].decode().strip().splitlines()[-1]) for p in procs]
         stats = sim.stats()
