@@ -34,6 +34,8 @@ def test_mass_rename_flags_every_renamed_passkey_holder_through_the_queue() -> N
     assert result["users"] == 120 and result["changed_users"] == 120
     assert result["flags_expected"] > 0
     assert result["flags_written"] == result["flags_expected"] == result["flags_reported"]
+    assert result["missed"] == result["unexpected"] == result["duplicates"] == 0  # by user id and new UPN
+    assert result["optimum_bound"] in ("ru", "auth_methods", "delta_chain")
     assert result["messages"] == result["sweep_messages"] and result["requeued_messages"] == 0
     assert result["resource_units"] >= result["users"]  # one fido2Methods read per renamed user, at least
 
