@@ -18,6 +18,14 @@ It starts at `START_RU_PER_S`, Graph's smallest published tier, and never passes
 app's own limit across all tenants. Bulk paths `spend()` before each request; reads that must not queue (the
 sweep's sequential delta pages) `charge()` and later spenders wait out the debt; the gateway `observe()`s each
 metered answer and `pause()`s on a 429.
+
+Authentication-method reads (`users/{id}/authentication/*`) also meet a per-tenant limit in calls, far below the
+RU limit and unpublished: `CallPace` learns it from the calls Graph accepts. Those reads still spend their RU
+here, but their answers teach only the call pace (the header on them may speak of either limit), and so do
+their 429s, except those in the app's own RU scope (`x-ms-throttle-scope: Tenant_Application/...`).
+
+Both paces are `SharedPace`s: with several instances of the app, `shared/pace_board.py` lets them share what
+each learns, so adding an instance does not multiply the 429s.
 """
 from __future__ import annotations
 

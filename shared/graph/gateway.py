@@ -349,17 +349,13 @@ class GraphGateway:
                 pace.answered(accepted, len(calls), max((a.retry_after for a in calls), default=1.0),
                               sent_at=sent_at)
             refused = [a for a in refused if a.app_limit]
-            if refused:
-                self.budget.pause(max(a.retry_after for a in refused),
-                                  max((p for a in refused if (p := a.limit_percentage) is not None), default=None))
-            return
-        longest = max((a.retry_after for a in refused), default=0.0)
-        metered = [a.limit_percentage for a in answers.values() if a.status != 429]
-        if metered:
-            self.budget.observe(max((p for p in metered if p is not None), default=None))
+        else:
+            metered = [a.limit_percentage for a in answers.values() if a.status != 429]
+            if metered:
+                self.budget.observe(max((p for p in metered if p is not None), default=None))
         if refused:
             near = [a.limit_percentage for a in refused if a.limit_percentage is not None]
-            self.budget.pause(longest, max(near, default=None))
+            self.budget.pause(max(a.retry_after for a in refused), max(near, default=None))
 
     async def _send_round(self, chunk: list[str], pending: dict[str, str], ru_per_item: float,
                           envelopes: _EnvelopeRetries) -> dict[str, BatchItem]:
