@@ -90,7 +90,7 @@ async def test_the_call_pace_is_shared_too(stores):
     from shared.graph.budget import CallPace
     from shared.pace_board import CALLS_BOARD
 
-    a_seat, b_seat = (PaceBoard(s.checkpoints, member=m, name=CALLS_BOARD) for s, m in zip(stores, "ab"))
+    a_seat, b_seat = (PaceBoard(s.checkpoints, member=m, name=CALLS_BOARD) for s, m in zip(stores, "ab", strict=True))
     a, b = CallPace(), CallPace()
     await a_seat.sync(a)
     await b_seat.sync(b)

@@ -80,6 +80,30 @@ async def test_batch_get_learns_a_bucket_it_is_not_told(sim, monkeypatch):
     assert gw.budget.rate < 2 * refill  # it learned to go slower than its guess
 
 
+async def test_passkey_reads_refused_by_the_ru_bucket_teach_the_ru_pace_and_the_rest_the_call_pace(sim, monkeypatch):
+    """Passkey reads meet two limits. 429s in the app's own scope (`x-ms-throttle-scope: Tenant_Application/...`,
+    the RU bucket) pause the RU pace, which every bulk read of the tenant shares; 429s of the tenant's limit on
+    authentication-method reads (`Tenant/...`) teach only the call pace."""
+    graph_waits_move_the_clock(sim, monkeypatch)
+    reads = {uid(n): f"/users/{uid(n)}/authentication/fido2Methods" for n in range(1, 41)}
+    sim.configure(throttle_capacity_ru=10.0, throttle_refill_ru_per_s=10.0, auth_methods_rps=0)
+    sim.control("POST", "throttle/reset")
+    gw = gateway(sim)
+    try:
+        assert {a.status for a in (await gw.batch_get(reads, pace=gw.auth_pace)).values()} == {200}
+        assert gw.budget.throttled > 0 and gw.auth_pace.refused == 0  # the RU bucket's 429s: the RU pace's
+    finally:
+        sim.configure(throttle_capacity_ru=8000.0, throttle_refill_ru_per_s=800.0, auth_methods_rps=6.0)
+        sim.control("POST", "throttle/reset")
+        await gw.close()
+    gw = gateway(sim)
+    try:
+        assert {a.status for a in (await gw.batch_get(reads, pace=gw.auth_pace)).values()} == {200}
+        assert gw.auth_pace.refused > 0 and gw.budget.throttled == 0  # the call limit's: the call pace's
+    finally:
+        await gw.close()
+
+
 async def test_concurrent_bulk_reads_wait_their_turn_under_the_authentication_method_limit(sim, monkeypatch):
     """Three bulk reads of 20 passkeys at once against Graph's 6 a second: each waits its turn while the others
     progress, and none gives up, even allowed only two rounds in a row without any answer of the tenant."""
