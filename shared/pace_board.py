@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from shared.errors import ConcurrencyError
@@ -43,9 +44,11 @@ _ATTEMPTS = 3
 class PaceBoard:
     """This instance's seat at the tenant's board: `sync(pace)` posts its news and takes the others'."""
 
-    def __init__(self, checkpoints: CheckpointTable, *, member: str | None = None, name: str = BOARD) -> None:
+    def __init__(self, checkpoints: CheckpointTable, *, member: str | None = None, name: str = BOARD,
+                 ready: Callable[[], bool] = lambda: True) -> None:
         self.checkpoints = checkpoints
         self.name = name
+        self.ready = ready  # nothing is read or written until this holds (the tenant confirmed)
         self.member = member or uuid.uuid4().hex[:12]
         self._seen_cuts: int | None = None  # the board's count after our last exchange (None: not joined)
         self._posted_cuts = 0  # our pace's cuts already on the board
@@ -53,7 +56,10 @@ class PaceBoard:
         self.exchanges = 0
 
     async def sync(self, pace: SharedPace) -> None:
-        """One exchange; never raises (a failure is logged and the pace goes on alone)."""
+        """One exchange; never raises (a failure is logged and the pace goes on alone). None before `ready()`:
+        a process that has not confirmed its tenant writes nothing to storage."""
+        if not self.ready():
+            return
         try:
             for _ in range(_ATTEMPTS):
                 value, etag = await self.checkpoints.get(self.name)
@@ -65,7 +71,7 @@ class PaceBoard:
                         type(exc).__name__)
 
     async def _exchange(self, pace: SharedPace, board: dict[str, Any], etag: str) -> bool:
-        wall, mono = time.time(), time.monotonic()
+        wall, mono = time.time(), pace.clock()
         others = {k: m for k, m in (board.get("members") or {}).items()
                   if k != self.member and isinstance(m, dict) and wall - float(m.get("seen", 0)) <= MEMBER_TTL_S}
         cuts, members = int(board.get("cuts", 0)), len(others) + 1

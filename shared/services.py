@@ -45,8 +45,10 @@ class Services:
             store = StateStore.from_settings(settings,
                                              credential=credential if settings.storage.uses_identity else None)
         # One Graph budget across the app's instances: the RU pace and the passkey reads' call pace
-        graph.budget.peer = PaceBoard(store.checkpoints).sync
-        graph.auth_pace.peer = PaceBoard(store.checkpoints, name=CALLS_BOARD).sync
+        # (only once the tenant is confirmed: a process answering for the wrong tenant writes nothing)
+        graph.budget.peer = PaceBoard(store.checkpoints, ready=lambda: graph.tenant_confirmed).sync
+        graph.auth_pace.peer = PaceBoard(store.checkpoints, name=CALLS_BOARD,
+                                         ready=lambda: graph.tenant_confirmed).sync
         return cls(settings=settings, graph=graph, store=store, credential=credential)
 
     async def close(self) -> None:

@@ -146,5 +146,6 @@ def graph_waits_move_the_clock(sim: Simulator, monkeypatch: pytest.MonkeyPatch) 
         await asyncio.sleep(0)
 
     monkeypatch.setattr(budget_module, "time", SimpleNamespace(monotonic=monotonic))
-    monkeypatch.setattr(budget_module, "asyncio", SimpleNamespace(sleep=sleep, Lock=asyncio.Lock))
+    monkeypatch.setattr(budget_module, "asyncio", SimpleNamespace(sleep=sleep, Lock=asyncio.Lock, wait=asyncio.wait,
+                                                                  ensure_future=asyncio.ensure_future))
     return waits

@@ -103,3 +103,18 @@ async def test_the_call_pace_is_shared_too(stores):
     c = CallPace()
     await PaceBoard(stores[0].checkpoints, member="c", name=CALLS_BOARD).sync(c)
     assert not c.slow_start and c.rate == pytest.approx((a.rate + b.rate) / 3)
+
+
+async def test_nothing_is_read_or_written_before_the_tenant_is_confirmed(stores):
+    """A process whose Graph may answer for another tenant writes nothing to storage: the board waits until
+    `ready()` (the gateway's tenant check) holds."""
+    confirmed = [False]
+    seat = PaceBoard(stores[0].checkpoints, member="a", ready=lambda: confirmed[0])
+    pace = RuPace()
+    pace.pause(5, 0.9)
+    await seat.sync(pace)
+    assert seat.exchanges == 0 and await stores[0].checkpoints.get(BOARD) == (None, None)
+    confirmed[0] = True
+    await seat.sync(pace)
+    board, _ = await stores[0].checkpoints.get(BOARD)
+    assert seat.exchanges == 1 and board["cuts"] == 1

@@ -75,6 +75,10 @@ class SharedPace:
         self._peer_task: asyncio.Task[None] | None = None
         self._peer_at = float("-inf")
 
+    def clock(self) -> float:
+        """This pace's monotonic clock (a peer's pause is converted to it)."""
+        return time.monotonic()
+
     async def _hear_peers(self) -> None:
         first = self.peer is not None and self._peer_at == float("-inf")
         self._sync_peers()
