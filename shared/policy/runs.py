@@ -1,5 +1,6 @@
-"""The `runs` table from the use cases' side: `RunRecorder` writes one row per verify, plan, apply or
-rollback (who, what, how long, how many Graph calls), and `list_runs` is the runs listing use case."""
+"""The `runs` table from the use cases' side: `RunRecorder` writes one row per verify, plan, apply, rollback
+or sweep (who, what, how long, how many Graph calls, and while a long run works its progress), and
+`list_runs` is the runs listing use case."""
 from __future__ import annotations
 
 import time
@@ -8,7 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.actors import THE_APP, Actor, resolve_actor, run_fields
+from shared.progress import Progress
 from shared.services import Services
+
+RUNNING = "running"
 
 
 def now() -> datetime:
@@ -31,6 +35,9 @@ class RunRecorder:
             self.run = {**existing, "kind": kind}
         self._t0 = time.monotonic()
         self._calls0 = services.graph.counters.requests
+        self._ru0 = services.graph.budget.spent
+        #: updated by the use case after each page or step; written to the run row about once a second
+        self.progress = Progress(self._record_progress, spent=self.ru_spent)
         from shared.telemetry import bind_run
 
         bind_run(self.id)
@@ -39,7 +46,25 @@ class RunRecorder:
     def id(self) -> str:
         return str(self.run["id"])
 
+    def ru_spent(self) -> float:
+        """The RU this process spent from the tenant's budget since the run began (work running beside it in
+        the same process, such as the queue trigger's, counts too)."""
+        return self.services.graph.budget.spent - self._ru0
+
+    async def _record_progress(self, progress: dict[str, Any]) -> None:
+        """The row of a run still working: result `running` (or the queued job's own), and who acted as far
+        as known (an administrator is named from the Graph token when the run finishes)."""
+        row = {**self.run, "progress": progress}
+        row.setdefault("result", RUNNING)
+        if "actor" not in row:
+            row.update(run_fields(row["trigger"], self.actor, self.services.settings.enforcement_mode))
+        await self.services.store.runs.put(row)
+
     async def finish(self, result: str, **fields: Any) -> dict[str, Any]:
+        """Write the run's final row: its result, the fields given, its last progress, Graph calls, duration."""
+        progress = self.progress.final()
+        if progress is not None:
+            self.run["progress"] = progress
         if "actor" not in self.run:
             self.run.update(run_fields(self.run["trigger"], await resolve_actor(self.services.graph, self.actor),
                                        self.services.settings.enforcement_mode))
