@@ -140,7 +140,7 @@ def duration_text(seconds: float) -> str:
 def _amount(progress: Mapping[str, Any]) -> str:
     done, total, unit = progress.get("done", 0), progress.get("total"), progress.get("unit", "")
     if total is None:
-        return f"{done:,} {unit} (total unknown)"
+        return f"{done:,} {unit} (total unknown)" if done else ""  # a step with nothing to count yet
     percent = progress.get("percent")
     return f"{done:,}/{total:,} {unit}" + (f" ({percent:g}%)" if percent is not None else "")
 
@@ -150,7 +150,7 @@ def describe_progress(progress: Mapping[str, Any] | None, *, running: bool = Tru
     line has no ETA. Empty when the run recorded no progress."""
     if not progress:
         return ""
-    parts = [f"{progress.get('phase', '?')} {_amount(progress)}"]
+    parts = [" ".join(p for p in (str(progress.get("phase", "?")), _amount(progress)) if p)]
     if running:
         eta = progress.get("etaSeconds")
         parts.append("ETA unknown" if eta is None else f"ETA {duration_text(eta)}")

@@ -193,3 +193,9 @@ def test_a_terminal_bar_redraws_one_line_and_ends_it():
     bar.close()
     text = stream.getvalue()
     assert text.count("\r") == 2 and text.endswith("\x1b[K\n") and "2/2 users (100%)" in text
+
+
+def test_a_step_with_nothing_counted_yet_shows_its_name_only():
+    """`reading the tenant` is not "0 reads (total unknown)"."""
+    shown = {"phase": "reading the tenant", "done": 0, "total": None, "unit": "reads", "etaSeconds": None}
+    assert describe_progress(shown) == "reading the tenant, ETA unknown"

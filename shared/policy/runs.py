@@ -3,6 +3,7 @@ or sweep (who, what, how long, how many Graph calls, and while a long run works 
 `list_runs` is the runs listing use case."""
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from shared.actors import THE_APP, Actor, resolve_actor, run_fields
 from shared.progress import Progress
 from shared.services import Services
 
+log = logging.getLogger(__name__)
 RUNNING = "running"
 
 
@@ -36,6 +38,7 @@ class RunRecorder:
         self._t0 = time.monotonic()
         self._calls0 = services.graph.counters.requests
         self._ru0 = services.graph.budget.spent
+        self._finished = False
         #: updated by the use case after each page or step; written to the run row about once a second
         self.progress = Progress(self._record_progress, spent=self.ru_spent)
         from shared.telemetry import bind_run
@@ -72,8 +75,30 @@ class RunRecorder:
         self.run["result"] = result
         self.run["graphCalls"] = self.services.graph.counters.requests - self._calls0
         self.run["durationMs"] = round((time.monotonic() - self._t0) * 1000)
+        self._finished = True
         await self.services.store.runs.put(self.run)
         return self.run
+
+    async def stopped(self, exc: Exception, **fields: Any) -> None:
+        """A run that ends on an error after its progress showed it working: its row says `refused` (a
+        refusal, 4xx) or `failed`, with the error, rather than `running` for ever. Nothing when the run has
+        finished already or never showed progress; a failure to record it is logged (the run's own error is
+        what the caller sees)."""
+        from shared.errors import PasskeyGuardError
+
+        if self._finished or self.progress.view() is None:
+            return
+        if isinstance(exc, PasskeyGuardError):
+            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.detail is not None:
+                error["detail"] = exc.detail
+            result = "refused" if exc.status < 500 else "failed"
+        else:
+            error, result = {"code": "internalError", "message": "an unexpected error occurred; see the logs"}, "failed"
+        try:
+            await self.finish(result, error=error, **fields)
+        except Exception as record_exc:
+            log.warning("the stopped run %s was not recorded (%s)", self.id, type(record_exc).__name__)
 
 
 def public_run(run: dict[str, Any]) -> dict[str, Any]:

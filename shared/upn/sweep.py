@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.actors import THE_APP, Actor
 from shared.errors import PasskeyGuardError
@@ -20,9 +20,6 @@ from shared.upn.clock import iso as _iso
 from shared.upn.clock import now as _now
 from shared.upn.decide import same_upn
 from shared.upn.messages import USERS_PER_MESSAGE, send_messages, users_message
-
-if TYPE_CHECKING:
-    from shared.policy.runs import RunRecorder
 
 log = logging.getLogger(__name__)
 
@@ -270,24 +267,13 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
             # recorded here, and only changed users are queued, each with its old UPN.
             run.known = await services.store.snapshots.load_all(raw=True)
         await _read_all(services, run, recorder.progress, max_pages)
-    except Exception as exc:
-        await _record_failure(recorder, exc, run)
+    except Exception as exc:  # the run says failed, with how far it got
+        await recorder.stopped(exc, **({} if run is None else {
+            "pages": run.pages, "users": run.users, "changedUsers": run.changed, "messagesQueued": run.queued,
+            "resyncs": run.resyncs}))
         raise
     counts = {"pages": run.pages, "users": run.users, "changedUsers": run.changed, "messagesQueued": run.queued,
               "resyncs": run.resyncs, "complete": not run.state.get("nextLink"), "seeded": run.seeded,
               "seconds": round(time.monotonic() - started, 3)}
     await recorder.finish("complete" if counts["complete"] else "incomplete", **counts)
     return {"trigger": trigger, "runId": recorder.id, **counts}
-
-
-async def _record_failure(recorder: RunRecorder, exc: Exception, run: _SweepRun | None) -> None:
-    """Record the failed sweep with its error and how far it got; a failure to record it is logged, and the
-    sweep's own error is what the caller sees."""
-    error = ({"code": exc.code, "message": exc.message} if isinstance(exc, PasskeyGuardError)
-             else {"code": "internalError", "message": "an unexpected error occurred; see the logs"})
-    counts = {} if run is None else {"pages": run.pages, "users": run.users, "changedUsers": run.changed,
-                                     "messagesQueued": run.queued, "resyncs": run.resyncs}
-    try:
-        await recorder.finish("failed", error=error, **counts)
-    except Exception as record_exc:
-        log.warning("the failed sweep's run was not recorded (%s)", type(record_exc).__name__)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from shared.policy.runs import RunRecorder, list_runs, public_run
 
 
@@ -62,3 +64,29 @@ async def test_a_failing_progress_write_does_not_fail_the_run_and_the_result_is_
     assert calls == ["running", "complete"]
     stored = await services.store.runs.get(recorder.id)
     assert stored["result"] == "complete" and stored["users"] == 10 and stored["progress"]["total"] == 10
+
+
+async def test_a_run_stopped_by_an_error_after_showing_progress_ends_refused_or_failed(use_case_stack):
+    """An error after the row showed `running` ends it refused (a 4xx refusal) or failed, with the error; a run
+    that never showed progress writes no row (as before), and a finished run is not written again."""
+    from shared.errors import ConflictError, GraphUnavailable, NotFound
+
+    services, _ = await use_case_stack()
+    quiet = RunRecorder(services, "apply", "timer")
+    await quiet.stopped(ConflictError("another apply is running"))
+    with pytest.raises(NotFound):
+        await services.store.runs.get(quiet.id)
+    refused = RunRecorder(services, "apply", "timer")
+    await refused.progress.begin("lockout evaluation", unit="users", total=3)
+    await refused.stopped(ConflictError("the tenant changed since this plan was made"))
+    row = await services.store.runs.get(refused.id)
+    assert row["result"] == "refused" and row["error"]["code"] == "conflict"
+    failed = RunRecorder(services, "sweep", "timer")
+    await failed.progress.begin("seeding", unit="users")
+    await failed.finish("failed", error={"code": "x", "message": "recorded by the use case"})
+    await failed.stopped(GraphUnavailable("Graph did not answer"))
+    assert (await services.store.runs.get(failed.id))["error"]["code"] == "x"
+    broken = RunRecorder(services, "plan", "timer")
+    await broken.progress.begin("reading the tenant", unit="reads")
+    await broken.stopped(KeyError("bug"))
+    assert (await services.store.runs.get(broken.id))["error"]["code"] == "internalError"
