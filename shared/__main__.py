@@ -10,7 +10,7 @@
     python -m shared track    [--json]
     python -m shared flags    [--json | --csv] [--status STATUS]
     python -m shared flags    approve-removal (USER_ID... | --all-waiting) [--json]
-    python -m shared runs     [--json]
+    python -m shared runs     [RUN_ID] [--json]
     python -m shared subscribe [--json]
 
 Settings come from the environment (see the README's settings reference). Exit codes: 0 success,
@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="approve-removal: let the next tracker run delete these flags' stale passkeys")
     flags.add_argument("user_ids", nargs="*", metavar="USER_ID", help="with approve-removal: the users")
     flags.add_argument("--all-waiting", action="store_true", help="with approve-removal: every waiting flag")
-    add("runs", "list recent runs")
+    runs = add("runs", "list recent runs, or show one run and its progress")
+    runs.add_argument("run_id", nargs="?", metavar="RUN_ID", help="show this run only")
     add("subscribe", "create or renew the Graph /users subscription")
     return parser
 
@@ -155,9 +156,17 @@ async def _rollback(services: Services, args: argparse.Namespace) -> Outcome:
 
 
 async def _sweep(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.actors import SIGNED_IN_ADMINISTRATOR
+    from shared.progress import terminal_bar, watched
     from shared.upn import drain, sweep
 
-    result = await sweep.sweep(services, trigger="cli")
+    bar = terminal_bar(sys.stderr)  # on a terminal only: pipes, logs and tests get no bar
+    try:
+        with watched(bar.draw if bar is not None else None):
+            result = await sweep.sweep(services, trigger="cli", actor=SIGNED_IN_ADMINISTRATOR)
+    finally:
+        if bar is not None:
+            bar.close()
     text = " ".join(f"{k}={v}" for k, v in result.items())
     if not args.process:
         return result, text, EXIT_OK
@@ -208,11 +217,43 @@ async def _flags(services: Services, args: argparse.Namespace) -> Outcome:
 async def _runs(services: Services, args: argparse.Namespace) -> Outcome:
     from shared.actors import describe_run_actor
     from shared.policy import runs as policy
+    from shared.progress import describe_progress
 
+    if args.run_id:
+        from shared.policy.jobs import public_run
+
+        run = public_run(await services.store.runs.get(args.run_id))
+        return run, _run_text(run), EXIT_OK
     result = await policy.list_runs(services, limit=20)
-    lines = [f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
-             for r in result["value"]]
+    lines = []
+    for r in result["value"]:
+        progress = describe_progress(r.get("progress"), running=r["result"] == "running")
+        lines.append(f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
+                     + (f"  [{progress}]" if progress else ""))
     return result, "\n".join(lines) or "no runs", EXIT_OK
+
+
+#: The counts a run may hold beside its result (a sweep's), shown by `runs RUN_ID` in this order.
+_RUN_COUNTS = ("pages", "users", "changedUsers", "messagesQueued", "resyncs", "graphCalls", "durationMs")
+
+
+def _run_text(run: dict[str, Any]) -> str:
+    """One run for people: what, how it stands, who started it, its progress, counts and error."""
+    from shared.actors import describe_run_actor
+    from shared.progress import describe_progress
+
+    lines = [f"run {run['runId']}: {run.get('kind', '?')} {run.get('result', '?')} ({run['status']})",
+             f"started:  {run['startedAt']}, {describe_run_actor(run)}"]
+    progress = describe_progress(run.get("progress"), running=run["status"] != "done")
+    if progress:
+        lines.append(f"progress: {progress} (updated {run['progress'].get('updatedAt', '?')})")
+    counts = [f"{k}={run[k]}" for k in _RUN_COUNTS if k in run]
+    if counts:
+        lines.append("counts:   " + " ".join(counts))
+    error = run.get("error")
+    if isinstance(error, dict):
+        lines.append(f"error:    {error.get('code')}: {error.get('message')}")
+    return "\n".join(lines)
 
 
 async def _subscribe(services: Services, args: argparse.Namespace) -> Outcome:

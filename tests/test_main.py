@@ -134,3 +134,80 @@ def test_every_subcommand_runs_its_own_function() -> None:
 
     sub = next(a for a in _parser()._actions if a.dest == "command")
     assert set(sub.choices or ()) == set(COMMANDS)
+
+
+def _paged_tenant(users: int = 30, page: int = 5) -> dict:
+    from tests.e2e.stack import tenant, user
+
+    doc = tenant([user(n) for n in range(1, users + 1)])
+    doc["simulator"]["delta_page_size"] = page
+    return doc
+
+
+async def test_runs_show_a_sweeps_progress_and_one_run_by_id(azurite, functions):
+    """`sweep` in a pipe draws no bar (stderr stays empty); `runs` lists the sweep with where it ended,
+    `runs --json` carries the progress with its percent, and `runs RUN_ID` shows that run alone, as
+    GET /api/runs/{runId} does."""
+    from tests import payloads
+    from tests.e2e.stack import ADMIN_PRINCIPAL
+    from tests.e2e.test_cli import cli_env
+
+    async with running_stack(azurite, _paged_tenant(), drain=False) as stack:
+        env = cli_env(stack, azurite.connection_string)
+        code, out, err = await run_cli(env, "sweep", "--json")
+        assert code == 0 and err == "", err  # not a terminal: not a character of a bar
+        run_id = json.loads(out)["runId"]
+        code, out, _ = await run_cli(env, "runs")
+        line = next(ln for ln in out.splitlines() if run_id in ln)
+        assert "sweep" in line and "complete" in line and "[seeding 30/30 users (100%)" in line, line
+        assert "ETA" not in line  # a finished run has none
+        code, out, _ = await run_cli(env, "runs", "--json")
+        listed = next(r for r in json.loads(out)["value"] if r["runId"] == run_id)
+        assert listed["progress"]["percent"] == 100.0 and listed["progress"]["total"] == 30
+        code, out, _ = await run_cli(env, "runs", run_id)
+        assert code == 0 and out.startswith(f"run {run_id}: sweep complete (done)"), out
+        assert "progress: seeding 30/30 users (100%)" in out and "pages=6 users=30" in out, out
+        code, out, _ = await run_cli(env, "runs", run_id, "--json")
+        shown = json.loads(out)
+        answer = await functions["run_get"].get_user_function()(payloads.http_request(
+            "GET", f"https://guard.example/api/runs/{run_id}", route_params={"runId": run_id},
+            headers={"X-MS-CLIENT-PRINCIPAL": ADMIN_PRINCIPAL}))
+        assert answer.status_code == 200 and json.loads(answer.get_body()) == shown
+        assert shown["status"] == "done" and shown["progress"]["done"] == 30
+        code, _, err = await run_cli(env, "runs", "0" * 32)
+        assert code == 2 and "not found" in err, err
+
+
+async def test_sweep_on_a_terminal_draws_a_bar_page_by_page(azurite):
+    """With stderr a terminal (a pseudo-terminal here), `sweep` redraws one bar line per page on stderr and
+    ends it; stdout carries only the result."""
+    import pty
+
+    async with running_stack(azurite, _paged_tenant(), drain=False) as stack:
+        from tests.e2e.test_cli import cli_env
+
+        master, slave = pty.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shared", "sweep", cwd=ROOT, env=cli_env(stack, azurite.connection_string),
+                stdout=subprocess.PIPE, stderr=slave)
+            os.close(slave)
+            out, _ = await proc.communicate()
+            drawn = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's other end is closed and everything was read
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+        finally:
+            os.close(master)
+        assert proc.returncode == 0
+        text = drawn.decode()
+        frames = [f for f in text.split("\r") if f.startswith("[")]
+        assert len(frames) >= 6, text  # the start, then each of the 6 pages
+        assert "seeding 30/30 users (100%)" in frames[-1] and "#" * 24 in frames[-1], text
+        assert text.rstrip("\r\n").endswith("\x1b[K"), text  # the line was ended once, after the last frame
+        assert "\r" not in out.decode() and "runId=" in out.decode()

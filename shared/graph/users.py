@@ -49,3 +49,20 @@ async def current_upns(graph: GraphGateway, user_ids: list[str]) -> dict[str, st
 async def user_by_upn(graph: GraphGateway, upn: str, *, what: str = "find a user by UPN") -> dict[str, Any]:
     """One user's `{id, userPrincipalName}` by UPN; NotFound when the tenant has no such user."""
     return await graph.get_json(user_by_upn_path(upn), what=what)
+
+
+#: The count of every user, from Graph's advanced queries (`$count` needs `ConsistencyLevel: eventual`); one
+#: user selected by id only, so the answer is small and costs 1 RU (platform-limits.md: 2, -1 for `$select`).
+COUNT_PATH = "/users?$count=true&$top=1&$select=id"
+COUNT_RU = 1
+
+
+async def count_users(graph: GraphGateway) -> int:
+    """How many users the tenant has, from Graph's eventually consistent index: it may lag a little behind
+    the directory, so it serves an estimate (a sweep's progress), never a decision."""
+    page = await graph.get_json(COUNT_PATH, headers={"ConsistencyLevel": "eventual"}, what="count users",
+                                ru=COUNT_RU)
+    count = page.get("@odata.count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise GraphError("Graph answered the count of users without a number")
+    return count

@@ -29,6 +29,7 @@ from shared.policy.plan_model import Plan
 from shared.policy.planning import make_plan, plan_view
 from shared.policy.runs import RunRecorder
 from shared.policy.verify import remember_allowed
+from shared.progress import Progress
 from shared.services import Services
 
 APPLY_LEASE = "policy-apply"
@@ -87,12 +88,16 @@ async def hold_lease(services: Services, owner: str, before: str) -> None:
                         "which was not sent")
 
 
-async def execute_writes(services: Services, made: Plan, lease_owner: str) -> list[dict[str, Any]]:
-    """Send the plan's writes in order, each fenced on the apply lease, filling the new strength's id in."""
+async def execute_writes(services: Services, made: Plan, lease_owner: str,
+                         progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Send the plan's writes in order, each fenced on the apply lease, filling the new strength's id in;
+    the run's progress counts them (Conditional Access writes go a second apart)."""
     await require_write_roles(services.graph, made.writes)  # every role the writes need, before the first one
     writes = [dict(w) for w in made.writes]
     done: list[dict[str, Any]] = []
     ca = policy_writes.CaPacer()
+    progress = progress or Progress.untracked()
+    await progress.begin("writes", unit="writes", total=len(writes))
     while writes:
         write = writes.pop(0)
         await hold_lease(services, lease_owner, f"write {len(done) + 1} of {len(done) + 1 + len(writes)} "
@@ -101,6 +106,7 @@ async def execute_writes(services: Services, made: Plan, lease_owner: str) -> li
         done.append({"op": write["op"], "target": write.get("target"), **({"createdId": created} if created else {})})
         if write["op"] == "create_strength" and created:
             writes = fill_strength_id(writes, created)
+        await progress.advance(len(done))
     return done
 
 
@@ -141,7 +147,7 @@ async def apply_desired(services: Services, desired: DesiredState, *, trigger: s
     if not await services.store.checkpoints.acquire_lease(APPLY_LEASE, recorder.id, APPLY_LEASE_SECONDS):
         raise ConflictError("another apply is running for this tenant; this one yielded and wrote nothing")
     try:
-        made, before = await make_plan(services, desired)
+        made, before = await make_plan(services, desired, recorder.progress)
         if expected is not None:
             live = state_hash(desired, before.fido2, before.strengths, before.ca)
             if live != expected.state_hash:
@@ -156,12 +162,13 @@ async def apply_desired(services: Services, desired: DesiredState, *, trigger: s
             run = await recorder.finish("no-op", plan=plan_to_json(made), before=before.snapshot())
             return {"runId": run["id"], "result": "no-op", "writes": [], **plan_view(made, tenant_id=tenant)}
         try:
-            done = await execute_writes(services, made, recorder.id)
+            done = await execute_writes(services, made, recorder.id, recorder.progress)
         except PasskeyGuardError as exc:
             after = await read_state(services, desired)
             await recorder.finish("failed", plan=plan_to_json(made), before=before.snapshot(),
                                   after=after.snapshot(), error={"code": exc.code, "message": exc.message})
             raise
+        await recorder.progress.begin("read-back", unit="reads")
         after = await read_state(services, desired)
         remaining = build_plan(desired, after.fido2, after.strengths, after.ca, after.groups)
         if not remaining.empty:
@@ -180,5 +187,8 @@ async def apply_desired(services: Services, desired: DesiredState, *, trigger: s
         run = await recorder.finish("applied", plan=plan_to_json(made), writes=done, before=before.snapshot(),
                                     after=after.snapshot())
         return {"runId": run["id"], "result": "applied", "writes": done, **plan_view(made, tenant_id=tenant)}
+    except Exception as exc:  # refused or failed after its progress was shown: the row says so
+        await recorder.stopped(exc)
+        raise
     finally:
         await services.store.checkpoints.release_lease(APPLY_LEASE, recorder.id)

@@ -12,12 +12,12 @@ from shared.graph.policy_reads import (
     read_combination_configurations,
     read_fido2_raw,
     read_strengths_raw,
-    read_users_with_passkeys,
 )
 from shared.policy.apply import APPLY_LEASE, APPLY_LEASE_SECONDS, execute_writes
 from shared.policy.lockout import attach_lockout
 from shared.policy.plan_codec import plan_to_json
 from shared.policy.plan_model import Plan
+from shared.policy.planning import read_lockout_inputs
 from shared.policy.render import render_rollback_table
 from shared.policy.rollback_plan import RollbackPlan, build_rollback, rollback_to_json, state_hash_of, strengths_touched
 from shared.policy.runs import RunRecorder
@@ -88,7 +88,7 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
         fido2, strengths, ca = await _read_for_rollback(services, source)
         made = plan_rollback(source, fido2, strengths, ca)
         if made.plan.needs_lockout_evaluation:
-            passkeys, upns = await read_users_with_passkeys(services.graph)
+            passkeys, upns = await read_lockout_inputs(services, recorder.progress)
             made.plan = attach_lockout(made.plan, passkeys, upns)
         _check_rollback_safe(made.plan, run_id, accept_lockout=accept_lockout)
         before = {"fido2": fido2, "strengths": strengths, "conditionalAccess": ca}
@@ -97,7 +97,7 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
         if made.plan.empty:
             run = await recorder.finish(_rollback_result(made), rolledBack=run_id, before=before, **shown)
             return {"runId": run["id"], "result": run["result"], "rolledBack": run_id, **shown, "table": table}
-        done = await execute_writes(services, made.plan, recorder.id)
+        done = await execute_writes(services, made.plan, recorder.id, recorder.progress)
         fido2_after, strengths_after, ca_after = await _read_for_rollback(services, source)
         after = {"fido2": fido2_after, "strengths": strengths_after, "conditionalAccess": ca_after}
         if plan_rollback(source, fido2_after, strengths_after, ca_after).plan.writes:
@@ -108,5 +108,8 @@ async def rollback(services: Services, run_id: str, *, accept_lockout: bool, tri
                                     writes=done, before=before, after=after, **shown)
         return {"runId": run["id"], "result": run["result"], "rolledBack": run_id, "plan": plan_to_json(made.plan),
                 **shown, "table": table}
+    except Exception as exc:  # refused or failed after its progress was shown: the row says so
+        await recorder.stopped(exc)
+        raise
     finally:
         await services.store.checkpoints.release_lease(APPLY_LEASE, recorder.id)

@@ -11,7 +11,10 @@ import time
 from datetime import datetime
 from typing import Any
 
+from shared.actors import THE_APP, Actor
+from shared.errors import PasskeyGuardError
 from shared.graph.delta import DELTA_START, DeltaExpired, DeltaPage, read_delta_page
+from shared.progress import Progress
 from shared.services import Services
 from shared.upn.clock import iso as _iso
 from shared.upn.clock import now as _now
@@ -115,6 +118,8 @@ class _SweepRun:
         self.fetch: str = self.state["nextLink"]
         self.links: dict[int, str] = {}  # page number -> the link it was read from (the resume point while held)
         self.pages = self.users = self.queued = self.resyncs = 0
+        self.changed = 0  # changed (or deleted) users queued
+        self.phase_users = 0  # users read before the current phase of the progress began
 
     async def _save(self) -> None:
         self.etag = await self.services.store.checkpoints.put(DELTA_CHECKPOINT, self.state, self.etag)
@@ -152,6 +157,7 @@ class _SweepRun:
             None if last else self.pages - SWEEP_HOLD_PAGES + 1)
         await send_messages(self.services, [users_message(g, source="sweep") for g in groups])
         self.queued += len(groups)
+        self.changed += sum(len(g) for g in groups)
 
     async def advance(self, page: DeltaPage) -> None:
         """Checkpoint after a page: the link of the oldest page with a user still held, else the next page's;
@@ -174,7 +180,63 @@ async def _read_page(services: Services, link: str) -> tuple[datetime, DeltaPage
     return read_at, await read_delta_page(services.graph, link)
 
 
-async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None) -> dict[str, Any]:
+async def _begin_phase(services: Services, run: _SweepRun, progress: Progress) -> None:
+    """Name what the run reads now and, when it reads every user from the start, how many there are: the
+    stored snapshots for a full re-read, Graph's user count for the seeding run. A resumed read or a read
+    of changes has no honest total (and so no ETA)."""
+    total: int | None = None
+    from_start = run.fetch == DELTA_START
+    if run.state.get("seeding"):
+        phase = "seeding"
+        if from_start:
+            from shared.graph.users import count_users
+
+            try:
+                total = await count_users(services.graph)
+            except PasskeyGuardError as exc:  # only the progress needs it: the sweep goes on without a total
+                log.warning("the count of users was not read (%s); the seeding shows no total", exc.code)
+    elif from_start or run.state.get("resync"):
+        phase = "resync"
+        total = len(run.known) if from_start and run.known is not None else None
+    else:
+        phase = "reading changes"
+    run.phase_users = run.users
+    await progress.begin(phase, unit="users", total=total)
+
+
+async def _read_all(services: Services, run: _SweepRun, progress: Progress, max_pages: int | None) -> None:
+    """Read the delta pages from the stored link to the end (or `max_pages`), pipelined, each page handled,
+    checkpointed and shown in the run's progress."""
+    await _begin_phase(services, run, progress)
+    ahead: asyncio.Task[tuple[datetime, DeltaPage]] | None = None  # the next page, read while this one is handled
+    try:
+        while True:
+            try:
+                read_at, page = await (ahead or _read_page(services, run.fetch))
+            except DeltaExpired as exc:
+                ahead = None
+                await run.restart(exc)
+                await _begin_phase(services, run, progress)
+                continue
+            at_limit = max_pages is not None and run.pages + 1 >= max_pages
+            ahead = None
+            if page.next_link is not None and not at_limit:
+                ahead = asyncio.create_task(_read_page(services, page.next_link))
+            await run.take(page, read_at, last=page.next_link is None or at_limit)
+            await run.advance(page)
+            await progress.advance(run.users - run.phase_users, counts={
+                "pages": run.pages, "changedUsers": run.changed, "messagesQueued": run.queued})
+            if not run.state.get("nextLink") or at_limit:
+                break
+    finally:
+        if ahead is not None:  # the run failed while the next page was being read: nobody will handle it
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
+
+
+async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None,
+                actor: Actor = THE_APP) -> dict[str, Any]:
     """The backstop: read users/delta from the stored link, queue the changes, checkpoint every page.
 
     The first run seeds the UPN snapshot directly and flags no one. Later runs load every snapshot
@@ -188,38 +250,30 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     real changes are flagged. The sweep is pipelined: the next page is requested as soon as a page
     arrives, so its Graph latency overlaps with handling the current one (the checkpoint still names a
     page only once the pages before it are handled).
-    """
-    from shared.telemetry import bind_run, current_run_id
 
-    bind_run(current_run_id())
+    Each sweep is a run in the `runs` table (kind `sweep`, who started it, its counts and result:
+    `complete`, `incomplete` when `max_pages` stopped it, `failed`), and its progress is updated per page.
+    """
+    from shared.policy.runs import RunRecorder
+
+    await services.graph.confirm_tenant()  # the right tenant before the run is recorded (wrongTenant: no row)
+    recorder = RunRecorder(services, "sweep", trigger, actor=actor)  # binds the run id the messages carry
     started = time.monotonic()
-    run = _SweepRun(services, *await services.store.checkpoints.get(DELTA_CHECKPOINT))
-    if not run.state.get("seeding"):
-        # Every snapshot in memory (one query per partition), so unchanged users cost nothing, new users are
-        # recorded here, and only changed users are queued, each with its old UPN.
-        run.known = await services.store.snapshots.load_all(raw=True)
-    ahead: asyncio.Task[tuple[datetime, DeltaPage]] | None = None  # the next page, read while this one is handled
+    run: _SweepRun | None = None
     try:
-        while True:
-            try:
-                read_at, page = await (ahead or _read_page(services, run.fetch))
-            except DeltaExpired as exc:
-                ahead = None
-                await run.restart(exc)
-                continue
-            at_limit = max_pages is not None and run.pages + 1 >= max_pages
-            ahead = None
-            if page.next_link is not None and not at_limit:
-                ahead = asyncio.create_task(_read_page(services, page.next_link))
-            await run.take(page, read_at, last=page.next_link is None or at_limit)
-            await run.advance(page)
-            if not run.state.get("nextLink") or at_limit:
-                break
-    finally:
-        if ahead is not None:  # the run failed while the next page was being read: nobody will handle it
-            ahead.cancel()
-            with contextlib.suppress(BaseException):
-                await ahead
-    return {"trigger": trigger, "pages": run.pages, "users": run.users, "messagesQueued": run.queued,
-            "resyncs": run.resyncs, "complete": not run.state.get("nextLink"), "seeded": run.seeded,
-            "seconds": round(time.monotonic() - started, 3)}
+        run = _SweepRun(services, *await services.store.checkpoints.get(DELTA_CHECKPOINT))
+        if not run.state.get("seeding"):
+            # Every snapshot in memory (one query per partition), so unchanged users cost nothing, new users are
+            # recorded here, and only changed users are queued, each with its old UPN.
+            run.known = await services.store.snapshots.load_all(raw=True)
+        await _read_all(services, run, recorder.progress, max_pages)
+    except Exception as exc:  # the run says failed, with how far it got
+        await recorder.stopped(exc, **({} if run is None else {
+            "pages": run.pages, "users": run.users, "changedUsers": run.changed, "messagesQueued": run.queued,
+            "resyncs": run.resyncs}))
+        raise
+    counts = {"pages": run.pages, "users": run.users, "changedUsers": run.changed, "messagesQueued": run.queued,
+              "resyncs": run.resyncs, "complete": not run.state.get("nextLink"), "seeded": run.seeded,
+              "seconds": round(time.monotonic() - started, 3)}
+    await recorder.finish("complete" if counts["complete"] else "incomplete", **counts)
+    return {"trigger": trigger, "runId": recorder.id, **counts}

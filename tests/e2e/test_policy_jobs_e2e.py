@@ -315,14 +315,18 @@ async def test_the_enforce_timer_plans_once(azurite, tmp_path):
 
 @pytest.mark.parametrize("doc", [removing_yubikey(), unexcluded_enforced_ca()], ids=["lockout", "no-exclusion"])
 async def test_the_enforce_timer_leaves_a_plan_that_needs_a_person(azurite, tmp_path, doc):
-    """A lockout or an enforced CA policy without emergency exclusion: the timer writes nothing, says why,
-    and records a verification instead."""
+    """A lockout or an enforced CA policy without emergency exclusion: the timer writes nothing to Graph, says
+    why, and records a verification; its apply run, shown running while it planned, ends refused with the
+    reason the timer gave rather than staying `running`."""
     async with running_stack(azurite, legacy_tenant(), drain=False, ENFORCEMENT_MODE="enforce",
                              POLICY_FILE=policy_file(tmp_path, doc)) as stack:
         result = await scheduled_run(stack.services)
         assert result["applied"] is False and result["refused"], result
         assert stack.sim.stats()["writes"] == 0
-        assert [r["kind"] for r in await run_rows(stack)] == ["verify"]
+        verified, applied = await run_rows(stack)  # newest first
+        assert verified["kind"] == "verify" and applied["kind"] == "apply"
+        assert applied["result"] == "refused" and [applied["error"]["message"]] == result["refused"], applied
+        assert applied["trigger"] == "timer" and "writes" not in applied
 
 
 async def test_an_apply_that_loses_its_lease_mid_way_writes_nothing_more(azurite, monkeypatch):

@@ -102,3 +102,45 @@ async def test_the_events_purge_timer_deletes_expired_claims_from_the_request_th
         use_services(None)
         await two_days_ago.close()
         await services.close()
+
+
+async def test_the_sweep_timer_records_a_run_whose_progress_get_runs_shows_while_it_works(azurite, functions,
+                                                                                          monkeypatch):
+    """delta_sweep, handed the host's TimerRequest, records a sweep run by the app (trigger timer, its mode);
+    GET /api/runs/{runId}, handed the host's HttpRequest at each page's end, answers `running` with the
+    users read so far, and `done` with the result and counts once the timer returns."""
+    from types import SimpleNamespace
+
+    import shared.progress as progress_module
+    from tests.e2e.stack import ADMIN_PRINCIPAL
+
+    async def get_run(run_id: str) -> dict:
+        response = await functions["run_get"].get_user_function()(payloads.http_request(
+            "GET", BASE + f"runs/{run_id}", route_params={"runId": run_id},
+            headers={"X-MS-CLIENT-PRINCIPAL": ADMIN_PRINCIPAL}))
+        assert response.status_code == 200, response.get_body()
+        return json.loads(response.get_body())
+
+    clock = SimpleNamespace(now=1000.0)  # a second a page on the progress's clock, so each page is written
+    monkeypatch.setattr(progress_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    seen: list[dict] = []
+    real_advance = progress_module.Progress.advance
+
+    async def advance(self, done, **kwargs):
+        clock.now += 1.0
+        await real_advance(self, done, **kwargs)
+        [newest], _ = await stack.services.store.runs.page(limit=1)
+        seen.append(await get_run(newest["id"]))
+
+    doc = tenant([user(n) for n in range(1, 13)])
+    doc["simulator"]["delta_page_size"] = 4
+    async with running_stack(azurite, doc, drain=False) as stack:
+        monkeypatch.setattr(progress_module.Progress, "advance", advance)
+        await functions["delta_sweep"].get_user_function()(payloads.timer_request())
+        assert [(r["status"], r["progress"]["done"]) for r in seen] == [("running", 4), ("running", 8),
+                                                                        ("running", 12)]
+        assert all(r["progress"]["total"] == 12 and r["progress"]["phase"] == "seeding" for r in seen)
+        final = await get_run(seen[0]["runId"])
+        assert final["status"] == "done" and final["result"] == "complete" and final["kind"] == "sweep"
+        assert final["trigger"] == "timer" and final["actor"] == {"name": "the app"} and final["mode"] == "audit"
+        assert final["users"] == 12 and final["pages"] == 3 and final["progress"]["done"] == 12

@@ -42,3 +42,20 @@ async def test_an_unknown_upn_is_not_found(graph):
     """A UPN no user has is NotFound, which the ticket use case turns into a 400 naming the field."""
     with pytest.raises(NotFound):
         await user_by_upn(graph, "nobody@contoso.example")
+
+
+
+async def test_the_user_count_is_read_in_one_request_with_eventual_consistency(graph, sim):
+    """`count_users` asks Graph's advanced query count in one request and charges its RU to the tenant's pace;
+    without `ConsistencyLevel: eventual` the simulator, like Graph, refuses `$count`."""
+    from shared.errors import GraphError
+    from shared.graph.users import COUNT_PATH, count_users
+    from tests.graph.users_tenant import users_tenant
+
+    before = sim.stats()["calls"]["by_route"].get("GET /users", 0)
+    spent = graph.budget.spent
+    assert await count_users(graph) == len(users_tenant()["users"])
+    assert sim.stats()["calls"]["by_route"].get("GET /users", 0) == before + 1
+    assert graph.budget.spent - spent == 1
+    with pytest.raises(GraphError):
+        await graph.get_json(COUNT_PATH, what="count users without the header")
