@@ -129,8 +129,6 @@ def graph_waits_move_the_clock(sim: Simulator, monkeypatch: pytest.MonkeyPatch) 
     computes its wait from that clock just before it sleeps, so a second waiter already sees the first
     one's jump and asks only for what it still lacks: the simulator never refills more than the product
     waited, however many budgets (instances) wait at once."""
-    import shared.graph.budget as budget_module
-
     waits: list[float] = []
     skipped = [0.0]
     real = time.monotonic
@@ -145,7 +143,15 @@ def graph_waits_move_the_clock(sim: Simulator, monkeypatch: pytest.MonkeyPatch) 
             await asyncio.to_thread(sim.throttle_clock, advance=seconds)
         await asyncio.sleep(0)
 
+    paces_use_clock(monkeypatch, monotonic, sleep)
+    return waits
+
+
+def paces_use_clock(monkeypatch: pytest.MonkeyPatch, monotonic: Any, sleep: Any) -> None:
+    """The paces of `shared/graph/budget.py` read `monotonic` and wait with `sleep` (a test's clock); their
+    locks and background tasks stay asyncio's."""
+    import shared.graph.budget as budget_module
+
     monkeypatch.setattr(budget_module, "time", SimpleNamespace(monotonic=monotonic))
     monkeypatch.setattr(budget_module, "asyncio", SimpleNamespace(sleep=sleep, Lock=asyncio.Lock, wait=asyncio.wait,
                                                                   ensure_future=asyncio.ensure_future))
-    return waits

@@ -46,7 +46,7 @@ class BatchItem:
     @property
     def retry_after(self) -> float:
         try:
-            return max(0.0, float(self.headers.get("Retry-After") or self.headers.get("retry-after") or 1))
+            return max(0.0, float(header(self.headers, "Retry-After") or 1))
         except ValueError:
             return 1.0
 
@@ -59,19 +59,23 @@ class BatchItem:
     def app_limit(self) -> bool:
         """A 429 of the app's own limit in this tenant (`x-ms-throttle-scope: Tenant_Application/...`, the RU
         bucket), rather than a limit of the tenant as a whole (`Tenant/...`) or an unstated one."""
-        scope = next((v for k, v in self.headers.items() if k.lower() == "x-ms-throttle-scope"), "")
+        scope = header(self.headers, "x-ms-throttle-scope") or ""
         return scope.split("/", 1)[0].lower() == "tenant_application"
+
+
+def header(headers: dict[str, str], name: str) -> str | None:
+    """A header's value whatever the case of its name (a `$batch` item's headers keep Graph's), or None."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
 def limit_percentage(headers: dict[str, str]) -> float | None:
     """The `x-ms-throttle-limit-percentage` header as a number, or None when absent or unreadable."""
-    for key, value in headers.items():
-        if key.lower() == "x-ms-throttle-limit-percentage":
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
+    value = header(headers, "x-ms-throttle-limit-percentage")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 @dataclass

@@ -7,15 +7,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import random
-import types
 from dataclasses import dataclass, field
 
 import pytest
 
 from graphsim.config import SimConfig
 from graphsim.throttle import Throttle
-from shared.graph import budget as budget_module
 from shared.graph.budget import CUT, START_RU_PER_S, RuPace
+from tests.conftest import paces_use_clock
 
 LATENCY_S = 0.15  # one $batch round trip
 BATCH = 20
@@ -55,8 +54,7 @@ class VirtualClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     virtual = VirtualClock()
-    monkeypatch.setattr(budget_module, "time", types.SimpleNamespace(monotonic=virtual.monotonic))
-    monkeypatch.setattr(budget_module, "asyncio", types.SimpleNamespace(Lock=asyncio.Lock, sleep=virtual.sleep))
+    paces_use_clock(monkeypatch, virtual.monotonic, virtual.sleep)
     return virtual
 
 

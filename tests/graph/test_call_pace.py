@@ -12,6 +12,7 @@ from graphsim.config import SimConfig
 from graphsim.throttle import Throttle
 from shared.graph import budget as budget_module
 from shared.graph.budget import CallPace
+from tests.conftest import paces_use_clock
 
 
 class MovingClock:
@@ -31,8 +32,7 @@ class MovingClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> MovingClock:
     moving = MovingClock()
-    monkeypatch.setattr(budget_module, "time", types.SimpleNamespace(monotonic=moving.monotonic))
-    monkeypatch.setattr(budget_module, "asyncio", types.SimpleNamespace(Lock=asyncio.Lock, sleep=moving.sleep))
+    paces_use_clock(monkeypatch, moving.monotonic, moving.sleep)
     return moving
 
 
