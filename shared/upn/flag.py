@@ -20,6 +20,9 @@ MAX_HISTORY = 20
 OLD_UPN_ORIGINS = ("snapshot", "ticket")
 #: ``removalApproval``: above the per-run cap a flag waits (``required``) until an administrator approves.
 APPROVAL_REQUIRED, APPROVED = "required", "approved"
+#: ``passkeyDetails``: whether the flag's pre-change passkeys have been read (a flag opened on the registration
+#: report's word alone waits, ``pending``, for the slow lane to read them).
+DETAILS_PENDING, DETAILS_COMPLETE = "pending", "complete"
 
 
 class FlagStatus(StrEnum):
@@ -79,6 +82,14 @@ class Flag:
     ``old_upn_origin`` says whether the old UPN came from that snapshot or only from a ticket: the cleanup
     deletes only passkeys created before that moment, and never on a ticket's word. ``removal_approval``
     and ``removal_hold`` are the cleanup's state (see `removable_passkeys` and `needs_approval`).
+
+    ``details_pending``: the case was opened (or renamed again) on the registration report's word that the
+    user holds a passkey, before their passkeys were read; ``passkeys`` is then incomplete until
+    `shared.upn.decide.complete_details` reads them. ``details_since`` is the detection that made the
+    details pending (passkeys created later than it, by more than the clock margin, were registered after
+    the rename and work); ``details_after``, set when the UPN changed back, is the moment before which
+    passkeys were registered under the UPN the user has again (they work again). Both are kept only while
+    the details are pending; ``details_since`` defaults to ``detected_at``.
     """
 
     user_id: str
@@ -96,6 +107,9 @@ class Flag:
     old_upn_origin: str = "snapshot"
     removal_approval: str | None = None
     removal_hold: str | None = None
+    details_pending: bool = False
+    details_since: datetime | None = None
+    details_after: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -113,6 +127,19 @@ class Flag:
         object.__setattr__(self, "passkeys", tuple(self.passkeys))
         object.__setattr__(self, "history", tuple(self.history)[-MAX_HISTORY:])
         object.__setattr__(self, "removed_passkeys", tuple(self.removed_passkeys))
+        self._normalise_details()
+
+    def _normalise_details(self) -> None:
+        if not isinstance(self.details_pending, bool):
+            raise ValueError("details_pending must be a bool")
+        since, after = self.details_since, self.details_after
+        if not self.details_pending:
+            since = after = None
+        else:
+            since = self.detected_at if since is None else utc(since, "details_since")
+            after = None if after is None else utc(after, "details_after")
+        object.__setattr__(self, "details_since", since)
+        object.__setattr__(self, "details_after", after)
 
     @property
     def passkey_ids(self) -> tuple[str, ...]:
@@ -153,6 +180,9 @@ def flag_to_dict(flag: Flag) -> dict[str, Any]:
         "oldUpnOrigin": flag.old_upn_origin,
         "removalApproval": flag.removal_approval,
         "removalHold": flag.removal_hold,
+        "passkeyDetails": DETAILS_PENDING if flag.details_pending else DETAILS_COMPLETE,
+        "detailsSince": _iso(flag.details_since) if flag.details_since else None,
+        "detailsAfter": _iso(flag.details_after) if flag.details_after else None,
     }
 
 
@@ -232,6 +262,8 @@ def flag_from_dict(data: Mapping[str, Any]) -> Flag:
     (``flag.<field>: ...``); ``ticketId``, ``history``, ``removedPasskeys``, ``statusChangedAt`` and the
     cleanup's fields may be absent. A flag stored before ``oldUpnSeenAt`` was kept reads it as unknown
     (None), so the cleanup never deletes on its account: the moment its old UPN was last seen is not known.
+    A flag stored before ``passkeyDetails`` was kept reads as complete (its passkeys were read before it was
+    opened); any value but ``pending`` or ``complete`` is refused.
     Unknown keys (storage bookkeeping, the `previous` list older rows carry) are ignored."""
     if not isinstance(data, Mapping):
         raise InputError("flag: expected an object")
@@ -248,6 +280,10 @@ def flag_from_dict(data: Mapping[str, Any]) -> Flag:
     approval = _text(data, "removalApproval", optional=True)
     if approval not in (None, APPROVAL_REQUIRED, APPROVED):
         raise InputError(f"flag.removalApproval: expected {APPROVAL_REQUIRED} or {APPROVED}")
+    details = data.get("passkeyDetails", DETAILS_COMPLETE)  # absent: a row stored before the field, complete
+    if details not in (DETAILS_PENDING, DETAILS_COMPLETE):
+        raise InputError(f"flag.passkeyDetails: expected {DETAILS_PENDING} or {DETAILS_COMPLETE}")
+    since_raw, after_raw = data.get("detailsSince"), data.get("detailsAfter")
     seen_raw, changed_raw = data.get("oldUpnSeenAt"), data.get("statusChangedAt")
     detected = _when(data.get("detectedAt"), "flag.detectedAt")
     return Flag(
@@ -258,11 +294,14 @@ def flag_from_dict(data: Mapping[str, Any]) -> Flag:
         history=history, removed_passkeys=tuple(removed),
         old_upn_seen_at=None if seen_raw is None else _when(seen_raw, "flag.oldUpnSeenAt"),
         old_upn_origin=origin, removal_approval=approval,
-        removal_hold=_text(data, "removalHold", optional=True),
+        removal_hold=_text(data, "removalHold", optional=True), details_pending=details == DETAILS_PENDING,
+        details_since=None if since_raw is None else _when(since_raw, "flag.detailsSince"),
+        details_after=None if after_raw is None else _when(after_raw, "flag.detailsAfter"),
     )
 
 
 __all__ = [
-    "APPROVAL_REQUIRED", "APPROVED", "MAX_HISTORY", "OLD_UPN_ORIGINS", "OPEN_STATUSES", "SOURCES", "Flag",
-    "FlagStatus", "HistoryEntry", "PasskeyRef", "flag_from_dict", "flag_to_dict", "utc",
+    "APPROVAL_REQUIRED", "APPROVED", "DETAILS_COMPLETE", "DETAILS_PENDING", "MAX_HISTORY", "OLD_UPN_ORIGINS",
+    "OPEN_STATUSES", "SOURCES", "Flag", "FlagStatus", "HistoryEntry", "PasskeyRef", "flag_from_dict", "flag_to_dict",
+    "utc",
 ]

@@ -296,7 +296,10 @@ def stored_flags(draw: st.DrawFn) -> Flag:
                 status_changed_at=detected + timedelta(minutes=draw(st.integers(0, 500))),
                 history=tuple(HistoryEntry(draw(times), draw(statuses), draw(st.text(max_size=10)))
                               for _ in range(draw(st.integers(0, 3)))),
-                removed_passkeys=tuple(draw(st.lists(st.sampled_from(passkeys), unique=True))))
+                removed_passkeys=tuple(draw(st.lists(st.sampled_from(passkeys), unique=True))),
+                details_pending=(pending := draw(st.booleans())),
+                details_since=detected + timedelta(minutes=draw(st.integers(0, 500))) if pending else None,
+                details_after=draw(st.none() | times) if pending else None)
 
 
 @st.composite

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 
 from shared.errors import InputError
-from shared.upn.decide import mark_removed
+from shared.upn.decide import holder_flag, mark_removed
 from shared.upn.flag import MAX_HISTORY, Flag, FlagStatus, HistoryEntry, flag_from_dict, flag_to_dict
 from tests.upn.test_decide import T0, USER, A, B, fast, flag_for, stored_flags
 
@@ -22,7 +22,8 @@ def test_flag_to_dict_has_the_stable_field_names() -> None:
     data = flag_to_dict(flag)
     assert list(data) == ["userId", "oldUpn", "newUpn", "detectedAt", "source", "ticketId", "passkeys", "status",
                           "statusChangedAt", "history", "removedPasskeys", "oldUpnSeenAt", "oldUpnOrigin",
-                          "removalApproval", "removalHold"]
+                          "removalApproval", "removalHold", "passkeyDetails", "detailsSince", "detailsAfter"]
+    assert (data["passkeyDetails"], data["detailsSince"], data["detailsAfter"]) == ("complete", None, None)
     assert data["detectedAt"] == "2026-01-01T12:00:00Z" and data["statusChangedAt"] == "2026-01-01T12:30:00Z"
     assert data["status"] == "removed" and data["removedPasskeys"] == ["p1"]
     assert data["passkeys"][0] == {"id": "p1", "aaGuid": "90a3ccdf-635c-4729-a248-9b709135078f",
@@ -53,6 +54,11 @@ def test_flag_from_dict_defaults_the_optional_fields() -> None:
     ({"passkeys": [{"id": "p", "model": 1}]}, "flag.passkeys[0].model: expected a string"),
     ({"history": [{"at": "2026-01-01T12:00:00Z", "status": "nope"}]}, "flag.history[0].status: not a flag"),
     ({"removedPasskeys": [1]}, "flag.removedPasskeys: expected a list of ids"),
+    ({"passkeyDetails": "partial"}, "flag.passkeyDetails: expected pending or complete"),
+    ({"passkeyDetails": None}, "flag.passkeyDetails: expected pending or complete"),
+    ({"passkeyDetails": True}, "flag.passkeyDetails: expected pending or complete"),
+    ({"passkeyDetails": "pending", "detailsSince": "soon"}, "flag.detailsSince: not an ISO 8601 date-time"),
+    ({"passkeyDetails": "pending", "detailsAfter": 5}, "flag.detailsAfter: expected an ISO 8601 string"),
 ])
 def test_flag_from_dict_errors_name_the_field(change: dict[str, Any], message: str) -> None:
     """A malformed stored flag is an InputError naming the field."""
@@ -75,3 +81,37 @@ def test_history_is_capped() -> None:
 def test_flag_dict_round_trip(flag: Flag) -> None:
     """flag_from_dict(flag_to_dict(f)) == f, through JSON."""
     assert flag_from_dict(json.loads(json.dumps(flag_to_dict(flag)))) == flag
+
+
+def test_a_details_pending_flag_is_written_and_read_back() -> None:
+    """A holder flag is stored as passkeyDetails "pending" with the detection it has been pending since."""
+    flag = holder_flag(USER, B, A, source="sweep", detected_at=T0)
+    data = flag_to_dict(flag)
+    assert (data["passkeyDetails"], data["detailsSince"], data["passkeys"]) == ("pending", "2026-01-01T12:00:00Z", [])
+    back = flag_from_dict(json.loads(json.dumps(data)))
+    assert back == flag and back.details_pending and back.details_since == T0
+    after = replace(flag, details_after=T0 - timedelta(days=1))
+    assert flag_to_dict(after)["detailsAfter"] == "2025-12-31T12:00:00Z"
+    assert flag_from_dict(flag_to_dict(after)) == after
+
+
+def test_a_row_stored_before_passkey_details_reads_as_complete() -> None:
+    """Rows written before the field existed had their passkeys read: absent means complete."""
+    data = flag_to_dict(flag_for())
+    for key in ("passkeyDetails", "detailsSince", "detailsAfter"):
+        del data[key]
+    flag = flag_from_dict(data)
+    assert (flag.details_pending, flag.details_since, flag.details_after) == (False, None, None)
+    assert flag_from_dict({**data, "passkeyDetails": "complete"}) == flag
+
+
+def test_details_times_are_kept_only_while_pending() -> None:
+    """A pending flag's detailsSince defaults to its detection; a complete flag keeps neither time."""
+    pending = replace(flag_for(), details_pending=True)
+    assert pending.details_since == T0 and pending.details_after is None
+    complete = replace(pending, details_pending=False)
+    assert (complete.details_since, complete.details_after) == (None, None)
+    with pytest.raises(ValueError, match="details_since must be timezone-aware"):
+        replace(pending, details_since=T0.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="details_pending must be a bool"):
+        replace(pending, details_pending="yes")
