@@ -13,6 +13,18 @@ Deciding on one observed user (decide_change), against the last UPN we recorded 
     changed, holds passkeys      -> flag         record the snapshot, open a `pending` flag
     changed, no passkeys         -> rename_only  record the snapshot; nothing is broken
 
+Flag fast, enrich slowly: when Graph's registration report says a renamed user holds a passkey, the
+processor opens their case at once with holder_flag (``pending``, no passkeys, details pending) instead of
+reading their passkeys (authentication-method reads are slow); a slow lane reads them later and calls
+complete_details. While its details are pending an open case is never tracked or cleaned (its pre-change
+passkeys are not known yet); complete_details fills them in, and may close the case straight away:
+
+    details read, no pre-change passkey, a newer one   -> resolved   (re-registered before the read)
+    details read, no passkey at all, none known        -> dismissed  (the report was out of date)
+    details read, only passkeys that work again        -> dismissed  (the UPN had changed back)
+    details read, a removed case gained passkeys       -> pending
+    otherwise                                          -> status unchanged; the tracker takes it on
+
 Flag status (one flag row per user; "pre-change passkeys" = those held when the change was detected):
 
     (flag) ──► pending ──── mark_removed ────► removed
@@ -20,8 +32,10 @@ Flag status (one flag row per user; "pre-change passkeys" = those held when the 
                  │  └──── a further rename ─────────┤   (breaks passkeys registered meanwhile)
                  │                                  │
                  ├──► resolved ◄────────────────────┤   every pre-change passkey is gone and another exists
+                 │                                  │   (or, details read, none was held, only newer ones)
                  ├──► dismissed ◄───────────────────┘   user deleted, or the UPN changed back before they
-                 │                                      re-registered (their old passkeys work again)
+                 │                                      re-registered (their old passkeys work again), or,
+                 │                                      details read, the user holds no passkey at all
                  └──► cleared                           every pre-change passkey is gone and none other: the
                                                         user removed theirs; nothing is broken any more, and
                                                         whether they should enrol again is the passkey
@@ -36,11 +50,15 @@ refuses anything else.
 Merging a new detection into the stored flag (merge_flag), for idempotency and one open case per user:
 
 * no stored flag -> the new one;
-* open, same new UPN -> None (a duplicate: nothing to write);
+* open, same new UPN -> None (a duplicate: nothing to write), details pending or not;
 * open, renamed again (A→B, then B→C) -> one case A→C: the original old UPN, detection time and
-  pre-change passkeys are kept, and passkeys registered under B (now broken too) are added;
+  pre-change passkeys are kept, and passkeys registered under B (now broken too) are added; when the new
+  detection's details are pending, so are the case's (since that detection: the passkeys registered under
+  B must be read); a stored case whose details are pending keeps them pending, whatever the new one
+  brings, until complete_details runs;
 * open, renamed back (A→B, then B→A) -> ``dismissed``, unless passkeys registered under B are now
-  broken, in which case those open a new case B→A;
+  broken, in which case those open a new case B→A; when the new detection's details are pending, a new
+  case B→A whose details are pending, leaving out passkeys registered before the A→B case's detection;
 * closed -> a new case, unless it is the same change again (same new UPN, detected no later than the
   case last changed status) -> None.
 
@@ -202,6 +220,17 @@ def dismiss(flag: Flag, *, at: datetime, note: str) -> Flag:
 # --- decide --------------------------------------------------------------------------------------
 
 
+def _checked(user_id: str, current_upn: str, source: str, detected_at: datetime) -> tuple[str, datetime]:
+    """decide_change's and holder_flag's argument checks: (the user id lowercased, detected_at in UTC)."""
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("user_id must be a non-empty string")
+    if not isinstance(current_upn, str) or not current_upn:
+        raise ValueError("current_upn must be a non-empty string")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+    return user_id.lower(), utc(detected_at, "detected_at")
+
+
 def decide_change(user_id: str, current_upn: str, snapshot_upn: str | None, passkeys: Sequence[Mapping[str, Any]],
                   *, source: str, detected_at: datetime, ticket_id: str | None = None,
                   old_upn_seen_at: datetime | None = None, old_upn_origin: str = "snapshot") -> Decision:
@@ -213,15 +242,7 @@ def decide_change(user_id: str, current_upn: str, snapshot_upn: str | None, pass
     when the snapshot's UPN was last read from Graph). Never flags on first sight (`snapshot_upn`
     None or empty). `old_upn_origin` is ``ticket`` when only a ticket named the old UPN.
     """
-    if not isinstance(user_id, str) or not user_id:
-        raise ValueError("user_id must be a non-empty string")
-    if not isinstance(current_upn, str) or not current_upn:
-        raise ValueError("current_upn must be a non-empty string")
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}")
-    detected_at = utc(detected_at, "detected_at")
-    user_id = user_id.lower()
-
+    user_id, detected_at = _checked(user_id, current_upn, source, detected_at)
     if not snapshot_upn:
         return Decision(DecisionKind.SEED, user_id, current_upn, None, write_snapshot=True)
     if same_upn(current_upn, snapshot_upn):
@@ -240,6 +261,25 @@ def decide_change(user_id: str, current_upn: str, snapshot_upn: str | None, pass
     return Decision(DecisionKind.FLAG, user_id, current_upn, snapshot_upn, write_snapshot=True, flag=flag)
 
 
+def holder_flag(user_id: str, current_upn: str, snapshot_upn: str, *, source: str, detected_at: datetime,
+                ticket_id: str | None = None, old_upn_seen_at: datetime | None = None,
+                old_upn_origin: str = "snapshot") -> Flag:
+    """A ``pending`` case opened on the registration report's word that this renamed user holds a passkey,
+    before their passkeys are read: no passkeys yet, ``details_pending`` (since `detected_at`) until
+    complete_details. The same checks as decide_change; `snapshot_upn` must be a different UPN (a rename)."""
+    user_id, detected_at = _checked(user_id, current_upn, source, detected_at)
+    if not isinstance(snapshot_upn, str) or not snapshot_upn or same_upn(current_upn, snapshot_upn):
+        raise ValueError("snapshot_upn must be the user's previous, different UPN")
+    return Flag(
+        user_id=user_id, old_upn=snapshot_upn, new_upn=current_upn, detected_at=detected_at, source=source,
+        ticket_id=ticket_id, status=FlagStatus.PENDING, status_changed_at=detected_at,
+        history=(HistoryEntry(detected_at, FlagStatus.PENDING,
+                              "UPN changed; the registration report lists a passkey; details to be read"),),
+        old_upn_seen_at=old_upn_seen_at, old_upn_origin=old_upn_origin, details_pending=True,
+        details_since=detected_at,
+    )
+
+
 def merge_flag(existing: Flag | None, new: Flag) -> Flag | None:
     """Fold a new detection into the user's stored flag; None means nothing to write (a duplicate).
 
@@ -256,31 +296,120 @@ def merge_flag(existing: Flag | None, new: Flag) -> Flag | None:
         if same_upn(existing.new_upn, new.new_upn) and new.detected_at <= existing.changed_at:
             return None  # this change is already part of the closed case
         return new
-
     if same_upn(existing.new_upn, new.new_upn):
         return None
+    if same_upn(existing.old_upn, new.new_upn):
+        return _renamed_back(existing, new, at)
+    return _renamed_again(existing, new, at)
 
+
+def _renamed_back(existing: Flag, new: Flag, at: datetime) -> Flag:
+    """A→B, then B→A: the first passkeys work again, those registered under B do not (a new case B→A)."""
+    if new.details_pending:
+        # Which passkeys were registered under B is not known yet: complete_details reads them, and those
+        # registered before the A→B case's detection (under A) are left out.
+        after = existing.details_since if existing.details_pending else existing.detected_at
+        return replace(new, details_after=after, history=(*new.history, HistoryEntry(
+            new.detected_at, FlagStatus.PENDING,
+            f"UPN changed back from {existing.new_upn}; passkeys registered in between to be read")))
+    added = _registered_since(existing, new.passkeys)
+    if added:
+        return replace(new, passkeys=added, history=(*new.history, HistoryEntry(
+            new.detected_at, FlagStatus.PENDING,
+            f"UPN changed back from {existing.new_upn}; earlier passkeys work again, "
+            f"{len(added)} registered in between do not")))
+    return _with_history(existing, FlagStatus.DISMISSED, at,
+                         "UPN changed back before re-registration; the passkeys work again",
+                         new_upn=new.new_upn)
+
+
+def _registered_since(existing: Flag, passkeys: Iterable[PasskeyRef]) -> tuple[PasskeyRef, ...]:
+    """Of `passkeys`, those that are not the open case's pre-change ones: not known to it and, while its
+    details are pending, not created by the detection that made them pending (those would be its own)."""
+    known = set(existing.passkey_ids)
+    cutoff = None if existing.details_since is None else existing.details_since + CLOCK_MARGIN
+    return tuple(p for p in passkeys if p.id not in known and (
+        cutoff is None or (created := parse_aware_time(p.created_date_time)) is None or created > cutoff))
+
+
+def _renamed_again(existing: Flag, new: Flag, at: datetime) -> Flag:
+    """A→B, then B→C: one case A→C keeping the original old UPN, detection and pre-change passkeys, with
+    the passkeys registered under B (broken too) added, or to be read when the new detection's are pending."""
     known = set(existing.passkey_ids)
     added = tuple(p for p in new.passkeys if p.id not in known)
-    if same_upn(existing.old_upn, new.new_upn):
-        if added:
-            # Back to the old UPN: the first passkeys work again, those registered in between do not.
-            return replace(new, passkeys=added, history=(*new.history, HistoryEntry(
-                new.detected_at, FlagStatus.PENDING,
-                f"UPN changed back from {existing.new_upn}; earlier passkeys work again, "
-                f"{len(added)} registered in between do not")))
-        return _with_history(existing, FlagStatus.DISMISSED, at,
-                             "UPN changed back before re-registration; the passkeys work again",
-                             new_upn=new.new_upn)
-
     status = FlagStatus.PENDING if added else existing.status
+    note = f"UPN changed again to {new.new_upn}; {len(added)} more passkey(s) broken"
+    details: dict[str, Any] = {"details_after": None}  # every passkey registered before this rename is broken
+    if new.details_pending:
+        assert new.details_since is not None  # set while pending
+        since = max(new.details_since, existing.details_since or new.details_since)
+        details.update(details_pending=True, details_since=since)
+        note = f"UPN changed again to {new.new_upn}; passkeys registered meanwhile to be read"
     return _with_history(
-        existing, status, at,
-        f"UPN changed again to {new.new_upn}; {len(added)} more passkey(s) broken",
+        existing, status, at, note,
         new_upn=new.new_upn, passkeys=(*existing.passkeys, *added),
         ticket_id=existing.ticket_id or new.ticket_id,
         removal_approval=None if added else existing.removal_approval,  # an approval covered the earlier set
+        **details,
     )
+
+
+def complete_details(flag: Flag, passkeys: Sequence[Mapping[str, Any]], *, at: datetime) -> Flag:
+    """The slow lane read the user's current ``fido2Methods`` (`passkeys`, as decide_change takes them):
+    fill in a details-pending open case; any other flag comes back unchanged (a second delivery writes nothing).
+
+    Pre-change: the case's known passkeys, and those created no later than the detection that made the
+    details pending (``details_since``) plus CLOCK_MARGIN, or without a readable ``createdDateTime`` (the
+    harsher reading); later ones were registered after the rename and work. After a rename back, those
+    created by ``details_after`` (plus the margin) were registered under the UPN the user has again: they
+    work again too. Then: no pre-change passkey held and a newer one -> ``resolved``; no passkey at all and
+    none known -> ``dismissed``; only passkeys that work again -> ``dismissed``; a ``removed`` case that
+    gained passkeys -> ``pending``; otherwise the status stays and the tracker takes it on.
+    """
+    if not flag.status.is_open or not flag.details_pending:
+        return flag
+    at = utc(at, "at")
+    held = passkey_refs(passkeys)
+    pre_change, fresh, back = _sort_read(flag, held)
+    known = set(flag.passkey_ids)
+    added = tuple(p for p in pre_change if p.id not in known)
+    done = _with_history(flag, flag.status, at, f"passkey details read: {len(pre_change)} pre-change passkey(s)",
+                         passkeys=(*flag.passkeys, *added), details_pending=False, details_since=None,
+                         details_after=None, removal_approval=None if added else flag.removal_approval)
+    if not pre_change and fresh:
+        return transition(done, FlagStatus.RESOLVED, at=at, note="re-registered before the details were read")
+    if not held and not known:
+        return transition(done, FlagStatus.DISMISSED, at=at,
+                          note="holds no passkey: the registration report was out of date")
+    if not pre_change and back and not known:
+        return transition(done, FlagStatus.DISMISSED, at=at,
+                          note="UPN changed back: the passkeys registered before work again")
+    if added and done.status == FlagStatus.REMOVED:
+        return transition(done, FlagStatus.PENDING, at=at, note=f"{len(added)} more passkey(s) broken")
+    return done
+
+
+def _sort_read(flag: Flag, held: Sequence[PasskeyRef]) -> tuple[list[PasskeyRef], list[PasskeyRef], list[PasskeyRef]]:
+    """The passkeys a details-pending flag's user holds, as (pre-change, registered after the rename,
+    registered under the UPN the user has again)."""
+    assert flag.details_since is not None  # set while pending
+    known = set(flag.passkey_ids)
+    since = flag.details_since + CLOCK_MARGIN
+    after = None if flag.details_after is None else flag.details_after + CLOCK_MARGIN
+    pre_change: list[PasskeyRef] = []
+    fresh: list[PasskeyRef] = []
+    back: list[PasskeyRef] = []
+    for ref in held:
+        created = parse_aware_time(ref.created_date_time)
+        if ref.id in known or created is None:
+            pre_change.append(ref)
+        elif created > since:
+            fresh.append(ref)
+        elif after is not None and created <= after:
+            back.append(ref)
+        else:
+            pre_change.append(ref)
+    return pre_change, fresh, back
 
 
 # --- track ---------------------------------------------------------------------------------------
@@ -294,11 +423,13 @@ def track(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]], now: dateti
     * none left and no passkey at all -> ``removed`` stays ``removed`` (we deleted them; waiting for a
       new one), ``pending`` becomes ``cleared`` (the user removed theirs), or ``removed`` if our cleanup
       had deleted any of them.
-    Closed flags never change here.
+    Closed flags, and open ones whose passkey details are not read yet, never change here.
     """
     now = utc(now, "now")
     if not flag.status.is_open:
         return TrackResult(flag.status, False, f"case is closed ({flag.status})", flag)
+    if flag.details_pending:  # its pre-change passkeys are not known yet: complete_details first
+        return TrackResult(flag.status, False, "passkey details not read yet", flag)
     current = _ids(current_passkeys)
     pre_change = set(flag.passkey_ids)
     still = [pid for pid in current if pid in pre_change]
@@ -323,8 +454,8 @@ def track(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]], now: dateti
 
 def stale_passkeys_to_remove(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]]) -> list[str]:
     """Ids of pre-change passkeys the user still has, in the flag's order: what the opt-in cleanup
-    (REMOVE_STALE_PASSKEYS) would delete. Empty for a closed flag."""
-    if not flag.status.is_open:
+    (REMOVE_STALE_PASSKEYS) would delete. Empty for a closed flag and while the details are pending."""
+    if not flag.status.is_open or flag.details_pending:
         return []
     current = set(_ids(current_passkeys))
     return [pid for pid in flag.passkey_ids if pid in current]
@@ -355,8 +486,8 @@ def removable_passkeys(flag: Flag, current_passkeys: Sequence[Mapping[str, Any]]
     product itself read from Graph (never a ticket's word alone), and only those whose ``createdDateTime``
     is older than that reading by CLOCK_MARGIN, so a passkey registered after the rename (it works) is
     never touched. A passkey without a readable ``createdDateTime`` is kept. Nothing to delete and
-    nothing held: an empty decision."""
-    if flag.status != FlagStatus.PENDING:
+    nothing held: an empty decision (so too while the passkey details are pending)."""
+    if flag.status != FlagStatus.PENDING or flag.details_pending:
         return RemovalDecision()
     stale = stale_passkeys_to_remove(flag, current_passkeys)
     if not stale:
@@ -417,8 +548,9 @@ def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Fla
     """Record that our cleanup deleted these pre-change passkeys: ``pending`` -> ``removed``.
 
     Idempotent (ids already recorded are not added twice; nothing new returns `flag` itself). Raises
-    ValueError for an id that is not a pre-change passkey of this flag or for a closed flag: we must
-    never delete anything else. Call track afterwards to resolve when a new passkey already exists.
+    ValueError for an id that is not a pre-change passkey of this flag, for a closed flag, or for one whose
+    passkey details are pending: we must never delete anything else. Call track afterwards to resolve when
+    a new passkey already exists.
     """
     at = utc(at, "at")
     ids = list(dict.fromkeys(removed_ids))
@@ -431,13 +563,15 @@ def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Fla
         return flag
     if not flag.status.is_open:
         raise ValueError(f"a {flag.status} flag cannot record removed passkeys")
+    if flag.details_pending:
+        raise ValueError("a flag whose passkey details are pending cannot record removed passkeys")
     return _with_history(flag, FlagStatus.REMOVED, at, f"removed {len(new_ids)} pre-change passkey(s)",
                          removed_passkeys=(*flag.removed_passkeys, *new_ids))
 
 
 __all__ = [
     "CLOCK_MARGIN", "TRANSITIONS", "Decision", "DecisionKind", "RemovalDecision", "TrackResult", "approve_removal",
-    "decide_change", "dismiss", "hold_removal", "mark_removed", "merge_flag", "needs_approval", "parse_aware_time",
-    "passkey_refs", "removable_passkeys", "require_approval", "same_upn", "stale_passkeys_to_remove", "track",
-    "transition",
+    "complete_details", "decide_change", "dismiss", "hold_removal", "holder_flag", "mark_removed", "merge_flag",
+    "needs_approval", "parse_aware_time", "passkey_refs", "removable_passkeys", "require_approval", "same_upn",
+    "stale_passkeys_to_remove", "track", "transition",
 ]
