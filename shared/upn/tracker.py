@@ -51,7 +51,10 @@ async def track_flags(services: Services) -> dict[str, Any]:
     * each user is re-read right before the deletion: back on the old UPN, nothing is deleted and the
       case is dismissed (the old passkeys work again).
 
-    Returns counts, with ``removalHeld`` (hold code -> flags) and ``awaitingApproval``.
+    Flags whose passkey details are pending are skipped (counted as ``detailsPending``): the slow lane
+    reads their passkeys first.
+
+    Returns counts, with ``removalHeld`` (hold code -> flags), ``awaitingApproval`` and ``detailsPending``.
     """
     await services.graph.confirm_tenant()  # the right tenant before any storage read or write (wrongTenant)
     open_flags: list[StoredFlag] = []
@@ -70,12 +73,16 @@ async def track_flags_of(services: Services, user_ids: list[str]) -> dict[str, A
 
 
 async def _track(services: Services, open_flags: list[StoredFlag]) -> dict[str, Any]:
-    """One tracker run over these stored open flags, 20 users a `$batch`; returns its counts."""
+    """One tracker run over these stored open flags, 20 users a `$batch`; returns its counts. Flags whose
+    passkey details are pending are left to the slow lane (``detailsPending``): their pre-change passkeys are
+    not known yet, so their passkeys are not read here, and nothing is tracked or removed."""
+    waiting = [s for s in open_flags if s.flag.details_pending]
+    ready = [s for s in open_flags if not s.flag.details_pending]
     counts: dict[str, Any] = {"checked": 0, "changed": 0, "removedPasskeys": 0, "awaitingApproval": 0,
-                              "removalHeld": {}}
+                              "removalHeld": {}, "detailsPending": len(waiting)}
     budget = services.settings.stale_passkey_removal_max_per_run
-    for start in range(0, len(open_flags), USERS_PER_MESSAGE):
-        budget = await _track_chunk(services, open_flags[start:start + USERS_PER_MESSAGE], budget, counts)
+    for start in range(0, len(ready), USERS_PER_MESSAGE):
+        budget = await _track_chunk(services, ready[start:start + USERS_PER_MESSAGE], budget, counts)
     return counts
 
 

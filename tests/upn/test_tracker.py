@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost.graph_tokens import admin_token
+from shared.upn.decide import holder_flag
 from shared.upn.sweep import sweep
 from shared.upn.ticket_webhook import sign_ticket
 from shared.upn.tracker import track_flags
@@ -179,3 +180,30 @@ async def test_stale_passkeys_are_removed_when_the_setting_allows(azurite):
         remaining = stack.sim.state()
         me = next(u for u in remaining["users"] if u["id"] == uid(1))
         assert me.get("authentication", {}).get("fido2Methods", []) == []
+
+
+async def test_a_flag_whose_passkey_details_are_pending_is_neither_read_nor_tracked_nor_cleaned(azurite):
+    """Opened on the registration report's word, its passkeys are the slow lane's to read: the tracker reads
+    none of them, leaves the flag as it is (even with every passkey gone), deletes nothing, and counts it."""
+    async with running_stack(azurite, tenant([user(1), user(2)]), **ENFORCE) as stack:
+        await _flag_all(stack, [1, 2])
+        stored = await stack.services.store.flags.get(uid(2))
+        assert stored is not None
+        waiting = holder_flag(uid(2), "user2@fabrikam.example", "user2@contoso.example", source="sweep",
+                              detected_at=stored.flag.detected_at, old_upn_seen_at=stored.flag.old_upn_seen_at)
+        await stack.services.store.flags.update(waiting, stored.etag, created_at=stored.created_at)
+        before = await stack.flag(uid(2))
+        stack.sim.reset_stats()
+        result = await track_flags(stack.services)
+        routes = stack.sim.stats()["calls"]["by_route"]
+        assert sum(n for route, n in routes.items() if "fido2Methods" in route and route.startswith("GET")) == 1, \
+            routes  # user 1's passkeys only
+        assert (result["detailsPending"], result["checked"], result["removedPasskeys"]) == (1, 1, 1)
+        assert len(keys(stack, 2)) == 1 and keys(stack, 1) == []
+        after = await stack.flag(uid(2))
+        assert after == before and after["passkeyDetails"] == "pending"
+
+        methods = stack.services.graph.client.users.by_user_id(uid(2)).authentication.fido2_methods
+        await methods.by_fido2_authentication_method_id(keys(stack, 2)[0]["id"]).delete()
+        again = await track_flags(stack.services)
+        assert again["detailsPending"] == 1 and (await stack.flag(uid(2))) == before  # not cleared meanwhile
