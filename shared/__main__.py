@@ -209,9 +209,15 @@ async def _flags(services: Services, args: argparse.Namespace) -> Outcome:
         token = page["nextPageToken"]
         if not token:
             break
-    lines = [f"{f['status']:<9} {f['userId']}  {f['oldUpn']} -> {f['newUpn']}  "
-             f"({len(f.get('passkeys', []))} passkey(s), since {f['detectedAt']})" for f in flags]
+    lines = [f"{f['status']:<9} {f['userId']}  {f['oldUpn']} -> {f['newUpn']}  ({_passkeys_shown(f)}, "
+             f"since {f['detectedAt']})" for f in flags]
     return {"value": flags}, "\n".join(lines) or "no flags", EXIT_OK
+
+
+def _passkeys_shown(flag: dict[str, Any]) -> str:
+    """A listed flag's passkeys: their count, or that their details are still to be read."""
+    count = f"{len(flag.get('passkeys', []))} passkey(s)"
+    return count if flag.get("passkeyDetails") != "pending" else f"{count} so far, details pending"
 
 
 async def _runs(services: Services, args: argparse.Namespace) -> Outcome:

@@ -16,12 +16,13 @@ if TYPE_CHECKING:
 
 FLAG_STATUSES = tuple(s.value for s in FlagStatus)
 CSV_COLUMNS = ("userId", "oldUpn", "newUpn", "status", "detectedAt", "statusChangedAt", "source", "ticketId",
-               "passkeyCount", "passkeys")
+               "passkeyCount", "passkeyDetails", "passkeys")
 
 
 def public_flag(stored: StoredFlag) -> dict[str, Any]:
     """A stored flag as the API shows it: the flag's camelCase fields (`flag_to_dict`; empty ones left out,
-    as the table leaves them out) and, in ISO 8601, when its row was created and last written."""
+    as the table leaves them out; ``passkeyDetails`` always, ``pending`` or ``complete``) and, in ISO 8601,
+    when its row was created and last written."""
     out = {k: v for k, v in flag_to_dict(stored.flag).items() if v is not None}
     for when, shown in ((stored.created_at, "createdAt"), (stored.updated_at, "updatedAt")):
         if when is not None:
@@ -51,7 +52,8 @@ def csv_cell(value: object) -> str:
 
 
 async def flags_csv(services: Services, *, status: str | None) -> str:
-    """Every flag (optionally of one status) as CSV for the helpdesk, AAGUIDs named where known."""
+    """Every flag (optionally of one status) as CSV for the helpdesk, AAGUIDs named where known;
+    ``passkeyDetails`` says whether ``passkeyCount`` and ``passkeys`` are complete or still to be read."""
     from shared.policy.aaguids import name_of
 
     if status is not None and status not in FLAG_STATUSES:
@@ -67,5 +69,5 @@ async def flags_csv(services: Services, *, status: str | None) -> str:
         writer.writerow([csv_cell(cell) for cell in (
             doc.get("userId"), doc.get("oldUpn"), doc.get("newUpn"), doc.get("status"), doc.get("detectedAt"),
             doc.get("statusChangedAt"), doc.get("source"), doc.get("ticketId") or "", len(doc.get("passkeys", [])),
-            keys)])
+            doc.get("passkeyDetails"), keys)])
     return out.getvalue()

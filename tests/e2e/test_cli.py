@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from azure.storage.queue.aio import QueueClient
 
 from devhost.graph_tokens import admin_token
 from shared.config import QUEUE_NAME
+from shared.upn.decide import holder_flag
 from shared.upn.messages import send_messages, users_message
 from tests.e2e.stack import YUBI, running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, poison_count
@@ -78,6 +80,12 @@ async def test_sweep_process_finishes_a_upn_check_from_the_shell(azurite):
         assert await queue_length(conn) == 0
         flag = await stack.flag(uid(1))
         assert flag is not None and [p["aaGuid"] for p in flag["passkeys"]] == [YUBI]
+        assert "(1 passkey(s), since" in lines[0]
+        await stack.services.store.flags.create([holder_flag(uid(3), "user3@fabrikam.example", "user3@contoso.example",
+                                                             source="sweep", detected_at=datetime.now(UTC))])
+        listed = await cli(env, "flags", "--status", "pending")
+        pending = [line for line in listed.stdout.splitlines() if uid(3) in line]
+        assert len(pending) == 1 and "(0 passkey(s) so far, details pending, since" in pending[0], listed.stdout
 
 
 async def test_sweep_process_json_reports_the_sweep_and_the_queue(azurite):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 
-from shared.upn.flag_views import flags_csv
+from shared.upn.decide import holder_flag
+from shared.upn.flag_views import CSV_COLUMNS, flags_csv
 from shared.upn.sweep import sweep
 from tests.e2e.stack import eventually, running_stack, tenant, uid, user
 from tests.upn.stack_steps import rename
@@ -76,3 +78,27 @@ async def test_flags_are_listed_paged_and_exported_as_csv(azurite):
         assert status == 200 and headers["Content-Type"].startswith("text/csv")
         lines = text.strip().splitlines()
         assert lines[0].startswith("userId,oldUpn,newUpn,status") and len(lines) == 6
+
+
+async def test_the_api_and_the_export_say_whether_a_flag_s_passkey_details_are_complete(azurite):
+    """A flag opened on the registration report's word shows passkeyDetails pending (and since when) in GET
+    /api/flags and in the CSV export; a flag whose passkeys were read shows complete."""
+    async with running_stack(azurite, tenant([user(1), user(2)])) as stack:
+        await sweep(stack.services)
+        await rename(stack, 1, "user1@fabrikam.example")
+        await sweep(stack.services)
+        await eventually(lambda: stack.flag(uid(1)))
+        since = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+        await stack.services.store.flags.create([holder_flag(uid(2), "user2@fabrikam.example", "user2@contoso.example",
+                                                             source="sweep", detected_at=since)])
+        status, text, _ = await stack.get("flags")
+        assert status == 200
+        shown = {f["userId"]: f for f in json.loads(text)["value"]}
+        assert shown[uid(1)]["passkeyDetails"] == "complete" and "detailsSince" not in shown[uid(1)]
+        assert (shown[uid(2)]["passkeyDetails"], shown[uid(2)]["detailsSince"], shown[uid(2)]["passkeys"]) == (
+            "pending", "2026-03-01T09:30:00Z", [])
+        assert CSV_COLUMNS.index("passkeyDetails") == CSV_COLUMNS.index("passkeyCount") + 1
+        status, text, _ = await stack.get("flags/export")
+        rows = {r["userId"]: r for r in csv.DictReader(io.StringIO(text))}
+        assert (rows[uid(1)]["passkeyDetails"], rows[uid(1)]["passkeyCount"]) == ("complete", "1")
+        assert (rows[uid(2)]["passkeyDetails"], rows[uid(2)]["passkeyCount"]) == ("pending", "0")
