@@ -447,13 +447,15 @@ class CallPace(SharedPace):
 
 class FixedPace:
     """A limit Graph publishes in calls per window (the reports limit: 5 requests per 10 s per app and tenant),
-    kept by a bucket of that many calls refilled at that rate, so the first calls go at once and the rest at the
-    limit. A 429's `Retry-After` (`pause`) holds every caller and empties the bucket. Nothing to learn: the limit
-    is Graph's word, so this pace never changes its rate and shares nothing with the other instances (their
-    calls only bring an occasional 429, whose `Retry-After` is honoured)."""
+    kept by a bucket refilled at that rate, so the first calls go at once and the rest at the limit. The bucket
+    holds one call fewer than Graph's: a call reaches Graph a little after it took its turn here, so a bucket as
+    big as Graph's would run ahead of it by that delay and meet a 429 once it is spent. A 429's `Retry-After`
+    (`pause`) holds every caller and empties the bucket. Nothing to learn: the limit is Graph's word, so this
+    pace never changes its rate and shares nothing with the other instances (their calls only bring an
+    occasional 429, whose `Retry-After` is honoured)."""
 
     def __init__(self, calls: int, window_s: float) -> None:
-        self.capacity = float(calls)
+        self.capacity = float(max(1, calls - 1))
         self.rate = calls / window_s
         self.waited_seconds = 0.0
         self._lock = asyncio.Lock()
