@@ -24,6 +24,9 @@ RU limit and unpublished: `CallPace` learns it from the calls Graph accepts. Tho
 here, but their answers teach only the call pace (the header on them may speak of either limit), and so do
 their 429s, except those in the app's own RU scope (`x-ms-throttle-scope: Tenant_Application/...`).
 
+Graph's reports limit (5 requests per 10 s per app and tenant, published) is kept by a `FixedPace`, which has
+nothing to learn.
+
 Both paces are `SharedPace`s: with several instances of the app, `shared/pace_board.py` lets them share what
 each learns, so adding an instance does not multiply the 429s.
 """

@@ -2,7 +2,7 @@
 create-once of tables and queues, error translation, transactions, bounded gathering, the clock) and
 the ETag helpers (update while unchanged, replace while still the row we read, create or take over).
 
-Each table's module (`runs`, `plans`, `flags`, `snapshots`, `checkpoints`, `events`) maps its rows
+Each table's module (`runs`, `plans`, `flags`, `snapshots`, `checkpoints`, `events`, `holders`) maps its rows
 explicitly and runs its work through `Tables.op`; `shared.state.store.StateStore` is the facade.
 """
 from __future__ import annotations
