@@ -159,6 +159,7 @@ var tableNames = [
   'snapshots'
   'checkpoints'
   'events'
+  'holders'
 ]
 var queueNames = [
   'upn-changes'

@@ -12,6 +12,7 @@
     python -m shared flags    approve-removal (USER_ID... | --all-waiting) [--json]
     python -m shared runs     [RUN_ID] [--json]
     python -m shared subscribe [--json]
+    python -m shared holders  [--refresh] [--json]
 
 Settings come from the environment (see the README's settings reference). Exit codes: 0 success,
 1 a check failed, the plan needs a person or the request was refused (stale plan, lease held, a rollback
@@ -85,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     runs = add("runs", "list recent runs, or show one run and its progress")
     runs.add_argument("run_id", nargs="?", metavar="RUN_ID", help="show this run only")
     add("subscribe", "create or renew the Graph /users subscription")
+    holders = add("holders", "show the passkey holders index (from Graph's registration report)")
+    holders.add_argument("--refresh", action="store_true",
+                         help="first bring it up to the report (one request while the report is unchanged)")
     return parser
 
 
@@ -269,10 +273,30 @@ async def _subscribe(services: Services, args: argparse.Namespace) -> Outcome:
     return result, f"subscription {result['id']}: {result['action']}, expires {result['expirationDateTime']}", EXIT_OK
 
 
+async def _holders(services: Services, args: argparse.Namespace) -> Outcome:
+    from shared.upn.clock import iso
+    from shared.upn.holders import refresh_holders
+
+    refresh = await refresh_holders(services) if args.refresh else None
+    meta = await services.store.holders.meta()
+    index = None if meta is None else {
+        "count": meta.count, "readAt": iso(meta.read_at),
+        "reportRefreshedAt": None if meta.report_refreshed_at is None else iso(meta.report_refreshed_at)}
+    result: dict[str, Any] = {"index": index} | ({"refresh": refresh} if refresh is not None else {})
+    lines = []
+    if refresh is not None:
+        lines.append("refresh: " + " ".join(f"{k}={v}" for k, v in refresh.items()))
+    lines.append("holders index: never built" if index is None else
+                 f"holders index: {index['count']} holder(s), read {index['readAt']} from the report of "
+                 f"{index['reportRefreshedAt'] or 'no holder (empty)'}")
+    return result, "\n".join(lines), EXIT_OK
+
+
 #: Each subcommand of _parser() and the function that runs it.
 COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[Outcome]]] = {
     "verify": _verify, "plan": _plan, "apply": _apply, "rollback": _rollback, "sweep": _sweep,
     "process-queue": _process_queue, "track": _track, "flags": _flags, "runs": _runs, "subscribe": _subscribe,
+    "holders": _holders,
 }
 
 

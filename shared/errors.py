@@ -15,7 +15,7 @@ an SDK message or a stack trace. Timer and queue triggers let them propagate so 
     │   └── Unauthenticated            an admin route without a signed-in Entra principal (401)
     ├── Forbidden                      the principal lacks the app role the route needs (403)
     ├── AuthUnavailable                App Service Authentication is off: principals cannot be trusted (503)
-    ├── MissingGraphPermission         the app's Graph token lacks a role a planned write needs (403)
+    ├── MissingGraphPermission         the app's Graph token lacks a role a planned write or a report needs (403)
     ├── NotFound                       a plan, run or flag that does not exist (404)
     ├── ConflictError                  a stored plan no longer matches the tenant, or a lease is held (409)
     │   ├── RemovalNotWaiting          an approval names a flag that is not waiting for one (409)

@@ -211,3 +211,32 @@ async def test_sweep_on_a_terminal_draws_a_bar_page_by_page(azurite):
         assert "seeding 30/30 users (100%)" in frames[-1] and "#" * 24 in frames[-1], text
         assert text.rstrip("\r\n").endswith("\x1b[K"), text  # the line was ended once, after the last frame
         assert "\r" not in out.decode() and "runId=" in out.decode()
+
+
+async def test_holders_shows_the_index_and_refreshes_it(azurite):
+    """`holders` on a fresh tenant: never built (0). `holders --refresh --json`: the report read and the index
+    built, its meta shown; again: current, one report request. Without AuditLog.Read.All: skipped, exit 0."""
+    from devhost.graph_tokens import unsigned_jwt
+    from tests.e2e.test_cli import cli_env
+    from tests.graph.test_registrations import holders_tenant
+
+    async with running_stack(azurite, holders_tenant(), drain=False) as stack:
+        env = cli_env(stack, azurite.connection_string)
+        code, out, err = await run_cli(env, "holders")
+        assert code == 0 and "holders index: never built" in out, (out, err)
+        code, out, err = await run_cli(env, "holders", "--refresh", "--json")
+        shown = json.loads(out)
+        assert code == 0 and shown["refresh"]["current"] is False and shown["refresh"]["added"] == 4, (out, err)
+        assert shown["index"]["count"] == 4 and shown["index"]["reportRefreshedAt"] == shown["refresh"][
+            "reportRefreshedAt"]
+        stack.sim.reset_stats()
+        code, out, err = await run_cli(env, "holders", "--refresh")
+        assert code == 0 and "refresh: current=True" in out and "holders index: 4 holder(s)" in out, (out, err)
+        assert stack.sim.stats()["calls"]["by_route"].get(
+            "GET /reports/authenticationMethods/userRegistrationDetails") == 1
+        scopes = "Organization.Read.All User.Read.All"
+        env["GRAPH_DEV_TOKEN"] = unsigned_jwt({"aud": "https://graph.microsoft.com", "tid": stack.tenant_id,
+                                                "idtyp": "user", "upn": "admin@devhost.invalid", "scp": scopes})
+        code, out, err = await run_cli(env, "holders", "--refresh", "--json")
+        assert code == 0 and json.loads(out)["refresh"] == {"skipped": "AuditLog.Read.All not granted"}, (out, err)
+        assert "AuditLog.Read.All" in err  # the warning

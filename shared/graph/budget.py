@@ -24,6 +24,9 @@ RU limit and unpublished: `CallPace` learns it from the calls Graph accepts. Tho
 here, but their answers teach only the call pace (the header on them may speak of either limit), and so do
 their 429s, except those in the app's own RU scope (`x-ms-throttle-scope: Tenant_Application/...`).
 
+Graph's reports limit (5 requests per 10 s per app and tenant, published) is kept by a `FixedPace`, which has
+nothing to learn.
+
 Both paces are `SharedPace`s: with several instances of the app, `shared/pace_board.py` lets them share what
 each learns, so adding an instance does not multiply the 429s.
 """
@@ -443,3 +446,42 @@ class CallPace(SharedPace):
         self.rate = max(self.FLOOR_PER_S, min(self.CEILING_PER_S, rate))
         self.slow_start = False
         self._level = min(self._level, float(self.burst))
+
+
+class FixedPace:
+    """A limit Graph publishes in calls per window (the reports limit: 5 requests per 10 s per app and tenant),
+    kept by a bucket refilled at that rate, so the first calls go at once and the rest at the limit. The bucket
+    holds one call fewer than Graph's: a call reaches Graph a little after it took its turn here, so a bucket as
+    big as Graph's would run ahead of it by that delay and meet a 429 once it is spent. A 429's `Retry-After`
+    (`pause`) holds every caller and empties the bucket. Nothing to learn: the limit is Graph's word, so this
+    pace never changes its rate and shares nothing with the other instances (their calls only bring an
+    occasional 429, whose `Retry-After` is honoured)."""
+
+    def __init__(self, calls: int, window_s: float) -> None:
+        self.capacity = float(max(1, calls - 1))
+        self.rate = calls / window_s
+        self.waited_seconds = 0.0
+        self._lock = asyncio.Lock()
+        self._level = self.capacity
+        self._stamp = time.monotonic()
+        self._paused_until = 0.0
+
+    async def take(self) -> None:
+        """Wait for a call's turn (and for any `Retry-After` in force), and take it."""
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+                self._stamp = now
+                wait = max(self._paused_until - now, (1.0 - self._level) / self.rate)
+                if wait <= 1e-9:
+                    self._level -= 1.0
+                    return
+                self.waited_seconds += wait
+                await asyncio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Graph refused a call for `seconds`: nobody calls before they have passed, and the bucket starts empty."""
+        now = time.monotonic()
+        self._paused_until = max(self._paused_until, now + seconds)
+        self._level = min(self._level, 0.0)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.config import Settings
 from shared.errors import GraphError, GraphSignInFailed, GraphThrottled, GraphUnavailable, NotFound
-from shared.graph.budget import CallPace, RuPace
+from shared.graph.budget import CallPace, FixedPace, RuPace
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -31,6 +31,7 @@ T = TypeVar("T")
 BATCH_LIMIT = 20  # Graph's $batch maximum
 BATCH_TRANSPORT_RETRIES = 3  # $batch envelopes of reads re-sent after a dropped connection
 BATCH_UNAVAILABLE_RETRIES = 3  # ... and after a 503/504 of the envelope, beyond the SDK's own retries
+REPORTS_PER_10S = 5  # Graph's published limit for reports that list authentication methods, per app and tenant
 BATCH_GET_MAX_SECONDS = 120.0  # a bulk read waiting its turn under Graph's limits starts no round after this
 
 
@@ -136,6 +137,7 @@ class GraphGateway:
         self.counters = GraphCounters()
         self.budget = budget or RuPace()  # learns the tenant's RU pace: Graph never says its bucket
         self.auth_pace = CallPace()  # the tenant's authentication-method reads, under their own call limit
+        self.reports_pace = FixedPace(REPORTS_PER_10S, 10.0)  # Graph's reports limit (registrations.py)
         self._credential: Any = None  # a credential this gateway created for itself (closed by `close`)
         self.tenant_confirmed = False  # set by shared.graph.tenant.confirm_tenant before the first request
         self._tenant_lock: asyncio.Lock | None = None  # one confirmation at a time (parallel first reads)

@@ -108,10 +108,13 @@ def split_snapshot(value: str) -> tuple[str, dt.datetime | None]:
 class SnapshotTable:
     """The snapshots of one tenant: point reads of many users, MERGE writes, whole-table loads."""
 
-    def __init__(self, tables: Tables, tenant_id: str, layout: Layout | None = None) -> None:
+    def __init__(self, tables: Tables, tenant_id: str, layout: Layout | None = None, *,
+                 table: str = SNAPSHOTS) -> None:
+        """`table`: another table of the same grouped rows (`holders`, whose values are flags)."""
         self._tables = tables
         self.tenant_id = tenant_id
         self.layout = layout or Layout()
+        self.table = table
 
     @property
     def buckets(self) -> int:
@@ -142,7 +145,7 @@ class SnapshotTable:
             async def work(client: TableClient) -> dict[str, Any] | None:
                 return await fastpath.get(client, pk, rk, select=select)
 
-            entity = await self._tables.op(SNAPSHOTS, "reading snapshots", work) or {}
+            entity = await self._tables.op(self.table, f"reading {self.table}", work) or {}
             return [(uid, split_snapshot(str(entity[name]))) for name, uid in names.items() if entity.get(name)]
 
         found = await self._tables.gather(one(pk, rk, names) for (pk, rk), names in rows.items())
@@ -163,7 +166,7 @@ class SnapshotTable:
 
         async def chunk_of(chunk: list[Mapping[str, Any]]) -> None:
             try:
-                await self._tables.transaction(SNAPSHOTS, action, [("upsert", e, MERGE) for e in chunk])
+                await self._tables.transaction(self.table, action, [("upsert", e, MERGE) for e in chunk])
             except StateError as exc:
                 if "TooManyProperties" in str(exc) or "TooManyProperties" in str(exc.__cause__ or ""):
                     raise StateError(f"a snapshot row is full ({MAX_CUSTOM_PROPERTIES} users): more users than "
@@ -181,12 +184,12 @@ class SnapshotTable:
                 raise InputError("a snapshot needs a non-empty UPN")
         seen = seen_at or {}
         values = {uid: snapshot_value(upn, seen.get(uid)) for uid, upn in upns.items()}
-        await self._merge(values, "writing snapshots")
+        await self._merge(values, f"writing {self.table}")
         return len(upns)
 
     async def delete(self, user_ids: Iterable[str]) -> None:
         """Forget users (deleted accounts): their property becomes empty; never-seen users are fine."""
-        await self._merge(dict.fromkeys(user_ids, ""), "deleting snapshots")
+        await self._merge(dict.fromkeys(user_ids, ""), f"deleting {self.table}")
 
     async def rows(self) -> AsyncIterator[dict[str, str]]:
         """Every snapshot row of the tenant as `{user id: UPN}` (deleted users left out), one paged
@@ -211,7 +214,7 @@ class SnapshotTable:
                 rows.append({uid: upn for uid, upn in users.items() if upn})
             return rows
 
-        return await self._tables.op(SNAPSHOTS, "reading snapshots", work)
+        return await self._tables.op(self.table, f"reading {self.table}", work)
 
     async def load_all(self, *, raw: bool = False) -> dict[str, str]:
         """The whole snapshot table as `{user id: UPN}`: all partitions in parallel, ~1,000 rows for

@@ -14,6 +14,9 @@ The facade the rest of the app uses; each table lives in its own module, the sha
 |               |                   |                                        | property per user (`u`+GUID hex)   |
 | `checkpoints` | tenant            | name, or `lease|` name                 | JSON values (delta links), leases  |
 | `events`      | tenant            | event id (`h|` sha256 when too long)   | idempotency keys, `expires_at`     |
+| `holders`     | `tenant|bNN` (16) | `gNNN` (64 groups a bucket)            | passkey holders from Graph's       |
+|               |                   |                                        | registration report: `"1"` a user  |
+|               | tenant            | `meta`                                 | report refresh time, read at, count|
 
 Each table has its module of the same name (`shared.state.runs`, ..., leases in `checkpoints`).
 
@@ -45,6 +48,7 @@ from shared.state.clients import StorageClients
 from shared.state.errors import storage_errors
 from shared.state.events import EventTable
 from shared.state.flags import FlagTable
+from shared.state.holders import HolderIndex
 from shared.state.plans import PlanTable
 from shared.state.queue import ChangeQueue
 from shared.state.runs import RunTable
@@ -67,7 +71,7 @@ class StateStore:
     `.policy_jobs`). One per process; reuse it.
 
     Bound to its tenant at construction: each table is an attribute that needs no tenant id
-    (`store.runs`, `.plans`, `.flags`, `.snapshots`, `.checkpoints` with the leases, `.events`).
+    (`store.runs`, `.plans`, `.flags`, `.snapshots`, `.checkpoints` with the leases, `.events`, `.holders`).
     """
 
     def __init__(self, storage: StorageSettings, *, tenant_id: str, credential: Any = None,
@@ -98,6 +102,7 @@ class StateStore:
         self.snapshots = SnapshotTable(self._tables, tenant_id, self._layout)
         self.checkpoints = CheckpointTable(self._tables, tenant_id)
         self.events = EventTable(self._tables, tenant_id)
+        self.holders = HolderIndex(self._tables, tenant_id, self._layout)
 
     def for_tenant(self, tenant_id: str) -> StateStore:
         """The same clients, queues and layout bound to another tenant (tests and benchmarks that write
@@ -148,7 +153,7 @@ class StateStore:
 
     # --- plumbing --------------------------------------------------------------------------------
     async def ensure(self, *, force: bool = False) -> None:
-        """Create the six tables and the queues if absent (never with a managed identity: see `Tables.ensure`)."""
+        """Create the tables and the queues if absent (never with a managed identity: see `Tables.ensure`)."""
         await self._tables.ensure(force=force)
 
     async def close(self) -> None:

@@ -2,7 +2,7 @@
 create-once of tables and queues, error translation, transactions, bounded gathering, the clock) and
 the ETag helpers (update while unchanged, replace while still the row we read, create or take over).
 
-Each table's module (`runs`, `plans`, `flags`, `snapshots`, `checkpoints`, `events`) maps its rows
+Each table's module (`runs`, `plans`, `flags`, `snapshots`, `checkpoints`, `events`, `holders`) maps its rows
 explicitly and runs its work through `Tables.op`; `shared.state.store.StateStore` is the facade.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS = "runs", "plans", "flags", "snapshots", "checkpoints", "events"
-TABLES: tuple[str, ...] = (RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS)
+HOLDERS = "holders"
+TABLES: tuple[str, ...] = (RUNS, PLANS, FLAGS, SNAPSHOTS, CHECKPOINTS, EVENTS, HOLDERS)
 MAX_PAGE = 1000
 FLAG_BUCKETS = 16
 SNAPSHOT_BUCKETS = FLAG_BUCKETS  # the same bucket for a user's flag and snapshot (see shared.state.store)
@@ -191,7 +192,7 @@ class Tables:
         return now
 
     async def ensure(self, *, force: bool = False) -> None:
-        """Create the six tables and the queues if absent; idempotent and cached after the first success.
+        """Create the tables and the queues if absent; idempotent and cached after the first success.
 
         With a managed identity (Azure) nothing is created: the Bicep template creates every table and
         queue, and the identity's roles are scoped to each of them, so a create call would be refused.

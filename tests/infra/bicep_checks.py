@@ -320,7 +320,7 @@ def check_state_names(infra_dir: Path, queue_name: str, *more_queues: str) -> li
         return ["main.bicep is missing"]
     variables = main.tree.get("variables") or {}
     problems = []
-    want_tables = ["runs", "plans", "flags", "snapshots", "checkpoints", "events"]
+    want_tables = ["runs", "plans", "flags", "snapshots", "checkpoints", "events", "holders"]
     tables = dig(variables, "tableNames", "value")
     if sorted(tables or []) != sorted(want_tables):
         problems.append(f"main.bicep: tableNames must be {want_tables}, is {render(tables)}")

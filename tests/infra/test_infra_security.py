@@ -68,9 +68,9 @@ def test_graph_roles_granted_equal_the_documented_list() -> None:
 
 
 # The rule of the brief and graph-contract.md, written out: audit → read-only policy roles;
-# removeStalePasskeys false → passkey read only; User.Read.All, GroupMember.Read.All and Organization.Read.All
-# (the tenant check) always.
-_ALWAYS = {"Policy.Read.All", "User.Read.All", "GroupMember.Read.All", "Organization.Read.All"}
+# removeStalePasskeys false → passkey read only; User.Read.All, GroupMember.Read.All, Organization.Read.All
+# (the tenant check) and AuditLog.Read.All (the registration report: the passkey holders index) always.
+_ALWAYS = {"Policy.Read.All", "User.Read.All", "GroupMember.Read.All", "Organization.Read.All", "AuditLog.Read.All"}
 _EXPECTED = {
     ("audit", False): _ALWAYS | {"Policy.Read.AuthenticationMethod", "UserAuthMethod-Passkey.Read.All"},
     ("audit", True): _ALWAYS | {"Policy.Read.AuthenticationMethod", "UserAuthMethod-Passkey.ReadWrite.All"},

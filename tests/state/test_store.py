@@ -24,7 +24,7 @@ def run(run_id: str, started: dt.datetime, **extra: Any) -> dict[str, Any]:
 
 
 async def test_ensure_creates_all_tables_and_is_idempotent(store: StateStore, azurite: Azurite) -> None:
-    """ensure() creates the six tables and the queue, and running it again (or from a 2nd store) is harmless."""
+    """ensure() creates every table and the queue, and running it again (or from a 2nd store) is harmless."""
     await store.ensure()
     await store.ensure(force=True)
     again = StateStore(StorageSettings(connection_string=azurite.connection_string), tenant_id="t", retry_total=0)
