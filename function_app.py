@@ -162,6 +162,16 @@ async def upn_processor(msg: func.QueueMessage) -> None:
     log.info("upn_processor: %s", {k: v for k, v in result.items() if k != "decisions"})
 
 
+@app.queue_trigger(arg_name="msg", queue_name="passkey-reads", connection="STATE_STORAGE")
+async def passkey_reads(msg: func.QueueMessage) -> None:
+    """The slow lane: up to 20 changed users' passkeys, read at Graph's pace, then each case settled."""
+    from shared.services import get_services
+    from shared.upn.dispatch import handle_passkey_message
+
+    result = await handle_passkey_message(get_services(), msg.get_body(), dequeue_count=msg.dequeue_count or 1)
+    log.info("passkey_reads: %s", {k: v for k, v in result.items() if k != "decisions"})
+
+
 @app.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def delta_sweep(timer: func.TimerRequest) -> None:
     """The backstop for lost notifications: users/delta from the stored link, checkpointed per page."""

@@ -14,16 +14,22 @@ its call pace learn them from Graph's answers and start the measured run from th
 (`reset()`). The drawn values are in the JSON output.
 
 Measured: from the start of `sweep()` until the last queue message is handled, i.e. every flag is
-written. The sweep enqueues to Azurite; the product's in-process drain (`shared.upn.drain`) pulls messages
-and runs `handle_message`, like the Functions host's queue trigger (batchSize 16, a new batch once
-8 or fewer are in flight). Graph requests and resource units come from the simulator's own accounting.
+written and every flag's passkey details are read (`details_complete_seconds`, the same as `seconds`). The
+sweep enqueues to Azurite; the product's in-process drain (`shared.upn.drain`) pulls messages from both
+queues and runs `handle_message` and `handle_passkey_message`, like the Functions host's queue triggers
+(batchSize 16, a new batch once 8 or fewer are in flight). The seeding sweep (not timed) builds the
+passkey holders index from the registration report, so the holders it lists are flagged without a passkey
+read: `holders_flagged_seconds` runs from the start to the last such flag's detection, against
+`holders_optimum_seconds` (the delta chain's or the report's bound). Graph requests and resource units come
+from the simulator's own accounting.
 
 The optimum: Graph's bucket starts full, so no client can finish before
 `(RU needed - bucket at start) / refill rate`, RU needed being what the simulator charged for the
 successful calls of this run; nor before `(changed users - burst) / auth_methods_rps`, since each changed
 user needs one `fido2Methods` read and those have their own per-tenant limit (`auth_methods_rps`, its
 bucket `auth_methods_rps * auth_methods_window_s`, also starting full); nor before the delta chain's pages
-(one after the other) times the median latency. `optimum_seconds` is the largest, `optimum_bound` names it.
+(one after the other) times the median latency; nor before the registration report's pages this run had to read,
+under the reports limit. `optimum_seconds` is the largest, `optimum_bound` names it.
 `ratio_to_optimum = optimum_seconds / seconds` (1.0 = at the limit).
 
 The flags are compared with the simulator's ground truth by user id and new UPN: `missed`, `unexpected`, and
@@ -47,6 +53,7 @@ from bench.common import BENCH_SETTINGS, base_parser, emit, latency_knobs, machi
 
 log = logging.getLogger(__name__)
 
+REPORT_ROUTE = "GET /reports/authenticationMethods/userRegistrationDetails"
 CAPACITY_RU = 8000  # Graph, large tenant: 8,000 RU per 10 s (platform-limits.md)
 REFILL_RU_PER_S = 800
 
@@ -102,18 +109,25 @@ def expected_flags(sim: Any) -> tuple[set[tuple[str, str]], list[str]]:
     return {(uid, upn) for uid, upn in data["holders"]}, list(data["ids"])
 
 
-async def flags_against(services: Any, expected: set[tuple[str, str]]) -> dict[str, int]:
+async def flags_against(services: Any, expected: set[tuple[str, str]], listed: set[str],
+                        started_at: float) -> dict[str, Any]:
     """The flags written, compared with the ground truth by user id and new UPN (not by count): `missed`
     holders without a flag for their new UPN, `unexpected` flags of nobody's rename, and `duplicates`: one
-    change detected more than once in a flag's history (one row per user cannot show a duplicate by itself)."""
-    written, duplicates = set(), 0
+    change detected more than once in a flag's history (one row per user cannot show a duplicate by itself).
+    Also `details_pending` (flags whose passkeys were never read) and, for the holders the index `listed` when
+    the run began, the seconds from `started_at` (epoch) to the last one's detection (`holders_flagged_seconds`)."""
+    written, duplicates, pending, last_listed = set(), 0, 0, started_at
     async for stored in services.store.flags.every():
         flag = stored.flag
         written.add((flag.user_id.lower(), flag.new_upn.lower()))
         detections = sum(1 for h in flag.history if h.note.startswith("UPN changed"))
         duplicates += max(0, detections - 1)
+        pending += flag.details_pending
+        if flag.user_id.lower() in listed:
+            last_listed = max(last_listed, flag.detected_at.timestamp())
     return {"flags_written": len(written), "missed": len(expected - written), "unexpected": len(written - expected),
-            "duplicates": duplicates}
+            "duplicates": duplicates, "details_pending": pending,
+            "holders_flagged_seconds": round(last_listed - started_at, 2)}
 
 
 async def measure_here(services: Any) -> dict[str, Any]:
@@ -122,7 +136,7 @@ async def measure_here(services: Any) -> dict[str, Any]:
 
     sweep_done = asyncio.Event()
     counters: dict[str, Any] = {"messages": 0, "flagged": 0, "requeued": 0, "last_done": None}
-    cpu0, t0 = time.process_time(), time.monotonic()
+    cpu0, t0, wall0 = time.process_time(), time.monotonic(), time.time()
 
     async def sweeper() -> dict[str, Any]:
         try:
@@ -133,7 +147,8 @@ async def measure_here(services: Any) -> dict[str, Any]:
     swept, _ = await asyncio.gather(sweeper(), consume(services, sweep_done, counters))
     t1 = counters["last_done"] or time.monotonic()
     budget = services.graph.budget
-    return {"seconds": t1 - t0, "cpu": time.process_time() - cpu0, "rss": peak_rss_mb(), "swept": swept,
+    return {"seconds": t1 - t0, "started_at": wall0, "cpu": time.process_time() - cpu0, "rss": peak_rss_mb(),
+            "swept": swept,
             "counters": counters, "pace_ru_per_s_at_end": round(budget.rate, 1), "pace_pauses": budget.throttled,
             "passkey_reads_per_s_at_end": round(services.graph.auth_pace.rate, 2)}
 
@@ -168,7 +183,7 @@ async def measure_in_processes(stack: Any, instances: int) -> dict[str, Any]:
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     last = max((r["lastDoneAt"] for r in reports if r["lastDoneAt"]), default=time.time())
     counters = {k: sum(r[k] for r in reports) for k in ("messages", "flagged", "requeued")}
-    return {"seconds": last - t0, "cpu": cpu,
+    return {"seconds": last - t0, "started_at": t0, "cpu": cpu,
             "rss": max(r["peakRssMb"] for r in reports), "swept": swept, "counters": counters,
             "instances": reports, "pace_pauses": sum(r["ruPauses"] for r in reports)}
 
@@ -205,12 +220,14 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
         services.graph.auth_pace.reset()
         sim.reset_stats()
         knobs = sim.control("GET", "config")
+        # what the index (the report) says before the run, of the users renamed
+        listed = await services.store.holders.load_all() & {uid for uid, _ in expected}
 
         measured = await (measure_in_processes(stack, instances) if instances else measure_here(services))
         seconds, cpu, rss, swept, counters = (measured[k] for k in ("seconds", "cpu", "rss", "swept", "counters"))
         stats = sim.stats()
 
-        compared = await flags_against(services, expected)
+        compared = await flags_against(services, expected, listed, measured["started_at"])
 
         base_ids = sample_ids[:sample]
         sim.configure(throttle_enabled=False)
@@ -230,9 +247,18 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
     optimum_auth = max(0.0, (changed - auth_burst) / auth_rate) if auth_rate > 0 else 0.0
     # The delta chain: each page of changed users is one request after the other, at the median latency at best.
     optimum_chain = int(stats.get("delta_pages", 0)) * float(knobs.get("latency_ms", 0.0)) / 1000
-    bounds = {"ru": optimum_ru, "auth_methods": optimum_auth, "delta_chain": optimum_chain}
+    # The report: its pages one after the other under the reports limit (a bucket of that many requests per 10 s,
+    # starting full). Only what this run had to read of it counts: one request when the index is current.
+    report_rate = float(knobs["reports_requests_per_10s"]) / 10 if knobs["throttle_enabled"] else 0.0
+    report_pages = int(stats["calls"]["by_route"].get(REPORT_ROUTE, 0)) - int(throttled.get("reports", 0))
+    optimum_report = max(report_pages * float(knobs.get("latency_ms", 0.0)) / 1000,
+                         (report_pages - report_rate * 10) / report_rate if report_rate > 0 else 0.0)
+    bounds = {"ru": optimum_ru, "auth_methods": optimum_auth, "delta_chain": optimum_chain, "report": optimum_report}
     bound = max(bounds, key=lambda k: bounds[k])
     optimum = bounds[bound]
+    # Holders the report listed need no passkey read to be flagged: the delta chain and the report bound them.
+    holders_bound = max(("delta_chain", "report"), key=lambda k: bounds[k])
+    holders_seconds = compared["holders_flagged_seconds"]
     baseline_seconds = per_user * changed
     return {
         "benchmark": "mass_rename", "users": users, "changed_users": changed, "throttle_scale": scale,
@@ -246,6 +272,10 @@ async def run(users: int, scale: float, sample: int, seed: int | None = None,
         "optimum_seconds_ru": round(optimum_ru, 2), "optimum_seconds_auth_methods": round(optimum_auth, 2),
         "optimum_seconds_delta_chain": round(optimum_chain, 2), "optimum_bound": bound,
         "ratio_to_optimum": round(optimum / seconds, 3) if seconds > 0 else 0.0,
+        "details_complete_seconds": round(seconds, 2), "holders_listed": len(listed),
+        "holders_optimum_seconds": round(bounds[holders_bound], 2), "holders_optimum_bound": holders_bound,
+        "holders_ratio_to_optimum": round(bounds[holders_bound] / holders_seconds, 3) if holders_seconds > 0 else 1.0,
+        "optimum_seconds_report": round(optimum_report, 2), "report_requests": report_pages,
         "resource_units": ru_total, "resource_units_needed": ru_needed,
         "resource_units_per_user": round(ru_total / changed, 4), "ru_per_renamed_user": round(ru_total / changed, 4),
         "graph_requests": int(stats["http_requests"]),

@@ -151,7 +151,7 @@ var names = {
 }
 
 // The app's state lives in these tables and queues; the code uses exactly these names
-// (shared.config.QUEUE_NAME and POLICY_JOBS_QUEUE; each poison queue is the host's <queue>-poison).
+// (shared.config.QUEUE_NAME, POLICY_JOBS_QUEUE and PASSKEY_READS_QUEUE; each poison queue is the host's <queue>-poison).
 var tableNames = [
   'runs'
   'plans'
@@ -166,6 +166,8 @@ var queueNames = [
   'upn-changes-poison'
   'policy-jobs'
   'policy-jobs-poison'
+  'passkey-reads'
+  'passkey-reads-poison'
 ]
 var deploymentContainerName = 'app-package'
 var secretNames = {

@@ -67,6 +67,7 @@ DEFAULT_POLICY_FILE = "policy/desired-state.json"
 ENFORCEMENT_MODES = ("audit", "enforce")
 QUEUE_NAME = "upn-changes"  # the queue trigger's queue; also named in infra/
 POLICY_JOBS_QUEUE = "policy-jobs"  # HTTP plan/apply jobs for the policy_jobs trigger; also named in infra/
+PASSKEY_READS_QUEUE = "passkey-reads"  # the slow lane: fido2Methods reads the processor defers; also named in infra/
 #: Passkeys the tracker may delete in one run before further flags wait for an administrator's approval.
 DEFAULT_STALE_PASSKEY_REMOVAL_MAX_PER_RUN = 25
 

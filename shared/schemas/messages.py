@@ -7,6 +7,12 @@ UPN changes (`upn-changes`), stamped with the tenant (and the run id) when sent:
      "ticketId"?, "oldUpn"?, "tenant", "runId"?}
     {"v": 1, "kind": "lifecycle", "event", "subscriptionId"?, "tenant", "runId"?}
 
+The slow lane (`passkey-reads`): the changed users whose passkeys the processor did not read itself, 20 a
+message (one `$batch` of fido2Methods reads under the tenant's authentication-method pace):
+
+    {"v": 1, "kind": "passkeys", "source", "users": [{"id", "upn", "oldUpn", "detectedAt", "oldUpnSeenAt"?,
+     "oldUpnOrigin"?, "holder"?}], "at", "ticketId"?, "tenant", "runId"?}
+
 Policy jobs (`policy-jobs`): `{"runId", "tenantId", "kind": "plan" | "apply"}`.
 
 The producers build them from these models: `shared.upn.messages` (users_message, lifecycle_message; the
@@ -72,6 +78,32 @@ class LifecycleMessage(QueueMessage):
     runId: str | None = None
 
 
+class PasskeyEntry(QueueMessage):
+    """One changed user whose passkeys the slow lane reads: the change the processor saw, and whether the
+    registration report listed them (`holder`: their flag is open already, waiting for its details)."""
+
+    id: NonEmpty
+    upn: NonEmpty
+    oldUpn: NonEmpty
+    detectedAt: NonEmpty = Field(description="when the processor saw the change (ISO 8601)")
+    oldUpnSeenAt: str | None = Field(default=None, description="when the snapshot last saw `oldUpn` (ISO 8601)")
+    oldUpnOrigin: Literal["snapshot", "ticket"] | None = None
+    holder: bool | None = None
+
+
+class PasskeyReadsMessage(QueueMessage):
+    """Changed users (at most 20) whose passkeys decide their case: read, then flag, complete or let go."""
+
+    v: int | None = None
+    kind: Literal["passkeys"]
+    source: str = "sweep"
+    users: list[PasskeyEntry] = Field(min_length=1, max_length=USERS_PER_MESSAGE)
+    at: str | None = None
+    ticketId: str | None = None
+    tenant: str | None = None
+    runId: str | None = None
+
+
 ChangeMessage = UsersMessage | LifecycleMessage
 _CHANGE_KINDS: dict[str, type[ChangeMessage]] = {"users": UsersMessage, "lifecycle": LifecycleMessage}
 
@@ -105,6 +137,15 @@ def parse_change_message(body: bytes | str) -> ChangeMessage:
         raise InputError("queue message has no known kind")
     try:
         return model.model_validate(message)
+    except ValidationError as exc:
+        raise _first(exc, "queue message") from None
+
+
+def parse_passkey_message(body: bytes | str) -> PasskeyReadsMessage:
+    """A `passkey-reads` message; InputError naming the field when it is not that shape."""
+    message = _json(body, "queue message")
+    try:
+        return PasskeyReadsMessage.model_validate(message)
     except ValidationError as exc:
         raise _first(exc, "queue message") from None
 

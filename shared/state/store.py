@@ -42,7 +42,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shared.config import POLICY_JOBS_QUEUE, Settings, StorageSettings
+from shared.config import PASSKEY_READS_QUEUE, POLICY_JOBS_QUEUE, Settings, StorageSettings
 from shared.state.checkpoints import CheckpointTable
 from shared.state.clients import StorageClients
 from shared.state.errors import storage_errors
@@ -89,8 +89,9 @@ class StateStore:
         creates = not (storage.uses_identity and credential is None)
         self.queue = ChangeQueue(self._clients, concurrency=concurrency, create=creates)
         self.policy_jobs = ChangeQueue(self._clients, POLICY_JOBS_QUEUE, concurrency=1, create=creates)
+        self.passkey_reads = ChangeQueue(self._clients, PASSKEY_READS_QUEUE, concurrency=concurrency, create=creates)
         self._tables = Tables(self._clients, creates=creates, clock=clock or utcnow, concurrency=concurrency,
-                              queues=(self.queue, self.policy_jobs))
+                              queues=(self.queue, self.policy_jobs, self.passkey_reads))
         self._layout = Layout(flag_buckets, snapshot_buckets, snapshot_groups)
         self._bind(tenant_id)
 

@@ -1,7 +1,8 @@
-"""The queue trigger's work: one `upn-changes` message, dispatched by kind to the processor (`users`) or
-the subscription's lifecycle handling (`lifecycle`, which may run a sweep). A message for another tenant
-is dropped; one that Graph throttled is queued again hidden for `Retry-After`, without counting toward
-the poison queue. `drain.py` runs this for the command line with the host's delivery rules.
+"""The queue triggers' work: one `upn-changes` message, dispatched by kind to the processor (`users`) or
+the subscription's lifecycle handling (`lifecycle`, which may run a sweep); one `passkey-reads` message to the
+slow lane (`passkey_reads.py`). A message for another tenant is dropped; one that Graph throttled is queued
+again hidden for `Retry-After`, without counting toward the poison queue. `drain.py` runs these for the
+command line with the host's delivery rules.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from shared.errors import GraphThrottled
 from shared.services import Services
+from shared.state.queue import ChangeQueue
 from shared.upn.messages import send_messages
 from shared.upn.processor import process_users
 from shared.upn.subscriptions import handle_lifecycle
@@ -34,11 +36,34 @@ async def handle_message(services: Services, body: bytes | str, *, dequeue_count
         if isinstance(message, UsersMessage):
             users = [user.model_dump(exclude_none=True) for user in message.users]
             return await process_users(services, users, source=message.source, ticket_id=message.ticketId,
-                                       old_upn_hint=message.oldUpn)
+                                       old_upn_hint=message.oldUpn, queued_reads=True)
         return await handle_lifecycle(services, message.event, message.subscriptionId)
     except GraphThrottled as exc:
-        delay = max(1, int(exc.retry_after or 30))
-        await send_messages(services, [message.model_dump(exclude_none=True)], delay=delay)
-        log.warning("Graph throttled a %s message; re-queued for %d s (delivery %d)", message.kind, delay,
-                    dequeue_count)
-        return {"requeued": True, "retryAfter": delay}
+        return await _requeue(services, message, exc, dequeue_count, services.store.queue)
+
+
+async def handle_passkey_message(services: Services, body: bytes | str, *, dequeue_count: int = 1) -> dict[str, Any]:
+    """The `passkey_reads` trigger's work: read one slow-lane message's passkeys and settle each case."""
+    from shared.schemas.messages import parse_passkey_message
+    from shared.telemetry import bind_run
+    from shared.upn.passkey_reads import read_and_decide
+
+    message = parse_passkey_message(body)
+    bind_run(message.runId)
+    if message.tenant != services.settings.tenant_id:
+        log.warning("dropping a queue message for another tenant")
+        return {"dropped": "other tenant"}
+    try:
+        return await read_and_decide(services, message)
+    except GraphThrottled as exc:
+        return await _requeue(services, message, exc, dequeue_count, services.store.passkey_reads)
+
+
+async def _requeue(services: Services, message: Any, exc: GraphThrottled, dequeue_count: int,
+                   queue: ChangeQueue) -> dict[str, Any]:
+    """Queue a throttled message again, hidden for Graph's `Retry-After` (not a failed delivery)."""
+    delay = max(1, int(exc.retry_after or 30))
+    await send_messages(services, [message.model_dump(exclude_none=True)], delay=delay, queue=queue)
+    log.warning("Graph throttled a %s message; re-queued for %d s (delivery %d)", message.kind, delay,
+                dequeue_count)
+    return {"requeued": True, "retryAfter": delay}

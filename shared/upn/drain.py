@@ -1,8 +1,9 @@
-"""Process the `upn-changes` queue in this process: the one in-process drain, for the command line
-(`sweep --process`, `process-queue`) and the mass-rename benchmark.
+"""Process the `upn-changes` queue, and the `passkey-reads` slow lane it feeds, in this process: the one
+in-process drain, for the command line (`sweep --process`, `process-queue`) and the mass-rename benchmark.
 
 Without a deployed app nobody consumes the queue, so a sweep from a shell would only queue. This drain hands
-each message to `handle_message`, the processor the queue trigger runs, with the host's delivery rules
+each message to the function its queue trigger runs (`handle_message`, `handle_passkey_message`), with the
+host's delivery rules
 (host.json): 16 messages fetched at a time and a new batch once 8 or fewer are in flight; a message that
 fails becomes visible again after 10 s and moves to `upn-changes-poison` on its 5th failed delivery. A
 message that can never succeed (not JSON, no known kind: an `InputError`) goes to the poison queue at once
@@ -16,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.errors import InputError
 from shared.services import Services
-from shared.state.queue import QueuedMessage
-from shared.upn.dispatch import handle_message
+from shared.state.queue import ChangeQueue, QueuedMessage
+from shared.upn.dispatch import handle_message, handle_passkey_message
+
+Handler = Callable[..., Awaitable[dict[str, Any]]]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,9 @@ POLL_SECONDS = 1.0
 class _Drain:
     """One drain's deliveries and counts."""
 
-    def __init__(self, services: Services, retry_seconds: int, max_dequeue_count: int,
-                 on_delivered: Callable[[], None] | None) -> None:
-        self.services, self.queue = services, services.store.queue
+    def __init__(self, services: Services, queue: ChangeQueue, handler: Handler, retry_seconds: int,
+                 max_dequeue_count: int, on_delivered: Callable[[], None] | None) -> None:
+        self.services, self.queue, self.handler = services, queue, handler
         self.retry_seconds, self.max_dequeue_count = retry_seconds, max_dequeue_count
         self.on_delivered = on_delivered
         self.totals: dict[str, Any] = {"messages": 0, "processed": 0, "flagged": [], "requeued": 0, "dropped": 0,
@@ -54,7 +57,7 @@ class _Drain:
         """Hand one message to the processor; delete it, or release it for a retry, or poison it."""
         totals = self.totals
         try:
-            result = await handle_message(self.services, message.text, dequeue_count=message.dequeue_count)
+            result = await self.handler(self.services, message.text, dequeue_count=message.dequeue_count)
         except InputError as exc:
             log.error("queue message %s cannot be processed (%s); moved to the poison queue", message.id, exc.message)
             await self.queue.move_to_poison(message)
@@ -91,15 +94,33 @@ async def _settle(in_flight: set[asyncio.Task[None]], at_most: float | None) -> 
 async def process_queue(services: Services, *, wait_seconds: float = 300.0, retry_seconds: int = RETRY_SECONDS,
                         max_dequeue_count: int = MAX_DEQUEUE_COUNT, until: Callable[[], bool] | None = None,
                         on_delivered: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Deliver every message of the queue to the processor until the queue is empty (and `until()`, when
-    given, is true: a producer beside the drain may still be queueing). `on_delivered` runs after each
-    message processed and deleted.
+    """Deliver every message of `upn-changes` to the processor and of `passkey-reads` to the slow lane until
+    both are empty (and `until()`, when given, is true: a producer beside the drain may still be queueing;
+    the slow lane's producer is the processor). `on_delivered` runs after each message processed and deleted.
 
-    Returns counts: `messages` delivered, `processed` users, `flagged` user ids, `requeued` (throttled),
-    `dropped` (another tenant's), `failed` deliveries, `poisoned` messages and `remaining` (still queued when
-    nothing became visible for `wait_seconds`).
+    Returns counts over both queues: `messages` delivered, `processed` users, `flagged` user ids, `requeued`
+    (throttled), `dropped` (another tenant's), `failed` deliveries, `poisoned` messages and `remaining` (still
+    queued when nothing became visible for `wait_seconds`).
     """
-    drain = _Drain(services, retry_seconds, max_dequeue_count, on_delivered)
+    changes = _Drain(services, services.store.queue, handle_message, retry_seconds, max_dequeue_count, on_delivered)
+    reads = _Drain(services, services.store.passkey_reads, handle_passkey_message, retry_seconds, max_dequeue_count,
+                   on_delivered)
+    changes_done = False
+
+    async def drain_changes() -> None:
+        nonlocal changes_done
+        try:
+            await _drain(changes, wait_seconds, until)
+        finally:
+            changes_done = True
+
+    await asyncio.gather(drain_changes(), _drain(reads, wait_seconds, lambda: changes_done))
+    return {key: value + reads.totals[key] for key, value in changes.totals.items()}
+
+
+async def _drain(drain: _Drain, wait_seconds: float, until: Callable[[], bool] | None) -> None:
+    """One queue's deliveries, 16 at a time, until it is empty and `until()` is true (or nothing became
+    visible for `wait_seconds`)."""
     in_flight: set[asyncio.Task[None]] = set()
     poll, idle_since = FIRST_POLL_SECONDS, time.monotonic()
     try:
@@ -119,7 +140,7 @@ async def process_queue(services: Services, *, wait_seconds: float = 300.0, retr
                 continue
             drain.totals["remaining"] = await drain.queue.peek_count()
             if (drain.totals["remaining"] == 0 and producer_done) or time.monotonic() - idle_since >= wait_seconds:
-                return drain.totals
+                return
             await asyncio.sleep(poll)
             poll = min(POLL_SECONDS, poll * 2)
     finally:

@@ -12,11 +12,14 @@ The models are imported inside the builders: pydantic stays out of the modules' 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.services import Services
 from shared.upn.clock import iso, now
 from shared.upn.intake import ChangeNotice, LifecycleEvent
+
+if TYPE_CHECKING:
+    from shared.state.queue import ChangeQueue
 
 USERS_PER_MESSAGE = 20  # one $batch of fido2Methods reads per message
 MESSAGE_VERSION = 1
@@ -34,6 +37,16 @@ def users_message(users: list[dict[str, Any]], *, source: str, ticket_id: str | 
                         ).model_dump(mode="json", exclude_none=True)
 
 
+def passkey_reads_message(entries: list[dict[str, Any]], *, source: str,
+                          ticket_id: str | None = None) -> dict[str, Any]:
+    """A `passkey-reads` message for 1 to 20 changed users, each a `PasskeyEntry`."""
+    from shared.schemas.messages import PasskeyEntry, PasskeyReadsMessage
+
+    return PasskeyReadsMessage(v=MESSAGE_VERSION, kind="passkeys", source=source,
+                               users=[PasskeyEntry(**e) for e in entries], at=iso(now()), ticketId=ticket_id or None,
+                               ).model_dump(mode="json", exclude_none=True)
+
+
 def lifecycle_message(event: LifecycleEvent) -> dict[str, Any]:
     """The queue message for one lifecycle event (reauthorize, recreate, sweep)."""
     from shared.schemas.messages import LifecycleMessage
@@ -49,13 +62,15 @@ def chunk_users(users: list[dict[str, Any]], *, source: str) -> list[dict[str, A
             for i in range(0, len(users), USERS_PER_MESSAGE)]
 
 
-async def send_messages(services: Services, messages: list[dict[str, Any]], *, delay: int = 0) -> None:
-    """Queue messages stamped with the tenant they belong to (one queue may serve many tenants)."""
+async def send_messages(services: Services, messages: list[dict[str, Any]], *, delay: int = 0,
+                        queue: ChangeQueue | None = None) -> None:
+    """Queue messages stamped with the tenant they belong to (one queue may serve many tenants), on
+    `upn-changes` unless another `queue` is given."""
     from shared.telemetry import current_run_id
 
     if messages:
         run = current_run_id()
-        await services.store.queue.send(
+        await (queue or services.store.queue).send(
             [{**m, "tenant": services.settings.tenant_id, **({"runId": run} if run else {})} for m in messages],
             visibility_timeout=delay)
 

@@ -235,6 +235,18 @@ async def _read_all(services: Services, run: _SweepRun, progress: Progress, max_
                 await ahead
 
 
+async def _refresh_index(services: Services) -> dict[str, Any]:
+    """The holders index brought up to the registration report (one request when it is current). A failure
+    only costs speed (the slow lane reads everyone the index does not name), so it is logged, not raised."""
+    from shared.upn.holders import refresh_holders
+
+    try:
+        return await refresh_holders(services)
+    except PasskeyGuardError as exc:
+        log.warning("the passkey holders index was not refreshed (%s): %s", exc.code, exc.message)
+        return {"error": exc.code}
+
+
 async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | None = None,
                 actor: Actor = THE_APP) -> dict[str, Any]:
     """The backstop: read users/delta from the stored link, queue the changes, checkpoint every page.
@@ -251,6 +263,9 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     arrives, so its Graph latency overlaps with handling the current one (the checkpoint still names a
     page only once the pages before it are handled).
 
+    Beside the delta chain, the sweep brings the passkey holders index up to Graph's registration report
+    (`shared.upn.holders`), so the processor can flag holders at once; its counts are the run's `holders`.
+
     Each sweep is a run in the `runs` table (kind `sweep`, who started it, its counts and result:
     `complete`, `incomplete` when `max_pages` stopped it, `failed`), and its progress is updated per page.
     """
@@ -260,6 +275,7 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
     recorder = RunRecorder(services, "sweep", trigger, actor=actor)  # binds the run id the messages carry
     started = time.monotonic()
     run: _SweepRun | None = None
+    index = asyncio.create_task(_refresh_index(services))  # beside the delta chain: the report has its own limit
     try:
         run = _SweepRun(services, *await services.store.checkpoints.get(DELTA_CHECKPOINT))
         if not run.state.get("seeding"):
@@ -268,12 +284,15 @@ async def sweep(services: Services, *, trigger: str = "timer", max_pages: int | 
             run.known = await services.store.snapshots.load_all(raw=True)
         await _read_all(services, run, recorder.progress, max_pages)
     except Exception as exc:  # the run says failed, with how far it got
+        index.cancel()
+        with contextlib.suppress(BaseException):
+            await index
         await recorder.stopped(exc, **({} if run is None else {
             "pages": run.pages, "users": run.users, "changedUsers": run.changed, "messagesQueued": run.queued,
             "resyncs": run.resyncs}))
         raise
     counts = {"pages": run.pages, "users": run.users, "changedUsers": run.changed, "messagesQueued": run.queued,
               "resyncs": run.resyncs, "complete": not run.state.get("nextLink"), "seeded": run.seeded,
-              "seconds": round(time.monotonic() - started, 3)}
+              "holders": await index, "seconds": round(time.monotonic() - started, 3)}
     await recorder.finish("complete" if counts["complete"] else "incomplete", **counts)
     return {"trigger": trigger, "runId": recorder.id, **counts}

@@ -99,6 +99,16 @@ class Stack:
         stored = await self.services.store.flags.get(user_id)
         return public_flag(stored) if stored else None
 
+    async def settled_flag(self, user_id: str) -> dict[str, Any] | None:
+        """The user's flag once its passkey details are read (the slow lane has run for it), or None."""
+        flag = await self.flag(user_id)
+        return flag if flag is not None and flag["passkeyDetails"] == "complete" else None
+
+    async def queues_empty(self) -> bool:
+        """Nothing left on the processor's queue nor on its slow lane."""
+        store = self.services.store
+        return await store.queue.peek_count() == 0 and await store.passkey_reads.peek_count() == 0
+
     async def all_flags(self) -> list[dict[str, Any]]:
         """Every stored flag as the API shows it."""
         from shared.upn.flag_views import public_flag

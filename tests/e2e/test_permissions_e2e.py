@@ -130,7 +130,7 @@ async def test_the_tracker_deletes_no_passkey_without_the_passkey_write_role(azu
         stack.sim.control("POST", "users/bulk_rename", {"users": [
             {"id": uid(1), "userPrincipalName": "user1@fabrikam.example"}]})
         await sweep(stack.services)
-        await eventually(lambda: stack.flag(uid(1)))
+        await eventually(lambda: stack.settled_flag(uid(1)))
         stack.sim.reset_stats()
         with pytest.raises(MissingGraphPermission) as caught:
             await track_flags(stack.services)

@@ -18,7 +18,7 @@ async def test_a_rename_through_graph_ends_as_a_flag(azurite):
         created = await subscribe(stack)
         assert created["action"] == "created"
         await rename(stack, 1, "user1@fabrikam.example")
-        flag = await eventually(lambda: stack.flag(uid(1)))
+        flag = await eventually(lambda: stack.settled_flag(uid(1)))
         assert flag["oldUpn"] == "user1@contoso.example" and flag["newUpn"] == "user1@fabrikam.example"
         assert flag["status"] == "pending" and flag["source"] == "notification"
         assert [p["aaGuid"] for p in flag["passkeys"]] == [YUBI]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import APP_SETTINGS, POLICY_JOBS_QUEUE, QUEUE_NAME, STATE_STORAGE
+from shared.config import APP_SETTINGS, PASSKEY_READS_QUEUE, POLICY_JOBS_QUEUE, QUEUE_NAME, STATE_STORAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEX_PYTHON = ROOT / ".venv-index" / "bin" / "python"
@@ -18,7 +18,7 @@ EXPECTED = {
     "health", "health_details", "runs_list", "policy_verify", "policy_plan", "policy_apply", "policy_enforcement",
     "graph_notifications", "graph_lifecycle", "tickets", "flags_list", "flags_export", "upn_events",
     "upn_processor", "delta_sweep", "reregistration_tracker", "subscription_manager", "flags_approve_removal",
-    "run_get", "policy_jobs", "events_purge",
+    "run_get", "policy_jobs", "events_purge", "passkey_reads",
 }
 
 
@@ -87,6 +87,13 @@ def test_policy_jobs_read_their_queue_with_the_state_connection(functions):
     trigger = _trigger(functions["policy_jobs"])
     assert trigger["type"] == "queueTrigger"
     assert trigger["queueName"] == POLICY_JOBS_QUEUE and trigger["connection"] == STATE_STORAGE
+
+
+def test_the_slow_lane_reads_its_queue_with_the_state_connection(functions):
+    """The slow lane's passkey reads run from `passkey-reads` through the same STATE_STORAGE connection."""
+    trigger = _trigger(functions["passkey_reads"])
+    assert trigger["type"] == "queueTrigger"
+    assert trigger["queueName"] == PASSKEY_READS_QUEUE and trigger["connection"] == STATE_STORAGE
 
 
 def test_importing_the_app_builds_no_clients():

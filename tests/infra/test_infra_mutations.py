@@ -218,7 +218,7 @@ def test_state_table_renamed_is_reported(mutate: Mutate) -> None:
     """A table or queue name the code does not use fails the names check."""
     infra = mutate(MAIN, "  'flags'\n", "  'flag'\n")
     infra = mutate(MAIN, "  'upn-changes-poison'\n", "  'upn-poison'\n")
-    problems = checks.check_state_names(infra, config.QUEUE_NAME, config.POLICY_JOBS_QUEUE)
+    problems = checks.check_state_names(infra, config.QUEUE_NAME, config.POLICY_JOBS_QUEUE, config.PASSKEY_READS_QUEUE)
     assert any("tableNames" in p for p in problems) and any("queueNames" in p for p in problems)
 
 

@@ -16,8 +16,10 @@ def test_storage_is_identity_only_and_private() -> None:
 
 
 def test_state_tables_and_queues_have_the_names_the_code_uses() -> None:
-    """The six state tables, the UPN and policy-job queues (with their poison queues) have the code's names."""
-    assert checks.check_state_names(INFRA, config.QUEUE_NAME, config.POLICY_JOBS_QUEUE) == []
+    """The seven state tables, the UPN, slow-lane and policy-job queues (with their poison queues) have the code's
+    names."""
+    assert checks.check_state_names(INFRA, config.QUEUE_NAME, config.POLICY_JOBS_QUEUE,
+                                    config.PASSKEY_READS_QUEUE) == []
 
 
 def test_app_insights_accepts_only_entra_authenticated_telemetry() -> None:

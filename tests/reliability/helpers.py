@@ -29,7 +29,7 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from graphsim.launcher import Simulator
-from shared.config import QUEUE_NAME
+from shared.config import PASSKEY_READS_QUEUE, QUEUE_NAME
 from shared.errors import PasskeyGuardError
 from shared.state import TABLES
 from tests.e2e.stack import tenant, user
@@ -289,8 +289,8 @@ class DrainResult:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-async def drain(connection_string: str, processor: Any, *, batch_size: int = 16, new_batch_threshold: int = 8,
-                within: float = 90.0, visibility: int = 30, queue_name: str = QUEUE_NAME,
+async def drain(connection_string: str, processor: Any, *, slow_lane: Any = None, batch_size: int = 16,
+                new_batch_threshold: int = 8, within: float = 90.0, visibility: int = 30, queue_name: str = QUEUE_NAME,
                 until: Callable[[], bool] | None = None) -> DrainResult:
     """Deliver the queue to `processor` (the indexed `upn_processor`) the way the Functions host does
     (host.json: batchSize 16, newBatchThreshold 8): a new batch is fetched whenever no more than
@@ -300,9 +300,32 @@ async def drain(connection_string: str, processor: Any, *, batch_size: int = 16,
     reappears after `visibility`, as on the host. Returns when the queue is empty (hidden messages, e.g.
     re-queued after a 429, included) and `until()`, when given, is true: a producer running beside the
     drain may still be queueing. Not drained within `within` seconds, deliveries still running or not,
-    is an AssertionError."""
+    is an AssertionError. With `slow_lane` (the indexed `passkey_reads`), the `passkey-reads` queue the
+    processor feeds is delivered to it beside, by the same rules, until both are empty."""
     result = DrainResult()
-    deadline = time.monotonic() + within
+    lane = {"batch_size": batch_size, "new_batch_threshold": new_batch_threshold, "within": within,
+            "visibility": visibility, "deadline": time.monotonic() + within}
+    if slow_lane is None:
+        await _drain_queue(connection_string, processor, result, queue_name=queue_name, until=until, **lane)
+        return result
+    changes_done = False
+
+    async def changes() -> None:
+        nonlocal changes_done
+        try:
+            await _drain_queue(connection_string, processor, result, queue_name=queue_name, until=until, **lane)
+        finally:
+            changes_done = True
+
+    await asyncio.gather(changes(), _drain_queue(connection_string, slow_lane, result, queue_name=PASSKEY_READS_QUEUE,
+                                                 until=lambda: changes_done, **lane))
+    return result
+
+
+async def _drain_queue(connection_string: str, processor: Any, result: DrainResult, *, batch_size: int,
+                       new_batch_threshold: int, within: float, visibility: int, queue_name: str,
+                       until: Callable[[], bool] | None, deadline: float) -> None:
+    """One queue of `drain`, its counts added to `result`."""
     async with _queue(connection_string, queue_name) as queue, \
             _queue(connection_string, queue_name + "-poison") as poison:
         with contextlib.suppress(ResourceExistsError):
@@ -371,7 +394,7 @@ async def drain(connection_string: str, processor: Any, *, batch_size: int = 16,
                     result.storage_errors += 1
                     left = -1
                 if left == 0 and (until is None or until()):
-                    return result
+                    return
                 if time.monotonic() > deadline:
                     raise AssertionError(f"queue not drained within {within} s ({left} message(s) left)")
                 await asyncio.sleep(0.2)
@@ -408,8 +431,10 @@ async def poison_count(connection_string: str, queue_name: str = QUEUE_NAME) -> 
 
 
 async def clear_queue(connection_string: str, queue_name: str = QUEUE_NAME) -> None:
-    """Empty the shared change queue (and its poison queue) so a test starts from nothing."""
-    for name in (queue_name, queue_name + "-poison"):
+    """Empty the shared change queue (with the slow lane it feeds, and their poison queues) so a test starts from
+    nothing."""
+    lanes = (queue_name, PASSKEY_READS_QUEUE) if queue_name == QUEUE_NAME else (queue_name,)
+    for name in (n for lane in lanes for n in (lane, lane + "-poison")):
         async with _queue(connection_string, name) as queue:
             with contextlib.suppress(ResourceNotFoundError):
                 await queue.clear_messages()
@@ -451,17 +476,20 @@ class Verdict:
     wrong_upn: set[str]
     stale_snapshots: set[str]
     history: dict[str, int] = field(default_factory=dict)
+    incomplete: set[str] = field(default_factory=set)
 
     @property
     def lost(self) -> int:
-        """Users whose outcome is wrong: missed, flagged wrongly, flagged twice, or wrong snapshot/UPN."""
-        return len(self.missed | self.unexpected | self.duplicates | self.wrong_upn | self.stale_snapshots)
+        """Users whose outcome is wrong: missed, flagged wrongly, flagged twice, wrong snapshot/UPN, or a flag whose
+        passkey details were never read."""
+        return len(self.missed | self.unexpected | self.duplicates | self.wrong_upn | self.stale_snapshots
+                   | self.incomplete)
 
     def explain(self) -> str:
         """The first few users of each kind of discrepancy, for an assertion message."""
         return (f"missed={sorted(self.missed)[:5]} unexpected={sorted(self.unexpected)[:5]} "
                 f"duplicates={sorted(self.duplicates)[:5]} wrong_upn={sorted(self.wrong_upn)[:5]} "
-                f"stale_snapshots={sorted(self.stale_snapshots)[:5]}")
+                f"stale_snapshots={sorted(self.stale_snapshots)[:5]} incomplete={sorted(self.incomplete)[:5]}")
 
 
 async def judge(connection_string: str, tenant_id: str, sim: Simulator, original: Mapping[str, str], *,
@@ -469,9 +497,10 @@ async def judge(connection_string: str, tenant_id: str, sim: Simulator, original
     """Compare the stored flags and snapshots (read with raw SDK clients) with `/_sim/state`.
 
     Every user whose UPN differs from `original` and who holds a passkey has exactly one flag row naming the
-    old and new UPN, whose history holds exactly one entry per distinct change (`changes[user]`, 1 unless
-    told): a replayed or duplicate delivery that added an entry shows here, where a count of rows keyed by
-    user never could. Nobody else has a flag, and every snapshot holds the user's current UPN once."""
+    old and new UPN, whose history holds exactly one detection per distinct change (`changes[user]`, 1 unless
+    told) and at most one reading of its passkey details, which are complete: a replayed or duplicate delivery
+    that added an entry shows here, where a count of rows keyed by user never could. Nobody else has a flag, and
+    every snapshot holds the user's current UPN once."""
     truth = {u["id"].lower(): u for u in sim.state()["users"] if not u.get("deletedDateTime")}
     expected = {uid for uid, u in truth.items()
                 if original.get(uid) and original[uid].lower() != u["userPrincipalName"].lower()
@@ -480,10 +509,16 @@ async def judge(connection_string: str, tenant_id: str, sim: Simulator, original
     history: dict[str, int] = {}
     wrong: set[str] = set()
     duplicates: set[str] = set()
+    incomplete: set[str] = set()
     for flag in await raw_flags(connection_string, tenant_id):
         uid = str(flag.get("userId", "")).lower()
         counted[uid] = counted.get(uid, 0) + 1
-        history[uid] = history.get(uid, 0) + len(flag.get("history") or [])
+        notes = [str(h.get("note", "")) for h in flag.get("history") or []]
+        history[uid] = history.get(uid, 0) + sum(1 for n in notes if n.startswith("UPN changed"))
+        if sum(1 for n in notes if n.startswith("passkey details read")) > 1:
+            duplicates.add(uid)
+        if flag.get("passkeyDetails") != "complete":
+            incomplete.add(uid)
         user = truth.get(uid)
         if user is None or flag.get("newUpn") != user["userPrincipalName"] or flag.get("oldUpn") != original.get(uid):
             wrong.add(uid)
@@ -493,4 +528,4 @@ async def judge(connection_string: str, tenant_id: str, sim: Simulator, original
     stale = {uid for uid, u in truth.items() if snaps.get(uid) != [u["userPrincipalName"]]}
     return Verdict(expected=expected, flagged=counted, missed=expected - set(counted),
                    unexpected=set(counted) - expected, duplicates=duplicates, wrong_upn=wrong & expected,
-                   stale_snapshots=stale, history=history)
+                   stale_snapshots=stale, history=history, incomplete=incomplete)

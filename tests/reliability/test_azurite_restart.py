@@ -100,7 +100,7 @@ class Sweeper:
             self.done = True
 
 
-async def test_azurite_restarted_and_killed_during_a_sweep_and_processing(persistent_azurite, processor):
+async def test_azurite_restarted_and_killed_during_a_sweep_and_processing(persistent_azurite, processor, slow_lane):
     """Storage restarts twice at random points and is SIGKILLed once while a sweep and the processors
     run side by side: runs complete or fail clearly, and the end state is exactly the ground truth."""
     count = 160 * soak_factor()
@@ -159,10 +159,10 @@ async def test_azurite_restarted_and_killed_during_a_sweep_and_processing(persis
 
         chaos = asyncio.create_task(outages_during_the_run())
         running = asyncio.create_task(sweeper.run())
-        drained = await drain(conn, processor, visibility=4, within=120,
+        drained = await drain(conn, processor, slow_lane=slow_lane, visibility=4, within=120,
                               until=lambda: sweeper.done and chaos.done())
         await asyncio.gather(chaos, running)
-        drained_after = await drain(conn, processor, visibility=4, within=60)
+        drained_after = await drain(conn, processor, slow_lane=slow_lane, visibility=4, within=60)
 
         # Nothing is corrupted: every table reads back, the state matches the ground truth.
         report = await verify(stack.services, trigger="test")

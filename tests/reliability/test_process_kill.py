@@ -69,7 +69,7 @@ def pages_past(sim: Any, more: int) -> Callable[[], Awaitable[bool]]:
     return reached
 
 
-async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite, processor, monkeypatch):
+async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite, processor, slow_lane, monkeypatch):
     """Five SIGKILLs at random moments of `python -m shared sweep`, then a run to the end: the checkpoint
     carries each run on, and processing the queue flags every renamed user with a passkey exactly once."""
     count = 300 * soak_factor()
@@ -111,7 +111,7 @@ async def test_a_sweep_killed_at_random_points_resumes_and_misses_no_one(azurite
         runs.append({"outcome": outcome, "exit": code, "pagesSoFar": stack.sim.stats()["delta_pages"]})
         checkpoint = await raw_checkpoint(conn, stack.tenant_id)
         graph_waits_move_the_clock(stack.sim, monkeypatch)  # ~225 passkey reads at Graph's 6 a second
-        drained = await drain(conn, processor, within=90)
+        drained = await drain(conn, processor, slow_lane=slow_lane, within=90)
         verdict = await judge(conn, stack.tenant_id, stack.sim, original)
         poisoned = await poison_count(conn)
         lost = verdict.lost + poisoned

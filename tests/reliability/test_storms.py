@@ -75,7 +75,7 @@ async def _notifications_settled(stack: Any, renamed: int, within: float = 120.0
         await asyncio.sleep(0.1)
 
 
-async def test_bulk_flagging_survives_an_error_storm(azurite, processor, monkeypatch):
+async def test_bulk_flagging_survives_an_error_storm(azurite, processor, slow_lane, monkeypatch):
     """Hundreds of users renamed: notifications and a sweep both queue them during a Graph error storm;
     every renamed user with a passkey ends with exactly one flag, and every snapshot holds the new UPN."""
     count = 250 * soak_factor()
@@ -99,7 +99,7 @@ async def test_bulk_flagging_survives_an_error_storm(azurite, processor, monkeyp
             t0 = time.monotonic()
             attempts, failed, errors = await sweep_until_complete(stack.services)
             t1 = time.monotonic()
-            drained = await drain(conn, processor, within=120)
+            drained = await drain(conn, processor, slow_lane=slow_lane, within=120)
             print("PHASES", round(t0 - started, 1), round(t1 - t0, 1), round(time.monotonic() - t1, 1), drained)
         verdict = await judge(conn, stack.tenant_id, stack.sim, original)
         poisoned = await poison_count(conn)
@@ -192,7 +192,7 @@ async def test_a_dropped_batch_connection_does_not_fail_the_message(azurite, mon
         assert len(flags) == 100
 
 
-async def test_change_notifications_dropped_and_delayed_still_flag_everyone(azurite, processor):
+async def test_change_notifications_dropped_and_delayed_still_flag_everyone(azurite, processor, slow_lane):
     """A storm on the notification path: while users are renamed Graph drops a share of the change
     notifications and holds back the rest, delivering them late. What arrives is processed; the sweep, the
     safety net, finds the rest; every renamed user with a passkey ends with one flag holding one history entry."""
@@ -216,10 +216,10 @@ async def test_change_notifications_dropped_and_delayed_still_flag_everyone(azur
             stack.sim.configure(notify_paused=False, notify_drop_rate=0.0)  # the held ones go out now, late
         await _notifications_settled(stack, len(renamed))
         notified = (await asyncio.to_thread(stack.sim.stats))["notifications"]
-        by_notifications = await drain(conn, processor, within=120)
+        by_notifications = await drain(conn, processor, slow_lane=slow_lane, within=120)
         flagged_early = {f["userId"] for f in await raw_flags(conn, stack.tenant_id)}
         attempts, failed, errors = await sweep_until_complete(stack.services)
-        by_sweep = await drain(conn, processor, within=120)
+        by_sweep = await drain(conn, processor, slow_lane=slow_lane, within=120)
         verdict = await judge(conn, stack.tenant_id, stack.sim, original)
         poisoned = await poison_count(conn)
         lost = verdict.lost + poisoned
@@ -243,11 +243,12 @@ async def test_change_notifications_dropped_and_delayed_still_flag_everyone(azur
         assert len(verdict.expected) == len([n for n in renamed if n % 3])
 
 
-async def test_a_message_throttled_by_an_exhausted_budget_is_requeued_hidden_not_poisoned(azurite, processor):
+async def test_a_message_throttled_by_an_exhausted_budget_is_requeued_hidden_not_poisoned(azurite, processor,
+                                                                                          slow_lane):
     """Graph's resource-unit bucket exhausted (a tiny bucket on a frozen clock: no fault injected): after the
     gateway's retries the queue function re-queues the message hidden for Retry-After and returns, so the
     delivery does not count toward the poison queue; once the bucket refills the re-queued message flags
-    the users."""
+    the users (and the slow lane's message it queues reads their passkeys)."""
     from shared.upn.messages import users_message
 
     users = [user(n) for n in range(1, 6)]
@@ -278,7 +279,7 @@ async def test_a_message_throttled_by_an_exhausted_budget_is_requeued_hidden_not
         stack.sim.configure(throttle_capacity_ru=8000.0, throttle_refill_ru_per_s=800.0)
         stack.sim.control("POST", "throttle/reset")
         stack.sim.throttle_clock(frozen=False)
-        drained = await drain(conn, processor, within=60)
+        drained = await drain(conn, processor, slow_lane=slow_lane, within=60)
         verdict = await judge(conn, stack.tenant_id, stack.sim, original)
         poisoned = await poison_count(conn)
         throttled = int(stats["throttled"]["total"])
@@ -293,6 +294,6 @@ async def test_a_message_throttled_by_an_exhausted_budget_is_requeued_hidden_not
         assert throttled > 0 and not stats["faults"], stats  # the bucket's 429s, not an injected fault
         assert outcome == "returned", outcome  # the delivery succeeded: nothing toward the poison queue
         assert waiting == 1 and not visible, (waiting, visible)  # queued again, hidden for Retry-After
-        assert drained.delivered == 1 and drained.failed == 0, drained
+        assert drained.delivered == 2 and drained.failed == 0, drained  # the re-queued message, then its slow lane
         assert poisoned == 0
         assert verdict.lost == 0 and len(verdict.expected) == 5, verdict.explain()

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from shared.errors import InputError
-from shared.schemas.messages import LifecycleMessage, UsersMessage, parse_change_message, parse_policy_job
+from shared.schemas.messages import (
+    LifecycleMessage,
+    UsersMessage,
+    parse_change_message,
+    parse_passkey_message,
+    parse_policy_job,
+)
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
@@ -90,3 +96,32 @@ def test_a_producer_cannot_write_what_the_consumer_would_refuse() -> None:
 
     with pytest.raises(ValidationError, match="upm"):
         users_message([{"id": USER, "upm": "typo@contoso.com"}], source="sweep")
+
+
+def test_a_slow_lane_message_is_what_its_producer_wrote() -> None:
+    """passkey_reads_message, stamped as sent, parses back with every entry field intact."""
+    from shared.upn.messages import passkey_reads_message
+
+    entries = [{"id": USER, "upn": "new@contoso.com", "oldUpn": "old@contoso.com", "detectedAt": "2026-01-01T00:00:00Z",
+                "oldUpnSeenAt": "2025-12-31T00:00:00Z", "oldUpnOrigin": "snapshot", "holder": True},
+               {"id": USER, "upn": "b@contoso.com", "oldUpn": "a@contoso.com", "detectedAt": "2026-01-01T00:00:00Z"}]
+    sent = {**passkey_reads_message(entries, source="sweep"), "tenant": "t", "runId": "r"}
+    parsed = parse_passkey_message(raw(sent))
+    assert parsed.model_dump(mode="json", exclude_none=True) == sent
+    assert [u.model_dump(exclude_none=True) for u in parsed.users] == entries
+
+
+@pytest.mark.parametrize(("message", "named"), [
+    ({"kind": "passkeys", "users": [{"id": USER, "upn": "n", "oldUpn": "o"}]},
+     "queue message users[0].detectedAt: required field missing"),
+    ({"kind": "passkeys", "users": [{"id": USER, "upn": "n", "oldUpn": "o", "detectedAt": "t",
+                                     "oldUpnOrigin": "rumour"}]}, "queue message users[0].oldUpnOrigin: "),
+    ({"kind": "passkeys", "users": [{"id": USER, "upn": "n", "oldUpn": "o", "detectedAt": "t"}] * 21},
+     "queue message users: must have at most 20 entries"),
+    ({"kind": "users", "users": [{"id": USER}]}, "queue message kind: "),
+])
+def test_a_malformed_slow_lane_message_names_the_field(message: dict, named: str) -> None:
+    """A `passkey-reads` message that is not the slow lane's shape is refused naming the field."""
+    with pytest.raises(InputError) as caught:
+        parse_passkey_message(raw(message))
+    assert caught.value.message.startswith(named)

@@ -59,3 +59,9 @@ async def post_ticket(stack: Stack, payload: dict[str, Any]) -> tuple[int, str]:
     body = json.dumps(payload).encode()
     status, text, _ = await stack.post("tickets", body, headers=sign_ticket(body, TICKET_SECRET, int(time.time())))
     return status, text
+
+
+def history_kinds(flag: dict[str, Any]) -> list[str]:
+    """Each line of a flag's history by its kind: the note up to its first semicolon or colon ("UPN changed",
+    "passkey details read", ...)."""
+    return [h["note"].split(";")[0].split(":")[0] for h in flag["history"]]

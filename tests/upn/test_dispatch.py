@@ -62,3 +62,29 @@ async def test_a_throttled_message_is_queued_again_for_later(azurite):
         assert result["requeued"] is True and result["retryAfter"] >= 1
         assert await stack.services.store.queue.peek_count() == 1  # queued again ...
         assert await stack.services.store.queue.receive(32) == []  # ... and hidden for retryAfter seconds
+
+
+async def test_a_slow_lane_message_of_another_tenant_is_dropped_and_a_throttled_one_queued_again(azurite):
+    """The `passkey-reads` trigger keeps the same rules: another tenant's message is dropped before any read; one
+    Graph keeps throttling goes back on its own queue, hidden for Retry-After."""
+    from shared.upn.dispatch import handle_passkey_message
+    from shared.upn.messages import passkey_reads_message
+
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        entry = {"id": uid(1), "upn": "user1@fabrikam.example", "oldUpn": "user1@contoso.example",
+                 "detectedAt": "2026-01-01T00:00:00Z"}
+        other = {**passkey_reads_message([entry], source="sweep"), "tenant": "another"}
+        assert await handle_passkey_message(stack.services, json.dumps(other)) == {"dropped": "other tenant"}
+        assert stack.sim.stats()["http_requests"] == 0
+        await stack.services.store.queue.clear()
+        await stack.services.store.passkey_reads.clear()
+        stack.sim.configure(fault_429_rate=1.0, fault_429_retry_after_s=0)
+        ours = {**passkey_reads_message([entry], source="sweep"), "tenant": stack.tenant_id}
+        try:
+            result = await handle_passkey_message(stack.services, json.dumps(ours), dequeue_count=2)
+        finally:
+            stack.sim.configure(fault_429_rate=0.0)
+        assert result["requeued"] is True
+        assert await stack.services.store.passkey_reads.peek_count() == 1
+        assert await stack.services.store.queue.peek_count() == 0
+        await stack.services.store.passkey_reads.clear()  # the queue is shared: leave nothing to the next test

@@ -12,6 +12,7 @@ from shared.upn.subscriptions import SUBSCRIPTION_CHECKPOINT
 from shared.upn.sweep import sweep
 from tests.e2e.stack import running_stack, tenant, uid, user
 from tests.reliability.helpers import clear_queue, poison_count
+from tests.upn.stack_steps import rename
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +69,19 @@ async def test_the_drain_waits_for_a_producer_beside_it(azurite):
             producer())
         assert totals["messages"] == 1 and totals["processed"] == 1 and totals["remaining"] == 0
         assert delivered == [1]
+
+
+async def test_the_drain_runs_the_slow_lane_the_processor_feeds(azurite):
+    """A renamed holder goes through both queues: the processor's message, then the slow lane's, which the drain
+    keeps polling for until the processor's queue is done; the flag ends with its details complete."""
+    async with running_stack(azurite, tenant([user(1)]), drain=False) as stack:
+        conn = azurite.connection_string
+        await clear_queue(conn)
+        await sweep(stack.services)
+        await clear_queue(conn)
+        await rename(stack, 1, "user1@fabrikam.example")
+        await sweep(stack.services)
+        totals = await drain.process_queue(stack.services)
+        assert totals["messages"] == 2 and totals["flagged"] == [uid(1)] and totals["remaining"] == 0
+        assert await stack.services.store.passkey_reads.peek_count() == 0
+        assert (await stack.flag(uid(1)))["passkeyDetails"] == "complete"

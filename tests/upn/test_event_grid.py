@@ -22,7 +22,7 @@ async def test_an_event_grid_user_event_ends_as_a_flag_once(azurite, functions):
         event = payloads.event_grid_event(_graph_event(stack, "eventgrid-user-updated", 1))
         for _ in range(2):  # Event Grid delivers at least once
             await functions["upn_events"].get_user_function()(event)
-        flag = await eventually(lambda: stack.flag(uid(1)))
+        flag = await eventually(lambda: stack.settled_flag(uid(1)))
         assert flag["source"] == "eventgrid" and flag["newUpn"] == "user1@fabrikam.example"
         assert len(await stack.all_flags()) == 1 and len(flag["history"]) == 1
 

@@ -23,7 +23,7 @@ from shared.services import Services
 from shared.state import StateStore
 from shared.upn.decide import decide_change, merge_flag
 from shared.upn.flag import Flag
-from shared.upn.processor import _save_flag
+from shared.upn.processor import save_flag
 
 USER = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -103,9 +103,9 @@ async def test_a_flag_appearing_between_read_and_create_is_merged_not_replaced(
     merge_flag(A->B, B->C), one case A->C with both processors' passkeys, not B->C with a `previous`."""
     theirs = detection(A, B, ["p1"], T0)
     ours = detection(B, C, ["p1", "p2"], T0 + timedelta(minutes=5))
-    after_first_read(store, lambda: _save_flag(processor(other_store), theirs))
+    after_first_read(store, lambda: save_flag(processor(other_store), theirs))
 
-    await _save_flag(processor(store), ours)
+    await save_flag(processor(store), ours)
 
     expected = merge_flag(theirs, ours)
     assert expected is not None and expected.old_upn == A and expected.passkey_ids == ("p1", "p2")
@@ -122,7 +122,7 @@ async def test_two_processors_saving_at_once_end_with_the_merge_of_both(
     for instance in (store, other_store):
         after_first_read(instance, both_read.wait)
 
-    await asyncio.gather(_save_flag(processor(store), first),
-                         _save_flag(processor(other_store), second))
+    await asyncio.gather(save_flag(processor(store), first),
+                         save_flag(processor(other_store), second))
 
     assert await stored_flag(store) in (merge_flag(first, second), merge_flag(second, first))

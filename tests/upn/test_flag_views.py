@@ -87,7 +87,7 @@ async def test_the_api_and_the_export_say_whether_a_flag_s_passkey_details_are_c
         await sweep(stack.services)
         await rename(stack, 1, "user1@fabrikam.example")
         await sweep(stack.services)
-        await eventually(lambda: stack.flag(uid(1)))
+        await eventually(lambda: stack.settled_flag(uid(1)))
         since = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
         await stack.services.store.flags.create([holder_flag(uid(2), "user2@fabrikam.example", "user2@contoso.example",
                                                              source="sweep", detected_at=since)])

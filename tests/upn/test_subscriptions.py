@@ -67,7 +67,7 @@ async def test_lifecycle_events_reauthorize_recreate_and_sweep(azurite):
         stack.sim.configure(notify_paused=True)
         await rename(stack, 2, "user2@fabrikam.example")  # its notification is held back: only "missed" finds it
         stack.sim.lifecycle(created["id"], "missed")
-        flag = await eventually(lambda: stack.flag(uid(2)))
+        flag = await eventually(lambda: stack.settled_flag(uid(2)))
         assert flag["source"] == "sweep"
         stack.sim.lifecycle(created["id"], "subscriptionRemoved")
 

@@ -31,7 +31,7 @@ async def test_an_unprompted_challenge_is_answered_and_notifications_keep_flowin
             await eventually(reauthorized)
             stack.sim.clock(advance=15 * 60)
             await rename(stack, 2, "user2@fabrikam.example")
-            flag = await eventually(lambda: stack.flag(uid(2)))
+            flag = await eventually(lambda: stack.settled_flag(uid(2)))
             assert flag["source"] == "notification"
             assert stack.sim.stats()["notifications"].get("paused_lost", 0) == 0
         finally:

@@ -17,7 +17,7 @@ async def test_a_sweep_catches_a_rename_whose_notification_was_dropped(azurite):
         await rename(stack, 3, "user3@fabrikam.example")
         result = await sweep(stack.services)
         assert result["messagesQueued"] == 1 and not result["seeded"]
-        flag = await eventually(lambda: stack.flag(uid(3)))
+        flag = await eventually(lambda: stack.settled_flag(uid(3)))
         assert flag["source"] == "sweep" and flag["newUpn"] == "user3@fabrikam.example"
         assert len(await stack.all_flags()) == 1
 
