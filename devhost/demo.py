@@ -120,12 +120,13 @@ async def _show(stack: LocalStack) -> int:
         say(f"renamed {u['userPrincipalName']} -> {new}")
     deadline = time.monotonic() + 180  # bounds a failure only: a busy machine delivers slowly
     flags: list[dict] = []
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # flagged at once from the registration report, then the slow lane reads
         flags = (await list_flags(services, status=None))["value"]
-        if len(flags) >= len(with_keys):
+        if len(flags) >= len(with_keys) and all(f["passkeyDetails"] == "complete" for f in flags):
             break
         await asyncio.sleep(0.2)
-    say(f"\n{len(flags)} user(s) flagged (the renamed user without a passkey needs nothing):")
+    say(f"\n{len(flags)} user(s) flagged (the renamed user without a passkey needs nothing); the registration "
+        "report named them at once, the slow lane then read their passkeys:")
     for f in flags:
         say(f"  {f['status']:<8} {f['oldUpn']} -> {f['newUpn']}: {len(f['passkeys'])} passkey(s) to re-register")
     if flags:

@@ -227,19 +227,20 @@ def _passkeys_shown(flag: dict[str, Any]) -> str:
 async def _runs(services: Services, args: argparse.Namespace) -> Outcome:
     from shared.actors import describe_run_actor
     from shared.policy import runs as policy
-    from shared.progress import describe_progress
+    from shared.progress import describe_details, describe_progress
 
     if args.run_id:
         from shared.policy.jobs import public_run
 
-        run = public_run(await services.store.runs.get(args.run_id))
+        run = await policy.with_details(services, public_run(await services.store.runs.get(args.run_id)))
         return run, _run_text(run), EXIT_OK
     result = await policy.list_runs(services, limit=20)
     lines = []
     for r in result["value"]:
         progress = describe_progress(r.get("progress"), running=r["result"] == "running")
+        details = describe_details(r.get("details"))
         lines.append(f"{r['startedAt']}  {r['kind']:<8} {r['result']:<20} {r['runId']}  {describe_run_actor(r)}"
-                     + (f"  [{progress}]" if progress else ""))
+                     + (f"  [{progress}]" if progress else "") + (f"  [{details}]" if details else ""))
     return result, "\n".join(lines) or "no runs", EXIT_OK
 
 
@@ -250,13 +251,16 @@ _RUN_COUNTS = ("pages", "users", "changedUsers", "messagesQueued", "resyncs", "g
 def _run_text(run: dict[str, Any]) -> str:
     """One run for people: what, how it stands, who started it, its progress, counts and error."""
     from shared.actors import describe_run_actor
-    from shared.progress import describe_progress
+    from shared.progress import describe_details, describe_progress
 
     lines = [f"run {run['runId']}: {run.get('kind', '?')} {run.get('result', '?')} ({run['status']})",
              f"started:  {run['startedAt']}, {describe_run_actor(run)}"]
     progress = describe_progress(run.get("progress"), running=run["status"] != "done")
     if progress:
         lines.append(f"progress: {progress} (updated {run['progress'].get('updatedAt', '?')})")
+    details = describe_details(run.get("details"))
+    if details:
+        lines.append(f"details:  {details}")
     counts = [f"{k}={run[k]}" for k in _RUN_COUNTS if k in run]
     if counts:
         lines.append("counts:   " + " ".join(counts))

@@ -128,7 +128,9 @@ async def run_get(services: Services, req: Request) -> Answer:
     run_id = req.route_params.get("runId", "")
     if not (len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)):
         raise InputError("runId must be a run id (32 lowercase hex digits), as POST /api/policy/plan|apply return")
-    return ok(public_run(await services.store.runs.get(run_id)))
+    from shared.policy.runs import with_details
+
+    return ok(await with_details(services, public_run(await services.store.runs.get(run_id))))
 
 
 async def policy_verify(services: Services, req: Request) -> Answer:

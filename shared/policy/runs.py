@@ -1,6 +1,6 @@
 """The `runs` table from the use cases' side: `RunRecorder` writes one row per verify, plan, apply, rollback
 or sweep (who, what, how long, how many Graph calls, and while a long run works its progress), and
-`list_runs` is the runs listing use case."""
+`list_runs` is the runs listing use case (`with_details`: how far the slow lane has read a sweep's users)."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.actors import THE_APP, Actor, resolve_actor, run_fields
-from shared.progress import Progress
+from shared.progress import Progress, eta_seconds
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,26 @@ def public_run(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def with_details(services: Services, run: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's run with how far the slow lane has read its changed users' passkeys: `details` {read, total,
+    percent, etaSeconds (the slow lane's rate so far applied to what is left; None when done or unknown),
+    firstAt, lastAt}. Other runs, and sweeps that changed nobody, come back as they are."""
+    total = run.get("changedUsers")
+    if run.get("kind") != "sweep" or not isinstance(total, int) or total <= 0:
+        return run
+    counted = await services.store.runs.details(run["runId"])
+    read = min(total, counted["read"]) if counted else 0
+    eta = None
+    if counted and read < total:
+        elapsed = (now() - counted["firstAt"]).total_seconds()
+        eta = eta_seconds(read, total, elapsed)
+    return {**run, "details": {"read": read, "total": total, "percent": round(100 * read / total, 1),
+                               "etaSeconds": eta, "firstAt": counted["firstAt"].isoformat() if counted else None,
+                               "lastAt": counted["lastAt"].isoformat() if counted else None}}
+
+
 async def list_runs(services: Services, *, limit: int = 20, page_token: str | None = None) -> dict[str, Any]:
-    """The runs listing use case: the tenant's runs, newest first, a page at a time."""
+    """The runs listing use case: the tenant's runs, newest first, a page at a time (sweeps with their passkey
+    details' progress)."""
     runs, token = await services.store.runs.page(limit=limit, page_token=page_token)
-    return {"value": [public_run(r) for r in runs], "nextPageToken": token}
+    return {"value": [await with_details(services, public_run(r)) for r in runs], "nextPageToken": token}

@@ -4,6 +4,11 @@
 |--------------|----------------------------------|--------------------------------|
 | tenant       | inverted µs timestamp `_` run id | the run document               |
 | tenant       | `id|` run id                     | pointer: run id -> run RowKey  |
+| tenant       | `dt|` run id                     | the slow lane's passkey reads  |
+
+The `dt|` row holds, per instance `i` of the slow lane, `r_<i>` (users read for that run) and `f_<i>`/`l_<i>`
+(its first and last read, ISO 8601). Each instance MERGEs its own properties (no read, no ETag: instances never
+touch each other's); it is a row apart from the run's, which the run's recorder REPLACEs.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from shared.state.codec import check_entity, decode_document, encode_document
 from shared.state.keys import SEPARATOR, decode_page_token, encode_page_token, inverted_time, safe_key
 from shared.state.tables import (
     MAX_PAGE,
+    MERGE,
     REPLACE,
     RUNS,
     Tables,
@@ -30,6 +36,7 @@ from shared.state.tables import (
 )
 
 _RUN_INDEX = "id" + SEPARATOR
+_DETAILS = "dt" + SEPARATOR
 _RUN_ROWS_END = ":"  # run rows start with digits, pointer rows with "id|"
 
 
@@ -85,6 +92,33 @@ class RunTable:
             return run_from_entity(entity)
 
         return await self._tables.op(RUNS, "reading a run", work)
+
+    async def count_details(self, run_id: str, instance: str, read: int, first: dt.datetime, last: dt.datetime) -> None:
+        """Record that this `instance` of the slow lane has read `read` users' passkeys for `run_id` so far,
+        between `first` and `last` (its own properties of the run's `dt|` row, MERGEd)."""
+        row = {"PartitionKey": tenant_pk(self.tenant_id), "RowKey": _DETAILS + safe_key(run_id, what="run id"),
+               f"r_{instance}": read, f"f_{instance}": first.isoformat(), f"l_{instance}": last.isoformat()}
+
+        async def work(client: TableClient) -> None:
+            await client.upsert_entity(row, **MERGE)
+
+        await self._tables.op(RUNS, "counting passkey reads", work)
+
+    async def details(self, run_id: str) -> dict[str, Any] | None:
+        """The slow lane's passkey reads for `run_id`, summed over instances: `{read, firstAt, lastAt}` (aware
+        datetimes); None when none were counted."""
+        async def work(client: TableClient) -> TableEntity | None:
+            return await get_entity(client, tenant_pk(self.tenant_id), _DETAILS + safe_key(run_id, what="run id"))
+
+        entity = await self._tables.op(RUNS, "reading passkey reads", work)
+        if entity is None:
+            return None
+        reads = {k[2:]: int(v) for k, v in entity.items() if k.startswith("r_")}
+        firsts = [dt.datetime.fromisoformat(str(entity[f"f_{i}"])) for i in reads if f"f_{i}" in entity]
+        lasts = [dt.datetime.fromisoformat(str(entity[f"l_{i}"])) for i in reads if f"l_{i}" in entity]
+        if not reads or not firsts or not lasts:
+            return None
+        return {"read": sum(reads.values()), "firstAt": min(firsts), "lastAt": max(lasts)}
 
     async def page(self, limit: int = 20,
                    page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:

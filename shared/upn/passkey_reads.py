@@ -13,14 +13,20 @@ flagged here when they hold one: nobody is missed, only later.
 
 Each step is idempotent: a second delivery finds the details complete or the same change already merged,
 and writes nothing.
+
+How far the slow lane has got is counted per run (the sweep's, whose id its messages carry): each instance adds
+the users it read to its own properties of the run's `dt|` row after every message, and `shared.policy.runs`
+shows the sum against the sweep's changed users, with an ETA.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 
-from shared.errors import ConcurrencyError, InputError
+from shared.errors import ConcurrencyError, InputError, PasskeyGuardError
 from shared.graph.passkeys import read_passkeys
 from shared.services import Services
 from shared.upn.clock import now as _now
@@ -29,6 +35,27 @@ from shared.upn.flag import Flag
 from shared.upn.processor import save_flag
 
 log = logging.getLogger(__name__)
+
+#: This process among the app's instances, in the runs' `dt|` rows.
+INSTANCE = uuid.uuid4().hex[:12]
+#: Users this instance read per (tenant, run): [count, first read, last read], for the latest runs only.
+_tallies: dict[tuple[str, str], list[Any]] = {}
+_KEEP_TALLIES = 64
+
+
+async def _count_reads(services: Services, run_id: str | None, users: int, at: datetime) -> None:
+    """Add this message's reads to the run's count (a failure is logged: the count is for people)."""
+    if not run_id:
+        return
+    tally = _tallies.setdefault((services.store.tenant_id, run_id), [0, at, at])
+    while len(_tallies) > _KEEP_TALLIES:  # a long-lived instance sees a sweep every few minutes
+        del _tallies[next(iter(_tallies))]
+    tally[0] += users
+    tally[2] = at
+    try:
+        await services.store.runs.count_details(run_id, INSTANCE, tally[0], tally[1], tally[2])
+    except PasskeyGuardError as exc:
+        log.warning("the passkey reads of run %s were not counted (%s)", run_id, exc.code)
 
 
 async def _complete(services: Services, user_id: str, passkeys: list[dict[str, Any]], at: datetime) -> Flag | None:
@@ -91,12 +118,13 @@ async def read_and_decide(services: Services, message: Any) -> dict[str, Any]:
     entries = {e.id.lower(): e for e in message.users}
     passkeys = await read_passkeys(services.graph, list(entries))
     at = _now()
+    decided = await asyncio.gather(*(_decide(services, entry, passkeys.get(uid, []), source=message.source,
+                                             ticket_id=message.ticketId, at=at) for uid, entry in entries.items()))
     outcome: dict[str, list[str]] = {}
     flagged: list[str] = []
-    for uid, entry in entries.items():
-        kind, flag = await _decide(services, entry, passkeys.get(uid, []), source=message.source,
-                                   ticket_id=message.ticketId, at=at)
+    for uid, (kind, flag) in zip(entries, decided, strict=True):
         outcome.setdefault(kind, []).append(uid)
         if kind == "flagged" and flag is not None:
             flagged.append(uid)
+    await _count_reads(services, message.runId, len(entries), _now())
     return {"read": len(entries), "flagged": flagged, "decisions": outcome}

@@ -70,3 +70,20 @@ async def test_get_run_missing_is_not_found(store: StateStore, tenant: str) -> N
         await store.runs.get("nope")
     with pytest.raises(InputError):
         await store.runs.put({"id": "x"})
+
+
+async def test_passkey_reads_are_counted_per_instance_and_summed(store: StateStore, tenant: str) -> None:
+    """Two instances count their reads for one run, each its own properties (a later count replaces only its
+    own); the sum, the first and the last read come back; the run's listing never shows the count's row, and
+    the recorder replacing the run's row leaves the count alone."""
+    start = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+    await store.runs.put(run("sweep-1", start, kind="sweep", changedUsers=60))
+    assert await store.runs.details("sweep-1") is None
+    at = [start + dt.timedelta(seconds=s) for s in range(5)]
+    await store.runs.count_details("sweep-1", "a", 20, at[1], at[1])
+    await store.runs.count_details("sweep-1", "b", 20, at[0], at[2])
+    await store.runs.count_details("sweep-1", "a", 40, at[1], at[4])
+    await store.runs.put(run("sweep-1", start, kind="sweep", changedUsers=60, result="complete"))
+    assert await store.runs.details("sweep-1") == {"read": 60, "firstAt": at[0], "lastAt": at[4]}
+    page, _ = await store.runs.page(limit=10)
+    assert [r["id"] for r in page] == ["sweep-1"]

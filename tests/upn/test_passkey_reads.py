@@ -130,3 +130,41 @@ async def test_the_served_app_drains_both_lanes(azurite):
             return all(f is not None and f["passkeyDetails"] == "complete" for f in flags)
 
         await eventually(both_complete)
+
+
+async def test_a_sweeps_run_shows_how_far_the_slow_lane_has_read_with_an_eta(azurite):
+    """25 holders renamed: the sweep's run counts 25 changed users; after the slow lane's first message (20 users)
+    GET /api/runs/{id} and `python -m shared runs` show 20 of 25 read with an ETA, after the second all 25 and no
+    ETA."""
+    from shared.__main__ import _run_text
+    from shared.progress import describe_details
+
+    async with running_stack(azurite, tenant([user(n) for n in range(1, 26)]), drain=False) as stack:
+        await sweep(stack.services)
+        await stack.services.store.queue.clear()
+        stack.sim.control("POST", "users/bulk_rename", {"from_domain": "contoso.example",
+                                                        "to_domain": "fabrikam.example", "notify": False})
+        run_id = (await sweep(stack.services))["runId"]
+        while batch := await stack.services.store.queue.receive(32):
+            for message in batch:
+                await handle_message(stack.services, message.text)
+                await stack.services.store.queue.delete(message)
+        lane = stack.services.store.passkey_reads
+        slow = await lane.receive(32)
+        assert sorted(len(json.loads(m.text)["users"]) for m in slow) == [5, 20]
+        first = next(m for m in slow if len(json.loads(m.text)["users"]) == 20)
+        await handle_passkey_message(stack.services, first.text)
+
+        status, text, _ = await stack.get(f"runs/{run_id}")
+        assert status == 200, text
+        details = json.loads(text)["details"]
+        assert (details["read"], details["total"], details["percent"]) == (20, 25, 80.0)
+        assert isinstance(details["etaSeconds"], int) and details["etaSeconds"] >= 0
+        assert "passkey details read for 20/25 users (80%), ETA " in describe_details(details)
+
+        await handle_passkey_message(stack.services, next(m for m in slow if m is not first).text)
+        status, text, _ = await stack.get(f"runs/{run_id}")
+        run = json.loads(text)
+        assert run["details"]["read"] == 25 and run["details"]["etaSeconds"] is None
+        assert "details:  passkey details read for 25/25 users (100%)" in _run_text(run).splitlines()
+        await lane.clear()
