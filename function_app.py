@@ -193,7 +193,8 @@ async def reregistration_tracker(timer: func.TimerRequest) -> None:
 
 @app.timer_trigger(schedule="%EVENTS_PURGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def events_purge(timer: func.TimerRequest) -> None:
-    """Deletes expired idempotency keys (ticket and policy-job claims): Table Storage has no TTL."""
+    """Daily housekeeping: deletes expired idempotency keys (ticket and policy-job claims), since Table Storage has
+    no TTL, and reclaims gone users' slots in the snapshots and holders rows."""
     from shared.events_purge import purge_expired_events
     from shared.services import get_services
 

@@ -69,6 +69,10 @@ class HolderIndex:
         """Every holder of the index (all partitions in parallel)."""
         return set(await self._rows.load_all(raw=True))
 
+    async def compact(self) -> int:
+        """Reclaim the emptied properties of users no longer holders (`SnapshotTable.compact`)."""
+        return await self._rows.compact()
+
     async def meta(self) -> HolderMeta | None:
         """What the index was built from; None when it never was."""
         pk = tenant_pk(self.tenant_id)

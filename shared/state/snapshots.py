@@ -21,7 +21,7 @@ from shared.ids import is_guid
 from shared.state import fastpath
 from shared.state.codec import MAX_CUSTOM_PROPERTIES, check_entity, chunk_operations
 from shared.state.keys import bucket_partition
-from shared.state.tables import MAX_PAGE, MERGE, SNAPSHOT_GROUPS, SNAPSHOTS, Layout, Tables
+from shared.state.tables import MAX_PAGE, MERGE, SNAPSHOT_GROUPS, SNAPSHOTS, Layout, Tables, replace_if_still
 
 MAX_PROPERTY_NAME = 255
 _MAX_SELECT = 40  # more properties than this: read the whole row (the URL stays short)
@@ -215,6 +215,29 @@ class SnapshotTable:
             return rows
 
         return await self._tables.op(self.table, f"reading {self.table}", work)
+
+    async def compact(self) -> int:
+        """Reclaim the properties of forgotten users (a MERGE can only empty a property, never remove it, so a
+        deleted user's slot would stay taken): each row holding empty properties is replaced by its non-empty
+        ones, while it is still the row read (its ETag). A row written meanwhile is left for the next time.
+        Returns how many properties were reclaimed."""
+        async def one(bucket: int) -> int:
+            async def work(client: TableClient) -> int:
+                reclaimed = 0
+                async for entity in client.query_entities(
+                        "PartitionKey eq @pk", parameters={"pk": bucket_partition(self.tenant_id, bucket)},
+                        results_per_page=MAX_PAGE):
+                    empty = [n for n, v in entity.items() if v == "" and snapshot_user(n) is not None]
+                    if not empty:
+                        continue
+                    kept = {n: v for n, v in entity.items() if n not in empty}
+                    if await replace_if_still(client, kept, entity):
+                        reclaimed += len(empty)
+                return reclaimed
+
+            return await self._tables.op(self.table, f"compacting {self.table}", work)
+
+        return sum(await self._tables.gather(one(b) for b in range(self.buckets)))
 
     async def load_all(self, *, raw: bool = False) -> dict[str, str]:
         """The whole snapshot table as `{user id: UPN}`: all partitions in parallel, ~1,000 rows for
