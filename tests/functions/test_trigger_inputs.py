@@ -94,7 +94,7 @@ async def test_the_events_purge_timer_deletes_expired_claims_from_the_request_th
         use_services(services)
         with caplog.at_level(logging.INFO, logger="shared.function_app"):
             await functions["events_purge"].get_user_function()(payloads.timer_request())
-        assert "events_purge: {'purged': 4}" in caplog.text
+        assert "events_purge: {'purged': 4, 'snapshotsReclaimed': 0, 'holdersReclaimed': 0}" in caplog.text
         assert await services.store.events.purge() == 0  # nothing expired is left
         assert await services.store.events.claim("ticket:live", ttl_seconds=60) is False  # still held
         assert await services.store.for_tenant(other).events.purge() == 1  # the other tenant's row was not touched
