@@ -42,6 +42,15 @@ class QueueMessage(StrictModel):
     nulls_are_absent = True
 
 
+class StampedMessage(QueueMessage):
+    """What every queued message carries beside its kind: its version, and the tenant and run `send_messages`
+    stamped it with."""
+
+    v: int | None = None
+    tenant: str | None = None
+    runId: str | None = None
+
+
 class UserEntry(QueueMessage):
     """One user of a `users` message: the id, and what the sender already knew about them."""
 
@@ -53,29 +62,23 @@ class UserEntry(QueueMessage):
     removed: str | None = Field(default=None, description="why the user is gone (e.g. deleted)")
 
 
-class UsersMessage(QueueMessage):
+class UsersMessage(StampedMessage):
     """Users to process (at most 20): each one's current UPN is compared with its snapshot."""
 
-    v: int | None = None
     kind: Literal["users"]
     source: str = "sweep"
     users: list[UserEntry] = Field(min_length=1, max_length=USERS_PER_MESSAGE)
     at: str | None = None
     ticketId: str | None = None
     oldUpn: str | None = None
-    tenant: str | None = None
-    runId: str | None = None
 
 
-class LifecycleMessage(QueueMessage):
+class LifecycleMessage(StampedMessage):
     """Subscription lifecycle work queued by the webhook (reauthorize and renew, recreate, sweep)."""
 
-    v: int | None = None
     kind: Literal["lifecycle"]
     event: str
     subscriptionId: str | None = None
-    tenant: str | None = None
-    runId: str | None = None
 
 
 class PasskeyEntry(QueueMessage):
@@ -91,17 +94,14 @@ class PasskeyEntry(QueueMessage):
     holder: bool | None = None
 
 
-class PasskeyReadsMessage(QueueMessage):
+class PasskeyReadsMessage(StampedMessage):
     """Changed users (at most 20) whose passkeys decide their case: read, then flag, complete or let go."""
 
-    v: int | None = None
     kind: Literal["passkeys"]
     source: str = "sweep"
     users: list[PasskeyEntry] = Field(min_length=1, max_length=USERS_PER_MESSAGE)
     at: str | None = None
     ticketId: str | None = None
-    tenant: str | None = None
-    runId: str | None = None
 
 
 ChangeMessage = UsersMessage | LifecycleMessage

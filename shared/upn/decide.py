@@ -389,12 +389,18 @@ def complete_details(flag: Flag, passkeys: Sequence[Mapping[str, Any]], *, at: d
     return done
 
 
+def registered_after(created_date_time: str | None, moment: datetime) -> bool:
+    """Whether a passkey was surely registered after `moment` (a rename's detection): created more than
+    CLOCK_MARGIN later. A passkey without a readable creation time is not (the harsher reading)."""
+    created = parse_aware_time(created_date_time)
+    return created is not None and created > moment + CLOCK_MARGIN
+
+
 def _sort_read(flag: Flag, held: Sequence[PasskeyRef]) -> tuple[list[PasskeyRef], list[PasskeyRef], list[PasskeyRef]]:
     """The passkeys a details-pending flag's user holds, as (pre-change, registered after the rename,
     registered under the UPN the user has again)."""
     assert flag.details_since is not None  # set while pending
     known = set(flag.passkey_ids)
-    since = flag.details_since + CLOCK_MARGIN
     after = None if flag.details_after is None else flag.details_after + CLOCK_MARGIN
     pre_change: list[PasskeyRef] = []
     fresh: list[PasskeyRef] = []
@@ -403,7 +409,7 @@ def _sort_read(flag: Flag, held: Sequence[PasskeyRef]) -> tuple[list[PasskeyRef]
         created = parse_aware_time(ref.created_date_time)
         if ref.id in known or created is None:
             pre_change.append(ref)
-        elif created > since:
+        elif registered_after(ref.created_date_time, flag.details_since):
             fresh.append(ref)
         elif after is not None and created <= after:
             back.append(ref)
@@ -572,6 +578,6 @@ def mark_removed(flag: Flag, removed_ids: Iterable[str], *, at: datetime) -> Fla
 __all__ = [
     "CLOCK_MARGIN", "TRANSITIONS", "Decision", "DecisionKind", "RemovalDecision", "TrackResult", "approve_removal",
     "complete_details", "decide_change", "dismiss", "hold_removal", "holder_flag", "mark_removed", "merge_flag",
-    "needs_approval", "parse_aware_time", "passkey_refs", "removable_passkeys", "require_approval", "same_upn",
-    "stale_passkeys_to_remove", "track", "transition",
+    "needs_approval", "parse_aware_time", "passkey_refs", "registered_after", "removable_passkeys",
+    "require_approval", "same_upn", "stale_passkeys_to_remove", "track", "transition",
 ]

@@ -7,6 +7,7 @@ command line with the host's delivery rules.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.errors import GraphThrottled
@@ -25,38 +26,43 @@ async def handle_message(services: Services, body: bytes | str, *, dequeue_count
     The message is read by its model (`shared.schemas.messages`): not JSON, no known kind or a field that is
     not the producers' is an InputError naming it."""
     from shared.schemas.messages import UsersMessage, parse_change_message
-    from shared.telemetry import bind_run
 
     message = parse_change_message(body)
-    bind_run(message.runId)
-    if message.tenant != services.settings.tenant_id:
-        log.warning("dropping a queue message for another tenant")
-        return {"dropped": "other tenant"}
-    try:
+
+    async def work() -> dict[str, Any]:
         if isinstance(message, UsersMessage):
             users = [user.model_dump(exclude_none=True) for user in message.users]
             return await process_users(services, users, source=message.source, ticket_id=message.ticketId,
                                        old_upn_hint=message.oldUpn, queued_reads=True)
         return await handle_lifecycle(services, message.event, message.subscriptionId)
-    except GraphThrottled as exc:
-        return await _requeue(services, message, exc, dequeue_count, services.store.queue)
+
+    return await _deliver(services, message, work, services.store.queue, dequeue_count)
 
 
 async def handle_passkey_message(services: Services, body: bytes | str, *, dequeue_count: int = 1) -> dict[str, Any]:
     """The `passkey_reads` trigger's work: read one slow-lane message's passkeys and settle each case."""
     from shared.schemas.messages import parse_passkey_message
-    from shared.telemetry import bind_run
     from shared.upn.passkey_reads import read_and_decide
 
     message = parse_passkey_message(body)
+    return await _deliver(services, message, lambda: read_and_decide(services, message),
+                          services.store.passkey_reads, dequeue_count)
+
+
+async def _deliver(services: Services, message: Any, work: Callable[[], Awaitable[dict[str, Any]]],
+                   queue: ChangeQueue, dequeue_count: int) -> dict[str, Any]:
+    """Both triggers' rules around `work`: the message's run id bound to the logs, another tenant's message
+    dropped before any read, and Graph still throttling after the retries: the message back on its `queue`."""
+    from shared.telemetry import bind_run
+
     bind_run(message.runId)
     if message.tenant != services.settings.tenant_id:
         log.warning("dropping a queue message for another tenant")
         return {"dropped": "other tenant"}
     try:
-        return await read_and_decide(services, message)
+        return await work()
     except GraphThrottled as exc:
-        return await _requeue(services, message, exc, dequeue_count, services.store.passkey_reads)
+        return await _requeue(services, message, exc, dequeue_count, queue)
 
 
 async def _requeue(services: Services, message: Any, exc: GraphThrottled, dequeue_count: int,

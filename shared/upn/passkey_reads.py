@@ -30,7 +30,7 @@ from shared.errors import ConcurrencyError, InputError, PasskeyGuardError
 from shared.graph.passkeys import read_passkeys
 from shared.services import Services
 from shared.upn.clock import now as _now
-from shared.upn.decide import CLOCK_MARGIN, complete_details, decide_change, parse_aware_time
+from shared.upn.decide import complete_details, decide_change, parse_aware_time, registered_after
 from shared.upn.flag import Flag
 from shared.upn.processor import save_flag
 
@@ -74,12 +74,9 @@ async def _complete(services: Services, user_id: str, passkeys: list[dict[str, A
 
 
 def _before_change(passkeys: list[dict[str, Any]], detected: datetime) -> list[dict[str, Any]]:
-    """The passkeys that may have been registered under the old UPN: created no later than the detection
-    (plus CLOCK_MARGIN), or with no readable creation time (the harsher reading). A later one was registered
-    after the rename and works: `complete_details`'s rule, for a case the report did not open."""
-    cutoff = detected + CLOCK_MARGIN
-    return [p for p in passkeys
-            if (created := parse_aware_time(p.get("createdDateTime"))) is None or created <= cutoff]
+    """The passkeys that may have been registered under the old UPN: all but those surely registered after the
+    detection (`registered_after`, `complete_details`'s rule), for a case the report did not open."""
+    return [p for p in passkeys if not registered_after(p.get("createdDateTime"), detected)]
 
 
 def _when(value: str | None, what: str) -> datetime | None:
